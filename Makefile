@@ -1,0 +1,93 @@
+# AutoDrop benchmark suite. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT ?= python3
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+STAMP       := $(VENV)/.installed
+
+# make reproduce knobs
+LAUNCHER ?= local
+GPUS     ?= 1
+DATA_DIR ?= data
+SEEDS    ?= 0,1,2,3
+RESULTS  ?= results
+
+PAPER_TASKS    := resnet18_cifar10 wrn28_10_cifar10 resnet34_cifar100 wrn40_10_cifar100 resnet18_imagenet resnet50_imagenet
+PAPER_SCHEDULES := autodrop,autodrop_v1,step,cosine,onecycle,clr,exp
+QUICK_SCHEDULES := autodrop,autodrop_v1,step,cosine,onecycle
+QUICK_SEEDS     := 0,1,2
+LAUNCH_local   :=
+LAUNCH_joblib  := hydra/launcher=joblib
+LAUNCH_slurm   := hydra/launcher=slurm
+TRAIN := $(PY) -m experiments.train
+
+.PHONY: help install test test-fast lint format bench quick quick-runs reproduce ablations tables figures wandb-sync clean
+
+help: ## Show this help
+	@echo "AutoDrop benchmark suite. Targets:"
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+	@echo "Variables: LAUNCHER=local|joblib|slurm GPUS=N DATA_DIR=path SEEDS=0,1,2,3 RESULTS=dir"
+
+$(STAMP): pyproject.toml
+	$(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[suite,dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv with the pinned environment (torch 2.14.1, Hydra, wandb, ...)
+
+test: $(STAMP) ## Run the whole test suite (fast and slow tests; ~10 min on 2 CPU cores)
+	WANDB_MODE=disabled $(PY) -m pytest
+
+test-fast: $(STAMP) ## Run the fast tests only (skip end-to-end runs)
+	WANDB_MODE=disabled $(PY) -m pytest -m "not slow"
+
+lint: $(STAMP) ## Lint with ruff
+	$(PY) -m ruff check .
+
+format: $(STAMP) ## Format with ruff
+	$(PY) -m ruff format .
+
+bench: $(STAMP) ## Benchmarks: AutoDrop overhead and memory, data loader throughput
+	$(PY) -m scripts.bench_autodrop
+	$(PY) -m scripts.bench_data
+
+quick: $(STAMP) ## CPU-sized reproduction on the embedded digits data -> results/quick/ (minutes)
+	$(PY) -m scripts.figures.theory --out $(RESULTS)/quick/figures
+	$(TRAIN) -m experiment=quick/fixed_lr paths.results_dir=$(RESULTS) logger=none
+	$(TRAIN) -m experiment=quick/digits scheduler=$(QUICK_SCHEDULES) seed=$(QUICK_SEEDS) paths.results_dir=$(RESULTS) logger=none
+	$(PY) -m scripts.aggregate --runs $(RESULTS)/runs --experiment quick --out $(RESULTS)/quick
+	$(PY) -m scripts.figures.curves --runs $(RESULTS)/runs --experiment quick --out $(RESULTS)/quick/figures
+
+reproduce: $(STAMP) ## Full paper grid (Table 2 tasks x schedules x seeds), then tables and figures
+	set -e; for task in $(PAPER_TASKS); do \
+	  $(TRAIN) -m experiment=paper/$$task scheduler=$(PAPER_SCHEDULES) seed=$(SEEDS) \
+	    trainer.devices=$(GPUS) paths.data_dir=$(DATA_DIR) paths.results_dir=$(RESULTS) $(LAUNCH_$(LAUNCHER)); \
+	done
+	$(MAKE) tables figures PRESET=paper
+
+ablations: $(STAMP) ## The paper's window / buffer / rho ablations (ResNet-18 CIFAR-10)
+	set -e; for grid in window buffer_size rho; do \
+	  $(TRAIN) -m experiment=ablation/$$grid seed=$(SEEDS) trainer.devices=$(GPUS) \
+	    paths.data_dir=$(DATA_DIR) paths.results_dir=$(RESULTS) $(LAUNCH_$(LAUNCHER)); \
+	done
+	$(MAKE) tables PRESET=paper
+
+PRESET ?= paper
+tables: $(STAMP) ## Aggregate runs into the paper's tables (PRESET=paper|quick)
+	$(PY) -m scripts.aggregate --runs $(RESULTS)/runs --experiment $(PRESET) --out $(RESULTS)/$(PRESET)
+
+figures: $(STAMP) ## Draw every figure from the runs (PRESET=paper|quick)
+	$(PY) -m scripts.figures.theory --out $(RESULTS)/$(PRESET)/figures
+	$(PY) -m scripts.figures.curves --runs $(RESULTS)/runs --experiment $(PRESET) --out $(RESULTS)/$(PRESET)/figures
+
+wandb-sync: $(STAMP) ## Upload runs that were logged offline (needs WANDB_API_KEY and network)
+	@found=$$(find $(RESULTS)/runs -type d -name 'offline-run-*' 2>/dev/null); \
+	if [ -z "$$found" ]; then echo "no offline wandb runs under $(RESULTS)/runs"; \
+	else $(VENV)/bin/wandb sync $$found; fi
+
+clean: ## Remove caches (keeps .venv and results)
+	rm -rf .pytest_cache .ruff_cache outputs multirun
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
