@@ -1,0 +1,112 @@
+"""The schedule registry: every schedule of the benchmark behind one ``build`` call.
+
+Every schedule is a ``torch.optim.lr_scheduler.LRScheduler`` with the ``ScheduleHooks`` mixin,
+stepped once after every optimizer step. The budget (``steps_per_epoch``, ``epochs``) is passed
+to the constructors that take it; everything else comes from ``options``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from autodrop.schedules.checks import check_int
+from autodrop.schedules.constant import ConstantSchedule
+from autodrop.schedules.cosine import CosineSchedule
+from autodrop.schedules.cyclic import CyclicSchedule
+from autodrop.schedules.exponential import ExponentialSchedule
+from autodrop.schedules.multistep import MultiStepSchedule
+from autodrop.schedules.onecycle import OneCycleSchedule
+from autodrop.schedules.per_step import PerStepSchedule
+from autodrop.schedules.plateau import PlateauSchedule
+
+BUDGET_ARGUMENTS = ("steps_per_epoch", "epochs")
+
+
+def _autodrop() -> type:
+    # Imported on use: the AutoDrop modules must not be needed to import the registry.
+    from autodrop.autodrop import AutoDrop
+
+    return AutoDrop
+
+
+def _autodrop_v1() -> type:
+    from autodrop.autodrop_v1 import AutoDropV1
+
+    return AutoDropV1
+
+
+_SCHEDULES: dict[str, Callable[[], type]] = {
+    "step": lambda: MultiStepSchedule,
+    "cosine": lambda: CosineSchedule,
+    "onecycle": lambda: OneCycleSchedule,
+    "clr": lambda: CyclicSchedule,
+    "exp": lambda: ExponentialSchedule,
+    "plateau": lambda: PlateauSchedule,
+    "constant": lambda: ConstantSchedule,
+    "autodrop": _autodrop,
+    "autodrop_v1": _autodrop_v1,
+}
+
+SCHEDULE_NAMES: tuple[str, ...] = tuple(_SCHEDULES)
+
+
+def schedule_class(name: str) -> type:
+    """The class behind ``name``."""
+    if name not in _SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}: expected one of {list(SCHEDULE_NAMES)}")
+    return _SCHEDULES[name]()
+
+
+def schedule_options(name: str) -> tuple[str, ...]:
+    """The options ``build(name, ...)`` accepts (constructor arguments minus the optimizer and
+    the budget)."""
+    parameters = inspect.signature(schedule_class(name)).parameters.values()
+    return tuple(
+        p.name
+        for p in parameters
+        if p.name not in ("optimizer", *BUDGET_ARGUMENTS)
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    )
+
+
+def build(
+    name: str, optimizer: Optimizer, *, steps_per_epoch: int, epochs: int, **options: Any
+) -> LRScheduler:
+    """The schedule ``name`` on ``optimizer`` for a budget of ``epochs`` * ``steps_per_epoch``
+    optimizer steps; ``options`` are the schedule's own keyword arguments."""
+    cls = schedule_class(name)
+    check_int("steps_per_epoch", steps_per_epoch, low=1)
+    check_int("epochs", epochs, low=1)
+    parameters = inspect.signature(cls).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    accepted = schedule_options(name)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown and not takes_any:
+        raise ValueError(
+            f"unknown option(s) {unknown} for schedule {name!r}: accepted options are "
+            f"{list(accepted)}"
+        )
+    budget = {"steps_per_epoch": steps_per_epoch, "epochs": epochs}
+    budget = {key: value for key, value in budget.items() if key in parameters}
+    return cls(optimizer, **budget, **options)
+
+
+__all__ = [
+    "SCHEDULE_NAMES",
+    "ConstantSchedule",
+    "CosineSchedule",
+    "CyclicSchedule",
+    "ExponentialSchedule",
+    "MultiStepSchedule",
+    "OneCycleSchedule",
+    "PerStepSchedule",
+    "PlateauSchedule",
+    "build",
+    "schedule_class",
+    "schedule_options",
+]

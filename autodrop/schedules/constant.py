@@ -1,0 +1,17 @@
+"""``constant``: the lr never changes."""
+
+from __future__ import annotations
+
+from torch.optim import Optimizer
+
+from autodrop.schedules.per_step import PerStepSchedule
+
+
+class ConstantSchedule(PerStepSchedule):
+    """Every group keeps its initial lr for the whole run."""
+
+    def __init__(self, optimizer: Optimizer) -> None:
+        super().__init__(optimizer)
+
+    def lrs_at(self, step: int) -> list[float]:
+        return list(self.base_lrs)

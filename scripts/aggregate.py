@@ -1,0 +1,132 @@
+"""Aggregate run directories (or W&B runs) into the paper's tables.
+
+    python -m scripts.aggregate --runs results/runs --out results/paper --experiment paper
+    python -m scripts.aggregate --source wandb --project autodrop-bench --out results/paper
+
+Writes ``<out>/tables/runs.csv`` (every run), ``failed_runs.{csv,md}`` and, each as CSV,
+Markdown and LaTeX: table2, table2_vs_paper, table16, table3 and one ablation table per
+varied setting. Failed, diverged and still-running runs are listed and never averaged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+import pandas as pd
+
+from scripts import tables
+from scripts.runs import NoRunsError, RunSet, load_runs
+
+SOURCES = ("local", "wandb")
+
+
+def build_tables(runs: RunSet, paper_table: Path = tables.PAPER_TABLE2) -> list[tables.Table]:
+    """Every table of finished runs, in the order they are written."""
+    finished = runs.finished()
+    if finished.runs.empty:
+        return []
+    built: list[tables.Table | None] = []
+    if finished.runs["setting_key"].isna().any():  # runs with plain schedule labels
+        table2 = tables.table2(finished)
+        built += [
+            table2,
+            tables.table2_vs_paper(table2, tables.load_paper_table2(paper_table)),
+            tables.table16(finished),
+            tables.table3(finished),
+        ]
+    built += tables.ablation_tables(finished)
+    return [table for table in built if table is not None]
+
+
+def write_table(table: tables.Table, out_dir: Path, formats: Sequence[str]) -> list[Path]:
+    """Write ``table.display`` as ``<name>.<fmt>`` for fmt in csv / md / tex."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = table.display.reset_index()
+    paths = []
+    for fmt in formats:
+        path = out_dir / f"{table.name}.{fmt}"
+        if fmt == "csv":
+            frame.to_csv(path, index=False)
+        elif fmt == "md":
+            text = frame.to_markdown(index=False) if not frame.empty else "(none)"
+            path.write_text(text + (f"\n\n{table.note}\n" if table.note else "\n"))
+        elif fmt == "tex":
+            latex = frame.to_latex(index=False, escape=True).replace("±", r"$\pm$")
+            note = f"% {table.note}\n" if table.note else ""
+            path.write_text(note + latex)
+        else:
+            raise ValueError(f"table format {fmt!r} is not one of csv, md, tex")
+        paths.append(path)
+    return paths
+
+
+def warn_unfinished(runs: RunSet, stream: TextIO | None = None) -> None:
+    """One warning line (on stderr by default) per failed, diverged or still-running run."""
+    for run in runs.unfinished().itertuples(index=False):
+        detail = f": {run.message}" if isinstance(run.message, str) and run.message else ""
+        done, planned = (_or_unknown(value) for value in (run.epochs_done, run.epochs_planned))
+        print(
+            f"warning: run {run.run_id} is {run.status} (epoch {done}/{planned}); "
+            f"left out of every table{detail}",
+            file=stream or sys.stderr,
+        )
+
+
+def _or_unknown(value: object) -> str:
+    return "?" if pd.isna(value) else str(value)
+
+
+def aggregate(runs: RunSet, out_dir: str | Path) -> list[Path]:
+    """Write runs.csv, failed_runs and every table into ``<out_dir>/tables``; return the paths."""
+    table_dir = Path(out_dir) / "tables"
+    table_dir.mkdir(parents=True, exist_ok=True)
+    runs_csv = table_dir / "runs.csv"
+    runs.runs.to_csv(runs_csv, index=False)
+    warn_unfinished(runs)
+    written = [runs_csv, *write_table(tables.failed_runs(runs), table_dir, ("csv", "md"))]
+    for table in build_tables(runs):
+        written += write_table(table, table_dir, ("csv", "md", "tex"))
+    return written
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=Path, default=Path("results/runs"), help="runs directory")
+    parser.add_argument("--out", type=Path, required=True, help="output, e.g. results/quick")
+    parser.add_argument("--experiment", default=None, help="only experiments under this prefix")
+    parser.add_argument("--source", default="local", help=f"one of {', '.join(SOURCES)}")
+    parser.add_argument("--project", default="autodrop-bench", help="W&B project (wandb)")
+    parser.add_argument("--entity", default=None, help="W&B entity (wandb; default: yours)")
+    return parser.parse_args(argv)
+
+
+def load_from_source(args: argparse.Namespace) -> RunSet:
+    """The RunSet named by the command line's --source."""
+    if args.source == "local":
+        return load_runs(args.runs, experiment=args.experiment)
+    if args.source == "wandb":
+        from scripts.wandb_runs import load_runs_from_wandb
+
+        return load_runs_from_wandb(args.project, args.entity, experiment=args.experiment)
+    raise ValueError(f"--source {args.source!r} is not one of {', '.join(SOURCES)}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        runs = load_from_source(args)
+    except (NoRunsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    paths = aggregate(runs, args.out)
+    finished = int((runs.runs["status"] == "finished").sum())
+    print(f"{len(runs.runs)} runs ({finished} finished) -> {len(paths)} files in {args.out}/tables")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Write run directories with chosen numbers, in the runner's on-disk format (for tests)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from scripts.runs import parse_label
+
+
+def write_fake_run(
+    runs_dir: str | Path,
+    *,
+    experiment: str,
+    dataset: str,
+    model: str,
+    scheduler: str,
+    seed: int,
+    test_errs: Sequence[float],
+    status: str = "finished",
+    epochs_planned: int | None = None,
+    lrs: Sequence[float] | None = None,
+    time_per_iter_s: float = 0.01,
+    steps_per_epoch: int = 10,
+    options: dict | None = None,
+    extra_metrics: dict[str, Sequence[float | None]] | None = None,
+    trace: Sequence[dict] | None = None,
+    message: str | None = None,
+    wandb_run_id: str | None = None,
+) -> Path:
+    """Create one run directory whose epoch e has test error ``test_errs[e-1]``.
+
+    Other per-epoch values are simple functions of the test error (test loss = err / 10, train
+    loss = err / 20) so figures have something to draw. ``extra_metrics`` adds per-epoch keys
+    (e.g. ``{"angle/epoch": [None, None, 30.0]}``); ``trace`` is written to autodrop.jsonl.
+    """
+    epochs = len(test_errs)
+    planned = epochs if epochs_planned is None else epochs_planned
+    lrs = [0.1] * epochs if lrs is None else list(lrs)
+    if len(lrs) != epochs:
+        raise ValueError(f"lrs has {len(lrs)} values, test_errs {epochs}: they must match")
+    run_dir = Path(runs_dir) / experiment / f"{dataset}-{model}" / scheduler / f"seed={seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    base = parse_label(scheduler)[0]
+    is_autodrop = base.startswith("autodrop")
+    records = []
+    for index, err in enumerate(test_errs):
+        record = {
+            "epoch": index + 1,
+            "step": (index + 1) * steps_per_epoch,
+            "lr": lrs[index],
+            "train/loss": err / 20,
+            "train/acc": 100 - err / 2,
+            "test/loss": err / 10,
+            "test/err": err,
+            "time/epoch_s": time_per_iter_s * steps_per_epoch,
+            "time/iter_s": time_per_iter_s,
+        }
+        if is_autodrop:
+            record["autodrop/drops"] = sum(lr < lrs[0] for lr in lrs[: index + 1])
+            record["autodrop/omega"] = None if index < 2 else 80.0 + index
+        for key, values in (extra_metrics or {}).items():
+            record[key] = values[index]
+        records.append(record)
+    _write_jsonl(run_dir / "metrics.jsonl", records)
+    if trace is not None:
+        _write_jsonl(run_dir / "autodrop.jsonl", trace)
+    summary = {
+        "status": status,
+        "experiment": experiment,
+        "dataset": dataset,
+        "model": model,
+        "scheduler": scheduler,
+        "scheduler_name": base,
+        "scheduler_options": options or {},
+        "seed": seed,
+        "epochs_planned": planned,
+        "epochs_done": epochs,
+        "final_test_err": test_errs[-1] if test_errs else None,
+        "min_test_err": min(test_errs) if test_errs else None,
+        "min_test_err_epoch": (list(test_errs).index(min(test_errs)) + 1) if test_errs else None,
+        "wall_time_s": time_per_iter_s * steps_per_epoch * epochs,
+        "time_per_iter_s": time_per_iter_s if epochs else None,
+        "steps_per_epoch": steps_per_epoch,
+        "batch_size": 128,
+        "hardware": "cpu (fake)",
+        "world_size": 1,
+        "versions": {"torch": "fake"},
+        "git_commit": None,
+        "wandb_run_id": wandb_run_id,
+        "message": message,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return run_dir
+
+
+def _write_jsonl(path: Path, records: Sequence[dict]) -> None:
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))

@@ -1,0 +1,280 @@
+"""Training-curve figures: one per task (paper Figures 6-11), the fixed-lr angle study (Figure 3)
+and AutoDrop's measurement trace.
+
+    python -m scripts.figures.curves --runs results/runs --out results/paper/figures
+
+Each figure function takes a RunSet of finished runs and returns the Figure unsaved;
+:func:`make_all_figures` selects the runs, draws and saves everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from scripts.figures.common import save_figure, schedule_color
+from scripts.runs import NoRunsError, RunSet, load_runs, task_keys
+from scripts.tables import order_labels
+
+ZOOM_FRACTION = 0.25
+ANGLE_KEY = "angle/epoch"
+BAND_ALPHA = 0.2
+_VARIANT_STYLES = ("--", ":", "-.", (0, (5, 1)), (0, (1, 3)))
+# Panels of the per-task figure: (key in the mosaic, metric, title, y label).
+_TASK_PANELS = (
+    ("lr", "lr", "learning rate", "lr"),
+    ("test_loss", "test/loss", "test loss", "loss"),
+    ("test_err", "test/err", "test error", "error (%)"),
+    ("train_loss", "train/loss", "training loss", "loss"),
+    ("test_loss_zoom", "test/loss", "test loss, last {pct} %", "loss"),
+    ("test_err_zoom", "test/err", "test error, last {pct} %", "error (%)"),
+)
+
+
+def seed_band(runs: RunSet, run_ids: Sequence[str], key: str) -> pd.DataFrame:
+    """Per epoch: mean, min and max of ``key`` over the given runs (seeds), and their count."""
+    rows = runs.metrics[runs.metrics["run_id"].isin(set(run_ids))]
+    if key not in rows:
+        return pd.DataFrame(columns=["mean", "min", "max", "n"])
+    band = rows.groupby("epoch")[key].agg(["mean", "min", "max", "count"])
+    return band.rename(columns={"count": "n"}).dropna(subset=["mean"])
+
+
+def zoom_range(last_epoch: int, fraction: float = ZOOM_FRACTION) -> tuple[int, int]:
+    """Epoch range of the last ``fraction`` of training: (last - ceil(fraction * last), last)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"zoom fraction {fraction!r} is invalid: must be in (0, 1]")
+    return last_epoch - math.ceil(fraction * last_epoch), last_epoch
+
+
+def _line_styles(labels: Sequence[str]) -> dict[str, object]:
+    """Solid for a plain label; labels sharing a base colour get distinct dashes."""
+    styles: dict[str, object] = {}
+    used: dict[str, int] = {}
+    for label in labels:
+        base = label.split("-")[0]
+        index = used.get(base, 0)
+        styles[label] = "-" if index == 0 else _VARIANT_STYLES[(index - 1) % len(_VARIANT_STYLES)]
+        used[base] = index + 1
+    return styles
+
+
+def _draw_band(ax: Axes, band: pd.DataFrame, label: str, color: str, style: object) -> None:
+    ax.plot(band.index, band["mean"], color=color, linestyle=style, label=label, linewidth=1.4)
+    if (band["n"] > 1).any():
+        ax.fill_between(
+            band.index, band["min"], band["max"], color=color, alpha=BAND_ALPHA, linewidth=0
+        )
+
+
+def _zoom(ax: Axes, bands: list[pd.DataFrame], epochs: tuple[int, int]) -> None:
+    start, end = epochs
+    inside = [band.loc[start:end, ["min", "max", "mean"]] for band in bands]
+    values = np.concatenate(
+        [part.to_numpy(dtype=float).ravel() for part in inside] or [np.zeros(0)]
+    )
+    values = values[np.isfinite(values)]
+    ax.set_xlim(start, end)
+    if values.size:
+        low, high = float(values.min()), float(values.max())
+        pad = 0.05 * (high - low) or 0.05 * abs(high) or 0.05
+        ax.set_ylim(low - pad, high + pad)
+
+
+def task_figure(runs: RunSet, title: str, zoom_fraction: float = ZOOM_FRACTION) -> Figure:
+    """lr, test loss, test error and training loss vs epoch, one line per schedule (mean over
+    seeds, min-max band), plus the last ``zoom_fraction`` of test loss and test error."""
+    fig, axes = plt.subplot_mosaic(
+        [["lr", "test_loss", "test_err"], ["train_loss", "test_loss_zoom", "test_err_zoom"]],
+        figsize=(15, 8),
+        gridspec_kw={"wspace": 0.25, "hspace": 0.32},
+    )
+    labels = order_labels(runs.runs["scheduler"])
+    styles = _line_styles(labels)
+    last_epoch = int(runs.metrics["epoch"].max())
+    epochs = zoom_range(last_epoch, zoom_fraction)
+    for name, key, panel_title, ylabel in _TASK_PANELS:
+        ax = axes[name]
+        bands = []
+        for label in labels:
+            ids = runs.runs.loc[runs.runs["scheduler"] == label, "run_id"]
+            band = seed_band(runs, ids, key)
+            if not band.empty:
+                _draw_band(ax, band, label, schedule_color(label), styles[label])
+                bands.append(band)
+        ax.set_title(panel_title.format(pct=round(100 * zoom_fraction)))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if name.endswith("_zoom"):
+            _zoom(ax, bands, epochs)
+        if name == "train_loss" and bands:
+            ax.set_yscale("log")
+    axes["lr"].legend(title="schedule", fontsize="small")
+    fig.suptitle(title)
+    return fig
+
+
+def _run_lr(runs: RunSet, run: pd.Series) -> float:
+    """The fixed lr of a sweep run: its label's 'lr=' value, else its first epoch's lr."""
+    if run["setting_key"] == "lr":
+        return float(run["setting_value"])
+    first = runs.metrics[runs.metrics["run_id"] == run["run_id"]].sort_values("epoch")
+    return float(first["lr"].iloc[0])
+
+
+def fixed_lr_angle_figure(runs: RunSet, title: str) -> Figure:
+    """Figure 3: training loss and per-epoch angular velocity vs epoch, one line per fixed lr."""
+    fig, (loss_ax, angle_ax) = plt.subplots(
+        1, 2, figsize=(11, 4.2), sharex=True, gridspec_kw={"wspace": 0.25}
+    )
+    lrs = pd.Series(
+        [_run_lr(runs, run) for _, run in runs.runs.iterrows()], index=runs.runs["run_id"]
+    )
+    distinct = sorted(set(lrs), reverse=True)
+    colors = plt.get_cmap("viridis")(np.linspace(0.0, 0.9, max(len(distinct), 1)))
+    for lr, color in zip(distinct, colors, strict=False):
+        ids = list(lrs.index[lrs == lr])
+        for ax, key in ((loss_ax, "train/loss"), (angle_ax, ANGLE_KEY)):
+            band = seed_band(runs, ids, key)
+            if not band.empty:
+                _draw_band(ax, band, f"lr={lr:g}", color, "-")
+    loss_ax.set_yscale("log")
+    loss_ax.set_ylabel("training loss")
+    angle_ax.set_ylabel("angular velocity (degrees)")
+    for ax in (loss_ax, angle_ax):
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    angle_ax.legend(title="fixed learning rate", fontsize="small")
+    fig.suptitle(title)
+    return fig
+
+
+def autodrop_trace_figure(runs: RunSet, title: str) -> Figure:
+    """AutoDrop's measurements: omega and its smoothed value (top), lr on a log scale (bottom)
+    vs optimizer step, with every drop as a vertical line; one colour per run."""
+    fig, (omega_ax, lr_ax) = plt.subplots(
+        2, 1, figsize=(10, 6.5), sharex=True, gridspec_kw={"hspace": 0.08}
+    )
+    trace_runs = runs.runs[runs.runs["run_id"].isin(set(runs.traces["run_id"]))]
+    names = [f"{run.scheduler} seed={run.seed}" for run in trace_runs.itertuples(index=False)]
+    colors = [schedule_color(run.scheduler) for run in trace_runs.itertuples(index=False)]
+    if len(set(colors)) < len(colors):  # e.g. several seeds or ablation values of one schedule
+        cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        colors = [cycle[i % len(cycle)] for i in range(len(colors))]
+    for run_id, name, color in zip(trace_runs["run_id"], names, colors, strict=True):
+        trace = runs.traces[runs.traces["run_id"] == run_id].sort_values("step")
+        omega_ax.plot(
+            trace["step"],
+            trace["omega"],
+            color=color,
+            alpha=0.45,
+            linewidth=0.8,
+            label=f"{name}: omega",
+        )
+        if trace["smoothed"].notna().any():
+            omega_ax.plot(
+                trace["step"],
+                trace["smoothed"],
+                color=color,
+                linewidth=1.8,
+                label=f"{name}: smoothed",
+            )
+        lr_ax.plot(
+            trace["step"],
+            trace["lr"],
+            color=color,
+            linewidth=1.4,
+            label=name,
+            drawstyle="steps-post",
+        )
+        for ax in (omega_ax, lr_ax):
+            for step in trace.loc[trace["dropped"], "step"]:
+                ax.axvline(step, color=color, linestyle=":", alpha=0.6, linewidth=0.9)
+    omega_ax.set_ylabel("angle (degrees)")
+    lr_ax.set_ylabel("learning rate")
+    lr_ax.set_yscale("log")
+    lr_ax.set_xlabel("optimizer step")
+    for ax in (omega_ax, lr_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.suptitle(title)
+    return fig
+
+
+def _file_stem(prefix: str, runs: pd.DataFrame, split: bool) -> str:
+    first = runs.iloc[0]
+    stem = f"{prefix}_{first['dataset']}-{first['model']}"
+    return stem + ("__" + first["experiment"].replace("/", "_") if split else "")
+
+
+def _groups_by_task(runs: pd.DataFrame):
+    """(row key, runs, whether the task is split by experiment) per task row key."""
+    keys = task_keys(runs)
+    for key, group in runs.groupby(keys, sort=True):
+        yield str(key), group, key != group["task"].iloc[0]
+
+
+def make_all_figures(
+    runs_dir: str | Path, out_dir: str | Path, experiment: str | None = None
+) -> list[Path]:
+    """Draw and save every figure the finished runs under ``runs_dir`` allow; return the files."""
+    runs = load_runs(runs_dir, experiment=experiment).finished()
+    if runs.runs.empty:
+        return []
+    angle_ids = set()
+    if ANGLE_KEY in runs.metrics:
+        angle_ids = set(runs.metrics.loc[runs.metrics[ANGLE_KEY].notna(), "run_id"])
+    paths: list[Path] = []
+    with_metrics = runs.runs["run_id"].isin(set(runs.metrics["run_id"]))
+    curve_runs = runs.runs[with_metrics & ~runs.runs["run_id"].isin(angle_ids)]
+    for key, group, split in _groups_by_task(curve_runs):
+        fig = task_figure(runs.subset(group["run_id"]), title=key)
+        paths += save_figure(fig, out_dir, _file_stem("fig_task", group, split))
+    angle_groups = list(_groups_by_task(runs.runs[runs.runs["run_id"].isin(angle_ids)]))
+    for key, group, _split in angle_groups:
+        fig = fixed_lr_angle_figure(
+            runs.subset(group["run_id"]), title=f"{key}: fixed learning rates"
+        )
+        name = (
+            "fig3_fixed_lr_angle"
+            if len(angle_groups) == 1
+            else _file_stem("fig3_fixed_lr_angle", group, True)
+        )
+        paths += save_figure(fig, out_dir, name)
+    traced = runs.runs[runs.runs["run_id"].isin(set(runs.traces["run_id"]))]
+    for key, group, split in _groups_by_task(traced):
+        first_seed = group.sort_values("seed").drop_duplicates("scheduler")
+        fig = autodrop_trace_figure(
+            runs.subset(first_seed["run_id"]), title=f"{key}: AutoDrop measurements"
+        )
+        paths += save_figure(fig, out_dir, _file_stem("fig_autodrop_trace", group, split))
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Training-curve figures from run directories.")
+    parser.add_argument("--runs", type=Path, default=Path("results/runs"), help="runs directory")
+    parser.add_argument("--out", type=Path, required=True, help="e.g. results/quick/figures")
+    parser.add_argument("--experiment", default=None, help="only experiments under this prefix")
+    args = parser.parse_args(argv)
+    try:
+        paths = make_all_figures(args.runs, args.out, experiment=args.experiment)
+    except (NoRunsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{len(paths)} files in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,345 @@
+"""Load run directories (the runner's contract) into pandas DataFrames.
+
+One run lives in ``<runs_dir>/<experiment>/<dataset>-<model>/<scheduler_label>/seed=<n>/`` and
+holds ``summary.json``, ``metrics.jsonl`` (one record per epoch) and, for AutoDrop variants,
+``autodrop.jsonl`` (one record per measurement). Every source (local files, W&B) is first turned
+into :class:`RawRun` objects and then into one :class:`RunSet` by :func:`build_run_set`, so the
+tables and figures cannot tell the sources apart.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+FINISHED = "finished"
+STATUSES = ("running", "finished", "failed", "diverged")
+HOW_RUNS_ARE_MADE = (
+    "runs are produced by the training runner, e.g. "
+    "`python -m experiments.train experiment=quick/digits` "
+    "(a sweep: `python -m experiments.train -m experiment=... scheduler=autodrop,step seed=0,1`)"
+)
+
+# Columns of RunSet.runs, in order, with their dtypes.
+_RUN_DTYPES: dict[str, str] = {
+    "run_id": "str",
+    "experiment": "str",
+    "dataset": "str",
+    "model": "str",
+    "task": "str",
+    "scheduler": "str",
+    "scheduler_name": "str",
+    "base": "str",
+    "setting_key": "object",
+    "setting_value": "object",
+    "seed": "int64",
+    "status": "str",
+    "epochs_planned": "Int64",
+    "epochs_done": "Int64",
+    "min_test_err": "float64",
+    "min_test_err_epoch": "Int64",
+    "final_test_err": "float64",
+    "time_per_iter_s": "float64",
+    "wall_time_s": "float64",
+    "steps_per_epoch": "Int64",
+    "batch_size": "Int64",
+    "world_size": "Int64",
+    "hardware": "object",
+    "git_commit": "object",
+    "wandb_run_id": "object",
+    "message": "object",
+    "options": "str",
+    "source": "str",
+}
+# The per-epoch record keys in their contract order; extra keys follow, sorted.
+METRIC_KEYS = (
+    "epoch",
+    "step",
+    "lr",
+    "train/loss",
+    "train/acc",
+    "test/loss",
+    "test/err",
+    "time/epoch_s",
+    "time/iter_s",
+    "autodrop/drops",
+    "autodrop/omega",
+)
+TRACE_KEYS = ("step", "omega", "smoothed", "lr", "dropped")
+
+
+class NoRunsError(FileNotFoundError):
+    """No run directories where the analysis looked."""
+
+
+@dataclass
+class RawRun:
+    """One run as read from any source, before it becomes DataFrame rows."""
+
+    run_id: str
+    summary: dict
+    metrics: list[dict]
+    trace: list[dict] = field(default_factory=list)
+    source: str = ""
+
+
+@dataclass
+class RunSet:
+    """All runs of an analysis: one row per run, one row per (run, epoch), one per measurement."""
+
+    runs: pd.DataFrame
+    metrics: pd.DataFrame
+    traces: pd.DataFrame
+
+    def finished(self) -> RunSet:
+        """Only runs whose status is 'finished' (the only ones any table or figure averages)."""
+        keep = self.runs[self.runs["status"] == FINISHED]
+        return self.subset(keep["run_id"])
+
+    def unfinished(self) -> pd.DataFrame:
+        """Rows of failed, diverged and still-running runs."""
+        return self.runs[self.runs["status"] != FINISHED]
+
+    def subset(self, run_ids: Iterable[str]) -> RunSet:
+        """The runs with these ids, with their metrics and traces."""
+        ids = set(run_ids)
+        return RunSet(
+            runs=self.runs[self.runs["run_id"].isin(ids)],
+            metrics=self.metrics[self.metrics["run_id"].isin(ids)],
+            traces=self.traces[self.traces["run_id"].isin(ids)],
+        )
+
+
+def parse_label(label: str) -> tuple[str, str | None, str | None]:
+    """Split 'autodrop-window=32' into ('autodrop', 'window', '32'); a plain label has no setting.
+
+    Only the first '-' separates the base name, so values such as 'lr=1e-4' stay whole.
+    """
+    base, sep, setting = label.partition("-")
+    if not sep or "=" not in setting:
+        return base, None, None
+    key, _, value = setting.partition("=")
+    return base, key, value
+
+
+def run_id_for(experiment: str, dataset: str, model: str, scheduler: str, seed: int) -> str:
+    """The run's path below the runs directory, used as its id by every source."""
+    return f"{experiment}/{dataset}-{model}/{scheduler}/seed={seed}"
+
+
+def matches_experiment(experiment: str, prefix: str | None) -> bool:
+    """True when ``experiment`` is ``prefix`` or lies below it ('paper' matches 'paper/x')."""
+    if prefix is None:
+        return True
+    prefix = prefix.strip("/")
+    return experiment == prefix or experiment.startswith(prefix + "/")
+
+
+def task_keys(runs: pd.DataFrame) -> pd.Series:
+    """Row key of each run: '<dataset>/<model>', plus ' [<experiment>]' when runs of that task
+    come from several experiments (so differently configured experiments are never pooled)."""
+    experiments_per_task = runs.groupby("task")["experiment"].nunique()
+    split = runs["task"].map(experiments_per_task) > 1
+    keys = runs["task"].where(~split, runs["task"] + " [" + runs["experiment"] + "]")
+    return keys.astype(str)
+
+
+def load_runs(runs_dir: str | Path, experiment: str | None = None) -> RunSet:
+    """Read every run directory below ``runs_dir`` (optionally only experiments under a prefix)."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        raise NoRunsError(f"runs directory {root} does not exist; {HOW_RUNS_ARE_MADE}")
+    raw = [_read_run_dir(root, run_dir) for run_dir in _find_run_dirs(root)]
+    if not raw:
+        raise NoRunsError(
+            f"no run directories (<experiment>/<dataset>-<model>/<scheduler>/seed=<n>/ holding "
+            f"summary.json or metrics.jsonl) under {root}; {HOW_RUNS_ARE_MADE}"
+        )
+    return build_run_set(raw, experiment=experiment, where=str(root))
+
+
+def build_run_set(
+    raw_runs: Iterable[RawRun], experiment: str | None = None, where: str = "the source"
+) -> RunSet:
+    """Turn raw runs into a RunSet, keeping only experiments under the ``experiment`` prefix."""
+    built = []
+    for raw in raw_runs:
+        metrics = _metrics_frame(raw)
+        built.append((_run_row(raw, metrics), metrics, _trace_frame(raw)))
+    kept = [item for item in built if matches_experiment(item[0]["experiment"], experiment)]
+    if not kept:
+        found = sorted({row["experiment"] for row, _, _ in built})
+        raise NoRunsError(
+            f"no runs of experiment {experiment!r} in {where}; experiments found: {found}; "
+            f"{HOW_RUNS_ARE_MADE}"
+        )
+    runs = pd.DataFrame([row for row, _, _ in kept], columns=list(_RUN_DTYPES))
+    runs = runs.astype(_RUN_DTYPES)
+    duplicated = runs["run_id"][runs["run_id"].duplicated()]
+    if not duplicated.empty:
+        raise ValueError(f"runs {sorted(set(duplicated))} appear more than once in {where}")
+    runs = runs.sort_values(["experiment", "task", "scheduler", "seed"], ignore_index=True)
+    return RunSet(
+        runs=runs,
+        metrics=_concat_ordered([metrics for _, metrics, _ in kept], ("run_id", *METRIC_KEYS)),
+        traces=_concat_ordered([trace for _, _, trace in kept], ("run_id", *TRACE_KEYS)),
+    )
+
+
+def _find_run_dirs(root: Path) -> list[Path]:
+    found = []
+    for path in sorted(root.rglob("seed=*")):
+        depth = len(path.relative_to(root).parts)
+        has_files = (path / "summary.json").is_file() or (path / "metrics.jsonl").is_file()
+        if path.is_dir() and depth >= 4 and has_files:
+            found.append(path)
+    return found
+
+
+def _read_run_dir(root: Path, run_dir: Path) -> RawRun:
+    parts = run_dir.relative_to(root).parts
+    experiment = "/".join(parts[:-3])
+    dataset, _, model = parts[-3].partition("-")
+    seed_text = parts[-1].removeprefix("seed=")
+    if not seed_text.lstrip("-").isdigit():
+        raise ValueError(f"run directory {run_dir}: seed {seed_text!r} is not an integer")
+    from_path = {
+        "experiment": experiment,
+        "dataset": dataset,
+        "model": model,
+        "scheduler": parts[-2],
+        "seed": int(seed_text),
+    }
+    summary_path = run_dir / "summary.json"
+    if summary_path.is_file():
+        summary = {**from_path, **json.loads(summary_path.read_text())}
+    else:  # the runner writes summary.json at start; without one the run has only just begun
+        summary = {**from_path, "status": "running"}
+    return RawRun(
+        run_id="/".join(parts),
+        summary=summary,
+        metrics=read_jsonl(run_dir / "metrics.jsonl"),
+        trace=read_jsonl(run_dir / "autodrop.jsonl"),
+        source=str(run_dir),
+    )
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSON-lines file; [] when it does not exist.
+
+    A last line that does not parse is a record being written right now: it is skipped with a
+    warning. A bad line anywhere else is an error.
+    """
+    if not path.is_file():
+        return []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number == len(lines):
+                warnings.warn(f"{path}: skipping incomplete last line {number}", stacklevel=2)
+                break
+            raise ValueError(f"{path}:{number}: not a JSON record ({err})") from err
+    return records
+
+
+def _metrics_frame(raw: RawRun) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(raw.metrics)
+    if frame.empty:
+        return pd.DataFrame(columns=["run_id", *METRIC_KEYS])
+    if "epoch" not in frame:
+        raise ValueError(f"run {raw.run_id}: metrics records lack the 'epoch' key")
+    # A run resumed from a checkpoint may repeat epochs after its last checkpoint: the later
+    # record is the one the finished run continued from.
+    frame = frame.drop_duplicates("epoch", keep="last").sort_values("epoch", ignore_index=True)
+    frame = frame.apply(pd.to_numeric, errors="coerce").astype("float64")
+    frame["epoch"] = frame["epoch"].astype("int64")
+    frame.insert(0, "run_id", raw.run_id)
+    return frame
+
+
+def _trace_frame(raw: RawRun) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(raw.trace)
+    if frame.empty:
+        return pd.DataFrame(columns=["run_id", *TRACE_KEYS])
+    frame = frame.reindex(columns=[*TRACE_KEYS, *sorted(set(frame.columns) - set(TRACE_KEYS))])
+    frame = frame.apply(pd.to_numeric, errors="coerce").astype("float64")
+    frame["dropped"] = frame["dropped"].fillna(0).astype(bool)
+    frame.insert(0, "run_id", raw.run_id)
+    return frame
+
+
+def _concat_ordered(frames: list[pd.DataFrame], leading: tuple[str, ...]) -> pd.DataFrame:
+    frames = [frame for frame in frames if not frame.empty]
+    if not frames:
+        return pd.DataFrame(columns=list(leading))
+    combined = pd.concat(frames, ignore_index=True)
+    extra = sorted(set(combined.columns) - set(leading))
+    return combined[[key for key in leading if key in combined] + extra]
+
+
+def _run_row(raw: RawRun, metrics: pd.DataFrame) -> dict:
+    summary = raw.summary
+    label = str(summary["scheduler"])
+    base, key, value = parse_label(label)
+    status = str(summary.get("status") or "running")
+    if status not in STATUSES:
+        raise ValueError(f"run {raw.run_id}: status {status!r} is not one of {STATUSES}")
+    row = {
+        "run_id": raw.run_id,
+        "experiment": str(summary["experiment"]),
+        "dataset": str(summary["dataset"]),
+        "model": str(summary["model"]),
+        "task": f"{summary['dataset']}/{summary['model']}",
+        "scheduler": label,
+        "scheduler_name": str(summary.get("scheduler_name") or base),
+        "base": base,
+        "setting_key": key,
+        "setting_value": value,
+        "seed": int(summary["seed"]),
+        "status": status,
+        "options": json.dumps(summary.get("scheduler_options") or {}, sort_keys=True),
+        "source": raw.source,
+    }
+    for name in (
+        "epochs_planned",
+        "epochs_done",
+        "wall_time_s",
+        "time_per_iter_s",
+        "steps_per_epoch",
+        "batch_size",
+        "world_size",
+        "hardware",
+        "git_commit",
+        "wandb_run_id",
+        "message",
+        "final_test_err",
+        "min_test_err",
+        "min_test_err_epoch",
+    ):
+        row[name] = summary.get(name)
+    row.update(_metric_derived_fields(metrics))
+    if row["time_per_iter_s"] is None and "time/iter_s" in metrics:
+        row["time_per_iter_s"] = float(metrics["time/iter_s"].mean())
+    return row
+
+
+def _metric_derived_fields(metrics: pd.DataFrame) -> dict:
+    """Fields recomputed from the per-epoch records, the source of truth, when there are any."""
+    if metrics.empty:
+        return {}
+    fields: dict = {"epochs_done": int(metrics["epoch"].max())}
+    errors = metrics.dropna(subset=["test/err"]) if "test/err" in metrics else metrics.iloc[:0]
+    if not errors.empty:
+        best = errors["test/err"].idxmin()
+        fields["min_test_err"] = float(errors.loc[best, "test/err"])
+        fields["min_test_err_epoch"] = int(errors.loc[best, "epoch"])
+        fields["final_test_err"] = float(errors["test/err"].iloc[-1])
+    return fields

@@ -1,0 +1,344 @@
+"""The paper's tables from a RunSet of finished runs: pure functions returning :class:`Table`.
+
+Cells read "mean ± std (n)" over seeds (sample std, ddof=1; a single seed shows no std).
+Tables 2, 3 and 16 use runs with plain schedule labels; labels that name a varied setting
+('autodrop-window=32') feed the ablation tables instead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from scripts.runs import RunSet, task_keys
+
+PAPER_TABLE2 = Path(__file__).with_name("paper_table2.csv")
+# Column order of schedules: the paper's baselines, the other registry schedules, then (as in
+# the paper's Table 2) the multistep baseline and the AutoDrop variants last.
+SCHEDULE_ORDER = (
+    "hd",
+    "tlr",
+    "clr",
+    "onecycle",
+    "exp",
+    "cosine",
+    "plateau",
+    "constant",
+    "schedulefree",
+    "step",
+    "autodrop_v1",
+    "autodrop",
+)
+BUDGET_PERCENTS = (25, 50, 75, 100)
+# The paper's AutoDrop defaults (ablation Tables 1, 7-14); window is 640 on ImageNet.
+PAPER_DEFAULTS = {
+    ("autodrop", "window"): 64,
+    ("autodrop", "buffer_size"): 10,
+    ("autodrop", "rho"): 0.95,
+}
+IMAGENET_WINDOW = 640
+DEFAULT_MARK = " *"
+
+
+@dataclass
+class Table:
+    """A table as displayed (formatted strings, index = row key) and as numbers (long form)."""
+
+    name: str
+    display: pd.DataFrame
+    values: pd.DataFrame
+    note: str = ""
+
+
+def format_cell(mean: float, std: float, n: int, digits: int = 2) -> str:
+    """'mean ± std (n)'; no std for a single value; '' when there is no value."""
+    if n == 0 or math.isnan(mean):
+        return ""
+    if n == 1 or math.isnan(std):
+        return f"{mean:.{digits}f} ({n})"
+    return f"{mean:.{digits}f} ± {std:.{digits}f} ({n})"
+
+
+def order_labels(labels) -> list[str]:
+    """Schedule labels in table order: known schedules first, varied settings by value."""
+
+    def sort_key(label: str):
+        base, _, setting = label.partition("-")
+        rank = SCHEDULE_ORDER.index(base) if base in SCHEDULE_ORDER else len(SCHEDULE_ORDER)
+        key, _, value = setting.partition("=")
+        return (rank, base, key, *_value_sort_key(value))
+
+    return sorted(set(labels), key=sort_key)
+
+
+def seed_stats(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
+    """mean, std (ddof=1) and n of ``value`` per group, as a long frame."""
+    grouped = frame.groupby(by, sort=False)[value]
+    stats = grouped.agg(mean="mean", std="std", n="count").reset_index()
+    stats["n"] = stats["n"].astype("int64")
+    return stats
+
+
+def _with_cells(stats: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    cells = [
+        format_cell(m, s, n, digits)
+        for m, s, n in zip(stats["mean"], stats["std"], stats["n"], strict=True)
+    ]
+    return stats.assign(cell=cells)
+
+
+def _plain(runs: RunSet) -> pd.DataFrame:
+    plain = runs.runs[runs.runs["setting_key"].isna()]
+    return plain.assign(row=task_keys(plain))
+
+
+def _pivot(stats: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    table = stats.pivot(index="row", columns="scheduler", values="cell")
+    table = table.reindex(index=sorted(table.index), columns=columns).fillna("")
+    table.index.name = "task"
+    table.columns.name = None
+    return table
+
+
+def table2(runs: RunSet) -> Table:
+    """Minimum test error per task (rows) and schedule (columns)."""
+    plain = _plain(runs)
+    stats = _with_cells(seed_stats(plain, ["row", "task", "scheduler"], "min_test_err"))
+    display = _pivot(stats, order_labels(stats["scheduler"]))
+    return Table("table2", display, stats.drop(columns="cell"))
+
+
+def load_paper_table2(path: str | Path = PAPER_TABLE2) -> pd.DataFrame:
+    """The paper's Table 2 as data: task, paper_task, schedule, mean, std, seeds."""
+    paper = pd.read_csv(path)
+    expected = {"task", "paper_task", "schedule", "mean", "std", "seeds"}
+    if set(paper.columns) != expected:
+        raise ValueError(f"{path}: columns {list(paper.columns)}, expected {sorted(expected)}")
+    return paper
+
+
+def table2_vs_paper(ours: Table, paper: pd.DataFrame) -> Table | None:
+    """Table 2 with the paper's numbers beside ours where the task matches; None when no task
+    of ours is one of the paper's."""
+    if not set(ours.values["task"]) & set(paper["task"]):
+        return None
+    stats = ours.values
+    rows = sorted(set(stats["row"]))
+    row_task = dict(zip(stats["row"], stats["task"], strict=False))
+    schedules = order_labels(set(stats["scheduler"]) | set(paper["schedule"]))
+    ours_cells = _with_cells(stats).set_index(["row", "scheduler"])["cell"]
+    paper_cells = {
+        (task, schedule): _paper_cell(mean, std, seeds)
+        for task, schedule, mean, std, seeds in paper[
+            ["task", "schedule", "mean", "std", "seeds"]
+        ].itertuples(index=False)
+    }
+    columns: dict[str, list[str]] = {}
+    for schedule in schedules:
+        if schedule in set(stats["scheduler"]):
+            columns[f"{schedule} (ours)"] = [ours_cells.get((row, schedule), "") for row in rows]
+        paper_column = [paper_cells.get((row_task[row], schedule), "") for row in rows]
+        if any(paper_column):
+            columns[f"{schedule} (paper)"] = paper_column
+    display = pd.DataFrame(columns, index=pd.Index(rows, name="task"))
+    matched = paper[paper["task"].isin(set(stats["task"]))]
+    values = stats.merge(
+        matched.rename(
+            columns={
+                "schedule": "scheduler",
+                "mean": "paper_mean",
+                "std": "paper_std",
+                "seeds": "paper_n",
+            }
+        ),
+        on=["task", "scheduler"],
+        how="outer",
+    )
+    note = "paper: UAI 2024 Table 2 (mean ± std over 4 seeds; ImageNet single numbers)"
+    return Table("table2_vs_paper", display, values, note)
+
+
+def _paper_cell(mean: float, std: float, seeds: float) -> str:
+    if math.isnan(std):
+        return f"{mean:.2f}"
+    return format_cell(mean, std, int(seeds))
+
+
+def table16(runs: RunSet) -> Table:
+    """Minimum test error reached within 25/50/75/100 % of each run's planned epochs."""
+    plain = _plain(runs)
+    records = []
+    for run in plain.itertuples(index=False):
+        curve = runs.metrics[runs.metrics["run_id"] == run.run_id]
+        planned = run.epochs_planned if not pd.isna(run.epochs_planned) else run.epochs_done
+        for percent in BUDGET_PERCENTS:
+            last_epoch = -(-percent * int(planned) // 100)  # ceil without float error
+            reached = curve.loc[curve["epoch"] <= last_epoch, "test/err"]
+            records.append(
+                {
+                    "row": run.row,
+                    "scheduler": run.scheduler,
+                    "epochs_planned": int(planned),
+                    "percent": percent,
+                    "min_test_err": reached.min() if reached.notna().any() else float("nan"),
+                }
+            )
+    per_run = pd.DataFrame.from_records(
+        records, columns=["row", "scheduler", "epochs_planned", "percent", "min_test_err"]
+    )
+    stats = _with_cells(seed_stats(per_run, ["row", "scheduler", "percent"], "min_test_err"))
+    epochs = per_run.groupby(["row", "scheduler"])["epochs_planned"].agg(
+        lambda planned: "/".join(str(e) for e in sorted(set(planned)))
+    )
+    display = stats.pivot(index=["row", "scheduler"], columns="percent", values="cell")
+    display.columns = [f"{percent} %" for percent in display.columns]
+    display.insert(0, "epochs", epochs.reindex(display.index))
+    order = {label: i for i, label in enumerate(order_labels(stats["scheduler"]))}
+    display = display.sort_index(key=lambda ix: ix.map(order) if ix.name == "scheduler" else ix)
+    display.index.names = ["task", "schedule"]
+    return Table("table16", display.fillna(""), stats.drop(columns="cell"))
+
+
+def table3(runs: RunSet, baseline: str = "step") -> Table:
+    """Mean time per iteration (ms) and the AutoDrop variants' overhead relative to ``baseline``."""
+    plain = _plain(runs)
+    timed = plain.assign(ms_per_iter=plain["time_per_iter_s"] * 1000.0)
+    stats = seed_stats(timed, ["row", "scheduler"], "ms_per_iter")
+    means = stats.set_index(["row", "scheduler"])["mean"]
+    overhead = []
+    for row, scheduler in zip(stats["row"], stats["scheduler"], strict=True):
+        reference = means.get((row, baseline), float("nan"))
+        is_variant = scheduler.startswith("autodrop") and scheduler != baseline
+        overhead.append(
+            100.0 * (means[(row, scheduler)] / reference - 1.0) if is_variant else float("nan")
+        )
+    stats["overhead_pct"] = overhead
+    display = _pivot(_with_cells(stats), order_labels(stats["scheduler"]))
+    for variant in ("autodrop", "autodrop_v1"):
+        chosen = stats[(stats["scheduler"] == variant) & stats["overhead_pct"].notna()]
+        if not chosen.empty:
+            pct = chosen.set_index("row")["overhead_pct"].reindex(display.index)
+            display[f"{variant} vs {baseline}"] = [
+                "" if math.isnan(value) else f"{value:+.1f} %" for value in pct
+            ]
+    note = (
+        f"ms per optimizer step (training only); overhead = mean time / mean time of {baseline} - 1"
+    )
+    return Table("table3", display, stats, note)
+
+
+def ablation_tables(runs: RunSet) -> list[Table]:
+    """One table per varied setting (e.g. 'autodrop-window=32'): rows task, columns value."""
+    frame = runs.runs
+    varied = frame[frame["setting_key"].notna()]
+    tables = []
+    for (base, key), group in varied.groupby(["base", "setting_key"], sort=True):
+        plain = frame[frame["scheduler"] == base]
+        tables.append(_ablation_table(str(base), str(key), group, plain))
+    return tables
+
+
+def _ablation_table(base: str, key: str, labelled: pd.DataFrame, plain: pd.DataFrame) -> Table:
+    labelled = labelled.assign(row=task_keys(labelled))
+    cells: dict[tuple[str, str], pd.Series] = {}
+    default_columns: dict[str, str] = {}
+    for row, group in labelled.groupby("row", sort=True):
+        for value, runs_at_value in group.groupby("setting_value"):
+            cells[(row, str(value))] = runs_at_value["min_test_err"]
+        defaults = _default_runs(group, plain)
+        default_value = _default_value(base, key, defaults, group["dataset"].iloc[0])
+        if default_value is None:
+            continue
+        column = _matching_column(default_value, group["setting_value"])
+        if (row, column) not in cells:
+            if defaults.empty:
+                continue  # no run has the default setting
+            cells[(row, column)] = defaults["min_test_err"]
+        default_columns[row] = column
+    columns = sorted({column for _, column in cells}, key=_value_sort_key)
+    records = []
+    for (row, column), errors in cells.items():
+        errors = errors.dropna()
+        std = float(errors.std()) if len(errors) > 1 else float("nan")
+        mean = float(errors.mean()) if len(errors) else float("nan")
+        records.append(
+            {
+                "row": row,
+                "value": column,
+                "is_default": default_columns.get(row) == column,
+                "mean": mean,
+                "std": std,
+                "n": len(errors),
+            }
+        )
+    values = pd.DataFrame.from_records(records)
+    values["cell"] = [
+        format_cell(m, s, n) + (DEFAULT_MARK if d else "")
+        for m, s, n, d in zip(
+            values["mean"], values["std"], values["n"], values["is_default"], strict=True
+        )
+    ]
+    display = values.pivot(index="row", columns="value", values="cell")
+    display = display.reindex(index=sorted(display.index), columns=columns).fillna("")
+    display.index.name = "task"
+    display.columns = [f"{key}={column}" for column in columns]
+    notes = []
+    if default_columns:
+        notes.append(
+            f"{DEFAULT_MARK.strip()} default setting (plain `{base}` runs of the task when no "
+            f"labelled run has that value)"
+        )
+    if (base, key) in PAPER_DEFAULTS:
+        paper_default = PAPER_DEFAULTS[(base, key)]
+        imagenet = f" ({IMAGENET_WINDOW} on ImageNet)" if key == "window" else ""
+        notes.append(f"paper default {key}={paper_default}{imagenet}")
+    values = values.drop(columns="cell")
+    return Table(f"ablation_{base}_{key}", display, values, "; ".join(notes))
+
+
+def _default_runs(labelled: pd.DataFrame, plain: pd.DataFrame) -> pd.DataFrame:
+    """Plain runs serving as the default column of one ablation row."""
+    task = labelled["task"].iloc[0]
+    candidates = plain[plain["task"] == task]
+    same_experiment = candidates[candidates["experiment"].isin(set(labelled["experiment"]))]
+    if not same_experiment.empty:
+        return same_experiment
+    if candidates["experiment"].nunique() == 1:
+        return candidates
+    return candidates.iloc[:0]  # several other experiments: which one is the default is unclear
+
+
+def _default_value(base: str, key: str, defaults: pd.DataFrame, dataset: str) -> object:
+    """The default setting: as the default runs' options record it, else the paper's."""
+    recorded = {json.dumps(json.loads(options).get(key)) for options in defaults["options"]}
+    if len(recorded) == 1 and recorded != {"null"}:
+        return json.loads(recorded.pop())
+    if (base, key) == ("autodrop", "window") and dataset == "imagenet":
+        return IMAGENET_WINDOW
+    return PAPER_DEFAULTS.get((base, key))
+
+
+def _matching_column(value: object, labelled_values: pd.Series) -> str:
+    """The labelled column equal to ``value`` (numerically if both are numbers), else a new one."""
+    for column in labelled_values.astype(str):
+        if _value_sort_key(column) == _value_sort_key(str(value)):
+            return column
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _value_sort_key(value: str) -> tuple:
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def failed_runs(runs: RunSet) -> Table:
+    """Runs that are failed, diverged or still running: listed, never averaged."""
+    columns = ["run_id", "status", "epochs_done", "epochs_planned", "message", "source"]
+    listed = runs.unfinished()[columns].set_index("run_id")
+    return Table("failed_runs", listed, listed.reset_index())

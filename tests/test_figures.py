@@ -1,0 +1,203 @@
+"""Training-curve figures, checked through their matplotlib objects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from matplotlib.collections import PolyCollection
+from matplotlib.colors import to_hex
+
+from scripts.fake_runs import write_fake_run
+from scripts.figures import curves
+from scripts.figures.common import schedule_color
+from scripts.runs import load_runs
+
+EPOCHS = 8
+COMMON = {"dataset": "cifar10", "model": "resnet18"}
+
+
+def trace(drop_steps: set[int]) -> list[dict]:
+    """AutoDrop measurements every 10 steps; the lr falls by 0.5 at each drop step."""
+    records, lr = [], 0.1
+    for index in range(12):
+        step = 10 * (index + 1)
+        dropped = step in drop_steps
+        lr = lr * 0.5 if dropped else lr
+        omega = None if index < 2 else 60.0 + 2 * index
+        smoothed = None if index < 4 else 58.0 + 2 * index
+        records.append(
+            {"step": step, "omega": omega, "smoothed": smoothed, "lr": lr, "dropped": dropped}
+        )
+    return records
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("results") / "runs"
+    experiment = "paper/resnet18_cifar10"
+    for seed, offset in enumerate([0.0, 2.0]):  # step: two seeds -> band from min to max
+        errs = [30.0 - 2 * e + offset for e in range(EPOCHS)]
+        lrs = [0.1] * 4 + [0.02] * 4
+        write_fake_run(
+            root,
+            experiment=experiment,
+            scheduler="step",
+            seed=seed,
+            test_errs=errs,
+            lrs=lrs,
+            **COMMON,
+        )
+    for seed in range(2):
+        write_fake_run(
+            root, experiment=experiment, scheduler="autodrop", seed=seed,
+            test_errs=[29.0 - 2.5 * e - seed for e in range(EPOCHS)],
+            lrs=[0.1 * 0.9**e for e in range(EPOCHS)], trace=trace({40, 80}), **COMMON,
+        )  # fmt: skip
+    write_fake_run(
+        root, experiment=experiment, scheduler="cosine", seed=0,
+        test_errs=[31.0 - 2 * e for e in range(EPOCHS)], **COMMON,
+    )  # fmt: skip
+    write_fake_run(
+        root, experiment=experiment, scheduler="step", seed=5, status="diverged",
+        test_errs=[90.0] * 3, **COMMON,
+    )  # fmt: skip
+    for lr, angles in (
+        (0.1, [None, None, 70.0, 80.0, 85.0]),
+        (0.01, [None, None, 20.0, 35.0, 45.0]),
+    ):
+        write_fake_run(
+            root, experiment="paper/fixed_lr", scheduler=f"constant-lr={lr}", seed=0,
+            test_errs=[50.0, 40.0, 35.0, 33.0, 32.0], lrs=[lr] * 5,
+            extra_metrics={"angle/epoch": angles}, **COMMON,
+        )  # fmt: skip
+    return root
+
+
+@pytest.fixture(scope="module")
+def task_runs(runs_dir):
+    runs = load_runs(runs_dir, experiment="paper/resnet18_cifar10").finished()
+    yield runs
+    plt.close("all")
+
+
+def axes_by_title(fig) -> dict:
+    return {ax.get_title(): ax for ax in fig.axes}
+
+
+def test_seed_band_is_mean_min_max_over_seeds(task_runs):
+    ids = task_runs.runs.loc[task_runs.runs["scheduler"] == "step", "run_id"]
+    band = curves.seed_band(task_runs, ids, "test/err")
+    assert band.loc[1].tolist() == [31.0, 30.0, 32.0, 2]
+    assert band.loc[EPOCHS].tolist() == [17.0, 16.0, 18.0, 2]
+
+
+def test_zoom_range_covers_the_last_fraction():
+    assert curves.zoom_range(200) == (150, 200)
+    assert curves.zoom_range(10) == (7, 10)  # ceil(2.5) = 3 epochs
+    with pytest.raises(ValueError, match=r"zoom fraction 0 .*\(0, 1\]"):
+        curves.zoom_range(10, fraction=0)
+
+
+def test_task_figure_panels_lines_colours_and_bands(task_runs):
+    fig = curves.task_figure(task_runs, title="cifar10/resnet18")
+    panels = axes_by_title(fig)
+    assert set(panels) == {
+        "learning rate", "test loss", "test error", "training loss",
+        "test loss, last 25 %", "test error, last 25 %",
+    }  # fmt: skip
+    assert all(ax.get_xlabel() == "epoch" for ax in fig.axes)
+    assert panels["test error"].get_ylabel() == "error (%)"
+    handles, labels = panels["learning rate"].get_legend_handles_labels()
+    assert labels == ["cosine", "step", "autodrop"]  # the diverged step run draws nothing
+    for handle, label in zip(handles, labels, strict=True):
+        assert to_hex(handle.get_color()) == schedule_color(label)
+    for ax in fig.axes:  # one mean line per schedule, a band only where there are 2 seeds
+        assert len(ax.get_lines()) == 3
+        assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 2
+    step_line = panels["test error"].get_lines()[1]
+    np.testing.assert_allclose(step_line.get_ydata(), [31.0 - 2 * e for e in range(EPOCHS)])
+    band = panels["test error"].collections[0]  # step's band spans min..max of its two seeds
+    extent = band.get_paths()[0].get_extents()
+    assert (extent.y0, extent.y1) == (16.0, 32.0)
+    plt.close(fig)
+
+
+def test_zoom_panels_show_the_last_quarter_of_training(task_runs):
+    fig = curves.task_figure(task_runs, title="cifar10/resnet18")
+    zoom = axes_by_title(fig)["test error, last 25 %"]
+    assert zoom.get_xlim() == (6.0, 8.0)
+    low, high = zoom.get_ylim()
+    # values within epochs 6..8: autodrop seed 1 reaches 29 - 17.5 - 1 = 10.5, step max is 22
+    assert low < 10.5 < 22.0 < high and high - low < 13.0
+    plt.close(fig)
+
+
+def test_fixed_lr_angle_figure_one_line_per_lr(runs_dir):
+    runs = load_runs(runs_dir, experiment="paper/fixed_lr").finished()
+    fig = curves.fixed_lr_angle_figure(runs, title="fixed lr")
+    loss_ax, angle_ax = fig.axes
+    assert loss_ax.get_ylabel() == "training loss" and loss_ax.get_yscale() == "log"
+    assert angle_ax.get_ylabel() == "angular velocity (degrees)"
+    assert angle_ax.get_legend_handles_labels()[1] == ["lr=0.1", "lr=0.01"]
+    lines = angle_ax.get_lines()
+    np.testing.assert_allclose(lines[0].get_xdata(), [3, 4, 5])  # null for the first two epochs
+    np.testing.assert_allclose(lines[1].get_ydata(), [20.0, 35.0, 45.0])
+    assert to_hex(lines[0].get_color()) != to_hex(lines[1].get_color())
+    plt.close(fig)
+
+
+def test_autodrop_trace_figure_omega_smoothed_lr_and_drop_lines(task_runs):
+    autodrop = task_runs.runs.loc[task_runs.runs["scheduler"] == "autodrop", "run_id"]
+    fig = curves.autodrop_trace_figure(task_runs.subset(autodrop[:1]), title="trace")
+    omega_ax, lr_ax = fig.axes
+    assert omega_ax.get_legend_handles_labels()[1] == [
+        "autodrop seed=0: omega",
+        "autodrop seed=0: smoothed",
+    ]
+    assert lr_ax.get_yscale() == "log" and lr_ax.get_xlabel() == "optimizer step"
+    for ax in (omega_ax, lr_ax):  # axvline: a line with constant x = the drop step
+        verticals = [line for line in ax.get_lines() if len(set(line.get_xdata())) == 1]
+        assert sorted(line.get_xdata()[0] for line in verticals) == [40, 80]
+    lr_line = lr_ax.get_lines()[0]
+    assert lr_line.get_ydata()[-1] == pytest.approx(0.025)
+    plt.close(fig)
+
+
+EXPECTED_FIGURES = {
+    "fig_task_cifar10-resnet18": 6,
+    "fig3_fixed_lr_angle": 2,
+    "fig_autodrop_trace_cifar10-resnet18": 2,
+}
+
+
+def test_make_all_figures_draws_each_figure_under_its_name(runs_dir, tmp_path, monkeypatch):
+    drawn = {}
+
+    def record(fig, out_dir, name):  # stands in for save_figure: rendering files is slow
+        drawn[name] = len(fig.axes)
+        plt.close(fig)
+        return [Path(out_dir) / f"{name}.png"]
+
+    monkeypatch.setattr(curves, "save_figure", record)
+    paths = curves.make_all_figures(runs_dir, tmp_path)
+    assert drawn == EXPECTED_FIGURES
+    assert sorted(path.stem for path in paths) == sorted(EXPECTED_FIGURES)
+    assert plt.get_fignums() == []
+
+
+@pytest.mark.slow
+def test_make_all_figures_writes_png_and_pdf(runs_dir, tmp_path):
+    paths = curves.make_all_figures(runs_dir, tmp_path)
+    assert sorted(path.name for path in paths) == sorted(
+        f"{stem}.{ext}" for stem in EXPECTED_FIGURES for ext in ("png", "pdf")
+    )
+    assert all(path.stat().st_size > 1000 for path in paths)
+    assert plt.get_fignums() == []  # saved figures are closed
+
+
+def test_cli_reports_missing_runs(tmp_path, capsys):
+    assert curves.main(["--runs", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
+    assert "experiments.train" in capsys.readouterr().err
