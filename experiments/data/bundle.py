@@ -1,0 +1,44 @@
+"""What ``build_data`` returns: the two loaders and the dataset's sizes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class TrainLoader(Protocol):
+    """Yields (normalised float32 images [B, 3, H, W], int64 labels) on the training device.
+
+    ``len()`` is the number of optimizer steps per epoch on this rank (equal on every rank).
+    Batches depend only on (seed, epoch): call ``set_epoch`` before iterating.
+    """
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+
+class EvalLoader(Protocol):
+    """Yields (images, labels) of this rank's disjoint shard; over all ranks, each test image
+    exactly once. ``len()`` is the number of batches on this rank."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    train: TrainLoader
+    test: EvalLoader
+    num_classes: int
+    num_train: int  # samples in the whole train split (all ranks)
+    num_test: int
+    name: str

@@ -1,0 +1,148 @@
+"""ImageNet from class folders: ``root/train/<wnid>/*.JPEG`` and ``root/val/<wnid>/*.JPEG``.
+
+Train: RandomResizedCrop(crop_size) + flip under per-sample seeds, sharded by a
+DistributedSampler (set_epoch). Eval: Resize(resize_size) + CenterCrop(crop_size), sharded
+``rank::world_size`` without padding so every val image is counted once across ranks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import DistributedSampler
+from torchvision import datasets, transforms
+
+from experiments.data.bundle import DataBundle
+from experiments.data.errors import DatasetUnavailableError
+from experiments.data.normalization import IMAGENET_MEAN, IMAGENET_STD
+from experiments.data.sharding import eval_shard
+from experiments.data.worker_loader import (
+    PerSampleSeededDataset,
+    SampleSeedSampler,
+    WorkerEvalLoader,
+    WorkerTrainLoader,
+    make_dataloader,
+)
+
+_SPLITS = ("train", "val")
+
+
+def _expected_layout(root: Path) -> str:
+    return (
+        f"ImageNet is expected as {root}/train/<class>/<image> and {root}/val/<class>/<image>, "
+        "with the same class folders (e.g. n01440764) in both. The official validation archive "
+        "is flat: sort its images into class folders first (e.g. with the widely used "
+        "valprep.sh script)."
+    )
+
+
+def _class_folders(split_dir: Path) -> list[str]:
+    return sorted(entry.name for entry in split_dir.iterdir() if entry.is_dir())
+
+
+def check_imagenet_layout(root: str | Path) -> list[str]:
+    """The class folder names, after checking both splits exist and share the same classes."""
+    root = Path(root).expanduser()
+    layout = _expected_layout(root)
+    classes = {}
+    for split in _SPLITS:
+        split_dir = root / split
+        if not split_dir.is_dir():
+            raise DatasetUnavailableError(f"{split_dir} does not exist. {layout}")
+        classes[split] = _class_folders(split_dir)
+        if not classes[split]:
+            found = "files but " if any(split_dir.iterdir()) else ""
+            raise DatasetUnavailableError(f"{split_dir} holds {found}no class folders. {layout}")
+    only_train = sorted(set(classes["train"]) - set(classes["val"]))
+    only_val = sorted(set(classes["val"]) - set(classes["train"]))
+    if only_train or only_val:
+        raise DatasetUnavailableError(
+            f"train/ and val/ under {root} have different class folders (only in train: "
+            f"{_preview(only_train)}; only in val: {_preview(only_val)}). {layout}"
+        )
+    return classes["train"]
+
+
+def _preview(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit]) or "none"
+    return f"{shown}, ... ({len(names)} in all)" if len(names) > limit else shown
+
+
+def _image_folder(split_dir: Path, transform: transforms.Compose) -> datasets.ImageFolder:
+    try:
+        return datasets.ImageFolder(str(split_dir), transform=transform)
+    except FileNotFoundError as exc:  # a class folder without any image file
+        raise DatasetUnavailableError(f"{exc}. {_expected_layout(split_dir.parent)}") from exc
+
+
+def imagenet_transforms(
+    crop_size: int, resize_size: int, augment: bool
+) -> tuple[transforms.Compose, transforms.Compose]:
+    """(train, eval) transforms; without ``augment`` the train split gets the eval transform."""
+    normalize = [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    eval_tf = transforms.Compose(
+        [transforms.Resize(resize_size), transforms.CenterCrop(crop_size), *normalize]
+    )
+    if not augment:
+        return eval_tf, eval_tf
+    train_tf = transforms.Compose(
+        [transforms.RandomResizedCrop(crop_size), transforms.RandomHorizontalFlip(), *normalize]
+    )
+    return train_tf, eval_tf
+
+
+def build_imagenet(
+    root: str | Path,
+    *,
+    batch_size: int,
+    eval_batch_size: int,
+    device: torch.device,
+    seed: int,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 4,
+    augment: bool = True,
+    drop_last: bool = False,
+    channels_last: bool = False,
+    crop_size: int = 224,
+    resize_size: int = 256,
+) -> DataBundle:
+    root = Path(root).expanduser()
+    classes = check_imagenet_layout(root)
+    train_tf, eval_tf = imagenet_transforms(crop_size, resize_size, augment)
+    train_set = _image_folder(root / "train", train_tf)
+    val_set = _image_folder(root / "val", eval_tf)
+    sampler = SampleSeedSampler(
+        DistributedSampler(
+            train_set,
+            num_replicas=world_size,
+            rank=rank,
+            shuffle=True,
+            seed=seed,
+            drop_last=drop_last,
+        ),
+        seed,
+    )
+    common = {"num_workers": num_workers, "device": device, "seed": seed}
+    train_loader = make_dataloader(
+        PerSampleSeededDataset(train_set),
+        sampler=sampler,
+        batch_size=batch_size,
+        drop_last=drop_last,
+        **common,
+    )
+    val_loader = make_dataloader(
+        val_set,
+        sampler=eval_shard(len(val_set), rank, world_size).tolist(),
+        batch_size=eval_batch_size,
+        **common,
+    )
+    return DataBundle(
+        train=WorkerTrainLoader(train_loader, sampler, device, channels_last),
+        test=WorkerEvalLoader(val_loader, device, channels_last),
+        num_classes=len(classes),
+        num_train=len(train_set),
+        num_test=len(val_set),
+        name="imagenet",
+    )

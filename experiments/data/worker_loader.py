@@ -1,0 +1,204 @@
+"""The classic path: torchvision-style Datasets, ``DataLoader`` worker processes, batches moved to
+the device in the main process. Used for CIFAR/digits with ``loader="classic"`` and for ImageNet.
+
+Worker randomness never decides an epoch: for arrays, the sampler hands each worker the crop
+offset and flip of every sample (drawn from (seed, epoch) exactly like the device path); for
+ImageNet, each sample's transform runs under a torch RNG seeded from (seed, epoch, index). So
+an epoch is identical for any ``num_workers``, with persistent workers, and after a resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple, Protocol
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torchvision import transforms
+
+from experiments.data.arrays import ImageArrays
+from experiments.data.augment import crop_flip_image
+from experiments.data.sharding import SEED_MASK, EpochPlanner, epoch_sample_seed_base
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class PlannedSample(NamedTuple):
+    """A sampler key: the dataset index plus the sample's crop origin and flip."""
+
+    index: int
+    top: int
+    left: int
+    flip: bool
+
+
+class ArrayImageDataset(Dataset):
+    """Images held as uint8 HWC arrays (like torchvision's CIFAR10), served as PIL images through
+    an explicit crop/flip and ToTensor + Normalize. Keys: ``int`` (no augmentation) or
+    ``PlannedSample`` (augmented when ``augment``)."""
+
+    def __init__(
+        self,
+        data: ImageArrays,
+        *,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        padding: int,
+        augment: bool,
+    ) -> None:
+        self.images_hwc = data.images.permute(0, 2, 3, 1).contiguous().numpy()
+        self.labels = data.labels.tolist()
+        self.padding = padding
+        self.augment = augment
+        self.to_normalised_tensor = transforms.Compose(
+            [transforms.ToTensor(), transforms.Normalize(mean, std)]
+        )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, key: int | PlannedSample) -> tuple[torch.Tensor, int]:
+        index = key.index if isinstance(key, PlannedSample) else key
+        pixels = self.images_hwc[index]
+        image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+        if self.augment and isinstance(key, PlannedSample):
+            image = crop_flip_image(image, key.top, key.left, key.flip, self.padding)
+        return self.to_normalised_tensor(image), self.labels[index]
+
+
+class PlannedEpochSampler(Sampler[PlannedSample]):
+    """This rank's ``EpochPlan`` as ``PlannedSample`` keys (a deterministic DistributedSampler
+    that also carries the augmentation parameters)."""
+
+    def __init__(self, planner: EpochPlanner) -> None:
+        self.planner = planner
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.planner.samples_per_rank()
+
+    def __iter__(self) -> Iterator[PlannedSample]:
+        plan = self.planner.plan(self.epoch)
+        rows = zip(
+            plan.indices.tolist(),
+            plan.offsets[:, 0].tolist(),
+            plan.offsets[:, 1].tolist(),
+            plan.flips.tolist(),
+            strict=True,
+        )
+        return (PlannedSample(*row) for row in rows)
+
+
+class SampleSeedSampler(Sampler[tuple[int, int]]):
+    """Wraps a DistributedSampler: yields (index, seed of that sample's random transform) with
+    the seed a function of (seed, epoch, index) only."""
+
+    def __init__(self, base: DistributedSampler, seed: int) -> None:
+        self.base = base
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.base.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        seed_base = epoch_sample_seed_base(self.seed, self.epoch)
+        return ((index, (seed_base + index) & SEED_MASK) for index in self.base)
+
+
+class PerSampleSeededDataset(Dataset):
+    """Runs ``base[index]`` (whose transform draws from the global torch RNG) under a CPU RNG
+    seeded with the key's sample seed, restoring the caller's RNG state afterwards."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, sample_seed = key
+        saved = torch.get_rng_state()
+        torch.default_generator.manual_seed(sample_seed)
+        try:
+            return self.base[index]
+        finally:
+            torch.set_rng_state(saved)
+
+
+class EpochSampler(Protocol):
+    def set_epoch(self, epoch: int) -> None: ...
+
+
+def make_dataloader(
+    dataset: Dataset,
+    *,
+    sampler: Iterable,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    seed: int,
+    drop_last: bool = False,
+) -> DataLoader:
+    """A DataLoader with persistent workers and pinned memory on CUDA.
+
+    It gets its own generator so that creating an iterator never consumes the global torch RNG
+    (which would shift the training process' random stream).
+    """
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        pin_memory=torch.device(device).type == "cuda",
+        persistent_workers=num_workers > 0,
+        drop_last=drop_last,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+class _ToDevice:
+    def __init__(self, loader: DataLoader, device: torch.device, channels_last: bool) -> None:
+        self.loader = loader
+        self.device = torch.device(device)
+        self.channels_last = channels_last
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Batch]:
+        non_blocking = self.loader.pin_memory
+        for images, labels in self.loader:
+            images = images.to(self.device, non_blocking=non_blocking)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            yield images, labels.to(self.device, non_blocking=non_blocking)
+
+
+class WorkerTrainLoader(_ToDevice):
+    """TrainLoader over a DataLoader whose sampler has ``set_epoch``."""
+
+    def __init__(
+        self,
+        loader: DataLoader,
+        sampler: EpochSampler,
+        device: torch.device,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__(loader, device, channels_last)
+        self.sampler = sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+
+class WorkerEvalLoader(_ToDevice):
+    """EvalLoader over a DataLoader (its sampler is this rank's fixed shard)."""
