@@ -5,13 +5,12 @@ from __future__ import annotations
 import io
 import math
 import re
-import sys
-import types
 
 import pytest
 import torch
 from torch.optim import lr_scheduler as torch_sched
 
+from autodrop import AutoDrop, AutoDropV1
 from autodrop.base import ScheduleHooks
 from autodrop.schedules import (
     SCHEDULE_NAMES,
@@ -143,68 +142,18 @@ def test_bad_budget(name, budget, text):
         build(name, make_optimizer(), **arguments)
 
 
-def _fake_module(monkeypatch, module: str, class_name: str, signature_source: str) -> list:
-    """Install a stand-in for one of the AutoDrop modules; returns the calls it records."""
-    calls: list = []
-    namespace: dict = {"calls": calls}
-    exec(  # a real signature, so the registry's option checks see what the real class has
-        f"class {class_name}:\n    def __init__(self, {signature_source}):\n"
-        "        calls.append({k: v for k, v in locals().items() if k != 'self'})\n",
-        namespace,
-    )
-    fake = types.ModuleType(module)
-    setattr(fake, class_name, namespace[class_name])
-    monkeypatch.setitem(sys.modules, module, fake)
-    return calls
-
-
-def test_autodrop_entries_pass_options_and_only_the_budget_they_take(monkeypatch):
-    v2 = _fake_module(
-        monkeypatch,
-        "autodrop.autodrop",
-        "AutoDrop",
-        "optimizer, window=64, rho=0.95, buffer_size=10, threshold=0.1, min_lr=0.0",
-    )
-    v1 = _fake_module(
-        monkeypatch,
-        "autodrop.autodrop_v1",
-        "AutoDropV1",
-        "optimizer, steps_per_epoch, theta=0.01, drop_factor=0.2, extra_epochs=20",
-    )
+def test_autodrop_entries_pass_options_and_only_the_budget_they_take():
     optimizer = make_optimizer()
-    build("autodrop", optimizer, steps_per_epoch=SPE, epochs=EPOCHS, window=8)
-    build("autodrop_v1", optimizer, steps_per_epoch=SPE, epochs=EPOCHS, extra_epochs=3)
-    assert v2 == [
-        {
-            "optimizer": optimizer,
-            "window": 8,
-            "rho": 0.95,
-            "buffer_size": 10,
-            "threshold": 0.1,
-            "min_lr": 0.0,
-        }
-    ]
-    assert v1 == [
-        {
-            "optimizer": optimizer,
-            "steps_per_epoch": SPE,
-            "theta": 0.01,
-            "drop_factor": 0.2,
-            "extra_epochs": 3,
-        }
-    ]
+    v2 = build("autodrop", optimizer, steps_per_epoch=SPE, epochs=EPOCHS, window=8)
+    v1 = build("autodrop_v1", make_optimizer(), steps_per_epoch=SPE, epochs=EPOCHS,
+               extra_epochs=3)
+    assert isinstance(v2, AutoDrop) and (v2.window, v2.rho, v2.buffer_size) == (8, 0.95, 10)
+    assert isinstance(v1, AutoDropV1) and (v1.steps_per_epoch, v1.extra_epochs) == (SPE, 3)
+    for schedule in (v1, v2):
+        assert isinstance(schedule, torch_sched.LRScheduler)
+        assert isinstance(schedule, ScheduleHooks)
     with pytest.raises(ValueError, match=r"\['windw'\].*'window', 'rho'"):
         build("autodrop", optimizer, steps_per_epoch=SPE, epochs=EPOCHS, windw=8)
-
-
-@pytest.mark.parametrize(
-    ("name", "module"), [("autodrop", "autodrop.autodrop"), ("autodrop_v1", "autodrop.autodrop_v1")]
-)
-def test_real_autodrop_classes_build(name, module):
-    pytest.importorskip(module)
-    schedule = build(name, make_optimizer(), steps_per_epoch=SPE, epochs=EPOCHS)
-    assert isinstance(schedule, torch_sched.LRScheduler)
-    assert isinstance(schedule, ScheduleHooks)
 
 
 # --- step (multistep) -----------------------------------------------------------------------

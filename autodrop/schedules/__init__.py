@@ -8,12 +8,13 @@ to the constructors that take it; everything else comes from ``options``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
 from typing import Any
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from autodrop.autodrop import AutoDrop
+from autodrop.autodrop_v1 import AutoDropV1
 from autodrop.schedules.checks import check_int
 from autodrop.schedules.constant import ConstantSchedule
 from autodrop.schedules.cosine import CosineSchedule
@@ -27,29 +28,16 @@ from autodrop.schedules.plateau import PlateauSchedule
 BUDGET_ARGUMENTS = ("steps_per_epoch", "epochs")
 
 
-def _autodrop() -> type:
-    # Imported on use: the AutoDrop modules must not be needed to import the registry.
-    from autodrop.autodrop import AutoDrop
-
-    return AutoDrop
-
-
-def _autodrop_v1() -> type:
-    from autodrop.autodrop_v1 import AutoDropV1
-
-    return AutoDropV1
-
-
-_SCHEDULES: dict[str, Callable[[], type]] = {
-    "step": lambda: MultiStepSchedule,
-    "cosine": lambda: CosineSchedule,
-    "onecycle": lambda: OneCycleSchedule,
-    "clr": lambda: CyclicSchedule,
-    "exp": lambda: ExponentialSchedule,
-    "plateau": lambda: PlateauSchedule,
-    "constant": lambda: ConstantSchedule,
-    "autodrop": _autodrop,
-    "autodrop_v1": _autodrop_v1,
+_SCHEDULES: dict[str, type] = {
+    "step": MultiStepSchedule,
+    "cosine": CosineSchedule,
+    "onecycle": OneCycleSchedule,
+    "clr": CyclicSchedule,
+    "exp": ExponentialSchedule,
+    "plateau": PlateauSchedule,
+    "constant": ConstantSchedule,
+    "autodrop": AutoDrop,
+    "autodrop_v1": AutoDropV1,
 }
 
 SCHEDULE_NAMES: tuple[str, ...] = tuple(_SCHEDULES)
@@ -59,7 +47,7 @@ def schedule_class(name: str) -> type:
     """The class behind ``name``."""
     if name not in _SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}: expected one of {list(SCHEDULE_NAMES)}")
-    return _SCHEDULES[name]()
+    return _SCHEDULES[name]
 
 
 def schedule_options(name: str) -> tuple[str, ...]:
