@@ -1,0 +1,239 @@
+"""HD: SGD with hypergradient descent on one global learning rate (Baydin et al., ICLR 2018).
+
+Every ``step()`` first moves the learning rate by the hypergradient, then steps the parameters
+with the new rate:
+
+    alpha_t = alpha_{t-1} + beta * <g_t, d_{t-1}>      theta_{t+1} = theta_t - alpha_t * d_t
+
+g_t is the gradient plus the coupled L2 term ``weight_decay * theta_t``; d_t is the direction the
+base rule steps along: g_t (SGD-HD), the momentum buffer v_t (heavy-ball SGDM-HD) or
+g_t + momentum * v_t (Nesterov SGDN-HD). Momentum follows ``torch.optim.SGD`` (v_1 = g_1,
+dampening from step 2 on), so ``beta=0`` is exactly ``torch.optim.SGD``.
+
+Under DistributedDataParallel the gradients are already all-reduced, so every rank holds the
+same g_t and d_{t-1} and computes the same alpha: no extra communication is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from autodrop.base import ScheduleHooks
+
+#: The hypergradient learning rates AutoDrop's paper searches (Table 2).
+BETA_GRID: tuple[float, ...] = (1e-3, 1e-4, 1e-5)
+
+_SHARED_OPTIONS = ("lr", "beta")
+
+
+def sum_of_dots(xs: list[Tensor], ys: list[Tensor]) -> Tensor:
+    """<xs, ys> of two tensor lists viewed as flat vectors: a 0-d float64 tensor on the device
+    of ``xs[0]`` (no host synchronisation; 0 for empty lists). Each tensor's dot is taken in its
+    own dtype, their sum in float64."""
+    if len(xs) != len(ys):
+        raise ValueError(f"tensor lists differ in length: {len(xs)} != {len(ys)}")
+    if not xs:
+        return torch.zeros((), dtype=torch.float64)
+    dots = [torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(xs, ys, strict=True)]
+    return torch.stack(dots).sum(dtype=torch.float64)
+
+
+class _GroupWork(NamedTuple):
+    """One group's share of a step: parameters with a gradient, their g_t, and the
+    (g_t, d_{t-1}) pairs that enter the hypergradient."""
+
+    params: list[Tensor]
+    grads: list[Tensor]
+    h_grads: list[Tensor]
+    h_directions: list[Tensor]
+
+
+class SGDHD(Optimizer):
+    """SGD-HD, SGDN-HD (``nesterov=True``) or heavy-ball SGDM-HD (``momentum > 0``).
+
+    One learning rate alpha is shared by every param group; it lives as a Python float in each
+    group's ``lr`` and is adapted by ``beta`` (the hypergradient learning rate) every step. The
+    other options may differ per group. alpha may become negative (the paper's fidelity mode:
+    no clipping). ``.grad`` is never modified; parameters without a gradient are skipped, and
+    a parameter skipped at step t-1 contributes nothing to the hypergradient at step t.
+    """
+
+    label = "HD"
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        lr: float,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        beta: float = 1e-4,
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            beta=beta,
+            hd_step=0,
+        )
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        first = self.param_groups[0] if self.param_groups else None
+        if first is not None and "lr" not in param_group:
+            param_group = {**param_group, "lr": first["lr"]}
+        super().add_param_group(param_group)
+        try:
+            _validate_group(self.param_groups[-1], first, len(self.param_groups) - 1)
+        except ValueError:
+            self.param_groups.pop()
+            raise
+
+    @property
+    def lr(self) -> float:
+        """The current learning rate alpha (shared by every group)."""
+        return float(self.param_groups[0]["lr"])
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        step = self.param_groups[0]["hd_step"] + 1
+        work = [self._gather(group, step) for group in self.param_groups]
+        alpha = float(self.param_groups[0]["lr"])
+        beta = float(self.param_groups[0]["beta"])
+        if beta != 0.0:
+            grads = [g for batch in work for g in batch.h_grads]
+            directions = [d for batch in work for d in batch.h_directions]
+            if grads:
+                alpha = alpha + beta * sum_of_dots(grads, directions).item()
+        for group, batch in zip(self.param_groups, work, strict=True):
+            group["lr"] = alpha
+            group["hd_step"] = step
+            self._update(group, batch, alpha, step)
+        return loss
+
+    def _gather(self, group: dict[str, Any], step: int) -> _GroupWork:
+        """This group's parameters with a gradient, g_t, and the (g, d_{t-1}) pairs of h."""
+        params = [p for p in group["params"] if p.grad is not None]
+        for p in params:
+            if p.grad.is_sparse:
+                raise ValueError("SGDHD does not support sparse gradients: use dense gradients")
+        grads = [p.grad for p in params]
+        weight_decay = group["weight_decay"]
+        if weight_decay != 0:
+            grads = torch._foreach_add(grads, params, alpha=weight_decay)
+        h_grads, h_directions = [], []
+        for p, g in zip(params, grads, strict=True):
+            state = self.state[p]
+            if state.get("last_step") == step - 1:
+                h_grads.append(g)
+                h_directions.append(_direction_buffer(state, group))
+        return _GroupWork(params, grads, h_grads, h_directions)
+
+    def _update(self, group: dict[str, Any], batch: _GroupWork, alpha: float, step: int) -> None:
+        if not batch.params:
+            return
+        states = [self.state[p] for p in batch.params]
+        momentum = group["momentum"]
+        if momentum == 0:
+            directions = _stored_directions(states, batch.grads)
+        else:
+            buffers = _momentum_buffers(states, batch.grads, momentum, group["dampening"])
+            if group["nesterov"]:
+                directions = _stored_directions(states, batch.grads)
+                torch._foreach_add_(directions, buffers, alpha=momentum)
+            else:
+                directions = buffers
+        torch._foreach_add_(batch.params, directions, alpha=-alpha)
+        for state in states:
+            state["last_step"] = step
+
+
+def _validate_group(group: dict[str, Any], first: dict[str, Any] | None, index: int) -> None:
+    """Check a new group's options; lr and beta are set by group 0 and shared by the others."""
+    # Imported on use: the schedule registry (autodrop.schedules) may import this module.
+    from autodrop.schedules.checks import check_bool, check_float
+
+    check_float("beta", group["beta"], low=0.0)
+    check_float("momentum", group["momentum"], low=0.0, high=1.0, high_open=True)
+    check_float("dampening", group["dampening"], low=0.0, high=1.0)
+    check_float("weight_decay", group["weight_decay"], low=0.0)
+    check_bool("nesterov", group["nesterov"])
+    if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+        raise ValueError(
+            f"nesterov=True needs momentum > 0 and dampening == 0, got "
+            f"momentum={group['momentum']!r}, dampening={group['dampening']!r}"
+        )
+    if first is None:
+        group["lr"] = check_float("lr", group["lr"], low=0.0)
+        return
+    for key in _SHARED_OPTIONS:
+        if group[key] != first[key]:
+            raise ValueError(
+                f"param group {index} has {key}={group[key]!r}: HD adapts one {key} shared by "
+                f"every group, expected {first[key]!r} (the value of group 0)"
+            )
+    group["hd_step"] = first["hd_step"]
+
+
+def _direction_buffer(state: dict[str, Any], group: dict[str, Any]) -> Tensor:
+    """d_{t-1} of one parameter: heavy-ball reuses its momentum buffer."""
+    if group["momentum"] != 0 and not group["nesterov"]:
+        return state["momentum_buffer"]
+    return state["direction"]
+
+
+def _momentum_buffers(
+    states: list[dict[str, Any]], grads: list[Tensor], momentum: float, dampening: float
+) -> list[Tensor]:
+    """v_t = momentum * v_{t-1} + (1 - dampening) * g_t, with v_1 = g_1 (torch's SGD rule)."""
+    existing = [
+        (s["momentum_buffer"], g)
+        for s, g in zip(states, grads, strict=True)
+        if "momentum_buffer" in s
+    ]
+    if existing:
+        olds, news = map(list, zip(*existing, strict=True))
+        torch._foreach_mul_(olds, momentum)
+        torch._foreach_add_(olds, news, alpha=1.0 - dampening)
+    for state, g in zip(states, grads, strict=True):
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.clone(g).detach()
+    return [s["momentum_buffer"] for s in states]
+
+
+def _stored_directions(states: list[dict[str, Any]], grads: list[Tensor]) -> list[Tensor]:
+    """Each parameter's ``direction`` buffer, overwritten with g_t."""
+    for state, g in zip(states, grads, strict=True):
+        if "direction" not in state:
+            state["direction"] = torch.empty_like(g, memory_format=torch.preserve_format)
+    directions = [s["direction"] for s in states]
+    torch._foreach_copy_(directions, grads)
+    return directions
+
+
+class FollowOptimizerLR(ScheduleHooks, LRScheduler):
+    """The schedule slot for an optimizer that sets its own learning rate (``SGDHD``).
+
+    ``step()`` leaves every group's lr exactly as the optimizer set it; a training loop that
+    steps a schedule after every optimizer step can use this one unchanged. ``lr`` reads the
+    optimizer's current rate.
+    """
+
+    def __init__(self, optimizer: Optimizer) -> None:
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer.param_groups]
