@@ -1,0 +1,98 @@
+"""Model, optimizer and schedule built from the config."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from autodrop import schedules
+from experiments.distributed import DistContext
+from experiments.sync_batchnorm import convert_to_global_batchnorm
+from models import build_model
+
+
+def build_network(
+    model_cfg: DictConfig,
+    trainer_cfg: DictConfig,
+    num_classes: int,
+    device: torch.device,
+    ctx: DistContext,
+) -> nn.Module:
+    """The bare model on ``device`` (BatchNorm synchronised across ranks if asked)."""
+    options = OmegaConf.to_container(model_cfg.options, resolve=True)
+    model = build_model(model_cfg.name, num_classes, **options)
+    if trainer_cfg.sync_bn:
+        if device.type == "cuda":
+            if ctx.is_distributed:
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            # The same arithmetic for 1 and N processes, so runs compare number for number.
+            model = convert_to_global_batchnorm(model)
+    model = model.to(device)
+    if trainer_cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def wrap_for_training(
+    model: nn.Module, trainer_cfg: DictConfig, device: torch.device, ctx: DistContext
+) -> nn.Module:
+    """DDP across ranks, then torch.compile if asked. Checkpoints use the bare ``model``."""
+    wrapped: nn.Module = model
+    if ctx.is_distributed:
+        device_ids = [device.index] if device.type == "cuda" else None
+        wrapped = DistributedDataParallel(model, device_ids=device_ids)
+    if trainer_cfg.compile:
+        wrapped = torch.compile(wrapped)
+    return wrapped
+
+
+def build_optimizer(optimizer_cfg: DictConfig, model: nn.Module) -> Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer_cfg.name == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=optimizer_cfg.lr,
+            momentum=optimizer_cfg.momentum,
+            nesterov=optimizer_cfg.nesterov,
+            weight_decay=optimizer_cfg.weight_decay,
+        )
+    if optimizer_cfg.name == "adam":
+        return torch.optim.Adam(
+            params,
+            lr=optimizer_cfg.lr,
+            betas=tuple(optimizer_cfg.betas),
+            eps=optimizer_cfg.eps,
+            weight_decay=optimizer_cfg.weight_decay,
+        )
+    raise ValueError(
+        f"optimizer.name={optimizer_cfg.name!r} is invalid: allowed values are sgd, adam"
+    )
+
+
+def resolved_scheduler_options(scheduler_cfg: DictConfig) -> dict[str, Any]:
+    """The schedule's keyword options: the scheduler node minus ``name`` and ``label``."""
+    node = OmegaConf.to_container(scheduler_cfg, resolve=True)
+    return {key: value for key, value in node.items() if key not in ("name", "label")}
+
+
+def build_schedule(
+    scheduler_cfg: DictConfig, optimizer: Optimizer, *, steps_per_epoch: int, epochs: int
+) -> LRScheduler:
+    return schedules.build(
+        scheduler_cfg.name,
+        optimizer,
+        steps_per_epoch=steps_per_epoch,
+        epochs=epochs,
+        **resolved_scheduler_options(scheduler_cfg),
+    )
+
+
+def is_autodrop(scheduler_name: str) -> bool:
+    return scheduler_name in ("autodrop", "autodrop_v1")

@@ -1,0 +1,353 @@
+"""Typed schemas of the Hydra config tree (registered in Hydra's ConfigStore) and the semantic
+checks run on a composed config before anything is built.
+
+The YAML files under ``conf/`` pull these schemas in through their defaults lists, so a misspelt
+key or a wrong type fails at composition time; ``validate_config`` then checks values and names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+PUBLIC_GROUPS = (
+    "experiment",
+    "data",
+    "model",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "logger",
+    "hydra/launcher",
+)
+PLUGIN_LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm")
+
+OPTIMIZER_NAMES = ("sgd", "adam")
+LOGGER_NAMES = ("wandb", "none")
+ACCELERATORS = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "bf16", "fp32")
+LOADERS = ("device", "classic")
+PROGRESS_MODES = ("auto", "bar", "plain")
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+class ConfigError(ValueError):
+    """A config value is outside what the runner accepts."""
+
+
+@dataclass
+class PathsConfig:
+    results_dir: str = "results"
+    data_dir: str = "data"
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    root: str = "${paths.data_dir}"
+    image_size: int = 32
+    augment: bool = True
+    download: bool = False
+    drop_last: bool = False
+    crop_size: int = 224  # imagenet: train crop / eval centre crop
+    resize_size: int = 256  # imagenet: eval resize before the centre crop
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SGDConfig:
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+
+
+@dataclass
+class AdamConfig:
+    name: str = "adam"
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+
+@dataclass
+class SchedulerConfig:
+    """Fields every schedule has; ``label`` names the run directory (name plus a suffix)."""
+
+    name: str = MISSING
+    label: str = MISSING
+
+
+@dataclass
+class StepConfig(SchedulerConfig):
+    milestones: list[int] | None = None
+    gamma: float = 0.2
+
+
+@dataclass
+class CosineConfig(SchedulerConfig):
+    eta_min: float = 0.0
+    warmup_epochs: float = 0.0
+    warmup_start_factor: float = 0.0
+
+
+@dataclass
+class OneCycleConfig(SchedulerConfig):
+    max_lr: float | None = None
+    pct_start: float = 0.3
+    anneal_strategy: str = "cos"
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+    three_phase: bool = False
+    cycle_momentum: bool = True
+    base_momentum: float = 0.85
+    max_momentum: float = 0.95
+
+
+@dataclass
+class CyclicConfig(SchedulerConfig):
+    base_lr: float | None = None
+    max_lr: float | None = None
+    step_size_epochs: float = 2.0
+
+
+@dataclass
+class ExponentialConfig(SchedulerConfig):
+    gamma: float = 0.95
+
+
+@dataclass
+class PlateauConfig(SchedulerConfig):
+    mode: str = "min"
+    factor: float = 0.1
+    patience: int = 10
+    threshold: float = 1e-4
+    threshold_mode: str = "rel"
+    cooldown: int = 0
+    min_lr: float = 0.0
+
+
+@dataclass
+class ConstantConfig(SchedulerConfig):
+    pass
+
+
+@dataclass
+class AutoDropConfig(SchedulerConfig):
+    window: int = 64
+    rho: float = 0.95
+    buffer_size: int = 10
+    threshold: float = 0.1
+    min_lr: float = 1e-4
+
+
+@dataclass
+class AutoDropV1Config(SchedulerConfig):
+    theta: float = 0.01
+    drop_factor: float = 0.2
+    extra_epochs: int = 20
+    auto_theta: bool = True
+    max_theta: float = 1.0
+    min_lr: float = 1e-4
+    average_weights: bool = True
+
+
+SCHEDULER_SCHEMAS: dict[str, type[SchedulerConfig]] = {
+    "step": StepConfig,
+    "cosine": CosineConfig,
+    "onecycle": OneCycleConfig,
+    "clr": CyclicConfig,
+    "exp": ExponentialConfig,
+    "plateau": PlateauConfig,
+    "constant": ConstantConfig,
+    "autodrop": AutoDropConfig,
+    "autodrop_v1": AutoDropV1Config,
+}
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 200
+    batch_size: int = 128  # global: every rank gets batch_size / world_size
+    eval_batch_size: int = 512  # global, split like batch_size
+    devices: int = 1
+    accelerator: str = "auto"
+    precision: str = "auto"
+    channels_last: bool = False
+    compile: bool = False
+    cudnn_benchmark: bool = True
+    deterministic: bool = False
+    num_workers: int = 4
+    cpu_threads: int = 0  # torch intra-op threads per process; 0: torch's default / processes
+    loader: str = "device"
+    track_angle: bool = False
+    progress: str = "auto"
+    sync_bn: bool = False
+    nan_check_every: int = 0  # optimizer steps between loss checks; 0 = at epoch end only
+
+
+@dataclass
+class WandbConfig:
+    name: str = "wandb"
+    project: str = "autodrop-bench"
+    entity: str | None = None
+    mode: str | None = None  # None: WANDB_MODE from the environment, else online
+    tags: list[str] = field(default_factory=list)
+    init_timeout_s: float = 30.0
+
+
+@dataclass
+class NoLoggerConfig:
+    name: str = "none"
+
+
+@dataclass
+class Config:
+    experiment_name: str = "adhoc"
+    seed: int = 0
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    data: DataConfig = MISSING
+    model: ModelConfig = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: Any = MISSING
+
+
+def public_config_groups() -> str:
+    """One line per user-facing config group with its options (for ``--help``)."""
+    lines = []
+    for group in PUBLIC_GROUPS:
+        folder = CONF_DIR / group
+        options = sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml"))
+        if group == "hydra/launcher":
+            options = [*PLUGIN_LAUNCHERS, *options]
+        lines.append(f"{group}: {', '.join(options)}")
+    return "\n".join(lines)
+
+
+def register_configs() -> None:
+    """Put the schemas into Hydra's ConfigStore and the help resolver in OmegaConf
+    (idempotent)."""
+    OmegaConf.register_new_resolver("public_config_groups", public_config_groups, replace=True)
+    store = ConfigStore.instance()
+    store.store(name="config_schema", node=Config)
+    store.store(group="schema/optimizer", name="sgd", node=SGDConfig)
+    store.store(group="schema/optimizer", name="adam", node=AdamConfig)
+    for name, schema in SCHEDULER_SCHEMAS.items():
+        store.store(group="schema/scheduler", name=name, node=schema)
+    store.store(group="schema/logger", name="wandb", node=WandbConfig)
+    store.store(group="schema/logger", name="none", node=NoLoggerConfig)
+
+
+def compose_config(overrides: Sequence[str] = (), *, with_hydra: bool = False) -> DictConfig:
+    """The config ``python -m experiments.train <overrides>`` would run (no run is started)."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=with_hydra)
+
+
+def _fail(key: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
+
+
+def _check_choice(key: str, value: Any, choices: Iterable[str]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        _fail(key, value, f"allowed values are {', '.join(choices)}")
+
+
+def _check_at_least(key: str, value: float, low: float) -> None:
+    if value < low:
+        _fail(key, value, f"must be >= {low}")
+
+
+def _check_positive(key: str, value: float) -> None:
+    if not value > 0:
+        _fail(key, value, "must be > 0")
+
+
+def _check_relative_path(key: str, value: str) -> None:
+    parts = value.split("/")
+    if not value or value.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        _fail(key, value, "must be a non-empty relative path without '.', '..' or empty parts")
+
+
+def _check_label(label: str, name: str) -> None:
+    if "/" in label or label.split("-")[0] != name:
+        _fail(
+            "scheduler.label",
+            label,
+            f"must be the schedule name {name!r}, optionally followed by '-<setting>' "
+            "(e.g. 'autodrop-window=32'), and contain no '/'",
+        )
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check values and names of a composed config; raise ConfigError naming key and value."""
+    from autodrop.schedules import SCHEDULE_NAMES, schedule_options
+    from experiments.data import DATASET_NAMES
+    from models import MODEL_NAMES
+
+    _check_relative_path("experiment_name", cfg.experiment_name)
+    _check_at_least("seed", cfg.seed, 0)
+    _check_choice("data.name", cfg.data.name, DATASET_NAMES)
+    _check_at_least("data.image_size", cfg.data.image_size, 8)
+    _check_choice("model.name", cfg.model.name, MODEL_NAMES)
+
+    _check_choice("optimizer.name", cfg.optimizer.name, OPTIMIZER_NAMES)
+    _check_positive("optimizer.lr", cfg.optimizer.lr)
+    _check_at_least("optimizer.weight_decay", cfg.optimizer.weight_decay, 0.0)
+    if cfg.optimizer.name == "sgd" and not 0.0 <= cfg.optimizer.momentum < 1.0:
+        _fail("optimizer.momentum", cfg.optimizer.momentum, "must be in [0, 1)")
+
+    _check_choice("scheduler.name", cfg.scheduler.name, SCHEDULE_NAMES)
+    _check_label(cfg.scheduler.label, cfg.scheduler.name)
+    accepted = schedule_options(cfg.scheduler.name)
+    for key in cfg.scheduler:
+        if key not in ("name", "label", *accepted):
+            _fail(
+                f"scheduler.{key}",
+                cfg.scheduler[key],
+                f"schedule {cfg.scheduler.name!r} has no such option; its options are "
+                f"{', '.join(accepted)}",
+            )
+
+    trainer = cfg.trainer
+    _check_at_least("trainer.epochs", trainer.epochs, 1)
+    _check_at_least("trainer.batch_size", trainer.batch_size, 1)
+    _check_at_least("trainer.eval_batch_size", trainer.eval_batch_size, 1)
+    _check_at_least("trainer.devices", trainer.devices, 1)
+    if trainer.batch_size % trainer.devices:
+        _fail(
+            "trainer.batch_size",
+            trainer.batch_size,
+            f"the global batch must be divisible by trainer.devices={trainer.devices}",
+        )
+    _check_at_least("trainer.num_workers", trainer.num_workers, 0)
+    _check_at_least("trainer.cpu_threads", trainer.cpu_threads, 0)
+    _check_at_least("trainer.nan_check_every", trainer.nan_check_every, 0)
+    _check_choice("trainer.accelerator", trainer.accelerator, ACCELERATORS)
+    _check_choice("trainer.precision", trainer.precision, PRECISIONS)
+    _check_choice("trainer.loader", trainer.loader, LOADERS)
+    _check_choice("trainer.progress", trainer.progress, PROGRESS_MODES)
+    if trainer.loader == "device" and cfg.data.name == "imagenet":
+        _fail("trainer.loader", trainer.loader, "imagenet needs trainer.loader=classic")
+
+    _check_choice("logger.name", cfg.logger.name, LOGGER_NAMES)
+    if cfg.logger.name == "wandb" and cfg.logger.mode is not None:
+        _check_choice("logger.mode", cfg.logger.mode, WANDB_MODES)

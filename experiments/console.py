@@ -1,0 +1,117 @@
+"""What a run prints: a tqdm bar on a terminal, one plain line per epoch otherwise, and
+train.log (written by rank 0 through ``logging``)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
+
+
+def configure_logging(log_file: Path | None, rank: int) -> None:
+    """Console logging on every rank (warnings only off rank 0) and ``log_file`` on rank 0.
+
+    Idempotent: handlers already attached (by Hydra, or an earlier call) are kept, not doubled.
+    """
+    root = logging.getLogger()
+    if not any(type(h) is logging.StreamHandler for h in root.handlers):
+        console = logging.StreamHandler(sys.stdout)
+        console.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(console)
+    root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    if log_file is None or rank != 0:
+        return
+    target = str(log_file.absolute())
+    if any(getattr(h, "baseFilename", None) == target for h in root.handlers):
+        return
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(target, mode="a")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(handler)
+
+
+def detach_log_file(log_file: Path) -> None:
+    """Close and remove the handler writing ``log_file`` (several runs share one process)."""
+    root = logging.getLogger()
+    target = str(log_file.absolute())
+    for handler in list(root.handlers):
+        if getattr(handler, "baseFilename", None) == target:
+            root.removeHandler(handler)
+            handler.close()
+
+
+def use_progress_bar(mode: str, is_main: bool) -> bool:
+    """``bar``/``plain`` force the choice; ``auto`` shows a bar when stderr is a terminal."""
+    if not is_main:
+        return False
+    if mode == "auto":
+        return sys.stderr.isatty()
+    return mode == "bar"
+
+
+def format_epoch_line(record: dict[str, Any], epochs: int) -> str:
+    """The one-line summary of a finished epoch."""
+    parts = [
+        f"epoch {record['epoch']}/{epochs}",
+        f"step {record['step']}",
+        f"lr {record['lr']:.4g}",
+        f"train loss {record['train/loss']:.4f}",
+        f"train acc {record['train/acc']:.2f}%",
+        f"test loss {record['test/loss']:.4f}",
+        f"test err {record['test/err']:.2f}%",
+        f"{record['time/epoch_s']:.1f}s",
+    ]
+    if "autodrop/drops" in record:
+        omega = record["autodrop/omega"]
+        parts.append(f"drops {record['autodrop/drops']}")
+        parts.append("omega -" if omega is None else f"omega {omega:.2f}")
+    if record.get("angle/epoch") is not None:
+        parts.append(f"angle {record['angle/epoch']:.2f}")
+    return " | ".join(parts)
+
+
+class EpochProgress:
+    """A per-epoch tqdm bar (or nothing). ``refresh`` reads device values, so the loop calls it
+    only every few steps: it forces a host synchronisation."""
+
+    REFRESH_EVERY_S = 0.5
+
+    def __init__(self, enabled: bool, total: int, epoch: int, epochs: int) -> None:
+        self.bar = (
+            tqdm(total=total, desc=f"epoch {epoch}/{epochs}", leave=False, dynamic_ncols=True)
+            if enabled
+            else None
+        )
+        self._last_refresh = 0.0
+
+    @property
+    def wants_refresh(self) -> bool:
+        return self.bar is not None and time.perf_counter() - self._last_refresh > (
+            self.REFRESH_EVERY_S
+        )
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def refresh(self, loss: float, acc: float, lr: float, samples_per_s: float) -> None:
+        if self.bar is None:
+            return
+        self._last_refresh = time.perf_counter()
+        self.bar.set_postfix(
+            loss=f"{loss:.4f}",
+            acc=f"{acc:.1f}%",
+            lr=f"{lr:.3g}",
+            img_s=f"{samples_per_s:.0f}",
+            refresh=False,
+        )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

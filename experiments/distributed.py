@@ -1,0 +1,180 @@
+"""How a Hydra job gets its processes: alone, spawning ``trainer.devices`` workers itself, or
+joining a group that torchrun or SLURM (submitit included) already started.
+
+One Hydra job owns its process group, so ``-m`` sweeps and DDP compose. Under torchrun or SLURM
+every process runs the Hydra job and the environment says who is who (one task per GPU).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+GROUP_TIMEOUT = datetime.timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in the job."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.world_size > 1
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """``kind``: single | spawn | torchrun | slurm | submitit_local."""
+
+    kind: str
+    world_size: int
+    rank: int = 0
+    local_rank: int = 0
+    master_addr: str = "localhost"
+    master_port: int | None = None
+
+
+def _int_env(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else None
+
+
+def _port_from_job_id(job_id: str) -> int:
+    # Every task of a job derives the same port without talking to the others.
+    digits = "".join(ch for ch in job_id if ch.isdigit()) or "0"
+    return 15000 + int(digits[-6:]) % 20000
+
+
+def _slurm_plan() -> LaunchPlan | None:
+    ntasks = _int_env("SLURM_NTASKS")
+    if ntasks is None or ntasks <= 1 or _int_env("SLURM_PROCID") is None:
+        return None
+    if "SLURM_STEP_ID" not in os.environ:  # inside sbatch/salloc but not an srun task
+        return None
+    from submitit.slurm.slurm import SlurmJobEnvironment
+
+    env = SlurmJobEnvironment()
+    return LaunchPlan(
+        kind="slurm",
+        world_size=env.num_tasks,
+        rank=env.global_rank,
+        local_rank=env.local_rank,
+        master_addr=os.environ.get("MASTER_ADDR") or env.hostnames[0],
+        master_port=_int_env("MASTER_PORT") or _port_from_job_id(env.job_id),
+    )
+
+
+def _submitit_local_plan() -> LaunchPlan | None:
+    ntasks = _int_env("SUBMITIT_LOCAL_NTASKS")
+    if os.environ.get("SUBMITIT_EXECUTOR") != "local" or ntasks is None or ntasks <= 1:
+        return None
+    return LaunchPlan(
+        kind="submitit_local",
+        world_size=ntasks,
+        rank=int(os.environ["SUBMITIT_LOCAL_GLOBALID"]),
+        local_rank=int(os.environ["SUBMITIT_LOCAL_LOCALID"]),
+        master_port=_port_from_job_id(os.environ.get("SUBMITIT_LOCAL_JOB_ID", "0")),
+    )
+
+
+def plan_launch(devices: int) -> LaunchPlan:
+    """Read the environment: torchrun, then SLURM/submitit tasks, else spawn or run alone."""
+    world_size = _int_env("WORLD_SIZE")
+    if world_size is not None and _int_env("RANK") is not None and "LOCAL_RANK" in os.environ:
+        return LaunchPlan(
+            kind="torchrun",
+            world_size=world_size,
+            rank=int(os.environ["RANK"]),
+            local_rank=int(os.environ["LOCAL_RANK"]),
+            master_addr=os.environ.get("MASTER_ADDR", "localhost"),
+            master_port=_int_env("MASTER_PORT"),
+        )
+    for plan in (_slurm_plan(), _submitit_local_plan()):
+        if plan is not None:
+            return plan
+    if devices > 1:
+        return LaunchPlan(kind="spawn", world_size=devices, master_port=free_port())
+    return LaunchPlan(kind="single", world_size=1)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("localhost", 0))
+        return int(sock.getsockname()[1])
+
+
+def backend_for(device_type: str) -> str:
+    return "nccl" if device_type == "cuda" else "gloo"
+
+
+def init_process_group(plan: LaunchPlan, rank: int, local_rank: int, backend: str) -> DistContext:
+    """Join the job's process group (a no-op context for a single process)."""
+    if plan.world_size == 1:
+        return DistContext()
+    os.environ["MASTER_ADDR"] = plan.master_addr
+    if plan.master_port is not None:
+        os.environ["MASTER_PORT"] = str(plan.master_port)
+    dist.init_process_group(
+        backend=backend, rank=rank, world_size=plan.world_size, timeout=GROUP_TIMEOUT
+    )
+    return DistContext(rank=rank, local_rank=local_rank, world_size=plan.world_size)
+
+
+def destroy_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    """Sum ``tensor`` over ranks in place (identity for one process)."""
+    if ctx.is_distributed:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def broadcast_object(value: Any, ctx: DistContext) -> Any:
+    """Rank 0's ``value`` on every rank."""
+    if not ctx.is_distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather_objects(value: Any, ctx: DistContext) -> list[Any]:
+    """``[value of rank 0, value of rank 1, ...]`` on every rank."""
+    if not ctx.is_distributed:
+        return [value]
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def _spawned_entry(
+    local_rank: int, plan: LaunchPlan, worker: Callable[..., Any], args: tuple[Any, ...]
+) -> None:
+    worker(plan, local_rank, local_rank, *args)
+
+
+def spawn(plan: LaunchPlan, worker: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    """Run ``worker(plan, rank, local_rank, *args)`` in ``plan.world_size`` new processes.
+
+    ``worker`` and ``args`` must be picklable (module-level function, plain data).
+    """
+    mp.spawn(_spawned_entry, args=(plan, worker, args), nprocs=plan.world_size, join=True)

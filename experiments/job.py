@@ -1,0 +1,411 @@
+"""One training run on one rank: build, resume, run the epochs, write the run directory.
+
+Every rank computes; rank 0 alone writes files and talks to wandb.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from experiments import rundir as rd
+from experiments.angle_tracker import EpochAngleTracker
+from experiments.checkpoint import (
+    CHECKPOINT_FORMAT,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from experiments.components import (
+    build_network,
+    build_optimizer,
+    build_schedule,
+    is_autodrop,
+    resolved_scheduler_options,
+    wrap_for_training,
+)
+from experiments.config import ConfigError
+from experiments.console import EpochProgress, format_epoch_line, use_progress_bar
+from experiments.distributed import DistContext, broadcast_object, gather_objects
+from experiments.loop import TrainingDiverged, evaluate, train_epoch
+from experiments.provenance import git_commit, hardware_description, package_versions
+from experiments.runtime import autocast_factory, seed_everything
+from experiments.tracking import NullTracker, start_wandb
+
+log = logging.getLogger(__name__)
+
+# The config keys that define a run: resuming with other values would mix two experiments.
+SETUP_KEYS = (
+    "seed",
+    "data",
+    "model",
+    "optimizer",
+    "scheduler",
+    "trainer.epochs",
+    "trainer.batch_size",
+)
+
+
+@dataclass
+class RunState:
+    """What a checkpoint restores besides the model, optimizer and schedule."""
+
+    epoch: int = 0
+    step: int = 0
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    autodrop_records: list[dict[str, Any]] = field(default_factory=list)
+    wandb_run_id: str | None = None
+    elapsed_s: float = 0.0
+
+
+def _flatten(value: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return {
+            k: v for key, sub in value.items() for k, v in _flatten(sub, f"{prefix}.{key}").items()
+        }
+    return {prefix: value}
+
+
+def run_setup(cfg: DictConfig) -> dict[str, Any]:
+    """The run-defining settings (SETUP_KEYS) as flat ``dotted.key: value`` plain data."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    setup: dict[str, Any] = {}
+    for key in SETUP_KEYS:
+        value: Any = resolved
+        for part in key.split("."):
+            value = value[part]
+        setup.update(_flatten(value, key))
+    return setup
+
+
+def _setup_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    return [
+        f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
+        for key in sorted(saved.keys() | current.keys())
+        if saved.get(key) != current.get(key)
+    ]
+
+
+def _last_omega(records: list[dict[str, Any]]) -> float | None:
+    for record in reversed(records):
+        if record.get("omega") is not None:
+            return record["omega"]
+    return None
+
+
+def _build_data(cfg: DictConfig, device: torch.device, ctx: DistContext) -> Any:
+    from experiments.data import build_data
+
+    world = ctx.world_size
+    kwargs = dict(
+        root=str(cfg.data.root),
+        batch_size=cfg.trainer.batch_size // world,
+        eval_batch_size=max(1, math.ceil(cfg.trainer.eval_batch_size / world)),
+        device=device,
+        seed=cfg.seed,
+        rank=ctx.rank,
+        world_size=world,
+        loader=cfg.trainer.loader,
+        num_workers=cfg.trainer.num_workers,
+        download=cfg.data.download,
+        image_size=cfg.data.image_size,
+        augment=cfg.data.augment,
+        drop_last=cfg.data.drop_last,
+        channels_last=cfg.trainer.channels_last,
+        crop_size=cfg.data.crop_size,
+        resize_size=cfg.data.resize_size,
+    )
+    if not (cfg.data.download and ctx.is_distributed):
+        return build_data(cfg.data.name, **kwargs)
+    # One download: rank 0 fetches while the others wait, then they read the files it wrote.
+    bundle = build_data(cfg.data.name, **kwargs) if ctx.is_main else None
+    dist.barrier()
+    return bundle if ctx.is_main else build_data(cfg.data.name, **kwargs)
+
+
+def _sync_buffers_from_rank0(model: nn.Module, ctx: DistContext) -> None:
+    # Under DDP each rank's BatchNorm statistics drift within a forward pass; evaluate and
+    # checkpoint rank 0's, so the metrics describe the model that is saved.
+    if ctx.is_distributed:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+class TrainingJob:
+    """Everything one rank holds for a run."""
+
+    def __init__(
+        self, cfg: DictConfig, run_dir: rd.RunDir, ctx: DistContext, device: torch.device
+    ) -> None:
+        self.cfg, self.run_dir, self.ctx, self.device = cfg, run_dir, ctx, device
+        trainer = cfg.trainer
+        seed_everything(cfg.seed)
+        self.data = _build_data(cfg, device, ctx)
+        self.steps_per_epoch = len(self.data.train)
+        self.model = build_network(cfg.model, trainer, self.data.num_classes, device, ctx)
+        self.optimizer = build_optimizer(cfg.optimizer, self.model)
+        self.schedule = build_schedule(
+            cfg.scheduler,
+            self.optimizer,
+            steps_per_epoch=self.steps_per_epoch,
+            epochs=trainer.epochs,
+        )
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.angle_tracker = (
+            EpochAngleTracker(params) if trainer.track_angle and ctx.is_main else None
+        )
+        self.autocast = autocast_factory(trainer.precision, device)
+        self.state = RunState()
+        self.tracker: Any = NullTracker()
+        self.git_commit: str | None = None
+        self.started = time.perf_counter()
+
+    # ----------------------------------------------------------------- checkpoint / resume
+    def resume_if_possible(self) -> bool:
+        found = self.run_dir.checkpoint_path.is_file() if self.ctx.is_main else None
+        if not broadcast_object(found, self.ctx):
+            return False
+        state = load_checkpoint(self.run_dir.checkpoint_path, map_location=self.device)
+        differences = _setup_differences(state["setup"], run_setup(self.cfg))
+        if differences:
+            raise ConfigError(
+                f"{self.run_dir.root} holds a run with different settings "
+                f"({'; '.join(differences)}): give this run another scheduler.label or "
+                "experiment_name, or delete the old run"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        rng_states = state["rng"]
+        if len(rng_states) == self.ctx.world_size:
+            restore_rng_state(rng_states[self.ctx.rank])
+        else:
+            log.warning(
+                "checkpoint has RNG states of %d ranks, this job has %d: not restored",
+                len(rng_states),
+                self.ctx.world_size,
+            )
+        if self.angle_tracker is not None and state["angle_tracker"] is not None:
+            self.angle_tracker.load_state_dict(state["angle_tracker"])
+        self.state = RunState(
+            epoch=state["epoch"],
+            step=state["step"],
+            metrics=list(state["metrics"]),
+            autodrop_records=list(state["autodrop_records"]),
+            wandb_run_id=state["wandb_run_id"],
+            elapsed_s=state["elapsed_s"],
+        )
+        return True
+
+    def save_checkpoint(self) -> None:
+        rng_states = gather_objects(capture_rng_state(), self.ctx)
+        if not self.ctx.is_main:
+            return
+        p = self.state
+        save_checkpoint(
+            self.run_dir.checkpoint_path,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "epoch": p.epoch,
+                "step": p.step,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(),
+                "rng": rng_states,
+                "angle_tracker": self.angle_tracker.state_dict() if self.angle_tracker else None,
+                "metrics": p.metrics,
+                "autodrop_records": p.autodrop_records,
+                "wandb_run_id": p.wandb_run_id,
+                "elapsed_s": self.elapsed_s(),
+                "setup": run_setup(self.cfg),
+            },
+        )
+
+    def elapsed_s(self) -> float:
+        return self.state.elapsed_s + time.perf_counter() - self.started
+
+    # ----------------------------------------------------------------------- run directory
+    def summary(self, status: str, message: str | None = None) -> dict[str, Any]:
+        cfg = self.cfg
+        derived = rd.summarize_metrics(self.state.metrics)
+        return {
+            "status": status,
+            "experiment": cfg.experiment_name,
+            "dataset": cfg.data.name,
+            "model": cfg.model.name,
+            "scheduler": cfg.scheduler.label,
+            "scheduler_name": cfg.scheduler.name,
+            "scheduler_options": resolved_scheduler_options(cfg.scheduler),
+            "seed": cfg.seed,
+            "epochs_planned": cfg.trainer.epochs,
+            "epochs_done": derived["epochs_done"],
+            "final_test_err": derived["final_test_err"],
+            "min_test_err": derived["min_test_err"],
+            "min_test_err_epoch": derived["min_test_err_epoch"],
+            "wall_time_s": self.elapsed_s(),
+            "time_per_iter_s": derived["time_per_iter_s"],
+            "steps_per_epoch": self.steps_per_epoch,
+            "batch_size": cfg.trainer.batch_size,
+            "hardware": hardware_description(self.device, self.ctx.world_size),
+            "world_size": self.ctx.world_size,
+            "versions": package_versions(),
+            "git_commit": self.git_commit,
+            "wandb_run_id": self.state.wandb_run_id,
+            "message": message,
+        }
+
+    def open_run_directory(self, resumed: bool) -> None:
+        """Rank 0: make the record files match the checkpoint, start wandb, mark running."""
+        run_dir, p = self.run_dir, self.state
+        self.git_commit = git_commit()
+        if resumed:
+            run_dir.rewrite_records(run_dir.metrics_path, p.metrics)
+            if is_autodrop(self.cfg.scheduler.name):
+                run_dir.rewrite_records(run_dir.autodrop_path, p.autodrop_records)
+            log.info("resuming %s after epoch %d", run_dir.root, p.epoch)
+        else:
+            run_dir.remove_stale_outputs()
+            log.info("starting %s", run_dir.root)
+        if self.cfg.logger.name == "wandb":
+            cfg = self.cfg
+            self.tracker = start_wandb(
+                OmegaConf.to_container(cfg.logger, resolve=True),
+                run_dir=run_dir.root,
+                group=f"{cfg.experiment_name}/{cfg.data.name}-{cfg.model.name}",
+                name=f"{cfg.scheduler.label}-s{cfg.seed}",
+                config=OmegaConf.to_container(cfg, resolve=True),
+                run_id=p.wandb_run_id,
+            )
+            p.wandb_run_id = self.tracker.run_id or p.wandb_run_id
+        run_dir.write_summary(self.summary(rd.RUNNING))
+
+    # ------------------------------------------------------------------------------ epochs
+    def run_epoch(
+        self, epoch: int, train_model: nn.Module, eval_model: nn.Module
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Train and evaluate one epoch: its metrics record and the new AutoDrop measurements."""
+        trainer, ctx, p = self.cfg.trainer, self.ctx, self.state
+        start = time.perf_counter()
+        self.data.train.set_epoch(epoch - 1)
+        progress = EpochProgress(
+            use_progress_bar(trainer.progress, ctx.is_main),
+            self.steps_per_epoch,
+            epoch,
+            trainer.epochs,
+        )
+        try:
+            result = train_epoch(
+                train_model,
+                self.data.train,
+                self.optimizer,
+                self.schedule,
+                autocast=self.autocast,
+                device=self.device,
+                ctx=ctx,
+                progress=progress,
+                channels_last=trainer.channels_last,
+                nan_check_every=trainer.nan_check_every,
+                first_step=p.step,
+            )
+        finally:
+            progress.close()
+        _sync_buffers_from_rank0(self.model, ctx)
+        test = evaluate(
+            eval_model,
+            self.data.test,
+            autocast=self.autocast,
+            device=self.device,
+            ctx=ctx,
+            channels_last=trainer.channels_last,
+        )
+        train_loss = result.totals.mean_loss
+        if not (math.isfinite(train_loss) and math.isfinite(test.mean_loss)):
+            raise TrainingDiverged(
+                f"non-finite loss at epoch {epoch} (train/loss={train_loss}, "
+                f"test/loss={test.mean_loss})"
+            )
+        if self.schedule.needs_metric:
+            self.schedule.epoch_end(test.mean_loss)
+        else:
+            self.schedule.epoch_end()
+        p.epoch, p.step = epoch, p.step + result.steps
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "step": p.step,
+            "lr": float(self.optimizer.param_groups[0]["lr"]),
+            "train/loss": train_loss,
+            "train/acc": result.totals.accuracy,
+            "test/loss": test.mean_loss,
+            "test/err": 100.0 - test.accuracy,
+            "time/epoch_s": time.perf_counter() - start,
+            "time/iter_s": result.seconds / max(result.steps, 1),
+        }
+        measurements = self.schedule.pop_measurements()
+        if is_autodrop(self.cfg.scheduler.name):
+            p.autodrop_records.extend(measurements)
+            record["autodrop/drops"] = len(self.schedule.drop_steps)
+            record["autodrop/omega"] = _last_omega(p.autodrop_records)
+        if self.angle_tracker is not None:
+            record["angle/epoch"] = self.angle_tracker.end_epoch()
+        return record, measurements
+
+    def write_epoch(self, record: dict[str, Any], measurements: list[dict[str, Any]]) -> None:
+        self.state.metrics.append(record)
+        if not self.ctx.is_main:
+            return
+        run_dir = self.run_dir
+        run_dir.append_records(run_dir.metrics_path, [record])
+        if is_autodrop(self.cfg.scheduler.name):
+            run_dir.append_records(run_dir.autodrop_path, measurements)
+        self.tracker.log_epoch(record)
+        self.tracker.log_measurements(measurements)
+        log.info(format_epoch_line(record, self.cfg.trainer.epochs))
+
+    def train(self) -> None:
+        trainer = self.cfg.trainer
+        train_model = wrap_for_training(self.model, trainer, self.device, self.ctx)
+        eval_model = torch.compile(self.model) if trainer.compile else self.model
+        for epoch in range(self.state.epoch + 1, trainer.epochs + 1):
+            record, measurements = self.run_epoch(epoch, train_model, eval_model)
+            self.write_epoch(record, measurements)
+            self.save_checkpoint()
+
+
+def run_training(
+    cfg: DictConfig, run_dir: rd.RunDir, ctx: DistContext, device: torch.device
+) -> dict[str, Any] | None:
+    """Train (or resume) the run of ``cfg`` in ``run_dir``; rank 0 returns the final summary.
+
+    Raises TrainingDiverged on a non-finite loss (summary status "diverged"), and re-raises any
+    other error after marking the summary "failed".
+    """
+    job = TrainingJob(cfg, run_dir, ctx, device)
+    resumed = job.resume_if_possible()
+    if ctx.is_main:
+        job.open_run_directory(resumed)
+    status, message, summary = rd.FAILED, None, None
+    try:
+        job.train()
+        status = rd.FINISHED
+    except TrainingDiverged as error:
+        status, message = rd.DIVERGED, str(error)
+        raise
+    except BaseException as error:
+        message = f"{type(error).__name__}: {error}"
+        raise
+    finally:
+        if ctx.is_main:
+            summary = job.summary(status, message)
+            run_dir.write_summary(summary)
+            job.tracker.finish(status)
+            log.info("run %s: %s", status, run_dir.root)
+    return summary

@@ -1,0 +1,145 @@
+"""One epoch of training and one evaluation pass.
+
+Losses and counts accumulate on the device and are read once at the end (plus, optionally,
+every ``nan_check_every`` steps and when the progress bar refreshes), so the GPU is not
+synchronised every step. Totals are summed over ranks, so metrics are exact under DDP.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from experiments.console import EpochProgress
+from experiments.distributed import DistContext, all_reduce_sum
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Summed over every rank: loss (sum over samples), correct predictions, samples."""
+
+    loss_sum: float
+    correct: float
+    count: float
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / self.count
+
+    @property
+    def accuracy(self) -> float:
+        """Percent."""
+        return 100.0 * self.correct / self.count
+
+
+def _totals(sums: Tensor, ctx: DistContext) -> Totals:
+    all_reduce_sum(sums, ctx)
+    loss_sum, correct, count = sums.tolist()
+    return Totals(loss_sum, correct, count)
+
+
+def _accumulate(sums: Tensor, loss_sum: Tensor, logits: Tensor, labels: Tensor) -> None:
+    sums[0] += loss_sum.detach().double()
+    sums[1] += (logits.detach().argmax(dim=1) == labels).sum()
+    sums[2] += labels.shape[0]
+
+
+def _check_finite_everywhere(loss_sum: Tensor, ctx: DistContext, where: str) -> None:
+    # Collective, so every rank stops together instead of leaving the others in an all_reduce.
+    bad = (~torch.isfinite(loss_sum)).double().reshape(1)
+    if all_reduce_sum(bad, ctx).item() > 0:
+        raise TrainingDiverged(f"the training loss became non-finite {where}")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    totals: Totals
+    steps: int
+    seconds: float
+
+
+def train_epoch(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    optimizer: Optimizer,
+    schedule: LRScheduler,
+    *,
+    autocast: Callable[[], AbstractContextManager[object]],
+    device: torch.device,
+    ctx: DistContext,
+    progress: EpochProgress,
+    channels_last: bool = False,
+    nan_check_every: int = 0,
+    first_step: int = 0,
+) -> TrainResult:
+    """Forward, backward, ``optimizer.step()`` and ``schedule.step()`` for every batch."""
+    model.train()
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    steps = 0
+    start = time.perf_counter()
+    for images, labels in batches:
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            logits = model(images)
+            loss = F.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        _accumulate(sums, loss * labels.shape[0], logits, labels)
+        steps += 1
+        progress.advance()
+        if nan_check_every and steps % nan_check_every == 0:
+            _check_finite_everywhere(sums[0], ctx, f"at step {first_step + steps}")
+        if progress.wants_refresh:
+            loss_sum, correct, count = sums.tolist()
+            elapsed = time.perf_counter() - start
+            progress.refresh(
+                loss_sum / count,
+                100.0 * correct / count,
+                optimizer.param_groups[0]["lr"],
+                count * ctx.world_size / elapsed,
+            )
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return TrainResult(_totals(sums, ctx), steps, seconds)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    *,
+    autocast: Callable[[], AbstractContextManager[object]],
+    device: torch.device,
+    ctx: DistContext,
+    channels_last: bool = False,
+) -> Totals:
+    """Loss and accuracy over this rank's shard, summed over every rank (each sample once)."""
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    for images, labels in batches:
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            logits = model(images)
+        _accumulate(sums, F.cross_entropy(logits.float(), labels, reduction="sum"), logits, labels)
+    return _totals(sums, ctx)

@@ -1,0 +1,171 @@
+"""The run directory contract: file names, summary.json, the per-epoch and per-measurement record
+files, and the decision a launch takes (skip a finished run, resume, or start afresh).
+
+One run = ``<results_dir>/runs/<experiment>/<dataset>-<model>/<scheduler_label>/seed=<n>/``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.jsonl"
+AUTODROP_FILE = "autodrop.jsonl"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_FILE = "checkpoints/last.pt"
+LOG_FILE = "train.log"
+
+RUNNING, FINISHED, FAILED, DIVERGED = "running", "finished", "failed", "diverged"
+STATUSES = (RUNNING, FINISHED, FAILED, DIVERGED)
+
+
+class LaunchAction(enum.Enum):
+    SKIP = "skip"  # summary.json says finished
+    RESUME = "resume"  # checkpoints/last.pt exists
+    FRESH = "fresh"
+
+
+def run_dir_relative(
+    experiment: str, dataset: str, model: str, scheduler_label: str, seed: int
+) -> Path:
+    """The run's path below ``<results_dir>/runs``."""
+    return Path(experiment) / f"{dataset}-{model}" / scheduler_label / f"seed={seed}"
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats replaced by None (strict JSON has no NaN/Infinity)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _default_file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def write_atomically(path: Path, write: Any, *, binary: bool = False) -> None:
+    """Call ``write(file)`` on a temp file beside ``path``, fsync it, then rename it over ``path``.
+
+    Readers and a process killed at any moment see either the old or the new file, never a part.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp_name, _default_file_mode())  # mkstemp creates 0600 files
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+
+
+def _jsonl(records: Iterable[Mapping[str, Any]]) -> str:
+    return "".join(json.dumps(json_safe(r), allow_nan=False) + "\n" for r in records)
+
+
+class RunDir:
+    """Paths and file operations of one run directory (only rank 0 writes)."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root).absolute()
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / METRICS_FILE
+
+    @property
+    def autodrop_path(self) -> Path:
+        return self.root / AUTODROP_FILE
+
+    @property
+    def summary_path(self) -> Path:
+        return self.root / SUMMARY_FILE
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.root / CHECKPOINT_FILE
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / LOG_FILE
+
+    def read_summary(self) -> dict[str, Any] | None:
+        """The summary, or None when there is none (or it is unreadable)."""
+        try:
+            return json.loads(self.summary_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        text = json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n"
+        write_atomically(self.summary_path, lambda f: f.write(text))
+
+    def launch_action(self) -> LaunchAction:
+        summary = self.read_summary()
+        if summary is not None and summary.get("status") == FINISHED:
+            return LaunchAction.SKIP
+        if self.checkpoint_path.is_file():
+            return LaunchAction.RESUME
+        return LaunchAction.FRESH
+
+    def append_records(self, path: Path, records: Iterable[Mapping[str, Any]]) -> None:
+        text = _jsonl(records)
+        if text:
+            with path.open("a") as handle:
+                handle.write(text)
+                handle.flush()
+
+    def rewrite_records(self, path: Path, records: Iterable[Mapping[str, Any]]) -> None:
+        """Replace ``path`` by exactly ``records`` (used on resume: no duplicate, no gap)."""
+        text = _jsonl(records)
+        write_atomically(path, lambda f: f.write(text))
+
+    def remove_stale_outputs(self) -> None:
+        """A fresh start: drop record files left by an earlier attempt without a checkpoint."""
+        for path in (self.metrics_path, self.autodrop_path):
+            path.unlink(missing_ok=True)
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The JSON records of a .jsonl file (empty when the file does not exist)."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def summarize_metrics(records: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """The summary fields derived from the per-epoch records."""
+    errors = [(r["test/err"], r["epoch"]) for r in records if r.get("test/err") is not None]
+    iter_times = [r["time/iter_s"] for r in records if r.get("time/iter_s") is not None]
+    best = min(errors, key=lambda pair: pair[0]) if errors else (None, None)
+    return {
+        "epochs_done": len(records),
+        "final_test_err": records[-1].get("test/err") if records else None,
+        "min_test_err": best[0],
+        "min_test_err_epoch": best[1],
+        "time_per_iter_s": sum(iter_times) / len(iter_times) if iter_times else None,
+    }

@@ -1,0 +1,118 @@
+"""Hydra entry point: ``python -m experiments.train [-m] experiment=... scheduler=... seed=...``.
+
+One Hydra job trains one run into its deterministic run directory. A finished run is skipped,
+an unfinished one resumes from its checkpoint; ``trainer.devices=N`` spawns N processes, and a
+torchrun or SLURM launch is joined instead (see ``experiments.distributed``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from torch.multiprocessing import ProcessRaisedException
+
+from experiments import rundir as rd
+from experiments.config import ConfigError, register_configs, validate_config
+from experiments.console import configure_logging, detach_log_file
+from experiments.distributed import (
+    LaunchPlan,
+    backend_for,
+    destroy_process_group,
+    init_process_group,
+    plan_launch,
+    spawn,
+)
+from experiments.loop import TrainingDiverged
+from experiments.runtime import configure_cpu_threads, configure_determinism, select_device
+
+log = logging.getLogger("experiments.train")
+
+register_configs()
+
+
+class TrainingFailed(RuntimeError):
+    """A worker process of a multi-process run failed (its traceback is in train.log)."""
+
+
+def _worker(
+    plan: LaunchPlan, rank: int, local_rank: int, config: dict[str, Any], run_root: str
+) -> None:
+    """One rank of the run: device, process group, training."""
+    from experiments.job import run_training
+
+    cfg = OmegaConf.create(config)
+    run_dir = rd.RunDir(run_root)
+    configure_logging(run_dir.log_path, rank)
+    try:
+        configure_determinism(cfg.trainer.deterministic, cfg.trainer.cudnn_benchmark)
+        device = select_device(cfg.trainer.accelerator, local_rank)
+        configure_cpu_threads(cfg.trainer.cpu_threads, plan.world_size)
+        ctx = init_process_group(plan, rank, local_rank, backend_for(device.type))
+        try:
+            run_training(cfg, run_dir, ctx, device)
+        finally:
+            destroy_process_group()
+    except TrainingDiverged as error:
+        if rank == 0:
+            log.error("training diverged: %s", error)
+        raise
+    except BaseException:
+        if rank == 0:
+            log.exception("training failed")
+        raise
+    finally:
+        detach_log_file(run_dir.log_path)
+
+
+def _raise_from_summary(run_dir: rd.RunDir, error: BaseException) -> None:
+    summary = run_dir.read_summary() or {}
+    message = summary.get("message") or str(error)
+    if summary.get("status") == rd.DIVERGED:
+        raise TrainingDiverged(message) from error
+    raise TrainingFailed(f"{message} (details in {run_dir.log_path})") from error
+
+
+def run_job(cfg: DictConfig, output_dir: Path) -> str:
+    """Validate, then skip, resume or start the run in ``output_dir``; return what was done."""
+    validate_config(cfg)
+    plan = plan_launch(cfg.trainer.devices)
+    if cfg.trainer.batch_size % plan.world_size:
+        raise ConfigError(
+            f"trainer.batch_size={cfg.trainer.batch_size} is invalid: the global batch must be "
+            f"divisible by the {plan.world_size} processes of this {plan.kind} launch"
+        )
+    if plan.kind == "spawn" and cfg.trainer.accelerator != "cpu" and torch.cuda.is_available():
+        if plan.world_size > torch.cuda.device_count():
+            raise ConfigError(
+                f"trainer.devices={plan.world_size} is invalid: only "
+                f"{torch.cuda.device_count()} GPUs are visible here"
+            )
+    run_dir = rd.RunDir(output_dir)
+    action = run_dir.launch_action()
+    if action is rd.LaunchAction.SKIP:
+        log.info("already finished, nothing to do: results in %s", run_dir.root)
+        return action.value
+    config = OmegaConf.to_container(cfg, resolve=True)
+    if plan.kind == "spawn":
+        try:
+            spawn(plan, _worker, (config, str(run_dir.root)))
+        except ProcessRaisedException as error:
+            _raise_from_summary(run_dir, error)
+    else:
+        _worker(plan, plan.rank, plan.local_rank, config, str(run_dir.root))
+    return action.value
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    run_job(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Shared fixtures: no test talks to W&B's servers; runs go to a temporary results directory."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# A run of the quick preset small enough for tests: 8x8 digits, 23 steps per epoch, 1 thread.
+TINY_RUN = (
+    "experiment=quick/digits",
+    "data.image_size=8",
+    "trainer.epochs=2",
+    "trainer.cpu_threads=1",
+    "trainer.progress=plain",
+    "logger=none",
+)
+
+
+@pytest.fixture(autouse=True)
+def _wandb_never_online(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+
+
+@pytest.fixture
+def results_dir(tmp_path: Path) -> Path:
+    return tmp_path / "results"
+
+
+@pytest.fixture
+def train_cli(results_dir: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``python -m experiments.train <args> paths.results_dir=<tmp>`` and return it."""
+
+    def run(args: Sequence[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        command = [
+            sys.executable,
+            "-m",
+            "experiments.train",
+            *args,
+            f"paths.results_dir={results_dir}",
+        ]
+        return subprocess.run(
+            command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    return run
+
+
+@pytest.fixture
+def train_in_process(results_dir: Path) -> Iterator[Callable[[Sequence[str]], Path]]:
+    """Run one job in this process (no Hydra launcher) and return its run directory.
+
+    Restores the torch thread count and the root logger afterwards.
+    """
+    from experiments.config import compose_config
+    from experiments.rundir import run_dir_relative
+    from experiments.train import run_job
+
+    threads = torch.get_num_threads()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+
+    def run(overrides: Sequence[str]) -> Path:
+        cfg = compose_config([*overrides, f"paths.results_dir={results_dir}"])
+        run_dir = (
+            results_dir
+            / "runs"
+            / run_dir_relative(
+                cfg.experiment_name, cfg.data.name, cfg.model.name, cfg.scheduler.label, cfg.seed
+            )
+        )
+        run_job(cfg, run_dir)
+        return run_dir
+
+    yield run
+    torch.set_num_threads(threads)
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)

@@ -1,0 +1,300 @@
+"""The Hydra config tree: presets compose, hold the paper's protocol, and bad configs fail early."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from experiments.config import CONF_DIR, ConfigError, compose_config, validate_config
+from experiments.rundir import run_dir_relative
+
+EXPERIMENT_PRESETS = sorted(
+    str(p.relative_to(CONF_DIR / "experiment").with_suffix(""))
+    for p in (CONF_DIR / "experiment").rglob("*.yaml")
+)
+
+# PAPER.md, "Experimental protocol" (ResNet-50: He et al. 2016, as the preset says).
+# preset: dataset, model, epochs, batch, lr, weight decay, momentum, nesterov,
+#         multistep milestones, multistep gamma, AutoDrop window, AutoDropV1 drop factor
+PAPER_PROTOCOL = {
+    "paper/resnet18_cifar10": (
+        "cifar10",
+        "resnet18",
+        200,
+        128,
+        0.05,
+        5e-4,
+        0.9,
+        True,
+        [60, 120, 160],
+        0.2,
+        64,
+        0.2,
+    ),
+    "paper/wrn28_10_cifar10": (
+        "cifar10",
+        "wrn28_10",
+        200,
+        128,
+        0.1,
+        5e-4,
+        0.9,
+        False,
+        [60, 120, 160],
+        0.2,
+        64,
+        0.2,
+    ),
+    "paper/resnet34_cifar100": (
+        "cifar100",
+        "resnet34",
+        200,
+        128,
+        0.05,
+        5e-4,
+        0.9,
+        True,
+        [60, 120, 160],
+        0.2,
+        64,
+        0.2,
+    ),
+    "paper/wrn40_10_cifar100": (
+        "cifar100",
+        "wrn40_10",
+        200,
+        128,
+        0.1,
+        5e-4,
+        0.9,
+        False,
+        [60, 120, 160],
+        0.2,
+        64,
+        0.2,
+    ),
+    "paper/resnet18_imagenet": (
+        "imagenet",
+        "resnet18_imagenet",
+        100,
+        128,
+        0.1,
+        1e-4,
+        0.9,
+        False,
+        [30, 60, 90],
+        0.1,
+        640,
+        0.1,
+    ),
+    "paper/resnet50_imagenet": (
+        "imagenet",
+        "resnet50_imagenet",
+        100,
+        256,
+        0.1,
+        1e-4,
+        0.9,
+        False,
+        [30, 60, 90],
+        0.1,
+        640,
+        0.1,
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def quick_config():
+    return compose_config(["experiment=quick/digits"])
+
+
+def test_every_preset_composes_validates_and_names_itself() -> None:
+    assert len(EXPERIMENT_PRESETS) >= 12
+    for preset in EXPERIMENT_PRESETS:
+        cfg = compose_config([f"experiment={preset}"])
+        validate_config(cfg)
+        assert cfg.experiment_name == preset
+
+
+@pytest.mark.parametrize("preset", sorted(PAPER_PROTOCOL))
+def test_paper_presets_match_the_protocol_table(preset: str) -> None:
+    (
+        dataset,
+        model,
+        epochs,
+        batch,
+        lr,
+        wd,
+        momentum,
+        nesterov,
+        milestones,
+        gamma,
+        window,
+        drop_factor,
+    ) = PAPER_PROTOCOL[preset]
+    step = compose_config([f"experiment={preset}", "scheduler=step"])
+    assert (step.data.name, step.model.name) == (dataset, model)
+    assert (step.trainer.epochs, step.trainer.batch_size) == (epochs, batch)
+    assert (step.optimizer.name, step.optimizer.lr, step.optimizer.weight_decay) == ("sgd", lr, wd)
+    assert (step.optimizer.momentum, step.optimizer.nesterov) == (momentum, nesterov)
+    assert (list(step.scheduler.milestones), step.scheduler.gamma) == (milestones, gamma)
+    autodrop = compose_config([f"experiment={preset}", "scheduler=autodrop"])
+    assert (autodrop.scheduler.window, autodrop.scheduler.rho) == (window, 0.95)
+    assert (autodrop.scheduler.buffer_size, autodrop.scheduler.threshold) == (10, 0.1)
+    v1 = compose_config([f"experiment={preset}", "scheduler=autodrop_v1"])
+    assert (v1.scheduler.drop_factor, v1.scheduler.extra_epochs, v1.scheduler.theta) == (
+        drop_factor,
+        20,
+        0.01,
+    )
+
+
+def test_quick_preset_scales_each_schedule_and_the_command_line_still_wins() -> None:
+    assert compose_config(["experiment=quick/digits", "scheduler=autodrop"]).scheduler.window == 4
+    v1 = compose_config(["experiment=quick/digits", "scheduler=autodrop_v1"])
+    assert v1.scheduler.extra_epochs == 3 == v1.trainer.epochs // 10
+    assert (
+        compose_config(["experiment=quick/digits", "scheduler=step"]).scheduler.milestones is None
+    )
+    override = compose_config(
+        ["experiment=quick/digits", "scheduler=autodrop", "scheduler.window=7"]
+    )
+    assert override.scheduler.window == 7
+    # Without a preset the paper defaults apply.
+    assert compose_config(["scheduler=autodrop"]).scheduler.window == 64
+
+
+def test_run_directory_follows_the_contract_for_runs_and_sweeps() -> None:
+    cfg = compose_config(
+        ["experiment=ablation/window", "scheduler.window=32", "seed=3"], with_hydra=True
+    )
+    expected = "results/runs/ablation/window/cifar10-resnet18/autodrop-window=32/seed=3"
+    assert cfg.hydra.run.dir == expected
+    assert f"{cfg.hydra.sweep.dir}/{cfg.hydra.sweep.subdir}" == expected
+    assert cfg.hydra.job.chdir is False
+    relative = run_dir_relative("ablation/window", "cifar10", "resnet18", "autodrop-window=32", 3)
+    assert Path("results/runs") / relative == Path(expected)
+    adhoc = compose_config(["scheduler=cosine"], with_hydra=True)
+    assert adhoc.hydra.run.dir == "results/runs/adhoc/digits-resnet8/cosine/seed=0"
+
+
+@pytest.mark.parametrize(
+    ("preset", "key", "values"),
+    [
+        ("ablation/window", "scheduler.window", "32,64,128,256"),
+        ("ablation/window_imagenet", "scheduler.window", "64,256,512,640"),
+        ("ablation/buffer_size", "scheduler.buffer_size", "5,10,20,30,50"),
+        ("ablation/rho", "scheduler.rho", "0.5,0.8,0.9,0.95,0.99"),
+    ],
+)
+def test_ablation_presets_sweep_the_paper_grid(preset: str, key: str, values: str) -> None:
+    cfg = compose_config([f"experiment={preset}"], with_hydra=True)
+    assert cfg.hydra.sweeper.params[key] == values
+    assert cfg.hydra.sweeper.params["seed"] == "0,1,2,3"
+    setting = key.split(".")[1]
+    assert cfg.scheduler.label == f"autodrop-{setting}={cfg.scheduler[setting]}"
+
+
+def test_fixed_lr_preset_tracks_angles_with_constant_lr_labels() -> None:
+    cfg = compose_config(["experiment=quick/fixed_lr", "optimizer.lr=0.03"], with_hydra=True)
+    assert cfg.scheduler.name == "constant" and cfg.trainer.track_angle
+    assert cfg.scheduler.label == "constant-lr=0.03"
+    assert len(cfg.hydra.sweeper.params["optimizer.lr"].split(",")) >= 3
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "trainer.epoch=3",
+        "scheduler.windw=3",
+        "trainer.epochs=many",
+        "optimizer.betas=[0.9,0.99]",
+        "data.image_size=big",
+    ],
+)
+def test_misspelt_keys_and_wrong_types_fail_at_composition(override: str) -> None:
+    with pytest.raises(ConfigCompositionException):
+        compose_config(["experiment=quick/digits", override])
+
+
+def test_options_added_with_plus_are_checked_against_the_schedule(quick_config) -> None:
+    cfg = compose_config(["experiment=quick/digits", "scheduler=step", "+scheduler.windw=3"])
+    with pytest.raises(ConfigError, match="scheduler.windw=3 is invalid: .*milestones, gamma"):
+        validate_config(cfg)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "allowed"),
+    [
+        ("optimizer.lr", 0.0, "must be > 0"),
+        ("optimizer.momentum", 1.0, "[0, 1)"),
+        ("trainer.epochs", 0, ">= 1"),
+        ("trainer.devices", 0, ">= 1"),
+        ("data.name", "mnist", "cifar10, cifar100, imagenet, digits"),
+        ("model.name", "vgg16", "resnet18"),
+        ("scheduler.name", "linear", "autodrop"),
+        ("scheduler.label", "step-window=3", "schedule name 'autodrop'"),
+        ("scheduler.label", "autodrop/x", "no '/'"),
+        ("trainer.precision", "fp16", "auto, bf16, fp32"),
+        ("trainer.accelerator", "tpu", "auto, cpu, cuda"),
+        ("trainer.loader", "fast", "device, classic"),
+        ("trainer.progress", "fancy", "auto, bar, plain"),
+        ("logger.mode", "sometimes", "online, offline, disabled"),
+        ("experiment_name", "../elsewhere", "relative path"),
+        ("seed", -1, ">= 0"),
+    ],
+)
+def test_semantic_checks_name_key_value_and_what_is_allowed(
+    quick_config, key: str, value: object, allowed: str
+) -> None:
+    cfg = copy.deepcopy(quick_config)
+    OmegaConf.update(cfg, key, value)
+    with pytest.raises(ConfigError) as caught:
+        validate_config(cfg)
+    message = str(caught.value)
+    assert message.startswith(f"{key}={value!r} is invalid")
+    assert allowed in message
+
+
+def test_global_batch_must_split_over_devices_and_imagenet_needs_classic_loader(
+    quick_config,
+) -> None:
+    cfg = copy.deepcopy(quick_config)
+    cfg.trainer.devices = 3
+    with pytest.raises(
+        ConfigError, match=r"trainer.batch_size=64 .*divisible by trainer.devices=3"
+    ):
+        validate_config(cfg)
+    imagenet = compose_config(["experiment=paper/resnet18_imagenet", "trainer.loader=device"])
+    with pytest.raises(ConfigError, match="imagenet needs trainer.loader=classic"):
+        validate_config(imagenet)
+
+
+@pytest.mark.slow
+def test_help_lists_the_groups_and_cfg_job_prints_the_config(train_cli) -> None:
+    help_text = train_cli(["--help"]).stdout
+    lines = {line.split(":")[0]: line for line in help_text.splitlines() if ": " in line}
+    for group in (
+        "experiment",
+        "data",
+        "model",
+        "optimizer",
+        "scheduler",
+        "trainer",
+        "logger",
+        "hydra/launcher",
+    ):
+        assert group in lines
+    for preset in EXPERIMENT_PRESETS:
+        assert preset in lines["experiment"]
+    assert "autodrop, autodrop_v1" in lines["scheduler"] and "slurm" in lines["hydra/launcher"]
+    assert "schema" not in help_text
+    printed = train_cli(["--cfg", "job", "experiment=quick/digits", "scheduler=autodrop"])
+    assert printed.returncode == 0, printed.stderr
+    job = OmegaConf.create(printed.stdout)
+    assert job.experiment_name == "quick/digits" and job.scheduler.window == 4

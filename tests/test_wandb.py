@@ -1,0 +1,241 @@
+"""Weights & Biases: the mode is decided before init, failures fall back, and an offline run's
+transaction log (read back below) holds the per-epoch metrics and the AutoDrop trace."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import pytest
+from wandb.proto import wandb_internal_pb2
+
+from experiments import job as job_module
+from experiments import tracking
+from experiments.rundir import read_records
+from tests.conftest import TINY_RUN
+
+SECRET = "sk-test-0123456789abcdef0123456789abcdef"
+LOG_BLOCK = 32 * 1024  # the .wandb file is a LevelDB-style log of 32 KiB blocks
+
+
+def read_wandb_log(path: Path) -> list[wandb_internal_pb2.Record]:
+    """The protobuf records of a ``.wandb`` transaction log, checksums verified.
+
+    Layout: a 7-byte file header (":W&B", magic, version), then chunks with a 7-byte header
+    (crc32 over type byte + payload, little-endian length, type: 1 full, 2 first, 3 middle,
+    4 last) that never straddle a 32 KiB block boundary.
+    """
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    records, pending, position = [], b"", 7
+    while position + 7 <= len(data):
+        room = LOG_BLOCK - position % LOG_BLOCK
+        if room < 7:
+            position += room
+            continue
+        checksum = int.from_bytes(data[position : position + 4], "little")
+        length = int.from_bytes(data[position + 4 : position + 6], "little")
+        kind = data[position + 6]
+        payload = data[position + 7 : position + 7 + length]
+        position += 7 + length
+        if kind == 0:
+            break
+        assert zlib.crc32(payload, zlib.crc32(bytes([kind]))) & 0xFFFFFFFF == checksum
+        if kind in (1, 2):
+            pending = payload
+        else:
+            pending += payload
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            records.append(record)
+    return records
+
+
+def _history(records: list[wandb_internal_pb2.Record]) -> list[dict]:
+    rows = []
+    for record in records:
+        if record.WhichOneof("record_type") == "history":
+            rows.append(
+                {
+                    item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                    for item in record.history.item
+                }
+            )
+    return rows
+
+
+def _wandb_logs(run_dir: Path) -> list[Path]:
+    return sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+
+
+def test_offline_run_logs_epochs_and_trace_and_no_secret(
+    train_in_process, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_API_KEY", SECRET)
+    run_dir = train_in_process([*TINY_RUN, "logger=wandb", "scheduler=autodrop"])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (log_file,) = _wandb_logs(run_dir)
+    records = read_wandb_log(log_file)
+
+    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    assert run.run_id == summary["wandb_run_id"] and log_file.name == f"run-{run.run_id}.wandb"
+    assert (run.project, run.run_group, run.display_name) == (
+        "autodrop-bench",
+        "quick/digits/digits-resnet8",
+        "autodrop-s0",
+    )
+    config = {item.key: json.loads(item.value_json) for item in run.config.update}
+    assert config["scheduler"]["window"] == 4 and config["experiment_name"] == "quick/digits"
+
+    history = _history(records)
+    epochs = [row for row in history if "epoch" in row]
+    metrics = read_records(run_dir / "metrics.jsonl")
+    assert [row["epoch"] for row in epochs] == [1, 2]
+    for row, record in zip(epochs, metrics, strict=True):
+        for key in (
+            "step",
+            "lr",
+            "train/loss",
+            "train/acc",
+            "test/loss",
+            "test/err",
+            "autodrop/drops",
+            "autodrop/omega",
+        ):
+            assert row[key] == pytest.approx(record[key], rel=1e-12), key
+    trace = [row for row in history if "trace/step" in row]
+    assert [row["trace/step"] for row in trace] == [
+        r["step"] for r in read_records(run_dir / "autodrop.jsonl")
+    ]
+    metric_names = {
+        r.metric.name or r.metric.glob_name: r.metric.step_metric
+        for r in records
+        if r.WhichOneof("record_type") == "metric"
+    }
+    assert metric_names["train/*"] == "epoch" and metric_names["trace/*"] == "trace/step"
+
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.slow
+def test_a_resumed_run_continues_the_same_wandb_run(
+    train_in_process, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    original = job_module.TrainingJob.save_checkpoint
+    calls = []
+
+    def save_or_die(self) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated kill")
+        original(self)
+
+    monkeypatch.setattr(job_module.TrainingJob, "save_checkpoint", save_or_die)
+    overrides = [*TINY_RUN, "logger=wandb", "scheduler=step"]
+    with pytest.raises(KeyboardInterrupt):
+        train_in_process(overrides)
+    monkeypatch.setattr(job_module.TrainingJob, "save_checkpoint", original)
+    run_dir = train_in_process(overrides)
+    first, second = _wandb_logs(run_dir)
+    run_id = json.loads((run_dir / "summary.json").read_text())["wandb_run_id"]
+    assert first.name == second.name == f"run-{run_id}.wandb"
+    resumed_epochs = [row["epoch"] for row in _history(read_wandb_log(second)) if "epoch" in row]
+    assert resumed_epochs == [2]
+
+
+def test_mode_without_a_key_is_offline_with_a_sync_hint(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("NETRC", str(tmp_path / "missing-netrc"))
+    mode, reason = tracking.resolve_mode(None)
+    assert mode == "offline" and "make wandb-sync" in reason
+    assert tracking.resolve_mode("disabled") == ("disabled", None)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert tracking.resolve_mode(None) == ("offline", None)
+    with pytest.raises(ValueError, match="'sometimes'.*online, offline, disabled"):
+        tracking.resolve_mode("sometimes")
+
+
+def test_a_key_in_the_environment_or_netrc_allows_online(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("WANDB_MODE")
+    netrc_file = tmp_path / "netrc"
+    netrc_file.write_text("machine api.wandb.ai\n  login user\n  password abc123\n")
+    netrc_file.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc_file))
+    assert tracking.resolve_mode(None) == ("online", None)
+    monkeypatch.setenv("NETRC", str(tmp_path / "missing-netrc"))
+    monkeypatch.setenv("WANDB_API_KEY", "abc")
+    assert tracking.resolve_mode(None) == ("online", None)
+
+
+class FakeRun:
+    def __init__(self, run_id: str, fail_logging: bool = False) -> None:
+        self.id, self.fail_logging = run_id, fail_logging
+        self.summary: dict = {}
+        self.logged: list[dict] = []
+        self.exit_code: int | None = None
+
+    def define_metric(self, name: str, step_metric: str | None = None) -> None:
+        pass
+
+    def log(self, values: dict) -> None:
+        if self.fail_logging:
+            raise ConnectionError("network down")
+        self.logged.append(values)
+
+    def finish(self, exit_code: int = 0) -> None:
+        self.exit_code = exit_code
+
+
+def _start(tmp_path: Path, mode: str = "online"):
+    return tracking.start_wandb(
+        {"mode": mode, "project": "p"},
+        run_dir=tmp_path,
+        group="g",
+        name="n",
+        config={},
+        run_id="abc12345",
+    )
+
+
+def test_online_failure_falls_back_to_offline_then_to_nothing(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("WANDB_API_KEY", "abc")
+    modes = []
+
+    def init(mode: str, options: dict, timeout: float) -> FakeRun:
+        modes.append(mode)
+        if mode == "online":
+            raise TimeoutError("no network")
+        return FakeRun(options["id"])
+
+    monkeypatch.setattr(tracking, "_init_run", init)
+    tracker = _start(tmp_path)
+    assert modes == ["online", "offline"] and tracker.run_id == "abc12345"
+
+    def always_fail(mode: str, options: dict, timeout: float) -> FakeRun:
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr(tracking, "_init_run", always_fail)
+    assert isinstance(_start(tmp_path), tracking.NullTracker)
+    monkeypatch.setattr(tracking, "_init_run", init)
+    modes.clear()
+    assert isinstance(_start(tmp_path, mode="disabled"), tracking.NullTracker) and modes == []
+
+
+def test_logging_errors_never_reach_training_and_finish_is_always_called() -> None:
+    run = FakeRun("x", fail_logging=True)
+    tracker = tracking.WandbTracker(run)
+    tracker.log_epoch({"epoch": 1, "train/loss": 1.0})
+    tracker.log_measurements([{"step": 4, "omega": None, "dropped": True}])
+    tracker.finish("diverged")
+    assert run.exit_code == 1 and run.summary["status"] == "diverged"
+    healthy = FakeRun("y")
+    tracking.WandbTracker(healthy).log_measurements(
+        [{"step": 4, "omega": None, "lr": 0.1, "dropped": True}]
+    )
+    assert healthy.logged == [{"trace/step": 4, "trace/lr": 0.1, "trace/dropped": 1.0}]
