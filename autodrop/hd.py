@@ -132,7 +132,7 @@ class SGDHD(Optimizer):
                 raise ValueError("SGDHD does not support sparse gradients: use dense gradients")
         grads = [p.grad for p in params]
         weight_decay = group["weight_decay"]
-        if weight_decay != 0:
+        if weight_decay != 0 and params:
             grads = torch._foreach_add(grads, params, alpha=weight_decay)
         h_grads, h_directions = [], []
         for p, g in zip(params, grads, strict=True):

@@ -12,7 +12,11 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from autodrop import schedules
+from autodrop.hd import SGDHD
+from experiments import rundir as rd
+from experiments.config import OPTIMIZER_NAMES, OPTIMIZER_OWNED_LR, registry_schedule_name
 from experiments.distributed import DistContext
+from experiments.schedulefree_support import build_schedulefree_sgd
 from experiments.sync_batchnorm import convert_to_global_batchnorm
 from models import build_model
 
@@ -53,7 +57,10 @@ def wrap_for_training(
     return wrapped
 
 
-def build_optimizer(optimizer_cfg: DictConfig, model: nn.Module) -> Optimizer:
+def build_optimizer(
+    optimizer_cfg: DictConfig, model: nn.Module, *, steps_per_epoch: int
+) -> Optimizer:
+    """The optimizer of ``optimizer_cfg`` (``steps_per_epoch`` sizes schedule-free's warmup)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer_cfg.name == "sgd":
         return torch.optim.SGD(
@@ -71,8 +78,28 @@ def build_optimizer(optimizer_cfg: DictConfig, model: nn.Module) -> Optimizer:
             eps=optimizer_cfg.eps,
             weight_decay=optimizer_cfg.weight_decay,
         )
+    if optimizer_cfg.name == "sgd_hd":
+        return SGDHD(
+            params,
+            lr=optimizer_cfg.lr,
+            momentum=optimizer_cfg.momentum,
+            nesterov=optimizer_cfg.nesterov,
+            weight_decay=optimizer_cfg.weight_decay,
+            beta=optimizer_cfg.beta,
+        )
+    if optimizer_cfg.name == "schedulefree_sgd":
+        return build_schedulefree_sgd(
+            params,
+            base_lr=optimizer_cfg.lr,
+            steps_per_epoch=steps_per_epoch,
+            lr_multiplier=optimizer_cfg.lr_multiplier,
+            momentum=optimizer_cfg.momentum,
+            weight_decay=optimizer_cfg.weight_decay,
+            warmup_epochs=optimizer_cfg.warmup_epochs,
+        )
     raise ValueError(
-        f"optimizer.name={optimizer_cfg.name!r} is invalid: allowed values are sgd, adam"
+        f"optimizer.name={optimizer_cfg.name!r} is invalid: allowed values are "
+        f"{', '.join(OPTIMIZER_NAMES)}"
     )
 
 
@@ -82,11 +109,21 @@ def resolved_scheduler_options(scheduler_cfg: DictConfig) -> dict[str, Any]:
     return {key: value for key, value in node.items() if key not in ("name", "label")}
 
 
+def method_options(cfg: DictConfig) -> dict[str, Any]:
+    """The lr method's settings as summary.json records them (``scheduler_options``): the
+    schedule's options, or for a method whose optimizer sets the lr (hd, schedulefree) the
+    optimizer's settings minus its name (so beta / lr_multiplier are recorded per run)."""
+    if cfg.scheduler.name in OPTIMIZER_OWNED_LR:
+        node = OmegaConf.to_container(cfg.optimizer, resolve=True)
+        return {key: value for key, value in node.items() if key != "name"}
+    return resolved_scheduler_options(cfg.scheduler)
+
+
 def build_schedule(
     scheduler_cfg: DictConfig, optimizer: Optimizer, *, steps_per_epoch: int, epochs: int
 ) -> LRScheduler:
     return schedules.build(
-        scheduler_cfg.name,
+        registry_schedule_name(scheduler_cfg.name),
         optimizer,
         steps_per_epoch=steps_per_epoch,
         epochs=epochs,
@@ -96,3 +133,13 @@ def build_schedule(
 
 def is_autodrop(scheduler_name: str) -> bool:
     return scheduler_name in ("autodrop", "autodrop_v1")
+
+
+def measurement_file(scheduler_name: str) -> str | None:
+    """The run-directory file of the schedule's measurement records, if it makes any:
+    AutoDrop's windows (autodrop.jsonl), TLR's lr updates (tlr.jsonl)."""
+    if is_autodrop(scheduler_name):
+        return rd.AUTODROP_FILE
+    if scheduler_name == "tlr":
+        return rd.TLR_FILE
+    return None

@@ -29,7 +29,11 @@ PUBLIC_GROUPS = (
 )
 PLUGIN_LAUNCHERS = ("basic", "joblib", "submitit_local", "submitit_slurm")
 
-OPTIMIZER_NAMES = ("sgd", "adam")
+OPTIMIZER_NAMES = ("sgd", "adam", "sgd_hd", "schedulefree_sgd")
+# Methods whose optimizer sets the learning rate itself: scheduler.name -> the optimizer it
+# needs (scheduler=hd selects it through conf/scheduler/hd.yaml). Their schedule slot is the
+# registry's "optimizer" schedule, which leaves the lr alone.
+OPTIMIZER_OWNED_LR = {"hd": "sgd_hd", "schedulefree": "schedulefree_sgd"}
 LOGGER_NAMES = ("wandb", "none")
 ACCELERATORS = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -73,6 +77,35 @@ class SGDConfig:
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
+
+
+@dataclass
+class SGDHDConfig:
+    """SGD with hypergradient descent on the lr (``autodrop.hd.SGDHD``): the task's SGD
+    settings, lr as the initial alpha, plus the hypergradient lr ``beta``."""
+
+    name: str = "sgd_hd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    beta: float = 1e-4
+
+
+@dataclass
+class ScheduleFreeSGDConfig:
+    """Schedule-free SGD: lr is the task's SGD lr, multiplied by ``lr_multiplier``; momentum is
+    the interpolation between z and x (the task's SGD momentum carries over); ``nesterov`` is
+    not used (schedule-free SGD has no momentum buffer) and exists so the task presets' SGD
+    settings compose."""
+
+    name: str = "schedulefree_sgd"
+    lr: float = 0.1
+    lr_multiplier: float = 10.0
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 5.0
 
 
 @dataclass
@@ -156,6 +189,18 @@ class AutoDropConfig(SchedulerConfig):
 
 
 @dataclass
+class TrainableLRConfig(SchedulerConfig):
+    gap_epochs: float = 0.33
+    bound: float = 0.25
+    gamma: float = 1.0
+
+
+@dataclass
+class OptimizerOwnedLRConfig(SchedulerConfig):
+    """hd, schedulefree: no schedule options; the method's settings live on ``optimizer``."""
+
+
+@dataclass
 class AutoDropV1Config(SchedulerConfig):
     theta: float = 0.01
     drop_factor: float = 0.2
@@ -176,6 +221,9 @@ SCHEDULER_SCHEMAS: dict[str, type[SchedulerConfig]] = {
     "constant": ConstantConfig,
     "autodrop": AutoDropConfig,
     "autodrop_v1": AutoDropV1Config,
+    "tlr": TrainableLRConfig,
+    "hd": OptimizerOwnedLRConfig,
+    "schedulefree": OptimizerOwnedLRConfig,
 }
 
 
@@ -240,14 +288,26 @@ def public_config_groups() -> str:
     return "\n".join(lines)
 
 
+def compact_number(value: Any) -> str:
+    """A number as labels show it (10.0 -> '10', 0.0001 -> '0.0001'); None -> 'none'."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    return f"{value:g}"
+
+
 def register_configs() -> None:
     """Put the schemas into Hydra's ConfigStore and the help resolver in OmegaConf
     (idempotent)."""
     OmegaConf.register_new_resolver("public_config_groups", public_config_groups, replace=True)
+    OmegaConf.register_new_resolver("compact", compact_number, replace=True)
     store = ConfigStore.instance()
     store.store(name="config_schema", node=Config)
     store.store(group="schema/optimizer", name="sgd", node=SGDConfig)
     store.store(group="schema/optimizer", name="adam", node=AdamConfig)
+    store.store(group="schema/optimizer", name="sgd_hd", node=SGDHDConfig)
+    store.store(group="schema/optimizer", name="schedulefree_sgd", node=ScheduleFreeSGDConfig)
     for name, schema in SCHEDULER_SCHEMAS.items():
         store.store(group="schema/scheduler", name=name, node=schema)
     store.store(group="schema/logger", name="wandb", node=WandbConfig)
@@ -297,6 +357,45 @@ def _check_label(label: str, name: str) -> None:
         )
 
 
+def registry_schedule_name(scheduler_name: str) -> str:
+    """The schedule registry's name for ``scheduler.name`` (hd, schedulefree -> "optimizer")."""
+    return "optimizer" if scheduler_name in OPTIMIZER_OWNED_LR else scheduler_name
+
+
+def _check_method_optimizer(optimizer: DictConfig) -> None:
+    if optimizer.name == "sgd_hd":
+        _check_at_least("optimizer.beta", optimizer.beta, 0.0)
+    if optimizer.name == "schedulefree_sgd":
+        _check_positive("optimizer.lr_multiplier", optimizer.lr_multiplier)
+        _check_at_least("optimizer.warmup_epochs", optimizer.warmup_epochs, 0.0)
+        if not 0.0 < optimizer.momentum < 1.0:
+            _fail(
+                "optimizer.momentum",
+                optimizer.momentum,
+                "schedule-free's interpolation must be in (0, 1)",
+            )
+
+
+def _check_optimizer_pairing(optimizer_name: str, scheduler_name: str) -> None:
+    """An optimizer that sets its own lr goes with its method's scheduler, and only with it."""
+    needed = OPTIMIZER_OWNED_LR.get(scheduler_name)
+    if needed is not None and optimizer_name != needed:
+        _fail(
+            "optimizer.name",
+            optimizer_name,
+            f"scheduler.name={scheduler_name!r} needs optimizer.name={needed!r} "
+            f"(scheduler={scheduler_name} selects it; drop the optimizer override)",
+        )
+    owners = {optimizer: method for method, optimizer in OPTIMIZER_OWNED_LR.items()}
+    if optimizer_name in owners and scheduler_name != owners[optimizer_name]:
+        _fail(
+            "scheduler.name",
+            scheduler_name,
+            f"optimizer.name={optimizer_name!r} sets its own learning rate: the allowed value "
+            f"is {owners[optimizer_name]!r} (use scheduler={owners[optimizer_name]})",
+        )
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Check values and names of a composed config; raise ConfigError naming key and value."""
     from autodrop.schedules import SCHEDULE_NAMES, schedule_options
@@ -312,12 +411,15 @@ def validate_config(cfg: DictConfig) -> None:
     _check_choice("optimizer.name", cfg.optimizer.name, OPTIMIZER_NAMES)
     _check_positive("optimizer.lr", cfg.optimizer.lr)
     _check_at_least("optimizer.weight_decay", cfg.optimizer.weight_decay, 0.0)
-    if cfg.optimizer.name == "sgd" and not 0.0 <= cfg.optimizer.momentum < 1.0:
+    if cfg.optimizer.name in ("sgd", "sgd_hd") and not 0.0 <= cfg.optimizer.momentum < 1.0:
         _fail("optimizer.momentum", cfg.optimizer.momentum, "must be in [0, 1)")
+    _check_method_optimizer(cfg.optimizer)
 
-    _check_choice("scheduler.name", cfg.scheduler.name, SCHEDULE_NAMES)
+    method_names = [n for n in SCHEDULE_NAMES if n != "optimizer"] + list(OPTIMIZER_OWNED_LR)
+    _check_choice("scheduler.name", cfg.scheduler.name, method_names)
+    _check_optimizer_pairing(cfg.optimizer.name, cfg.scheduler.name)
     _check_label(cfg.scheduler.label, cfg.scheduler.name)
-    accepted = schedule_options(cfg.scheduler.name)
+    accepted = schedule_options(registry_schedule_name(cfg.scheduler.name))
     for key in cfg.scheduler:
         if key not in ("name", "label", *accepted):
             _fail(
@@ -351,3 +453,47 @@ def validate_config(cfg: DictConfig) -> None:
     _check_choice("logger.name", cfg.logger.name, LOGGER_NAMES)
     if cfg.logger.name == "wandb" and cfg.logger.mode is not None:
         _check_choice("logger.mode", cfg.logger.mode, WANDB_MODES)
+    _check_optimizer_and_schedule_build(cfg)
+
+
+# Steps per epoch of the trial build below: the real value needs the data, so take a large one
+# (a check that depends on it may still refuse at the real build, also before any training).
+PROBE_STEPS_PER_EPOCH = 1000
+
+
+def _check_optimizer_and_schedule_build(cfg: DictConfig) -> None:
+    """Build the optimizer and the schedule on a one-weight model, so a value their
+    constructors reject is refused here, before any data, model or run directory exists."""
+    import torch
+
+    from experiments.components import build_optimizer, build_schedule
+
+    optimizer_cfg = cfg.optimizer
+    if optimizer_cfg.name == "adam":
+        if len(optimizer_cfg.betas) != 2:
+            _fail("optimizer.betas", list(optimizer_cfg.betas), "must be two numbers in [0, 1)")
+        for index, beta in enumerate(optimizer_cfg.betas):
+            if not 0.0 <= beta < 1.0:
+                _fail(f"optimizer.betas[{index}]", beta, "must be in [0, 1)")
+        _check_at_least("optimizer.eps", optimizer_cfg.eps, 0.0)
+    if optimizer_cfg.name in ("sgd", "sgd_hd") and optimizer_cfg.nesterov:
+        if not optimizer_cfg.momentum > 0:
+            _fail(
+                "optimizer.nesterov",
+                True,
+                f"needs optimizer.momentum > 0 (optimizer.momentum={optimizer_cfg.momentum!r})",
+            )
+    probe = torch.nn.Linear(1, 1)
+    try:
+        optimizer = build_optimizer(cfg.optimizer, probe, steps_per_epoch=PROBE_STEPS_PER_EPOCH)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"optimizer ({cfg.optimizer.name}): {error}") from error
+    try:
+        build_schedule(
+            cfg.scheduler,
+            optimizer,
+            steps_per_epoch=PROBE_STEPS_PER_EPOCH,
+            epochs=cfg.trainer.epochs,
+        )
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"scheduler.{error} (schedule {cfg.scheduler.name!r})") from error

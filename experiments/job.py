@@ -5,10 +5,12 @@ Every rank computes; rank 0 alone writes files and talks to wandb.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +24,7 @@ from experiments.checkpoint import (
     CHECKPOINT_FORMAT,
     capture_rng_state,
     load_checkpoint,
+    load_latest_checkpoint,
     restore_rng_state,
     save_checkpoint,
 )
@@ -30,7 +33,8 @@ from experiments.components import (
     build_optimizer,
     build_schedule,
     is_autodrop,
-    resolved_scheduler_options,
+    measurement_file,
+    method_options,
     wrap_for_training,
 )
 from experiments.config import ConfigError
@@ -39,9 +43,17 @@ from experiments.distributed import DistContext, broadcast_object, gather_object
 from experiments.loop import TrainingDiverged, evaluate, train_epoch
 from experiments.provenance import git_commit, hardware_description, package_versions
 from experiments.runtime import autocast_factory, seed_everything
+from experiments.schedulefree_support import (
+    current_lr,
+    prepare_evaluation,
+    reserved_epoch_batches,
+)
 from experiments.tracking import NullTracker, start_wandb
 
 log = logging.getLogger(__name__)
+
+# What a write to a full disk (or past a file-size or quota limit) fails with.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 # The config keys that define a run: resuming with other values would mix two experiments.
 SETUP_KEYS = (
@@ -62,6 +74,8 @@ class RunState:
     epoch: int = 0
     step: int = 0
     metrics: list[dict[str, Any]] = field(default_factory=list)
+    # The schedule's measurement records (AutoDrop windows, TLR lr updates); the name is the
+    # checkpoint key's, kept so existing checkpoints still load.
     autodrop_records: list[dict[str, Any]] = field(default_factory=list)
     wandb_run_id: str | None = None
     elapsed_s: float = 0.0
@@ -152,7 +166,9 @@ class TrainingJob:
         self.data = _build_data(cfg, device, ctx)
         self.steps_per_epoch = len(self.data.train)
         self.model = build_network(cfg.model, trainer, self.data.num_classes, device, ctx)
-        self.optimizer = build_optimizer(cfg.optimizer, self.model)
+        self.optimizer = build_optimizer(
+            cfg.optimizer, self.model, steps_per_epoch=self.steps_per_epoch
+        )
         self.schedule = build_schedule(
             cfg.scheduler,
             self.optimizer,
@@ -165,16 +181,26 @@ class TrainingJob:
         )
         self.autocast = autocast_factory(trainer.precision, device)
         self.state = RunState()
+        records_file = measurement_file(cfg.scheduler.name)
+        self.measurements_path = run_dir.root / records_file if records_file else None
         self.tracker: Any = NullTracker()
         self.git_commit: str | None = None
         self.started = time.perf_counter()
 
     # ----------------------------------------------------------------- checkpoint / resume
     def resume_if_possible(self) -> bool:
-        found = self.run_dir.checkpoint_path.is_file() if self.ctx.is_main else None
-        if not broadcast_object(found, self.ctx):
+        # Rank 0 picks the newest checkpoint that passes the integrity check; the others read it.
+        found = (
+            load_latest_checkpoint(self.run_dir.checkpoint_path, map_location=self.device)
+            if self.ctx.is_main
+            else None
+        )
+        chosen = broadcast_object(None if found is None else str(found[0]), self.ctx)
+        if chosen is None:
             return False
-        state = load_checkpoint(self.run_dir.checkpoint_path, map_location=self.device)
+        state = found[1] if found else load_checkpoint(Path(chosen), map_location=self.device)
+        if Path(chosen) != self.run_dir.checkpoint_path and self.ctx.is_main:
+            log.warning("resuming from the fallback checkpoint %s", chosen)
         differences = _setup_differences(state["setup"], run_setup(self.cfg))
         if differences:
             raise ConfigError(
@@ -244,7 +270,7 @@ class TrainingJob:
             "model": cfg.model.name,
             "scheduler": cfg.scheduler.label,
             "scheduler_name": cfg.scheduler.name,
-            "scheduler_options": resolved_scheduler_options(cfg.scheduler),
+            "scheduler_options": method_options(cfg),
             "seed": cfg.seed,
             "epochs_planned": cfg.trainer.epochs,
             "epochs_done": derived["epochs_done"],
@@ -269,8 +295,8 @@ class TrainingJob:
         self.git_commit = git_commit()
         if resumed:
             run_dir.rewrite_records(run_dir.metrics_path, p.metrics)
-            if is_autodrop(self.cfg.scheduler.name):
-                run_dir.rewrite_records(run_dir.autodrop_path, p.autodrop_records)
+            if self.measurements_path is not None:
+                run_dir.rewrite_records(self.measurements_path, p.autodrop_records)
             log.info("resuming %s after epoch %d", run_dir.root, p.epoch)
         else:
             run_dir.remove_stale_outputs()
@@ -292,7 +318,8 @@ class TrainingJob:
     def run_epoch(
         self, epoch: int, train_model: nn.Module, eval_model: nn.Module
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """Train and evaluate one epoch: its metrics record and the new AutoDrop measurements."""
+        """Train and evaluate one epoch: its metrics record and the schedule's new measurements
+        (AutoDrop windows, TLR lr updates)."""
         trainer, ctx, p = self.cfg.trainer, self.ctx, self.state
         start = time.perf_counter()
         self.data.train.set_epoch(epoch - 1)
@@ -319,6 +346,15 @@ class TrainingJob:
         finally:
             progress.close()
         _sync_buffers_from_rank0(self.model, ctx)
+        # Schedule-free only (a no-op otherwise): parameters <- x, BatchNorm recomputed at x on
+        # batches training never reaches. The optimizer stays in eval mode until the next
+        # epoch's start_training, so the checkpoint below holds x (BASELINES.md section 3.5).
+        prepare_evaluation(
+            self.model,
+            self.optimizer,
+            reserved_epoch_batches(self.data.train, restore_epoch=epoch - 1),
+            autocast=self.autocast,
+        )
         test = evaluate(
             eval_model,
             self.data.test,
@@ -341,7 +377,7 @@ class TrainingJob:
         record: dict[str, Any] = {
             "epoch": epoch,
             "step": p.step,
-            "lr": float(self.optimizer.param_groups[0]["lr"]),
+            "lr": current_lr(self.optimizer),
             "train/loss": train_loss,
             "train/acc": result.totals.accuracy,
             "test/loss": test.mean_loss,
@@ -349,9 +385,12 @@ class TrainingJob:
             "time/epoch_s": time.perf_counter() - start,
             "time/iter_s": result.seconds / max(result.steps, 1),
         }
+        if self.cfg.scheduler.name == "hd":  # HD moves the lr every step
+            record["lr/epoch_mean"] = result.lr_mean
         measurements = self.schedule.pop_measurements()
-        if is_autodrop(self.cfg.scheduler.name):
+        if self.measurements_path is not None:
             p.autodrop_records.extend(measurements)
+        if is_autodrop(self.cfg.scheduler.name):
             record["autodrop/drops"] = len(self.schedule.drop_steps)
             record["autodrop/omega"] = _last_omega(p.autodrop_records)
         if self.angle_tracker is not None:
@@ -364,8 +403,8 @@ class TrainingJob:
             return
         run_dir = self.run_dir
         run_dir.append_records(run_dir.metrics_path, [record])
-        if is_autodrop(self.cfg.scheduler.name):
-            run_dir.append_records(run_dir.autodrop_path, measurements)
+        if self.measurements_path is not None:
+            run_dir.append_records(self.measurements_path, measurements)
         self.tracker.log_epoch(record)
         self.tracker.log_measurements(measurements)
         log.info(format_epoch_line(record, self.cfg.trainer.epochs))
@@ -399,13 +438,26 @@ def run_training(
     except TrainingDiverged as error:
         status, message = rd.DIVERGED, str(error)
         raise
+    except OSError as error:
+        message = f"{type(error).__name__}: {error}"
+        if error.errno in DISK_FULL_ERRNOS:
+            message = (
+                f"the disk is full ({error}): training stopped at epoch {job.state.epoch}; "
+                "the records and the last good checkpoint are kept, so free some space and "
+                "relaunch the same command to resume"
+            )
+            log.error(message)
+        raise
     except BaseException as error:
         message = f"{type(error).__name__}: {error}"
         raise
     finally:
         if ctx.is_main:
             summary = job.summary(status, message)
-            run_dir.write_summary(summary)
+            try:
+                run_dir.write_summary(summary)
+            except OSError as error:  # e.g. the disk is full: keep the original error
+                log.error("could not write %s: %s", run_dir.summary_path, error)
             job.tracker.finish(status)
             log.info("run %s: %s", status, run_dir.root)
     return summary

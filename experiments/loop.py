@@ -20,6 +20,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from experiments.console import EpochProgress
 from experiments.distributed import DistContext, all_reduce_sum
+from experiments.schedulefree_support import current_lr, start_training
 
 
 class TrainingDiverged(RuntimeError):
@@ -73,6 +74,7 @@ class TrainResult:
     totals: Totals
     steps: int
     seconds: float
+    lr_mean: float  # the mean over the epoch's steps of the lr each step ended with
 
 
 def train_epoch(
@@ -89,10 +91,14 @@ def train_epoch(
     nan_check_every: int = 0,
     first_step: int = 0,
 ) -> TrainResult:
-    """Forward, backward, ``optimizer.step()`` and ``schedule.step()`` for every batch."""
-    model.train()
+    """Forward, backward, ``optimizer.step()`` and ``schedule.step()`` for every batch.
+
+    Starts with ``start_training`` (a schedule-free optimizer moves the parameters to y).
+    """
+    start_training(model, optimizer)
     sums = torch.zeros(3, dtype=torch.float64, device=device)
     steps = 0
+    lr_sum = 0.0
     start = time.perf_counter()
     for images, labels in batches:
         if channels_last:
@@ -105,6 +111,7 @@ def train_epoch(
         optimizer.step()
         schedule.step()
         _accumulate(sums, loss * labels.shape[0], logits, labels)
+        lr_sum += current_lr(optimizer)  # a Python float for every optimizer: no sync
         steps += 1
         progress.advance()
         if nan_check_every and steps % nan_check_every == 0:
@@ -115,12 +122,12 @@ def train_epoch(
             progress.refresh(
                 loss_sum / count,
                 100.0 * correct / count,
-                optimizer.param_groups[0]["lr"],
+                current_lr(optimizer),
                 count * ctx.world_size / elapsed,
             )
     _sync(device)
     seconds = time.perf_counter() - start
-    return TrainResult(_totals(sums, ctx), steps, seconds)
+    return TrainResult(_totals(sums, ctx), steps, seconds, lr_sum / max(steps, 1))
 
 
 @torch.no_grad()

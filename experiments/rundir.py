@@ -6,28 +6,37 @@ One run = ``<results_dir>/runs/<experiment>/<dataset>-<model>/<scheduler_label>/
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import fcntl
 import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 METRICS_FILE = "metrics.jsonl"
 AUTODROP_FILE = "autodrop.jsonl"
+TLR_FILE = "tlr.jsonl"  # TLR's lr updates (step, lr, factor, line_search_lr, pairs)
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoints/last.pt"
+PREVIOUS_CHECKPOINT = "prev.pt"  # the fallback kept beside last.pt (experiments.checkpoint)
 LOG_FILE = "train.log"
+LOCK_FILE = ".lock"
 
 RUNNING, FINISHED, FAILED, DIVERGED = "running", "finished", "failed", "diverged"
 STATUSES = (RUNNING, FINISHED, FAILED, DIVERGED)
 
 
+class RunLocked(RuntimeError):
+    """Another live process is training this run directory."""
+
+
 class LaunchAction(enum.Enum):
     SKIP = "skip"  # summary.json says finished
-    RESUME = "resume"  # checkpoints/last.pt exists
+    RESUME = "resume"  # checkpoints/last.pt (or its fallback prev.pt) exists
     FRESH = "fresh"
 
 
@@ -49,7 +58,7 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def _fsync_directory(path: Path) -> None:
+def fsync_directory(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -80,7 +89,7 @@ def write_atomically(path: Path, write: Any, *, binary: bool = False) -> None:
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    _fsync_directory(path.parent)
+    fsync_directory(path.parent)
 
 
 def _jsonl(records: Iterable[Mapping[str, Any]]) -> str:
@@ -124,11 +133,36 @@ class RunDir:
         text = json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n"
         write_atomically(self.summary_path, lambda f: f.write(text))
 
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold an exclusive ``flock`` on the run directory, or raise RunLocked at once.
+
+        The OS releases the lock when its holder exits or is killed, so no stale lock remains.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = path.read_text().strip() or "unknown"
+                raise RunLocked(
+                    f"{self.root} is being trained by another process (pid {holder}): this "
+                    "launch exits without touching it; relaunch once that process has ended"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            yield
+        finally:
+            os.close(fd)
+
     def launch_action(self) -> LaunchAction:
         summary = self.read_summary()
         if summary is not None and summary.get("status") == FINISHED:
             return LaunchAction.SKIP
-        if self.checkpoint_path.is_file():
+        checkpoints = (self.checkpoint_path, self.checkpoint_path.with_name(PREVIOUS_CHECKPOINT))
+        if any(path.is_file() for path in checkpoints):
             return LaunchAction.RESUME
         return LaunchAction.FRESH
 
@@ -146,7 +180,7 @@ class RunDir:
 
     def remove_stale_outputs(self) -> None:
         """A fresh start: drop record files left by an earlier attempt without a checkpoint."""
-        for path in (self.metrics_path, self.autodrop_path):
+        for path in (self.metrics_path, self.autodrop_path, self.root / TLR_FILE):
             path.unlink(missing_ok=True)
 
 

@@ -132,6 +132,17 @@ def _init_run(mode: str, options: dict[str, Any], init_timeout_s: float) -> Any:
     return wandb.init(mode=mode, settings=settings, **options)
 
 
+def _release_failed_run() -> None:
+    # A failed online init leaves its run id held by wandb's service ("run ID ... is in use"),
+    # so the offline retry with the same id would fail too: shut the service down first.
+    import wandb
+
+    try:
+        wandb.teardown()
+    except Exception as error:  # noqa: BLE001 - the offline retry reports any lasting problem
+        log.warning("wandb teardown after the failed init raised %r", error)
+
+
 def start_wandb(
     logger_cfg: Mapping[str, Any],
     *,
@@ -175,6 +186,7 @@ def start_wandb(
             log.warning("wandb.init failed (%s); tracking is off for this run", error)
             return NullTracker()
         log.warning("wandb online init failed (%s); logging offline, %s", error, SYNC_HINT)
+        _release_failed_run()
     try:
         return WandbTracker(_init_run("offline", options, timeout))
     except Exception as error:  # noqa: BLE001

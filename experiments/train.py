@@ -7,6 +7,7 @@ torchrun or SLURM launch is joined instead (see ``experiments.distributed``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -94,19 +95,21 @@ def run_job(cfg: DictConfig, output_dir: Path) -> str:
                 f"{torch.cuda.device_count()} GPUs are visible here"
             )
     run_dir = rd.RunDir(output_dir)
-    action = run_dir.launch_action()
-    if action is rd.LaunchAction.SKIP:
-        log.info("already finished, nothing to do: results in %s", run_dir.root)
+    # One launch per run directory: rank 0 holds its lock (other ranks of torchrun/SLURM join).
+    with run_dir.lock() if plan.rank == 0 else contextlib.nullcontext():
+        action = run_dir.launch_action()
+        if action is rd.LaunchAction.SKIP:
+            log.info("already finished, nothing to do: results in %s", run_dir.root)
+            return action.value
+        config = OmegaConf.to_container(cfg, resolve=True)
+        if plan.kind == "spawn":
+            try:
+                spawn(plan, _worker, (config, str(run_dir.root)))
+            except ProcessRaisedException as error:
+                _raise_from_summary(run_dir, error)
+        else:
+            _worker(plan, plan.rank, plan.local_rank, config, str(run_dir.root))
         return action.value
-    config = OmegaConf.to_container(cfg, resolve=True)
-    if plan.kind == "spawn":
-        try:
-            spawn(plan, _worker, (config, str(run_dir.root)))
-        except ProcessRaisedException as error:
-            _raise_from_summary(run_dir, error)
-    else:
-        _worker(plan, plan.rank, plan.local_rank, config, str(run_dir.root))
-    return action.value
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

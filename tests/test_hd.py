@@ -299,3 +299,17 @@ def test_ranks_hold_the_same_lr_under_ddp(tmp_path):
     assert rank0["alone"] != rank1["alone"], "without DDP the ranks' lrs must differ"
     assert rank0["lrs"] == rank1["lrs"]
     assert rank0["lrs"][-1] != 0.05
+
+
+def test_a_group_without_gradients_is_skipped_under_weight_decay():
+    from autodrop.hd import SGDHD
+
+    used, unused = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
+    opt = SGDHD([{"params": [used]}, {"params": [unused]}], lr=0.1, weight_decay=1e-2,
+                beta=1e-3)
+    for _ in range(3):
+        opt.zero_grad()
+        (used**2).sum().backward()
+        opt.step()
+    assert torch.equal(unused.detach(), torch.ones(2))
+    assert not torch.equal(used.detach(), torch.ones(3))

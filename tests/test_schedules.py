@@ -95,7 +95,7 @@ def assert_close(actual, expected, rel: float = 1e-12, abs_: float = 1e-15) -> N
 
 def test_registry_names():
     expected = ("step", "cosine", "onecycle", "clr", "exp", "plateau", "constant")
-    assert SCHEDULE_NAMES == (*expected, "autodrop", "autodrop_v1")
+    assert SCHEDULE_NAMES == (*expected, "autodrop", "autodrop_v1", "tlr", "optimizer")
     assert set(CASES) == set(expected)
 
 

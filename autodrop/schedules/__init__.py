@@ -3,6 +3,10 @@
 Every schedule is a ``torch.optim.lr_scheduler.LRScheduler`` with the ``ScheduleHooks`` mixin,
 stepped once after every optimizer step. The budget (``steps_per_epoch``, ``epochs``) is passed
 to the constructors that take it; everything else comes from ``options``.
+
+``"optimizer"`` is the schedule of an optimizer that sets its own learning rate (``SGDHD``,
+schedule-free SGD): it leaves every group's lr as the optimizer set it. ``"tlr"`` is the
+reconstructed trainable learning rate, labelled "TLR (reconstruction)" in results.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from autodrop.autodrop import AutoDrop
 from autodrop.autodrop_v1 import AutoDropV1
+from autodrop.hd import FollowOptimizerLR
 from autodrop.schedules.checks import check_int
 from autodrop.schedules.constant import ConstantSchedule
 from autodrop.schedules.cosine import CosineSchedule
@@ -24,6 +29,7 @@ from autodrop.schedules.multistep import MultiStepSchedule
 from autodrop.schedules.onecycle import OneCycleSchedule
 from autodrop.schedules.per_step import PerStepSchedule
 from autodrop.schedules.plateau import PlateauSchedule
+from autodrop.tlr import TrainableLR
 
 BUDGET_ARGUMENTS = ("steps_per_epoch", "epochs")
 
@@ -38,6 +44,8 @@ _SCHEDULES: dict[str, type] = {
     "constant": ConstantSchedule,
     "autodrop": AutoDrop,
     "autodrop_v1": AutoDropV1,
+    "tlr": TrainableLR,
+    "optimizer": FollowOptimizerLR,
 }
 
 SCHEDULE_NAMES: tuple[str, ...] = tuple(_SCHEDULES)
@@ -90,10 +98,12 @@ __all__ = [
     "CosineSchedule",
     "CyclicSchedule",
     "ExponentialSchedule",
+    "FollowOptimizerLR",
     "MultiStepSchedule",
     "OneCycleSchedule",
     "PerStepSchedule",
     "PlateauSchedule",
+    "TrainableLR",
     "build",
     "schedule_class",
     "schedule_options",

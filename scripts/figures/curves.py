@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 
 from scripts.figures.common import save_figure, schedule_color
 from scripts.runs import NoRunsError, RunSet, load_runs, task_keys
-from scripts.tables import order_labels
+from scripts.tables import display_name, order_labels
 
 ZOOM_FRACTION = 0.25
 ANGLE_KEY = "angle/epoch"
@@ -109,7 +109,8 @@ def task_figure(runs: RunSet, title: str, zoom_fraction: float = ZOOM_FRACTION) 
             ids = runs.runs.loc[runs.runs["scheduler"] == label, "run_id"]
             band = seed_band(runs, ids, key)
             if not band.empty:
-                _draw_band(ax, band, label, schedule_color(label), styles[label])
+                legend = display_name(label)  # "TLR (reconstruction)" for tlr
+                _draw_band(ax, band, legend, schedule_color(label), styles[label])
                 bands.append(band)
         ax.set_title(panel_title.format(pct=round(100 * zoom_fraction)))
         ax.set_xlabel("epoch")

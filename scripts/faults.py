@@ -1,0 +1,1005 @@
+"""Fault-injection campaign over the real training runner (``python -m experiments.train``).
+
+``python -m scripts.faults [--trials N] [--scenario NAME ...] [--workdir DIR]`` runs each
+scenario, prints one line per scenario (trials, survived, lost) and then a table of all of them;
+the exit status is 1 when any trial was lost. Every run uses the CPU digits preset shrunk to
+four 8x8 epochs with deterministic algorithms, so each run is compared number for number with
+one uninterrupted reference run. No traffic leaves 127.0.0.1 (wandb is pointed at local ports).
+
+Faults are injected from outside the runner: signals, files damaged on disk, a small tmpfs (or
+RLIMIT_FSIZE where mounting is not allowed), local sockets, and a child wrapper
+(``child_main``) that only slows ``os.fsync`` or kills the process after its n-th checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import http.server
+import io
+import itertools
+import json
+import os
+import random
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EPOCHS = 4
+BASE_RUN = (
+    "experiment=quick/digits",
+    "data.image_size=8",
+    f"trainer.epochs={EPOCHS}",
+    "trainer.cpu_threads=1",
+    "trainer.progress=plain",
+    "trainer.deterministic=true",
+    "scheduler=autodrop",
+    "logger=none",
+)
+RUN_SUBDIR = Path("runs/quick/digits/digits-resnet8/autodrop/seed=0")
+RUN_TIMEOUT_S = 180.0
+SECRET_NAME_PATTERN = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
+# The child wrapper's knobs (read only by ``child_main``, never by the runner).
+SLOW_FSYNC_ENV = "FAULTS_SLOW_FSYNC_S"
+KILL_AFTER_SAVES_ENV = "FAULTS_KILL_AFTER_SAVES"
+CHILD_CODE = "import scripts.faults as faults; faults.child_main()"
+
+
+@dataclass
+class Outcome:
+    """What one scenario saw: a trial is lost when any of its checks failed."""
+
+    scenario: str
+    trials: int = 0
+    lost: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def survived(self) -> int:
+        return self.trials - len(self.lost)
+
+    def record(self, problem: str | None, label: str) -> None:
+        self.trials += 1
+        if problem is not None:
+            self.lost.append(f"{label}: {problem}")
+
+    def line(self) -> str:
+        text = (
+            f"{self.scenario}: trials={self.trials} survived={self.survived} lost={len(self.lost)}"
+        )
+        return text + (f" ({'; '.join(self.notes)})" if self.notes else "")
+
+
+# ------------------------------------------------------------------------- the child wrapper
+def child_main() -> None:
+    """Run ``experiments.train`` with the faults the environment asks for, then exit."""
+    import runpy
+
+    slow = float(os.environ.get(SLOW_FSYNC_ENV, "0"))
+    if slow > 0:
+        real_fsync = os.fsync
+
+        def slow_fsync(fd: int) -> None:
+            time.sleep(slow)
+            real_fsync(fd)
+
+        os.fsync = slow_fsync
+    kill_after = int(os.environ.get(KILL_AFTER_SAVES_ENV, "0"))
+    if kill_after > 0:
+        from experiments import job
+
+        real_save = job.save_checkpoint
+        saves = itertools.count(1)
+
+        def save_then_die(path: Path, state: dict[str, Any]) -> None:
+            real_save(path, state)
+            if next(saves) == kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        job.save_checkpoint = save_then_die
+    sys.argv = ["experiments.train", *sys.argv[1:]]
+    runpy.run_module("experiments.train", run_name="__main__", alter_sys=True)
+
+
+# ------------------------------------------------------------------------------ run helpers
+def runner_command(results_dir: Path, *overrides: str, wrapped: bool = False) -> list[str]:
+    """The CLI of one run of the campaign (through the fault wrapper if ``wrapped``)."""
+    head = ["-c", CHILD_CODE] if wrapped else ["-m", "experiments.train"]
+    return [sys.executable, *head, *BASE_RUN, *overrides, f"paths.results_dir={results_dir}"]
+
+
+def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not SECRET_NAME_PATTERN.search(k)}
+    env.update({"WANDB_MODE": "disabled", "WANDB_ERROR_REPORTING": "false"})
+    env.update(extra or {})
+    return env
+
+
+def run_cli(
+    command: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    preexec: Callable[[], None] | None = None,
+    timeout: float = RUN_TIMEOUT_S,
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(command),
+        cwd=REPO_ROOT,
+        env=_clean_env(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        preexec_fn=preexec,
+    )
+
+
+def start_cli(command: Sequence[str], log_file: Path, env: dict[str, str] | None = None) -> Any:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("w") as sink:
+        return subprocess.Popen(
+            list(command),
+            cwd=REPO_ROOT,
+            env=_clean_env(env),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def kill(process: subprocess.Popen[Any]) -> bool:
+    """SIGKILL ``process`` if it still runs; True when it was killed."""
+    if process.poll() is not None:
+        return False
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    return True
+
+
+def wait_for(condition: Callable[[], bool], process: Any, timeout: float = RUN_TIMEOUT_S) -> bool:
+    """Poll ``condition`` until it holds (True) or ``process`` ends or time runs out (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if process.poll() is not None:
+            return condition()
+        time.sleep(0.005)
+    return False
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _without_times(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in records]
+
+
+def summary_of(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / "summary.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def difference_from(run_dir: Path, reference: Path) -> str | None:
+    """None when ``run_dir`` finished with the reference's records and final weights."""
+    from experiments.checkpoint import load_checkpoint
+
+    if summary_of(run_dir).get("status") != "finished":
+        return f"status {summary_of(run_dir).get('status')!r}, not finished"
+    for name in ("metrics.jsonl", "autodrop.jsonl"):
+        try:
+            mine = _without_times(read_jsonl(run_dir / name))
+        except json.JSONDecodeError as error:
+            return f"{name} holds a broken line ({error})"
+        if mine != _without_times(read_jsonl(reference / name)):
+            return f"{name} differs from the uninterrupted run"
+    mine = load_checkpoint(run_dir / "checkpoints/last.pt")["model"]
+    theirs = load_checkpoint(reference / "checkpoints/last.pt")["model"]
+    if mine.keys() != theirs.keys() or any(not mine[k].equal(theirs[k]) for k in theirs):
+        return "final weights differ from the uninterrupted run"
+    return None
+
+
+def _log_text(run_dir: Path) -> str:
+    path = run_dir / "train.log"
+    return path.read_text(errors="replace") if path.is_file() else ""
+
+
+class Workspace:
+    """Scratch directories of a campaign and the runs every scenario compares against."""
+
+    def __init__(self, root: Path, seed: int = 0) -> None:
+        self.root = root
+        self.random = random.Random(seed)
+        self._reference: Path | None = None
+        self._reference_s = 0.0
+        self._partial: Path | None = None
+        self._counter = itertools.count()
+
+    def fresh(self, name: str) -> Path:
+        path = self.root / f"{name}-{next(self._counter)}"
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        return path
+
+    @property
+    def reference(self) -> Path:
+        """The run directory of one uninterrupted run."""
+        if self._reference is None:
+            results = self.fresh("reference")
+            result = run_cli(runner_command(results))
+            if result.returncode != 0:
+                raise RuntimeError(f"the reference run failed:\n{result.stdout[-3000:]}")
+            self._reference = results / RUN_SUBDIR
+            self._reference_s = float(summary_of(self._reference)["wall_time_s"])
+        return self._reference
+
+    @property
+    def training_seconds(self) -> float:
+        _ = self.reference
+        return self._reference_s
+
+    def partial_run(self, results: Path, saves: int = 2) -> Path:
+        """``results`` holding a run killed right after its ``saves``-th checkpoint."""
+        if self._partial is None:
+            template = self.fresh("partial")
+            env = {KILL_AFTER_SAVES_ENV: str(saves)}
+            result = run_cli(runner_command(template, wrapped=True), env=env)
+            if result.returncode != -signal.SIGKILL:
+                raise RuntimeError(f"the partial run was not killed:\n{result.stdout[-3000:]}")
+            self._partial = template
+        shutil.rmtree(results, ignore_errors=True)
+        shutil.copytree(self._partial, results)
+        return results / RUN_SUBDIR
+
+
+# ---------------------------------------------------------------------- 1. SIGKILL anywhere
+def _is_file(path: Path) -> bool:
+    return path.is_file()
+
+
+def _has_records(path: Path, count: int) -> bool:
+    return len(read_jsonl(path)) >= count
+
+
+def _checkpoint_temp_exists(run_dir: Path) -> bool:
+    folder = run_dir / "checkpoints"
+    return folder.is_dir() and any(p.name.endswith(".tmp") for p in folder.iterdir())
+
+
+def scenario_sigkill(ws: Workspace, trials: int) -> Outcome:
+    """Kill -9 at a random moment (every other trial: inside a checkpoint write, slowed by
+    the wrapper), relaunch, and compare with the uninterrupted run."""
+    outcome = Outcome("sigkill")
+    killed_in_save = 0
+    for trial in range(trials):
+        results = ws.fresh("sigkill")
+        run_dir = results / RUN_SUBDIR
+        in_save = trial % 2 == 0
+        env = {SLOW_FSYNC_ENV: "0.15"} if in_save else None
+        process = start_cli(runner_command(results, wrapped=in_save), results / "kill.out", env)
+        if in_save:
+            epoch = ws.random.randint(1, EPOCHS - 1)
+            wait_for(partial(_has_records, run_dir / "metrics.jsonl", epoch), process)
+            wait_for(partial(_checkpoint_temp_exists, run_dir), process)
+            time.sleep(ws.random.uniform(0.0, 1.0))
+        else:
+            wait_for(partial(_is_file, run_dir / "summary.json"), process)
+            time.sleep(ws.random.uniform(0.0, ws.training_seconds))
+        killed = kill(process)
+        killed_in_save += killed and in_save
+        relaunch = run_cli(runner_command(results))
+        problem = None if relaunch.returncode == 0 else f"relaunch exit {relaunch.returncode}"
+        outcome.record(problem or difference_from(run_dir, ws.reference), f"trial {trial}")
+    outcome.notes.append(f"{killed_in_save} killed during a checkpoint write")
+    return outcome
+
+
+# ----------------------------------------------------------------- 2. damaged checkpoints
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _flip_bytes(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 16] = bytes(b ^ 0xFF for b in data[middle : middle + 16])
+    path.write_bytes(bytes(data))
+
+
+def _damage_both(path: Path) -> None:
+    _truncate(path)
+    _flip_bytes(path.with_name("prev.pt"))
+
+
+CORRUPTIONS: dict[str, tuple[Callable[[Path], None], str]] = {
+    "truncated": (_truncate, "resuming from the fallback checkpoint"),
+    "bytes flipped": (_flip_bytes, "resuming from the fallback checkpoint"),
+    "sidecar lost": (lambda p: p.with_name("last.pt.sha256").unlink(), "has no checksum file"),
+    "both damaged": (_damage_both, "restarts from scratch"),
+}
+
+
+def scenario_corrupt_checkpoint(ws: Workspace, trials: int) -> Outcome:
+    """Damage checkpoints of an interrupted run; the relaunch must say what it does and end
+    identical to the uninterrupted run (fallback to prev.pt, or a restart from scratch)."""
+    outcome = Outcome("corrupt_checkpoint")
+    kinds = list(CORRUPTIONS)
+    for trial in range(trials):
+        kind = kinds[trial % len(kinds)]
+        damage, expected_message = CORRUPTIONS[kind]
+        results = ws.fresh("corrupt")
+        run_dir = ws.partial_run(results)
+        damage(run_dir / "checkpoints/last.pt")
+        relaunch = run_cli(runner_command(results))
+        problem = None
+        if relaunch.returncode != 0:
+            problem = f"relaunch exit {relaunch.returncode}: {relaunch.stdout[-500:]}"
+        elif expected_message not in _log_text(run_dir):
+            problem = f"train.log does not say {expected_message!r}"
+        outcome.record(problem or difference_from(run_dir, ws.reference), kind)
+    return outcome
+
+
+# ------------------------------------------------------------------------- 3. a full disk
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str) -> Iterator[bool]:
+    """Mount a tmpfs of ``size`` at ``path``; yields False (and mounts nothing) if not allowed."""
+    path.mkdir(parents=True, exist_ok=True)
+    mounted = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+            capture_output=True,
+            check=False,
+        ).returncode
+        == 0
+        if shutil.which("mount")
+        else False
+    )
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+def _grow_tmpfs(path: Path) -> bool:
+    command = ["mount", "-o", "remount,size=64m", str(path)]
+    return subprocess.run(command, capture_output=True, check=False).returncode == 0
+
+
+def _file_size_limit(limit_bytes: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return apply
+
+
+def _disk_full_problem(
+    result: subprocess.CompletedProcess[str], run_dir: Path, ref: Path
+) -> str | None:
+    """Checks after the run hit the full disk: clear message, records and checkpoint intact."""
+    from experiments.checkpoint import CheckpointError, verify_checkpoint
+
+    if result.returncode == 0:
+        return "the run did not notice the full disk"
+    if "the disk is full" not in result.stdout + result.stderr:
+        return "no clear 'the disk is full' message"
+    try:
+        metrics = read_jsonl(run_dir / "metrics.jsonl")
+    except json.JSONDecodeError as error:
+        return f"metrics.jsonl was left with a broken line ({error})"
+    if _without_times(metrics) != _without_times(read_jsonl(ref / "metrics.jsonl"))[: len(metrics)]:
+        return "metrics.jsonl no longer matches the run's records"
+    checkpoints = [p for p in (run_dir / "checkpoints").glob("*.pt") if p.name != "next.pt"]
+    for checkpoint in checkpoints:
+        try:
+            verify_checkpoint(checkpoint)
+        except CheckpointError as error:
+            return f"a checkpoint was damaged by the full disk: {error}"
+    return None
+
+
+def scenario_disk_full(ws: Workspace, trials: int) -> Outcome:
+    """Write the run onto a small tmpfs (fallback: RLIMIT_FSIZE below the checkpoint size);
+    it must stop with a clear message, keep its files, and finish once space is back."""
+    outcome = Outcome("disk_full")
+    sizes = ["1m", "2500k", "4m", "4500k"]
+    for trial in range(trials):
+        size = sizes[trial % len(sizes)]
+        mount_point = ws.fresh("disk")
+        with small_tmpfs(mount_point, size) as mounted:
+            if mounted:
+                results = mount_point / "results"
+                run_dir = results / RUN_SUBDIR
+                first = run_cli(runner_command(results))
+                method = f"tmpfs {size}"
+            else:
+                run_dir = ws.partial_run(mount_point / "results")
+                results = mount_point / "results"
+                first = run_cli(runner_command(results), preexec=_file_size_limit(1 << 20))
+                method = "RLIMIT_FSIZE 1 MiB"
+            problem = _disk_full_problem(first, run_dir, ws.reference)
+            if problem is None and mounted and not _grow_tmpfs(mount_point):
+                problem = "could not give the tmpfs more space"
+            if problem is None:
+                relaunch = run_cli(runner_command(results))
+                if relaunch.returncode != 0:
+                    problem = f"relaunch with space exit {relaunch.returncode}"
+                else:
+                    problem = difference_from(run_dir, ws.reference)
+            outcome.record(problem, method)
+    return outcome
+
+
+# ------------------------------------------------------------------------- 4. divergence
+def scenario_divergence(ws: Workspace, trials: int) -> Outcome:
+    """A multirun with ``trials`` exploding learning rates and one good one: the bad runs end
+    ``diverged`` with their files, the good one finishes, aggregate lists the bad ones."""
+    outcome = Outcome("divergence")
+    results = ws.fresh("diverge")
+    bad = [f"1e{6 + 2 * i}" for i in range(trials)]
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.train",
+        "-m",
+        *[o for o in BASE_RUN if not o.startswith("trainer.epochs")],
+        "trainer.epochs=2",
+        "scheduler=constant",
+        "scheduler.label='constant-lr=${optimizer.lr}'",
+        f"optimizer.lr={','.join([*bad, '0.05'])}",
+        f"paths.results_dir={results}",
+    ]
+    sweep = run_cli(command, timeout=RUN_TIMEOUT_S * (trials + 1))
+    base = results / "runs/quick/digits/digits-resnet8"
+    aggregate = run_cli(
+        [
+            sys.executable,
+            "-m",
+            "scripts.aggregate",
+            "--runs",
+            str(results / "runs"),
+            "--out",
+            str(results / "tables"),
+        ]
+    )
+    listing = aggregate.stdout + aggregate.stderr
+    good = summary_of(base / "constant-lr=0.05/seed=0").get("status")
+    for lr in bad:
+        run_dir = base / f"constant-lr={float(lr)}/seed=0"
+        summary = summary_of(run_dir)
+        problem = None
+        if summary.get("status") != "diverged":
+            problem = f"status {summary.get('status')!r}"
+        elif "non-finite" not in (summary.get("message") or ""):
+            problem = "no clear message in summary.json"
+        elif not all((run_dir / n).is_file() for n in ("train.log", ".hydra/config.yaml")):
+            problem = "files of the diverged run are missing"
+        elif good != "finished":
+            problem = f"the good job of the sweep did not finish ({good!r})"
+        elif not re.search(rf"constant-lr={re.escape(str(float(lr)))}\S* is diverged", listing):
+            problem = "scripts.aggregate does not list the run as diverged"
+        outcome.record(problem, f"lr={lr}")
+    outcome.notes.append(f"sweep exit {sweep.returncode}")
+    return outcome
+
+
+# ------------------------------------------------------------------------------ 5. wandb
+@contextlib.contextmanager
+def silent_server() -> Iterator[int]:
+    """A local TCP port that accepts connections and never answers."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                held.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        for connection in held:
+            connection.close()
+        server.close()
+
+
+class _Unauthorized(http.server.BaseHTTPRequestHandler):
+    def _refuse(self) -> None:
+        body = b'{"errors": [{"message": "invalid api key"}]}'
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = _refuse
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def unauthorized_server() -> Iterator[int]:
+    """A local HTTP server that answers 401 (an invalid API key) to every request."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unauthorized)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    yield 9
+
+
+WANDB_TROUBLES: dict[str, Callable[[], contextlib.AbstractContextManager[int]]] = {
+    "no route (closed port)": closed_port,
+    "server never answers": silent_server,
+    "invalid API key (401)": unauthorized_server,
+}
+LOG_TIME = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]")
+
+
+def _seconds_between(log: str, start: str, end: str) -> float | None:
+    times = {}
+    for line in log.splitlines():
+        for marker in (start, end):
+            match = LOG_TIME.match(line)
+            if marker in line and match and marker not in times:
+                times[marker] = time.mktime(time.strptime(match[1][:19], "%Y-%m-%d %H:%M:%S"))
+                times[marker] += int(match[1][20:]) / 1000
+    if start in times and end in times:
+        return times[end] - times[start]
+    return None
+
+
+def scenario_wandb(ws: Workspace, trials: int, init_timeout_s: float = 30.0) -> Outcome:
+    """logger=wandb online against a dead, a silent and a refusing local server: the run must
+    finish, fall back to offline within init_timeout_s (+ slack), and say how to sync."""
+    outcome = Outcome("wandb")
+    troubles = list(WANDB_TROUBLES)
+    worst = 0.0
+    for trial in range(trials):
+        trouble = troubles[trial % len(troubles)]
+        results = ws.fresh("wandb")
+        run_dir = results / RUN_SUBDIR
+        with WANDB_TROUBLES[trouble]() as port:
+            env = {
+                "WANDB_MODE": "online",
+                "WANDB_BASE_URL": f"http://127.0.0.1:{port}",
+                "WANDB_API_KEY": "f" * 40,
+            }
+            command = runner_command(
+                results,
+                "logger=wandb",
+                "trainer.epochs=1",
+                f"logger.init_timeout_s={init_timeout_s}",
+            )
+            command = [c for c in command if c != f"trainer.epochs={EPOCHS}"]
+            started = time.monotonic()
+            result = run_cli(command, env=env, timeout=RUN_TIMEOUT_S + 3 * init_timeout_s)
+            wall = time.monotonic() - started
+        log = _log_text(run_dir)
+        fallback = _seconds_between(log, "starting ", "wandb online init failed")
+        problem = None
+        if result.returncode != 0:
+            problem = f"exit {result.returncode}: {result.stdout[-500:]}"
+        elif summary_of(run_dir).get("status") != "finished":
+            problem = "run did not finish"
+        elif fallback is None or "wandb sync" not in log:
+            problem = "no offline fallback with a sync hint in train.log"
+        elif not list((run_dir / "wandb").glob("offline-run-*")):
+            problem = "no offline wandb run was written"
+        elif fallback > init_timeout_s + 15:
+            problem = f"fallback took {fallback:.1f}s"
+        worst = max(worst, fallback or 0.0)
+        outcome.record(problem, f"{trouble} ({wall:.0f}s run)")
+    outcome.notes.append(f"slowest fallback {worst:.1f}s at init_timeout_s={init_timeout_s:g}")
+    return outcome
+
+
+# ------------------------------------------------------------------------ 6. config fuzz
+# Keys the fuzz perturbs: (scheduler it belongs to or None, key, valid values, invalid values).
+FUZZ_SPEC: list[tuple[str | None, str, list[Any], list[Any]]] = [
+    (None, "trainer.epochs", [2, 3], [0, -3]),
+    (None, "trainer.batch_size", [1, 64, 5000], [0, -64]),
+    (None, "trainer.eval_batch_size", [1, 360], [0]),
+    (None, "trainer.nan_check_every", [0, 3], [-1]),
+    (None, "trainer.devices", [1], [0, -2]),
+    (None, "trainer.precision", ["auto", "fp32"], ["fp8", "half"]),
+    (None, "trainer.progress", ["plain", "auto"], ["fancy"]),
+    (None, "trainer.accelerator", ["cpu"], ["tpu"]),
+    (None, "trainer.loader", ["device", "classic"], ["fast"]),
+    (None, "optimizer.lr", [1e-4, 0.05, 1.0], [0.0, -0.1]),
+    (None, "optimizer.momentum", [0.0, 0.5, 0.99], [1.0, -0.1, 1.5]),
+    (None, "optimizer.weight_decay", [0.0, 1e-3], [-1e-4]),
+    ("step", "scheduler.gamma", [0.1, 1.0], [0.0, 1.5, -0.2]),
+    ("step", "scheduler.milestones", [[1], None], [[0], [5, 9], [1, 1]]),
+    ("cosine", "scheduler.eta_min", [0.0, 1e-5], [-0.01, 5.0]),
+    ("cosine", "scheduler.warmup_epochs", [0.0, 0.5], [-1.0, 50.0]),
+    ("onecycle", "scheduler.pct_start", [0.3, 1.0], [0.0, 1.2]),
+    ("onecycle", "scheduler.anneal_strategy", ["cos", "linear"], ["cubic"]),
+    ("onecycle", "scheduler.div_factor", [25.0], [0.0, -1.0]),
+    ("exp", "scheduler.gamma", [0.5, 1.0], [0.0, 2.0]),
+    ("plateau", "scheduler.mode", ["min", "max"], ["avg"]),
+    ("plateau", "scheduler.factor", [0.1, 0.5], [0.0, 1.0, 2.0]),
+    ("plateau", "scheduler.patience", [0, 3], [-1]),
+    ("autodrop", "scheduler.window", [1, 4], [0, -4]),
+    ("autodrop", "scheduler.rho", [0.5, 0.95], [0.0, 1.0, 1.5]),
+    ("autodrop", "scheduler.buffer_size", [1, 10], [0]),
+    ("autodrop", "scheduler.threshold", [0.0, 0.1], [-0.1]),
+    ("autodrop_v1", "scheduler.drop_factor", [0.2, 0.5], [0.0, 1.0]),
+    ("autodrop_v1", "scheduler.extra_epochs", [1, 2], [0]),
+    ("autodrop_v1", "scheduler.theta", [0.0, 0.01], [-0.01]),
+    ("adam", "optimizer.betas", [[0.9, 0.999], [0.0, 0.5]], [[1.0, 0.999], [0.9, -0.1]]),
+    ("adam", "optimizer.eps", [0.0, 1e-8], [-1e-8]),
+]
+# The quick preset's sizes spelt out (the preset itself pins optimizer=sgd, so adam could not
+# be fuzzed on top of it).
+FUZZ_BASE = (
+    "data=digits",
+    "model=resnet8",
+    "data.image_size=8",
+    "trainer.epochs=2",
+    "trainer.batch_size=64",
+    "trainer.eval_batch_size=360",
+    "trainer.accelerator=cpu",
+    "trainer.cpu_threads=1",
+    "trainer.num_workers=0",
+    "trainer.progress=plain",
+    "optimizer.lr=0.05",
+    "logger=none",
+)
+
+
+def _override(key: str, value: Any) -> str:
+    if value is None:
+        return f"{key}=null"
+    if isinstance(value, list):
+        return f"{key}=[{','.join(repr(v) for v in value)}]"
+    return f"{key}={value!r}" if not isinstance(value, str) else f"{key}={value}"
+
+
+def _mentions(message: str, key: str, value: Any) -> bool:
+    """``message`` names the key (or an element of it) and the value."""
+    shown = {repr(value), str(value)}
+    if isinstance(value, float) and value.is_integer():
+        shown.add(repr(int(value)))
+    if isinstance(value, list):
+        shown |= {repr(v) for v in value}
+    return key in message and any(s in message for s in shown)
+
+
+def one_training_step(cfg: Any, run_root: Path) -> float:
+    """Build the run of ``cfg`` as the runner does and take one optimizer step; its loss."""
+    from experiments.console import EpochProgress
+    from experiments.distributed import DistContext
+    from experiments.job import TrainingJob
+    from experiments.loop import train_epoch
+    from experiments.rundir import RunDir
+    from experiments.runtime import select_device
+
+    device = select_device(cfg.trainer.accelerator, 0)
+    job = TrainingJob(cfg, RunDir(run_root), DistContext(), device)
+    job.data.train.set_epoch(0)
+    result = train_epoch(
+        job.model,
+        itertools.islice(iter(job.data.train), 1),
+        job.optimizer,
+        job.schedule,
+        autocast=job.autocast,
+        device=job.device,
+        ctx=job.ctx,
+        progress=EpochProgress(False, 1, 1, 1),
+    )
+    return result.totals.mean_loss
+
+
+def fuzz_example(choice: list[tuple[int, bool, int]], root: Path) -> str | None:
+    """Check one combination: a list of (spec index, valid?, value index). None when the
+    runner did the right thing (refused an invalid one clearly, trained a valid one)."""
+    from experiments.config import ConfigError, compose_config, validate_config
+    from experiments.train import run_job
+
+    picked: dict[str, tuple[Any, bool]] = {}
+    scheduler = optimizer = None
+    for index, valid, value_index in choice:
+        owner, key, good, bad = FUZZ_SPEC[index]
+        if owner in ("adam",):
+            optimizer = optimizer or owner
+            if optimizer != owner:
+                continue
+        elif owner is not None:
+            scheduler = scheduler or owner
+            if scheduler != owner:
+                continue
+        values = good if valid else bad
+        picked.setdefault(key, (values[value_index % len(values)], valid))
+    if optimizer == "adam":
+        picked.pop("optimizer.momentum", None)  # adam has no momentum (composition refuses it)
+    overrides = [*FUZZ_BASE, f"scheduler={scheduler or 'constant'}"]
+    if optimizer:
+        overrides.append(f"optimizer={optimizer}")
+    overrides += [_override(key, value) for key, (value, _) in picked.items()]
+    invalid = {key: value for key, (value, valid) in picked.items() if not valid}
+    cfg = compose_config([*overrides, f"paths.results_dir={root}"])
+    try:
+        validate_config(cfg)
+    except ConfigError as error:
+        message = str(error)
+        if not invalid:
+            return f"{overrides[len(FUZZ_BASE) :]}: a valid config was refused: {message}"
+        if not any(_mentions(message, k, v) for k, v in invalid.items()):
+            return (
+                f"{overrides[len(FUZZ_BASE) :]}: the message does not name key and value: {message}"
+            )
+        if "must" not in message and "allowed" not in message and "expected" not in message:
+            return f"{overrides[len(FUZZ_BASE) :]}: the message does not say what is allowed"
+        run_dir = root / "refused"
+        try:
+            run_job(cfg, run_dir)
+        except ConfigError:
+            pass
+        if run_dir.exists():
+            return f"{overrides[len(FUZZ_BASE) :]}: run_job wrote files before refusing"
+        return None
+    if invalid:
+        return f"{overrides[len(FUZZ_BASE) :]}: invalid values {invalid} were accepted"
+    try:
+        one_training_step(cfg, root / "step")
+    except Exception as error:  # noqa: BLE001 - any crash of a valid config is a finding
+        return f"{overrides[len(FUZZ_BASE) :]}: a valid config failed to train: {error!r}"
+    return None
+
+
+def scenario_config_fuzz(ws: Workspace, trials: int) -> Outcome:
+    """Hypothesis draws combinations of valid and invalid schedule, optimizer and trainer
+    values; every invalid one must be refused before training, every valid one must train."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    outcome = Outcome("config_fuzz")
+    root = ws.fresh("fuzz")
+    entry = st.tuples(st.integers(0, len(FUZZ_SPEC) - 1), st.booleans(), st.integers(0, 3))
+
+    @settings(
+        max_examples=trials,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(st.lists(entry, min_size=1, max_size=3))
+    def check(choice: list[tuple[int, bool, int]]) -> None:
+        example_root = Path(tempfile.mkdtemp(dir=root))
+        outcome.record(fuzz_example(choice, example_root), "example")
+        shutil.rmtree(example_root, ignore_errors=True)
+
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        check()
+    finally:
+        torch.set_num_threads(threads)
+    return outcome
+
+
+# ------------------------------------------------------------------- 7. two launches at once
+def scenario_lock(ws: Workspace, trials: int) -> Outcome:
+    """Launch the same run twice at once: the second exits at once with a clear message and the
+    first finishes untouched; a SIGKILLed holder never blocks the next launch."""
+    outcome = Outcome("concurrent_launch")
+    for trial in range(trials):
+        results = ws.fresh("lock")
+        run_dir = results / RUN_SUBDIR
+        # fsyncs slowed so the first launch is still training when the second one starts
+        slow = {SLOW_FSYNC_ENV: "0.4"}
+        first = start_cli(runner_command(results, wrapped=True), results / "first.out", slow)
+        wait_for(partial(_is_file, run_dir / "summary.json"), first)
+        started = time.monotonic()
+        second = run_cli(runner_command(results))
+        second_s = time.monotonic() - started
+        first.wait(timeout=RUN_TIMEOUT_S)
+        output = second.stdout + second.stderr
+        problem = None
+        if second.returncode == 0 or "being trained by another process" not in output:
+            problem = f"second launch exit {second.returncode} without the lock message"
+        elif first.returncode != 0:
+            problem = f"the first launch failed ({first.returncode})"
+        elif _log_text(run_dir).count("starting ") != 1:
+            problem = "train.log shows more than one start"
+        else:
+            problem = difference_from(run_dir, ws.reference)
+        outcome.record(problem, f"pair {trial} (second exited after {second_s:.1f}s)")
+
+        stale = start_cli(runner_command(results, "seed=1"), results / "stale.out")
+        stale_dir = results / str(RUN_SUBDIR).replace("seed=0", "seed=1")
+        wait_for(partial(_is_file, stale_dir / "summary.json"), stale)
+        kill(stale)
+        relaunch = run_cli(runner_command(results, "seed=1"))
+        problem = None if relaunch.returncode == 0 else "a killed holder's lock blocked a relaunch"
+        outcome.record(problem, f"stale lock {trial}")
+    return outcome
+
+
+# --------------------------------------------------------------------------- 8. security
+class CodeOnLoad:
+    """Pickles to a call of ``open(marker, "w")``: loading it would create the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.marker, "w"))
+
+
+def plant_malicious_checkpoint(path: Path, marker: Path, *, forge_checksum: bool) -> None:
+    """Overwrite ``path`` with a checkpoint carrying a code-running pickle (plain torch.save)."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"format": 1, "epoch": 99, "payload": CodeOnLoad(marker)}, buffer)
+    path.write_bytes(buffer.getvalue())
+    if forge_checksum:
+        digest = hashlib.sha256(buffer.getvalue()).hexdigest()
+        path.with_name(path.name + ".sha256").write_text(digest + "\n")
+
+
+FAKE_SECRETS = {
+    "WANDB_API_KEY": "0" * 24 + "fakewandbkey0000",
+    "FAULTS_SERVICE_TOKEN": "tok-3f9a1c-fault-campaign",
+    "FAULTS_DB_PASSWORD": "pw-7d2e-never-logged",
+    "FAULTS_CLIENT_SECRET": "sec-a41b-do-not-save",
+}
+
+
+def leaked_secrets(run_dir: Path) -> list[str]:
+    """``name in file`` for every fake secret value found in any file under ``run_dir``."""
+    found = []
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            found += [
+                f"{name} in {path.relative_to(run_dir)}"
+                for name, value in FAKE_SECRETS.items()
+                if value.encode() in data
+            ]
+    return found
+
+
+def scenario_security(ws: Workspace, trials: int) -> Outcome:
+    """Malicious checkpoints are refused without running their code (with and without a forged
+    checksum), and no secret from the environment lands in any file of a wandb-logged run."""
+    outcome = Outcome("security")
+    for trial in range(trials):
+        forge = trial % 2 == 0
+        results = ws.fresh("pickle")
+        run_dir = ws.partial_run(results)
+        marker = results / "code-ran"
+        plant_malicious_checkpoint(run_dir / "checkpoints/last.pt", marker, forge_checksum=forge)
+        relaunch = run_cli(runner_command(results))
+        expected = "was refused" if forge else "corrupt or truncated"
+        problem = None
+        if marker.exists():
+            problem = "the pickle's code ran"
+        elif relaunch.returncode != 0:
+            problem = f"relaunch exit {relaunch.returncode}"
+        elif expected not in _log_text(run_dir):
+            problem = f"train.log does not say {expected!r}"
+        else:
+            problem = difference_from(run_dir, ws.reference)
+        label = "pickle, forged checksum" if forge else "pickle, no checksum"
+        outcome.record(problem, label)
+
+    results = ws.fresh("secrets")
+    env = {**FAKE_SECRETS, "WANDB_MODE": "offline", "WANDB_BASE_URL": "http://127.0.0.1:9"}
+    command = [c for c in runner_command(results, "logger=wandb") if c != "logger=none"]
+    result = run_cli(command, env=env)
+    run_dir = results / RUN_SUBDIR
+    leaks = leaked_secrets(run_dir)
+    has_wandb_files = bool(list((run_dir / "wandb").glob("offline-run-*/*.wandb")))
+    for name in FAKE_SECRETS:
+        problem = None
+        if result.returncode != 0 or not has_wandb_files:
+            problem = f"the offline wandb run did not complete (exit {result.returncode})"
+        elif any(leak.startswith(f"{name} ") for leak in leaks):
+            problem = "; ".join(leak for leak in leaks if leak.startswith(f"{name} "))
+        outcome.record(problem, f"secret {name}")
+    return outcome
+
+
+# --------------------------------------------------------------------------- the campaign
+SCENARIOS: dict[str, tuple[Callable[[Workspace, int], Outcome], int]] = {
+    "sigkill": (scenario_sigkill, 20),
+    "corrupt_checkpoint": (scenario_corrupt_checkpoint, 4),
+    "disk_full": (scenario_disk_full, 4),
+    "divergence": (scenario_divergence, 2),
+    "wandb": (scenario_wandb, 3),
+    "config_fuzz": (scenario_config_fuzz, 60),
+    "concurrent_launch": (scenario_lock, 2),
+    "security": (scenario_security, 2),
+}
+
+
+def format_table(outcomes: Sequence[Outcome]) -> str:
+    rows = [("scenario", "trials", "survived", "lost")]
+    rows += [(o.scenario, str(o.trials), str(o.survived), str(len(o.lost))) for o in outcomes]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def run_campaign(names: Sequence[str], trials: int | None, workdir: Path) -> list[Outcome]:
+    """Run the named scenarios (``trials`` overrides each default count); print as it goes."""
+    unknown = sorted(set(names) - set(SCENARIOS))
+    if unknown:
+        raise ValueError(f"unknown scenario(s) {unknown}: choose from {list(SCENARIOS)}")
+    if trials is not None and trials < 1:
+        raise ValueError(f"--trials={trials} is invalid: must be >= 1")
+    workspace = Workspace(workdir)
+    outcomes = []
+    for name in names:
+        scenario, default_trials = SCENARIOS[name]
+        started = time.monotonic()
+        outcome = scenario(workspace, trials or default_trials)
+        outcome.notes.append(f"{time.monotonic() - started:.0f}s")
+        print(outcome.line(), flush=True)
+        for lost in outcome.lost:
+            print(f"  lost: {lost}", flush=True)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=None, help="trials per scenario")
+    parser.add_argument(
+        "--scenario", action="append", choices=list(SCENARIOS), help="repeatable; default: all"
+    )
+    parser.add_argument("--workdir", type=Path, default=None, help="scratch (default: a temp dir)")
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        outcomes = run_campaign(args.scenario or list(SCENARIOS), args.trials, workdir)
+    print()
+    print(format_table(outcomes))
+    print(f"wall time {time.monotonic() - started:.0f}s")
+    return 1 if any(o.lost for o in outcomes) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
