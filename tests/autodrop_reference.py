@@ -46,7 +46,7 @@ def reference_autodrop(trajectory, lr, window, rho, buffer_size, threshold, min_
                             c = mean
                         else:
                             w = [math.exp(-((omega - b) ** 2) / (2 * sigma**2)) for b in buffer]
-                            c = sum(wi * b for wi, b in zip(w, buffer)) / sum(w)
+                            c = sum(wi * b for wi, b in zip(w, buffer, strict=True)) / sum(w)
                         buffer.pop(0)
             if c is not None and previous_c is not None and c - previous_c < threshold:
                 lr = max(min_lr, rho * lr)

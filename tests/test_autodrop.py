@@ -68,7 +68,7 @@ def test_no_drop_before_the_buffer_has_refilled():
     m = 6
     ours, ref = run_both(from_angles([90.0] * 120), window=1, buffer_size=m)
     assert ours["drops"] == ref["drops"]
-    gaps = [b - a for a, b in zip(ours["drops"], ours["drops"][1:])]
+    gaps = [b - a for a, b in zip(ours["drops"], ours["drops"][1:], strict=False)]
     assert gaps and min(gaps) >= m + 1
     # A constant angle means C never grows: drop exactly when the refilled buffer allows.
     assert set(gaps) == {m + 1}

@@ -65,7 +65,7 @@ def test_drops_are_at_least_extra_epochs_apart_and_theta_grows_to_its_cap():
         scheduler.step()
         thetas.append(scheduler.theta)
     drops = scheduler.drop_steps
-    gaps = [(b - a) // steps_per_epoch for a, b in zip(drops, drops[1:])]
+    gaps = [(b - a) // steps_per_epoch for a, b in zip(drops, drops[1:], strict=False)]
     assert len(drops) >= 4 and min(gaps) >= extra
     assert sorted(set(thetas)) == pytest.approx([0.01, 0.05, 0.25, 1.0])
     assert scheduler.theta == 1.0
