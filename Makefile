@@ -30,7 +30,7 @@ LAUNCH_joblib  := hydra/launcher=joblib
 LAUNCH_slurm   := hydra/launcher=slurm
 TRAIN := $(PY) -m experiments.train
 
-.PHONY: help install test test-fast lint format bench quick quick-runs reproduce ablations tables figures wandb-sync clean
+.PHONY: help install test test-fast lint format bench faults quick reproduce ablations tables figures wandb-sync clean
 
 help: ## Show this help
 	@echo "AutoDrop benchmark suite. Targets:"
@@ -61,6 +61,9 @@ bench: $(STAMP) ## Benchmarks: AutoDrop / HD / TLR / schedule-free overhead, dat
 	$(PY) -m scripts.bench_autodrop
 	$(PY) -m scripts.bench_baselines
 	$(PY) -m scripts.bench_data
+
+faults: $(STAMP) ## Fault-injection campaign on real training runs (~15 min on 2 CPU cores)
+	$(PY) -m scripts.faults
 
 quick: $(STAMP) ## CPU-sized reproduction on the embedded digits data -> results/quick/ (minutes)
 	$(PY) -m scripts.figures.theory --out $(RESULTS)/quick/figures
