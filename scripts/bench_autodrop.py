@@ -24,6 +24,17 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed(step, steps: int, device: torch.device) -> float:
+    """Seconds per call of ``step``, after one warm-up call (allocations, cudnn autotune)."""
+    step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return (time.perf_counter() - start) / steps
+
+
 def time_training_step(model, device, batch, steps) -> float:
     opt = torch.optim.SGD(
         model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4
@@ -37,13 +48,7 @@ def time_training_step(model, device, batch, steps) -> float:
         loss_fn(model(x), y).backward()
         opt.step()
 
-    one_step()  # warm-up: allocations, momentum buffers, cudnn autotune
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        one_step()
-    sync(device)
-    return (time.perf_counter() - start) / steps
+    return timed(one_step, steps, device)
 
 
 def held_tensor_bytes(schedule) -> int:

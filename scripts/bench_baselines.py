@@ -17,8 +17,6 @@ method's time per optimizer step minus that of plain SGD (momentum 0.9, Nesterov
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -27,21 +25,10 @@ import models
 from autodrop.hd import SGDHD
 from autodrop.schedules import build
 from experiments.schedulefree_support import BN_PASS_BATCHES, build_schedulefree_sgd
-from scripts.bench_autodrop import sync, time_schedule, time_training_step
+from scripts.bench_autodrop import time_schedule, time_training_step, timed
 
 STEPS_PER_EPOCH = 391  # CIFAR at batch 128
 SGD_SETTINGS = dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
-
-
-def timed(step: Callable[[], None], steps: int, device: torch.device) -> float:
-    """Seconds per call of ``step`` (after one warm-up call that allocates buffers)."""
-    step()
-    sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync(device)
-    return (time.perf_counter() - start) / steps
 
 
 def with_random_gradients(model: nn.Module) -> list[nn.Parameter]:
