@@ -37,6 +37,34 @@ def _no_figure_outlives_its_test() -> Iterator[None]:
 
 
 @pytest.fixture
+def killed_at_checkpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Callable[[int, Callable[[], object]], None]:
+    """``killed_at_checkpoint(n, launch)`` runs ``launch()`` and interrupts it where its n-th
+    checkpoint would be written (after that epoch's records), as a kill would."""
+    from experiments import job as job_module
+
+    def run_killed(n: int, launch: Callable[[], object]) -> None:
+        original = job_module.TrainingJob.save_checkpoint
+        calls: list[int] = []
+
+        def save_or_die(self: job_module.TrainingJob) -> None:
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt("simulated kill")
+            original(self)
+
+        monkeypatch.setattr(job_module.TrainingJob, "save_checkpoint", save_or_die)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                launch()
+        finally:
+            monkeypatch.setattr(job_module.TrainingJob, "save_checkpoint", original)
+
+    return run_killed
+
+
+@pytest.fixture
 def results_dir(tmp_path: Path) -> Path:
     return tmp_path / "results"
 

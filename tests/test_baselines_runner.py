@@ -13,7 +13,6 @@ from schedulefree import SGDScheduleFree
 
 from autodrop.hd import SGDHD, FollowOptimizerLR
 from autodrop.tlr import TrainableLR
-from experiments import job as job_module
 from experiments.checkpoint import load_checkpoint
 from experiments.components import (
     build_optimizer,
@@ -279,7 +278,7 @@ def _check_records(method: str, run_dir, metrics: list[dict]) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["hd", "tlr", "schedulefree"])
 def test_method_trains_records_and_resumes_bit_identically(
-    train_in_process, monkeypatch, method: str
+    train_in_process, killed_at_checkpoint, method: str
 ) -> None:
     run = [*RESUME_RUN, f"scheduler={method}"]
     reference = train_in_process([*run, "experiment_name=whole"])
@@ -288,19 +287,7 @@ def test_method_trains_records_and_resumes_bit_identically(
     _check_records(method, reference, metrics)
 
     # Killed after epoch 2's records, before its checkpoint: the relaunch redoes epoch 2.
-    original = job_module.TrainingJob.save_checkpoint
-    calls = []
-
-    def save_or_die(self) -> None:
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("simulated kill")
-        original(self)
-
-    monkeypatch.setattr(job_module.TrainingJob, "save_checkpoint", save_or_die)
-    with pytest.raises(KeyboardInterrupt):
-        train_in_process([*run, "experiment_name=split"])
-    monkeypatch.setattr(job_module.TrainingJob, "save_checkpoint", original)
+    killed_at_checkpoint(2, lambda: train_in_process([*run, "experiment_name=split"]))
     resumed = train_in_process([*run, "experiment_name=split"])
 
     assert _without_times(read_records(resumed / "metrics.jsonl")) == _without_times(metrics)

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from experiments import job as job_module
 from experiments.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from experiments.rundir import read_records
 from tests.conftest import REPO_ROOT, TINY_RUN
@@ -52,24 +51,14 @@ def test_rng_states_round_trip_through_plain_data() -> None:
     assert random.random() == expected[2]
 
 
-def test_interrupted_run_resumes_bit_identically(train_in_process, monkeypatch) -> None:
+def test_interrupted_run_resumes_bit_identically(train_in_process, killed_at_checkpoint) -> None:
     reference = train_in_process([*RESUME_RUN, "trainer.epochs=4", "experiment_name=whole"])
 
     # Interrupt the second run after epoch 3's records are written but before its checkpoint:
     # the relaunch must drop the orphan lines and redo epoch 3 from the epoch-2 checkpoint.
-    original = job_module.TrainingJob.save_checkpoint
-    calls = []
-
-    def save_or_die(self) -> None:
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("simulated kill")
-        original(self)
-
-    monkeypatch.setattr(job_module.TrainingJob, "save_checkpoint", save_or_die)
-    with pytest.raises(KeyboardInterrupt):
-        train_in_process([*RESUME_RUN, "trainer.epochs=4", "experiment_name=split"])
-    monkeypatch.setattr(job_module.TrainingJob, "save_checkpoint", original)
+    killed_at_checkpoint(
+        3, lambda: train_in_process([*RESUME_RUN, "trainer.epochs=4", "experiment_name=split"])
+    )
     run_dir = reference.parents[3] / "split" / reference.relative_to(reference.parents[2])
     assert len(read_records(run_dir / "metrics.jsonl")) == 3
     assert load_checkpoint(run_dir / "checkpoints/last.pt")["epoch"] == 2

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from wandb.proto import wandb_internal_pb2
 
-from experiments import job as job_module
 from experiments import tracking
 from experiments.rundir import read_records
 from tests.conftest import TINY_RUN
@@ -71,7 +70,7 @@ def _wandb_logs(run_dir: Path) -> list[Path]:
 
 
 def test_offline_run_logs_epochs_and_trace_and_no_secret(
-    train_in_process, monkeypatch: pytest.MonkeyPatch
+    train_in_process, killed_at_checkpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_API_KEY", SECRET)
@@ -124,23 +123,11 @@ def test_offline_run_logs_epochs_and_trace_and_no_secret(
 
 @pytest.mark.slow
 def test_a_resumed_run_continues_the_same_wandb_run(
-    train_in_process, monkeypatch: pytest.MonkeyPatch
+    train_in_process, killed_at_checkpoint, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
-    original = job_module.TrainingJob.save_checkpoint
-    calls = []
-
-    def save_or_die(self) -> None:
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("simulated kill")
-        original(self)
-
-    monkeypatch.setattr(job_module.TrainingJob, "save_checkpoint", save_or_die)
     overrides = [*TINY_RUN, "logger=wandb", "scheduler=step"]
-    with pytest.raises(KeyboardInterrupt):
-        train_in_process(overrides)
-    monkeypatch.setattr(job_module.TrainingJob, "save_checkpoint", original)
+    killed_at_checkpoint(2, lambda: train_in_process(overrides))
     run_dir = train_in_process(overrides)
     first, second = _wandb_logs(run_dir)
     run_id = json.loads((run_dir / "summary.json").read_text())["wandb_run_id"]
