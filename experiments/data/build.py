@@ -111,42 +111,25 @@ def build_data(
         crop_size=crop_size,
         resize_size=resize_size,
     )
-    device = torch.device(device)
+    common = dict(
+        batch_size=batch_size,
+        eval_batch_size=eval_batch_size,
+        device=torch.device(device),
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        num_workers=num_workers,
+        augment=augment,
+        drop_last=drop_last,
+        channels_last=channels_last,
+    )
     if name == "imagenet":
-        bundle = build_imagenet(
-            root,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            device=device,
-            seed=seed,
-            rank=rank,
-            world_size=world_size,
-            num_workers=num_workers,
-            augment=augment,
-            drop_last=drop_last,
-            channels_last=channels_last,
-            crop_size=crop_size,
-            resize_size=resize_size,
-        )
+        bundle = build_imagenet(root, crop_size=crop_size, resize_size=resize_size, **common)
     else:
         splits = (
             load_digits_splits(image_size) if name == "digits" else load_cifar(root, name, download)
         )
-        bundle = build_array_bundle(
-            splits,
-            name=name,
-            loader=loader,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            device=device,
-            seed=seed,
-            rank=rank,
-            world_size=world_size,
-            num_workers=num_workers,
-            augment=augment,
-            drop_last=drop_last,
-            channels_last=channels_last,
-        )
+        bundle = build_array_bundle(splits, name=name, loader=loader, **common)
     steps = train_steps_per_epoch(bundle.num_train, batch_size, world_size, drop_last)
     _require(
         steps >= 1,
