@@ -37,6 +37,20 @@ def angle_from_dots(ab: float, aa: float, bb: float) -> float | None:
     return math.degrees(math.acos(cosine))
 
 
+# The 2021 code's arithmetic (its tools.calculate_angle): the denominator's epsilon pulls the
+# cosine of tiny displacements towards 0, which decides when AutoDropV1 arms late in training.
+AUTHORS_NORM_EPSILON = 1e-8
+AUTHORS_COSINE_CLAMP = 1.0 - 1e-16
+
+
+def authors_angle_from_dots(ab: float, aa: float, bb: float) -> float:
+    """Angle in degrees as the authors' code computes it: acos(clamp(ab / (|a| |b| + 1e-8))),
+    the cosine clamped to [-1 + 1e-16, 1 - 1e-16]. A zero vector gives 90 degrees."""
+    cosine = ab / (math.sqrt(aa) * math.sqrt(bb) + AUTHORS_NORM_EPSILON)
+    cosine = max(-AUTHORS_COSINE_CLAMP, min(AUTHORS_COSINE_CLAMP, cosine))
+    return math.degrees(math.acos(cosine))
+
+
 def angle_degrees(a: list[Tensor], b: list[Tensor]) -> float | None:
     """Angle in degrees between two tensor lists viewed as flat vectors (None if one is zero)."""
     return angle_from_dots(*dots64(a, b))

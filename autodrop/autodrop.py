@@ -35,7 +35,8 @@ class AutoDrop(DropScheduler):
     these means is the angular velocity omega. Omegas fill a buffer of ``buffer_size``; once it
     is full, a Gaussian-smoothed value C is formed each window and the oldest omega leaves. When
     C grew by less than ``threshold`` since the previous window, every group's lr becomes
-    ``max(min_lr, rho * lr)`` and the buffer starts afresh (the trajectory is kept).
+    ``max(min_lr, rho * lr)`` (never higher than it was: a group at or below ``min_lr``, e.g.
+    frozen at 0, keeps its lr) and the buffer starts afresh (the trajectory is kept).
 
     Memory: three parameter-sized buffers (window sum, previous mean, previous step).
     Under torch.distributed, every rank uses rank 0's omega, so all ranks drop together.

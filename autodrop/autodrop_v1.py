@@ -6,7 +6,7 @@ import torch
 from torch.optim import Optimizer
 
 from autodrop._distributed import broadcast_tensors, broadcast_value
-from autodrop.angles import angle_degrees
+from autodrop.angles import authors_angle_from_dots, dots64
 from autodrop.drop_scheduler import DropScheduler, check_non_negative, check_open_interval
 
 
@@ -19,8 +19,15 @@ class AutoDropV1(DropScheduler):
     never-reset history, and the scheduler arms (sticky) once two consecutive angles differ by
     less than ``theta``. While armed it counts epochs and, with ``average_weights``, adds
     ``counter * parameters`` to a running sum. After ``extra_epochs`` armed epochs every group's
-    lr becomes ``max(min_lr, drop_factor * lr)``, theta grows to ``min(theta / drop_factor,
-    max_theta)`` (``auto_theta``), and the parameters become the linearly weighted average.
+    lr becomes ``max(min_lr, drop_factor * lr)`` unless that would raise it (a group at or below
+    ``min_lr``, e.g. frozen at 0, keeps its lr), theta grows to ``theta / drop_factor``
+    (``auto_theta``), capped at ``max_theta`` when ``max_theta > 0`` (``max_theta <= 0``: no
+    cap, as the authors' ``if upper_theta > 0``), and the parameters become the linearly
+    weighted average.
+
+    The angle is the authors' arithmetic exactly: ``acos(clamp(<p1, p2> / (|p1| |p2| + 1e-8),
+    -1 + 1e-16, 1 - 1e-16))`` in degrees, so a zero displacement gives 90 degrees and enters the
+    history, and tiny late-training displacements read closer to 90 degrees than their raw angle.
 
     Memory: three parameter-sized buffers (last snapshot, last displacement, weighted sum).
     Momentum buffers and BatchNorm statistics are left alone, as in the authors' code; every
@@ -45,7 +52,8 @@ class AutoDropV1(DropScheduler):
             raise ValueError(f"extra_epochs={extra_epochs!r} is invalid: must be an integer >= 1")
         check_open_interval("drop_factor", drop_factor, 0.0, 1.0)
         check_non_negative("theta", theta)
-        check_non_negative("max_theta", max_theta)
+        if isinstance(max_theta, bool) or not isinstance(max_theta, int | float):
+            raise ValueError(f"max_theta={max_theta!r} is invalid: must be a number (<= 0: no cap)")
         check_non_negative("min_lr", min_lr)
         self.steps_per_epoch, self.extra_epochs = steps_per_epoch, extra_epochs
         self.theta, self.drop_factor, self.max_theta = float(theta), float(drop_factor), \
@@ -87,7 +95,8 @@ class AutoDropV1(DropScheduler):
             torch._foreach_sub_(new_displacement, self.params)
             torch._foreach_neg_(new_displacement)
             if self.snapshots_taken >= 2:
-                self.pending_omega = angle_degrees(new_displacement, self.displacement)
+                self.pending_omega = authors_angle_from_dots(
+                    *dots64(new_displacement, self.displacement))
             self.snapshot, self.displacement = self.displacement, new_displacement
         torch._foreach_copy_(self.snapshot, self.params)
         self.snapshots_taken += 1
@@ -114,7 +123,9 @@ class AutoDropV1(DropScheduler):
 
     def _drop(self) -> None:
         if self.auto_theta:
-            self.theta = min(self.theta / self.drop_factor, self.max_theta)
+            self.theta = self.theta / self.drop_factor
+            if self.max_theta > 0:  # the authors' `if upper_theta > 0`: <= 0 means no cap
+                self.theta = min(self.theta, self.max_theta)
         self._scale_lrs(self.drop_factor, self.min_lr)
         if self.average_weights:
             total = self.extra_epochs * (self.extra_epochs + 1) / 2

@@ -45,8 +45,10 @@ class DropScheduler(ScheduleHooks, LRScheduler):
                 for p in self.params]
 
     def _scale_lrs(self, factor: float, floor: float) -> None:
+        """Every group's lr <- max(floor, factor * lr), only where that lowers it: a drop never
+        raises an lr (a group held at 0 stays at 0), as torch's ReduceLROnPlateau."""
         for group in self.optimizer.param_groups:
-            group["lr"] = max(floor, factor * group["lr"])
+            group["lr"] = min(group["lr"], max(floor, factor * group["lr"]))
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
     def _record(self, measurement: dict[str, Any]) -> None:

@@ -20,6 +20,17 @@ def angle(u: torch.Tensor, v: torch.Tensor) -> float | None:
     return math.degrees(math.acos(max(-1.0, min(1.0, c))))
 
 
+def authors_angle(u: torch.Tensor, v: torch.Tensor) -> float:
+    """The 2021 code's angle (PAPER.md variant B, step 2): epsilon in the denominator, clamp."""
+    c = float(torch.dot(u, v)) / (float(u.norm()) * float(v.norm()) + 1e-8)
+    return math.degrees(math.acos(max(-1.0 + 1e-16, min(1.0 - 1e-16, c))))
+
+
+def lowered(lr, factor, floor):
+    """A drop: max(floor, factor * lr), but never above the current lr."""
+    return min(lr, max(floor, factor * lr))
+
+
 def reference_autodrop(trajectory, lr, window, rho, buffer_size, threshold, min_lr):
     means, steps, buffer = [], [], []
     previous_c = None
@@ -49,7 +60,7 @@ def reference_autodrop(trajectory, lr, window, rho, buffer_size, threshold, min_
                             c = sum(wi * b for wi, b in zip(w, buffer, strict=True)) / sum(w)
                         buffer.pop(0)
             if c is not None and previous_c is not None and c - previous_c < threshold:
-                lr = max(min_lr, rho * lr)
+                lr = lowered(lr, rho, min_lr)
                 drops.append(t)
                 buffer = []
                 previous_c = None
@@ -71,7 +82,7 @@ def reference_autodrop_v1(trajectory, lr, steps_per_epoch, theta, drop_factor, e
         if batch_index == 2:
             if len(snapshots) >= 3:
                 a, b, c = snapshots[-1], snapshots[-2], snapshots[-3]
-                omega = angle(a - b, b - c)
+                omega = authors_angle(a - b, b - c)
                 omegas.append(omega)
                 if omega is not None:
                     history.append(omega)
@@ -82,8 +93,10 @@ def reference_autodrop_v1(trajectory, lr, steps_per_epoch, theta, drop_factor, e
                 armed_params.append(x.clone())
                 if len(armed_params) == extra_epochs:
                     if auto_theta:
-                        theta = min(theta / drop_factor, max_theta)
-                    lr = max(lr * drop_factor, min_lr)
+                        theta = theta / drop_factor
+                        if max_theta > 0:
+                            theta = min(theta, max_theta)
+                    lr = lowered(lr, drop_factor, min_lr)
                     if average_weights:
                         total = extra_epochs * (extra_epochs + 1) / 2
                         averages[t] = sum(k * p for k, p in enumerate(armed_params, 1)) / total

@@ -150,3 +150,15 @@ def test_works_in_a_real_training_loop():
         scheduler.step()
     assert scheduler.drop_steps and scheduler.lr < 0.2
     assert scheduler.lr == pytest.approx(0.2 * 0.95 ** len(scheduler.drop_steps))
+
+
+def test_a_drop_never_raises_a_group_held_at_zero():
+    rising = [5.0 * i for i in range(1, 21)]
+    params, opt = make_params(0.1, groups=2)
+    opt.param_groups[0]["lr"] = 0.0  # frozen group
+    scheduler = AutoDrop(opt, window=1, buffer_size=5, rho=0.5, min_lr=1e-3)
+    drive(scheduler, params, from_angles(rising + [100.0] * 30))
+    assert scheduler.drop_steps
+    assert opt.param_groups[0]["lr"] == 0.0
+    expected = max(1e-3, 1.0 * 0.5 ** len(scheduler.drop_steps))
+    assert opt.param_groups[1]["lr"] == pytest.approx(expected)

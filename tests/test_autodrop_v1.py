@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from autodrop import AutoDropV1
+from autodrop.angles import angle_from_dots, dots64
 from tests.autodrop_reference import reference_autodrop_v1
-from tests.trajectories import drive, from_angles, make_params, noisy_quadratic, write
+from tests.trajectories import DIM, drive, from_angles, make_params, noisy_quadratic, write
 
 DEFAULTS = dict(theta=0.01, drop_factor=0.2, extra_epochs=20, auto_theta=True, max_theta=1.0,
                 min_lr=1e-4, average_weights=True)
@@ -132,3 +133,59 @@ def test_state_dict_round_trip_mid_run_is_bit_identical():
     assert uninterrupted["drops"] == rest["drops"]
     for step, after in rest["params_after"].items():
         assert torch.equal(after, uninterrupted["params_after"][step + cut])
+
+
+def test_the_authors_epsilon_arms_on_tiny_displacements_where_raw_angles_never_would():
+    # Per-epoch displacements of length 3e-6 turning by 30 and 150 degrees in turn: raw angles
+    # differ by 120 degrees (never within theta), but |p1| |p2| = 9e-12 is tiny against the
+    # 1e-8 in the denominator, so every cosine reads ~0 and every angle ~90 degrees.
+    steps_per_epoch, theta, length = 2, 0.5, 3e-6
+    points = from_angles([30.0 if i % 2 else 150.0 for i in range(30)], step_length=length)
+    trajectory = [points[min(t // steps_per_epoch, len(points) - 1)]
+                  for t in range(len(points) * steps_per_epoch)]
+    ours, ref = run_both(trajectory, steps_per_epoch, extra_epochs=3, theta=theta,
+                         auto_theta=False, average_weights=False)
+    assert ours["drops"] == ref["drops"] and ours["lrs"] == pytest.approx(ref["lrs"])
+    assert ref["drops"], "with the authors' epsilon the flat ~90 degree angles must arm"
+    raw = [angle_from_dots(*dots64([a - b], [b - c]))
+           for a, b, c in zip(points[2:], points[1:], points, strict=False)]
+    assert all(abs(x - y) >= theta for x, y in zip(raw[1:], raw, strict=False)), \
+        "without the epsilon the same path never arms"
+
+
+def test_a_zero_displacement_is_90_degrees_and_enters_the_history():
+    steps_per_epoch = 2
+    still = [torch.zeros(DIM, dtype=torch.float64)] * (4 * steps_per_epoch)
+    params, opt = make_params(0.1)
+    scheduler = AutoDropV1(opt, steps_per_epoch, theta=0.01)
+    drive(scheduler, params, still)
+    assert scheduler.history == [90.0, 90.0]  # epochs 3 and 4: zero displacements
+    assert scheduler.armed  # two equal angles: diff 0 < theta
+
+
+def test_max_theta_zero_means_no_cap():
+    steps_per_epoch, extra = 2, 2
+    params, opt = make_params(0.1)
+    scheduler = AutoDropV1(opt, steps_per_epoch, theta=0.01, drop_factor=0.2,
+                           extra_epochs=extra, auto_theta=True, max_theta=0.0, min_lr=0.0)
+    ours = drive(scheduler, params, per_epoch([90.0] * 40, steps_per_epoch))
+    ref = reference_autodrop_v1(per_epoch([90.0] * 40, steps_per_epoch), 0.1, steps_per_epoch,
+                                theta=0.01, drop_factor=0.2, extra_epochs=extra,
+                                auto_theta=True, max_theta=0.0, min_lr=0.0,
+                                average_weights=True)
+    assert len(ours["drops"]) >= 4 and ours["drops"] == ref["drops"]
+    assert scheduler.theta == pytest.approx(0.01 / 0.2 ** len(ours["drops"]))
+    assert scheduler.theta > 1.0 and scheduler.theta == pytest.approx(ref["theta"])
+
+
+def test_a_drop_never_raises_a_group_held_at_zero():
+    steps_per_epoch = 2
+    params, opt = make_params(0.1, groups=2)
+    opt.param_groups[0]["lr"] = 0.0  # frozen group
+    scheduler = AutoDropV1(opt, steps_per_epoch, extra_epochs=2, min_lr=1e-3,
+                           average_weights=False)
+    drive(scheduler, params, per_epoch([90.0] * 30, steps_per_epoch))
+    assert scheduler.drop_steps
+    assert opt.param_groups[0]["lr"] == 0.0
+    expected = max(1e-3, 1.0 * 0.2 ** len(scheduler.drop_steps))
+    assert opt.param_groups[1]["lr"] == pytest.approx(expected)
