@@ -391,9 +391,10 @@ def test_plateau_requires_the_metric():
 
 
 def test_plateau_cut_never_raises_a_group_held_at_zero():
-    optimizer = make_optimizer([0.0, 0.1])
+    optimizer = make_optimizer([0.1, 0.1])
     schedule = build("plateau", optimizer, steps_per_epoch=SPE, epochs=EPOCHS, patience=0,
                      min_lr=1e-3)
+    optimizer.param_groups[0]["lr"] = 0.0  # frozen after construction (its floor is 1e-3)
     for _ in range(6):
         schedule.epoch_end(1.0)  # no improvement after the first epoch: a cut every epoch
     assert [g["lr"] for g in optimizer.param_groups] == [0.0, pytest.approx(1e-3)]
