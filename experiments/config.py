@@ -14,6 +14,7 @@ from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -246,6 +247,7 @@ class TrainerConfig:
     progress: str = "auto"
     sync_bn: bool = False
     nan_check_every: int = 0  # optimizer steps between loss checks; 0 = at epoch end only
+    allow_code_change: bool = False  # resume a run that other code started (recorded)
 
 
 @dataclass
@@ -302,6 +304,7 @@ def register_configs() -> None:
     (idempotent)."""
     OmegaConf.register_new_resolver("public_config_groups", public_config_groups, replace=True)
     OmegaConf.register_new_resolver("compact", compact_number, replace=True)
+    OmegaConf.register_new_resolver("checked_path", checked_relative_path, replace=True)
     store = ConfigStore.instance()
     store.store(name="config_schema", node=Config)
     store.store(group="schema/optimizer", name="sgd", node=SGDConfig)
@@ -317,6 +320,8 @@ def register_configs() -> None:
 def compose_config(overrides: Sequence[str] = (), *, with_hydra: bool = False) -> DictConfig:
     """The config ``python -m experiments.train <overrides>`` would run (no run is started)."""
     register_configs()
+    if GlobalHydra.instance().is_initialized():  # inside a running Hydra app (this tree's)
+        return compose("config", overrides=list(overrides), return_hydra_config=with_hydra)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=list(overrides), return_hydra_config=with_hydra)
 
@@ -339,6 +344,12 @@ def _check_at_least(key: str, value: float, low: float) -> None:
 def _check_positive(key: str, value: float) -> None:
     if not value > 0:
         _fail(key, value, "must be > 0")
+
+
+def checked_relative_path(value: str) -> str:
+    """``value`` if it is a safe relative path (Hydra's sweep directory is built from it)."""
+    _check_relative_path("experiment_name", str(value))
+    return str(value)
 
 
 def _check_relative_path(key: str, value: str) -> None:

@@ -4,6 +4,7 @@ train.log (written by rank 0 through ``logging``)."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -11,7 +12,17 @@ from typing import Any
 
 from tqdm import tqdm
 
+from experiments.rundir import open_no_follow
+
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
+
+
+class _NoFollowFileHandler(logging.FileHandler):
+    """A log file handler that never appends through a link planted at the log's path."""
+
+    def _open(self):  # type: ignore[override]
+        fd = open_no_follow(Path(self.baseFilename), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
 def configure_logging(log_file: Path | None, rank: int) -> None:
@@ -31,7 +42,7 @@ def configure_logging(log_file: Path | None, rank: int) -> None:
     if any(getattr(h, "baseFilename", None) == target for h in root.handlers):
         return
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(target, mode="a")
+    handler = _NoFollowFileHandler(target, mode="a")
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)
 

@@ -40,8 +40,10 @@ from experiments.components import (
 from experiments.config import ConfigError
 from experiments.console import EpochProgress, format_epoch_line, use_progress_bar
 from experiments.distributed import DistContext, broadcast_object, gather_objects
+from experiments.identity import setup_differences
+from experiments.launch import RunIdentity
 from experiments.loop import TrainingDiverged, evaluate, train_epoch
-from experiments.provenance import git_commit, hardware_description, package_versions
+from experiments.provenance import hardware_description, package_versions
 from experiments.runtime import autocast_factory, seed_everything
 from experiments.schedulefree_support import (
     current_lr,
@@ -54,17 +56,6 @@ log = logging.getLogger(__name__)
 
 # What a write to a full disk (or past a file-size or quota limit) fails with.
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-# The config keys that define a run: resuming with other values would mix two experiments.
-SETUP_KEYS = (
-    "seed",
-    "data",
-    "model",
-    "optimizer",
-    "scheduler",
-    "trainer.epochs",
-    "trainer.batch_size",
-)
 
 
 @dataclass
@@ -79,34 +70,6 @@ class RunState:
     autodrop_records: list[dict[str, Any]] = field(default_factory=list)
     wandb_run_id: str | None = None
     elapsed_s: float = 0.0
-
-
-def _flatten(value: Any, prefix: str) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return {
-            k: v for key, sub in value.items() for k, v in _flatten(sub, f"{prefix}.{key}").items()
-        }
-    return {prefix: value}
-
-
-def run_setup(cfg: DictConfig) -> dict[str, Any]:
-    """The run-defining settings (SETUP_KEYS) as flat ``dotted.key: value`` plain data."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    setup: dict[str, Any] = {}
-    for key in SETUP_KEYS:
-        value: Any = resolved
-        for part in key.split("."):
-            value = value[part]
-        setup.update(_flatten(value, key))
-    return setup
-
-
-def _setup_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    return [
-        f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
-        for key in sorted(saved.keys() | current.keys())
-        if saved.get(key) != current.get(key)
-    ]
 
 
 def _last_omega(records: list[dict[str, Any]]) -> float | None:
@@ -158,9 +121,15 @@ class TrainingJob:
     """Everything one rank holds for a run."""
 
     def __init__(
-        self, cfg: DictConfig, run_dir: rd.RunDir, ctx: DistContext, device: torch.device
+        self,
+        cfg: DictConfig,
+        run_dir: rd.RunDir,
+        ctx: DistContext,
+        device: torch.device,
+        identity: RunIdentity,
     ) -> None:
         self.cfg, self.run_dir, self.ctx, self.device = cfg, run_dir, ctx, device
+        self.identity = identity
         trainer = cfg.trainer
         seed_everything(cfg.seed)
         self.data = _build_data(cfg, device, ctx)
@@ -184,7 +153,6 @@ class TrainingJob:
         records_file = measurement_file(cfg.scheduler.name)
         self.measurements_path = run_dir.root / records_file if records_file else None
         self.tracker: Any = NullTracker()
-        self.git_commit: str | None = None
         self.started = time.perf_counter()
 
     # ----------------------------------------------------------------- checkpoint / resume
@@ -201,7 +169,7 @@ class TrainingJob:
         state = found[1] if found else load_checkpoint(Path(chosen), map_location=self.device)
         if Path(chosen) != self.run_dir.checkpoint_path and self.ctx.is_main:
             log.warning("resuming from the fallback checkpoint %s", chosen)
-        differences = _setup_differences(state["setup"], run_setup(self.cfg))
+        differences = setup_differences(state.get("setup") or {}, self.identity.setup)
         if differences:
             raise ConfigError(
                 f"{self.run_dir.root} holds a run with different settings "
@@ -252,7 +220,8 @@ class TrainingJob:
                 "autodrop_records": p.autodrop_records,
                 "wandb_run_id": p.wandb_run_id,
                 "elapsed_s": self.elapsed_s(),
-                "setup": run_setup(self.cfg),
+                "setup": self.identity.setup,
+                "code_version": self.identity.code_version,
             },
         )
 
@@ -268,7 +237,8 @@ class TrainingJob:
             "experiment": cfg.experiment_name,
             "dataset": cfg.data.name,
             "model": cfg.model.name,
-            "scheduler": cfg.scheduler.label,
+            "scheduler": self.identity.label,
+            "scheduler_label": cfg.scheduler.label,
             "scheduler_name": cfg.scheduler.name,
             "scheduler_options": method_options(cfg),
             "seed": cfg.seed,
@@ -284,7 +254,11 @@ class TrainingJob:
             "hardware": hardware_description(self.device, self.ctx.world_size),
             "world_size": self.ctx.world_size,
             "versions": package_versions(),
-            "git_commit": self.git_commit,
+            "git_commit": self.identity.code_version.get("commit"),
+            "code_version": self.identity.code_version,
+            "code_change_allowed_from": self.identity.code_change_from,
+            "changes": self.identity.changes,
+            "setup": self.identity.setup,
             "wandb_run_id": self.state.wandb_run_id,
             "message": message,
         }
@@ -292,12 +266,19 @@ class TrainingJob:
     def open_run_directory(self, resumed: bool) -> None:
         """Rank 0: make the record files match the checkpoint, start wandb, mark running."""
         run_dir, p = self.run_dir, self.state
-        self.git_commit = git_commit()
         if resumed:
             run_dir.rewrite_records(run_dir.metrics_path, p.metrics)
             if self.measurements_path is not None:
                 run_dir.rewrite_records(self.measurements_path, p.autodrop_records)
-            log.info("resuming %s after epoch %d", run_dir.root, p.epoch)
+            if self.identity.repair:
+                log.warning(
+                    "repaired %s from its checkpoint (%s): records of %d epochs rewritten",
+                    run_dir.root,
+                    self.identity.repair,
+                    p.epoch,
+                )
+            else:
+                log.info("resuming %s after epoch %d", run_dir.root, p.epoch)
         else:
             run_dir.remove_stale_outputs()
             log.info("starting %s", run_dir.root)
@@ -307,7 +288,7 @@ class TrainingJob:
                 OmegaConf.to_container(cfg.logger, resolve=True),
                 run_dir=run_dir.root,
                 group=f"{cfg.experiment_name}/{cfg.data.name}-{cfg.model.name}",
-                name=f"{cfg.scheduler.label}-s{cfg.seed}",
+                name=f"{self.identity.label}-s{cfg.seed}",
                 config=OmegaConf.to_container(cfg, resolve=True),
                 run_id=p.wandb_run_id,
             )
@@ -409,6 +390,11 @@ class TrainingJob:
         self.tracker.log_measurements(measurements)
         log.info(format_epoch_line(record, self.cfg.trainer.epochs))
 
+    def write_running_summary(self) -> None:
+        """After each epoch's checkpoint: the summary follows the records (atomically)."""
+        if self.ctx.is_main:
+            self.run_dir.write_summary(self.summary(rd.RUNNING))
+
     def train(self) -> None:
         trainer = self.cfg.trainer
         train_model = wrap_for_training(self.model, trainer, self.device, self.ctx)
@@ -417,17 +403,22 @@ class TrainingJob:
             record, measurements = self.run_epoch(epoch, train_model, eval_model)
             self.write_epoch(record, measurements)
             self.save_checkpoint()
+            self.write_running_summary()
 
 
 def run_training(
-    cfg: DictConfig, run_dir: rd.RunDir, ctx: DistContext, device: torch.device
+    cfg: DictConfig,
+    run_dir: rd.RunDir,
+    ctx: DistContext,
+    device: torch.device,
+    identity: RunIdentity,
 ) -> dict[str, Any] | None:
     """Train (or resume) the run of ``cfg`` in ``run_dir``; rank 0 returns the final summary.
 
     Raises TrainingDiverged on a non-finite loss (summary status "diverged"), and re-raises any
     other error after marking the summary "failed".
     """
-    job = TrainingJob(cfg, run_dir, ctx, device)
+    job = TrainingJob(cfg, run_dir, ctx, device, identity)
     resumed = job.resume_if_possible()
     if ctx.is_main:
         job.open_run_directory(resumed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import platform
 import subprocess
@@ -55,3 +56,35 @@ def git_commit(repo: Path | None = None) -> str | None:
         return None
     commit = result.stdout.strip()
     return commit if result.returncode == 0 and commit else None
+
+
+def _git(args: list[str], where: Path) -> str | None:
+    try:
+        result = subprocess.run(["git", *args], cwd=where, capture_output=True, timeout=30,
+                                check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.decode(errors="replace") if result.returncode == 0 else None
+
+
+def code_version(repo: Path | None = None) -> dict[str, object]:
+    """The code a run ran: commit, whether the tree had changes, and a digest of those changes.
+
+    ``changes`` hashes ``git diff HEAD`` and the untracked, not ignored files, so two launches
+    from the same dirty tree agree and any edit in between is seen. Outside git all are None.
+    """
+    where = repo or Path(__file__).resolve().parent
+    commit = git_commit(where)
+    if commit is None:
+        return {"commit": None, "dirty": None, "changes": None}
+    root = Path((_git(["rev-parse", "--show-toplevel"], where) or str(where)).strip())
+    digest = hashlib.sha256((_git(["diff", "HEAD", "--binary"], root) or "").encode())
+    untracked = (_git(["ls-files", "--others", "--exclude-standard", "-z"], root) or "")
+    for name in sorted(n for n in untracked.split("\0") if n):
+        digest.update(name.encode())
+        try:
+            digest.update((root / name).read_bytes())
+        except OSError:
+            pass
+    dirty = digest.hexdigest() != hashlib.sha256(b"").hexdigest()
+    return {"commit": commit, "dirty": dirty, "changes": digest.hexdigest() if dirty else None}

@@ -1,7 +1,11 @@
-"""The run directory contract: file names, summary.json, the per-epoch and per-measurement record
-files, and the decision a launch takes (skip a finished run, resume, or start afresh).
+"""The run records module: the run directory contract shared by the runner and the analysis.
 
-One run = ``<results_dir>/runs/<experiment>/<dataset>-<model>/<scheduler_label>/seed=<n>/``.
+File names, statuses, JSON-lines reading and writing, the summary fields derived from the
+records, the completeness rule (when a run counts as finished), symlink-safe writing, and the
+decision a launch takes (skip a finished run, resume, or start afresh).
+
+One run = ``<results_dir>/runs/<experiment>/<dataset>-<model>/<label><suffix>/seed=<n>/``
+(``experiments.identity`` names it).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import fcntl
 import json
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -25,6 +30,7 @@ CHECKPOINT_FILE = "checkpoints/last.pt"
 PREVIOUS_CHECKPOINT = "prev.pt"  # the fallback kept beside last.pt (experiments.checkpoint)
 LOG_FILE = "train.log"
 LOCK_FILE = ".lock"
+HYDRA_DIR = ".hydra"
 
 RUNNING, FINISHED, FAILED, DIVERGED = "running", "finished", "failed", "diverged"
 STATUSES = (RUNNING, FINISHED, FAILED, DIVERGED)
@@ -34,17 +40,14 @@ class RunLocked(RuntimeError):
     """Another live process is training this run directory."""
 
 
+class UnsafeRunDirectory(RuntimeError):
+    """A run directory holds links (or is one): nothing is written through them."""
+
+
 class LaunchAction(enum.Enum):
     SKIP = "skip"  # summary.json says finished
     RESUME = "resume"  # checkpoints/last.pt (or its fallback prev.pt) exists
     FRESH = "fresh"
-
-
-def run_dir_relative(
-    experiment: str, dataset: str, model: str, scheduler_label: str, seed: int
-) -> Path:
-    """The run's path below ``<results_dir>/runs``."""
-    return Path(experiment) / f"{dataset}-{model}" / scheduler_label / f"seed={seed}"
 
 
 def json_safe(value: Any) -> Any:
@@ -123,11 +126,8 @@ class RunDir:
         return self.root / LOG_FILE
 
     def read_summary(self) -> dict[str, Any] | None:
-        """The summary, or None when there is none (or it is unreadable)."""
-        try:
-            return json.loads(self.summary_path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
+        """The summary, or None when there is none or it is unreadable or malformed."""
+        return read_summary(self.summary_path)
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         text = json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n"
@@ -140,36 +140,54 @@ class RunDir:
         The OS releases the lock when its holder exits or is killed, so no stale lock remains.
         """
         self.root.mkdir(parents=True, exist_ok=True)
+        self.refuse_links()
         path = self.root / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_no_follow(path, os.O_RDWR | os.O_CREAT)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                holder = path.read_text().strip() or "unknown"
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
                 raise RunLocked(
                     f"{self.root} is being trained by another process (pid {holder}): this "
                     "launch exits without touching it; relaunch once that process has ended"
                 ) from None
-            os.ftruncate(fd, 0)
-            os.write(fd, f"{os.getpid()}\n".encode())
+            # Fixed width, written in place: the lock file is never truncated.
+            os.pwrite(fd, f"{os.getpid():>12}\n".encode(), 0)
             yield
         finally:
             os.close(fd)
 
-    def launch_action(self) -> LaunchAction:
-        summary = self.read_summary()
-        if summary is not None and summary.get("status") == FINISHED:
-            return LaunchAction.SKIP
+    def refuse_links(self) -> None:
+        """Raise UnsafeRunDirectory if the run directory is a link or holds any link."""
+        links = [self.root] if self.root.is_symlink() else []
+        for folder, dirs, files in os.walk(self.root):
+            links += [Path(folder) / n for n in (*dirs, *files) if (Path(folder) / n).is_symlink()]
+        if links:
+            names = ", ".join(str(p) for p in sorted(links))
+            raise UnsafeRunDirectory(
+                f"run directory {self.root} holds symbolic links ({names}): the runner never "
+                "writes through links; remove them (or the run directory) and relaunch"
+            )
+
+    def has_checkpoint(self) -> bool:
         checkpoints = (self.checkpoint_path, self.checkpoint_path.with_name(PREVIOUS_CHECKPOINT))
-        if any(path.is_file() for path in checkpoints):
+        return any(path.is_file() for path in checkpoints)
+
+    def launch_action(self) -> LaunchAction:
+        """SKIP a complete finished run; RESUME from a checkpoint (which also repairs a finished
+        run whose records are damaged); else start FRESH."""
+        if self.read_summary() is not None and completeness_problem(self.root) is None:
+            return LaunchAction.SKIP
+        if self.has_checkpoint():
             return LaunchAction.RESUME
         return LaunchAction.FRESH
 
     def append_records(self, path: Path, records: Iterable[Mapping[str, Any]]) -> None:
         text = _jsonl(records)
         if text:
-            with path.open("a") as handle:
+            fd = open_no_follow(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            with os.fdopen(fd, "a") as handle:
                 handle.write(text)
                 handle.flush()
 
@@ -184,11 +202,101 @@ class RunDir:
             path.unlink(missing_ok=True)
 
 
+def open_no_follow(path: Path, flags: int) -> int:
+    """``os.open`` that refuses a symbolic link or a hard-linked file at ``path``."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW, _default_file_mode())
+    except OSError as error:
+        if path.is_symlink():
+            raise UnsafeRunDirectory(
+                f"{path} is a symbolic link: the runner never writes through links"
+            ) from error
+        raise
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise UnsafeRunDirectory(
+            f"{path} is not a plain file of its own (a hard link or special file): the runner "
+            "never writes into it"
+        )
+    return fd
+
+
+class DamagedRecords(ValueError):
+    """A record file holds a line that is not a JSON object."""
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """The JSON records of a .jsonl file (empty when the file does not exist)."""
+    """The JSON records of a .jsonl file (empty when the file does not exist).
+
+    Raises DamagedRecords naming the file and line when a line is not a JSON object.
+    """
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError as error:
+        raise DamagedRecords(f"{path}: not UTF-8 text ({error})") from None
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DamagedRecords(f"{path}:{number}: not a JSON record ({error})") from None
+        if not isinstance(record, dict):
+            raise DamagedRecords(f"{path}:{number}: not a JSON object")
+        records.append(record)
+    return records
+
+
+def read_summary(path: Path) -> dict[str, Any] | None:
+    """summary.json as a dict, or None when it is missing, unreadable or not a JSON object."""
+    try:
+        summary = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return summary if isinstance(summary, dict) else None
+
+
+def completeness_problem(root: Path) -> str | None:
+    """Why the run in ``root`` does not count as finished (None: it does).
+
+    Finished means: summary.json says finished, metrics.jsonl holds exactly one parseable record
+    per planned epoch (1..N in order), and the summary's derived fields agree with them.
+    """
+    summary_path = root / SUMMARY_FILE
+    summary = read_summary(summary_path)
+    if summary is None:
+        return f"{summary_path} is missing, unreadable or not a JSON object"
+    if summary.get("status") != FINISHED:
+        return f"{summary_path}: status is {summary.get('status')!r}, not {FINISHED!r}"
+    try:
+        metrics = read_records(root / METRICS_FILE)
+    except DamagedRecords as error:
+        return str(error)
+    planned = summary.get("epochs_planned")
+    epochs = [record.get("epoch") for record in metrics]
+    if not isinstance(planned, int) or epochs != list(range(1, planned + 1)):
+        return (
+            f"{root / METRICS_FILE} holds epochs {_span(epochs)}, the summary plans "
+            f"{planned!r}: the records are incomplete"
+        )
+    derived = summarize_metrics(metrics)
+    for key, value in derived.items():
+        if key != "time_per_iter_s" and summary.get(key) != value:
+            return (
+                f"{summary_path}: {key}={summary.get(key)!r} disagrees with "
+                f"{METRICS_FILE} ({value!r})"
+            )
+    return None
+
+
+def _span(epochs: list[Any]) -> str:
+    if not epochs:
+        return "none"
+    return f"{epochs[0]}..{epochs[-1]} ({len(epochs)} records)"
 
 
 def summarize_metrics(records: list[Mapping[str, Any]]) -> dict[str, Any]:

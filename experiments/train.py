@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.multiprocessing import ProcessRaisedException
 
 from experiments import rundir as rd
-from experiments.config import ConfigError, register_configs, validate_config
+from experiments.config import ConfigError, compose_config, register_configs, validate_config
 from experiments.console import configure_logging, detach_log_file
 from experiments.distributed import (
     LaunchPlan,
@@ -29,7 +31,10 @@ from experiments.distributed import (
     plan_launch,
     spawn,
 )
+from experiments.identity import identity_suffix, preset_changes, run_directory, run_setup
+from experiments.launch import RunIdentity, decide
 from experiments.loop import TrainingDiverged
+from experiments.provenance import code_version
 from experiments.runtime import configure_cpu_threads, configure_determinism, select_device
 
 log = logging.getLogger("experiments.train")
@@ -42,7 +47,12 @@ class TrainingFailed(RuntimeError):
 
 
 def _worker(
-    plan: LaunchPlan, rank: int, local_rank: int, config: dict[str, Any], run_root: str
+    plan: LaunchPlan,
+    rank: int,
+    local_rank: int,
+    config: dict[str, Any],
+    run_root: str,
+    identity: RunIdentity,
 ) -> None:
     """One rank of the run: device, process group, training."""
     from experiments.job import run_training
@@ -56,7 +66,7 @@ def _worker(
         configure_cpu_threads(cfg.trainer.cpu_threads, plan.world_size)
         ctx = init_process_group(plan, rank, local_rank, backend_for(device.type))
         try:
-            run_training(cfg, run_dir, ctx, device)
+            run_training(cfg, run_dir, ctx, device, identity)
         finally:
             destroy_process_group()
     except TrainingDiverged as error:
@@ -79,8 +89,53 @@ def _raise_from_summary(run_dir: rd.RunDir, error: BaseException) -> None:
     raise TrainingFailed(f"{message} (details in {run_dir.log_path})") from error
 
 
-def run_job(cfg: DictConfig, output_dir: Path) -> str:
-    """Validate, then skip, resume or start the run in ``output_dir``; return what was done."""
+@dataclass(frozen=True)
+class LaunchResult:
+    action: str  # skip | resume | fresh
+    run_dir: Path
+
+
+def identify_run(cfg: DictConfig, choices: Mapping[str, str | None]) -> tuple[Path, RunIdentity]:
+    """The run directory and identity of ``cfg`` (composed from the Hydra ``choices``)."""
+    known = {group: choice for group, choice in choices.items() if choice}
+    groups, values = preset_changes(
+        cfg, known, lambda overrides, with_hydra: compose_config(overrides, with_hydra=with_hydra)
+    )
+    suffix = identity_suffix(groups, values)
+    identity = RunIdentity(
+        label=f"{cfg.scheduler.label}{suffix}",
+        changes={**groups, **values},
+        setup=run_setup(cfg),
+        code_version=code_version(),
+    )
+    return run_directory(cfg.paths.results_dir, cfg, suffix).absolute(), identity
+
+
+def _write_hydra_files(
+    run_dir: rd.RunDir, cfg: DictConfig, overrides: Sequence[str], hydra_cfg: Any
+) -> None:
+    folder = run_dir.root / rd.HYDRA_DIR
+    files = {
+        "config.yaml": OmegaConf.to_yaml(cfg, resolve=True),
+        "overrides.yaml": OmegaConf.to_yaml(OmegaConf.create(list(overrides))),
+    }
+    if hydra_cfg is not None:
+        files["hydra.yaml"] = OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg}))
+    for name, text in files.items():
+        rd.write_atomically(folder / name, lambda handle, text=text: handle.write(text))
+
+
+def run_job(
+    cfg: DictConfig,
+    choices: Mapping[str, str | None],
+    overrides: Sequence[str] = (),
+    hydra_cfg: Any = None,
+) -> LaunchResult:
+    """Validate, name the run, then skip, resume or start it; return what was done and where.
+
+    Nothing is written before the config is valid, the run directory named and locked, and the
+    stored setup (if any) found equal to the requested one.
+    """
     validate_config(cfg)
     plan = plan_launch(cfg.trainer.devices)
     if cfg.trainer.batch_size % plan.world_size:
@@ -94,27 +149,37 @@ def run_job(cfg: DictConfig, output_dir: Path) -> str:
                 f"trainer.devices={plan.world_size} is invalid: only "
                 f"{torch.cuda.device_count()} GPUs are visible here"
             )
-    run_dir = rd.RunDir(output_dir)
+    root, identity = identify_run(cfg, choices)
+    run_dir = rd.RunDir(root)
     # One launch per run directory: rank 0 holds its lock (other ranks of torchrun/SLURM join).
     with run_dir.lock() if plan.rank == 0 else contextlib.nullcontext():
-        action = run_dir.launch_action()
+        action, identity = decide(run_dir, identity, plan.world_size, cfg)
         if action is rd.LaunchAction.SKIP:
             log.info("already finished, nothing to do: results in %s", run_dir.root)
-            return action.value
+            return LaunchResult(action.value, run_dir.root)
+        if plan.rank == 0:
+            _write_hydra_files(run_dir, cfg, overrides, hydra_cfg)
         config = OmegaConf.to_container(cfg, resolve=True)
+        args = (config, str(run_dir.root), identity)
         if plan.kind == "spawn":
             try:
-                spawn(plan, _worker, (config, str(run_dir.root)))
+                spawn(plan, _worker, args)
             except ProcessRaisedException as error:
                 _raise_from_summary(run_dir, error)
         else:
-            _worker(plan, plan.rank, plan.local_rank, config, str(run_dir.root))
-        return action.value
+            _worker(plan, plan.rank, plan.local_rank, *args)
+        return LaunchResult(action.value, run_dir.root)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    run_job(cfg, Path(HydraConfig.get().runtime.output_dir))
+    hydra_cfg = HydraConfig.get()
+    run_job(
+        cfg,
+        OmegaConf.to_container(hydra_cfg.runtime.choices),
+        OmegaConf.to_container(hydra_cfg.overrides.task),
+        hydra_cfg,
+    )
 
 
 if __name__ == "__main__":

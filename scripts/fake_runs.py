@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from experiments import rundir as rd
 from scripts.runs import parse_label
 
 
@@ -63,9 +64,9 @@ def write_fake_run(
         for key, values in (extra_metrics or {}).items():
             record[key] = values[index]
         records.append(record)
-    _write_jsonl(run_dir / "metrics.jsonl", records)
+    _write_jsonl(run_dir / rd.METRICS_FILE, records)
     if trace is not None:
-        _write_jsonl(run_dir / "autodrop.jsonl", trace)
+        _write_jsonl(run_dir / rd.AUTODROP_FILE, trace)
     summary = {
         "status": status,
         "experiment": experiment,
@@ -91,7 +92,7 @@ def write_fake_run(
         "wandb_run_id": wandb_run_id,
         "message": message,
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    (run_dir / rd.SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     return run_dir
 
 

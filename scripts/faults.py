@@ -50,7 +50,10 @@ BASE_RUN = (
     "scheduler=autodrop",
     "logger=none",
 )
-RUN_SUBDIR = Path("runs/quick/digits/digits-resnet8/autodrop/seed=0")
+# The run identity of BASE_RUN: the values it changes from the quick/digits preset.
+RUN_SUBDIR = Path(
+    f"runs/quick/digits/digits-resnet8/autodrop,data.image_size=8,trainer.epochs={EPOCHS}/seed=0"
+)
 RUN_TIMEOUT_S = 180.0
 SECRET_NAME_PATTERN = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
 # The child wrapper's knobs (read only by ``child_main``, never by the runner).

@@ -10,15 +10,18 @@ tables and figures cannot tell the sources apart.
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-FINISHED = "finished"
-STATUSES = ("running", "finished", "failed", "diverged")
+from experiments import rundir as rd
+
+FINISHED = rd.FINISHED
+# A run that says finished but fails the records module's completeness rule, or whose files
+# cannot be read: listed with the reason, never averaged.
+DAMAGED = "damaged"
 HOW_RUNS_ARE_MADE = (
     "runs are produced by the training runner, e.g. "
     "`python -m experiments.train experiment=quick/digits` "
@@ -154,7 +157,7 @@ def load_runs(runs_dir: str | Path, experiment: str | None = None) -> RunSet:
     root = Path(runs_dir)
     if not root.is_dir():
         raise NoRunsError(f"runs directory {root} does not exist; {HOW_RUNS_ARE_MADE}")
-    raw = [_read_run_dir(root, run_dir) for run_dir in _find_run_dirs(root)]
+    raw = [_read_run_dir_or_damaged(root, run_dir) for run_dir in _find_run_dirs(root)]
     if not raw:
         raise NoRunsError(
             f"no run directories (<experiment>/<dataset>-<model>/<scheduler>/seed=<n>/ holding "
@@ -195,59 +198,64 @@ def _find_run_dirs(root: Path) -> list[Path]:
     found = []
     for path in sorted(root.rglob("seed=*")):
         depth = len(path.relative_to(root).parts)
-        has_files = (path / "summary.json").is_file() or (path / "metrics.jsonl").is_file()
+        has_files = (path / rd.SUMMARY_FILE).exists() or (path / rd.METRICS_FILE).exists()
         if path.is_dir() and depth >= 4 and has_files:
             found.append(path)
     return found
 
 
-def _read_run_dir(root: Path, run_dir: Path) -> RawRun:
+def _fields_from_path(root: Path, run_dir: Path) -> dict:
     parts = run_dir.relative_to(root).parts
-    experiment = "/".join(parts[:-3])
     dataset, _, model = parts[-3].partition("-")
     seed_text = parts[-1].removeprefix("seed=")
-    if not seed_text.lstrip("-").isdigit():
-        raise ValueError(f"run directory {run_dir}: seed {seed_text!r} is not an integer")
-    from_path = {
-        "experiment": experiment,
+    return {
+        "experiment": "/".join(parts[:-3]),
         "dataset": dataset,
         "model": model,
         "scheduler": parts[-2],
-        "seed": int(seed_text),
+        "seed": int(seed_text) if seed_text.isdigit() else -1,
     }
-    summary_path = run_dir / "summary.json"
-    if summary_path.is_file():
-        summary = {**from_path, **json.loads(summary_path.read_text())}
+
+
+def _read_run_dir_or_damaged(root: Path, run_dir: Path) -> RawRun:
+    """The run, or a 'damaged' run naming what could not be read: one bad run never stops
+    the analysis of the others."""
+    try:
+        return _read_run_dir(root, run_dir)
+    except Exception as error:  # noqa: BLE001 - any unreadable run is listed, not fatal
+        summary = {**_fields_from_path(root, run_dir), "status": DAMAGED,
+                   "message": f"{run_dir}: {type(error).__name__}: {error}"}
+        return RawRun("/".join(run_dir.relative_to(root).parts), summary, [], [], str(run_dir))
+
+
+def _read_run_dir(root: Path, run_dir: Path) -> RawRun:
+    from_path = _fields_from_path(root, run_dir)
+    summary_path = run_dir / rd.SUMMARY_FILE
+    stored = rd.read_summary(summary_path)
+    problem = None
+    if stored is not None:
+        summary = {**from_path, **stored}
+    elif summary_path.exists():
+        summary, problem = dict(from_path), f"{summary_path} is unreadable or not a JSON object"
     else:  # the runner writes summary.json at start; without one the run has only just begun
-        summary = {**from_path, "status": "running"}
+        summary = {**from_path, "status": rd.RUNNING}
+    metrics, trace = [], []
+    try:
+        metrics = rd.read_records(run_dir / rd.METRICS_FILE)
+        trace = rd.read_records(run_dir / rd.AUTODROP_FILE)
+    except rd.DamagedRecords as error:
+        problem = problem or str(error)
+    if problem is None and summary.get("status") == FINISHED:
+        problem = rd.completeness_problem(run_dir)
+    if problem is not None:
+        summary.update(status=DAMAGED, message=problem)
     return RawRun(
-        run_id="/".join(parts),
+        run_id="/".join(run_dir.relative_to(root).parts),
         summary=summary,
-        metrics=read_jsonl(run_dir / "metrics.jsonl"),
-        trace=read_jsonl(run_dir / "autodrop.jsonl"),
+        metrics=metrics,
+        trace=trace,
         source=str(run_dir),
     )
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Records of a JSON-lines file; [] when it does not exist.
-
-    A last line that does not parse is a record being written right now: it is skipped with a
-    warning. A bad line anywhere else is an error.
-    """
-    if not path.is_file():
-        return []
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    records = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            if number == len(lines):
-                warnings.warn(f"{path}: skipping incomplete last line {number}", stacklevel=2)
-                break
-            raise ValueError(f"{path}:{number}: not a JSON record ({err})") from err
-    return records
 
 
 def _metrics_frame(raw: RawRun) -> pd.DataFrame:
@@ -289,9 +297,7 @@ def _run_row(raw: RawRun, metrics: pd.DataFrame) -> dict:
     summary = raw.summary
     label = str(summary["scheduler"])
     base, key, value = parse_label(label)
-    status = str(summary.get("status") or "running")
-    if status not in STATUSES:
-        raise ValueError(f"run {raw.run_id}: status {status!r} is not one of {STATUSES}")
+    status = str(summary.get("status") or rd.RUNNING)
     row = {
         "run_id": raw.run_id,
         "experiment": str(summary["experiment"]),

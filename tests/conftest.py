@@ -94,8 +94,9 @@ def train_in_process(results_dir: Path) -> Iterator[Callable[[Sequence[str]], Pa
 
     Restores the torch thread count and the root logger afterwards.
     """
+    from omegaconf import OmegaConf, open_dict
+
     from experiments.config import compose_config
-    from experiments.rundir import run_dir_relative
     from experiments.train import run_job
 
     threads = torch.get_num_threads()
@@ -103,16 +104,11 @@ def train_in_process(results_dir: Path) -> Iterator[Callable[[Sequence[str]], Pa
     handlers, level = list(root.handlers), root.level
 
     def run(overrides: Sequence[str]) -> Path:
-        cfg = compose_config([*overrides, f"paths.results_dir={results_dir}"])
-        run_dir = (
-            results_dir
-            / "runs"
-            / run_dir_relative(
-                cfg.experiment_name, cfg.data.name, cfg.model.name, cfg.scheduler.label, cfg.seed
-            )
-        )
-        run_job(cfg, run_dir)
-        return run_dir
+        cfg = compose_config([*overrides, f"paths.results_dir={results_dir}"], with_hydra=True)
+        choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        return run_job(cfg, choices, overrides).run_dir
 
     yield run
     torch.set_num_threads(threads)

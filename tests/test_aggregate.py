@@ -11,7 +11,8 @@ import pytest
 
 from scripts import aggregate, tables
 from scripts.fake_runs import write_fake_run
-from scripts.runs import NoRunsError, load_runs, parse_label, read_jsonl
+from experiments.rundir import DamagedRecords, read_records
+from scripts.runs import NoRunsError, load_runs, parse_label
 from scripts.wandb_runs import load_runs_from_wandb
 
 PAPER_EXP = "paper/resnet18_cifar10"
@@ -307,14 +308,17 @@ def test_missing_or_empty_runs_dir_says_where_and_how_runs_are_made(tmp_path, ca
     assert "python -m experiments.train" in capsys.readouterr().err
 
 
-def test_bad_metrics_line_is_an_error_but_a_partial_last_line_is_skipped(tmp_path):
+def test_a_bad_or_partial_metrics_line_names_the_file_and_line(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"epoch": 1}\n{"epoch": 2')
-    with pytest.warns(UserWarning, match="incomplete last line 2"):
-        assert read_jsonl(path) == [{"epoch": 1}]
+    with pytest.raises(DamagedRecords, match=r"metrics.jsonl:2"):
+        read_records(path)
     path.write_text('{"epoch": 1}\nnot json\n{"epoch": 3}\n')
-    with pytest.raises(ValueError, match=r"metrics.jsonl:2"):
-        read_jsonl(path)
+    with pytest.raises(DamagedRecords, match=r"metrics.jsonl:2"):
+        read_records(path)
+    path.write_text('{"epoch": 1}\n[1, 2]\n')
+    with pytest.raises(DamagedRecords, match=r"metrics.jsonl:2: not a JSON object"):
+        read_records(path)
 
 
 def test_unknown_source_is_rejected(tmp_path, capsys):
@@ -351,11 +355,11 @@ def wandb_run_from_dir(run_dir: Path, runs_dir: Path, full_summary: bool) -> Fak
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     history = []
-    for record in read_jsonl(run_dir / "metrics.jsonl"):
+    for record in read_records(run_dir / "metrics.jsonl"):
         history.append(
             {"_step": len(history), **{k: v for k, v in record.items() if v is not None}}
         )
-    for record in read_jsonl(run_dir / "autodrop.jsonl"):
+    for record in read_records(run_dir / "autodrop.jsonl"):
         values = {f"trace/{k}": float(v) if isinstance(v, bool) else v for k, v in record.items()}
         history.append(
             {"_step": len(history), **{k: v for k, v in values.items() if v is not None}}

@@ -199,5 +199,6 @@ def test_local_launcher_preset_joins_two_tasks_into_one_run(train_cli, results_d
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = _summary(results_dir / "runs/quick/digits/digits-resnet8/constant/seed=0")
+    label = "constant,data.image_size=8,trainer.epochs=1,trainer.sync_bn=true"
+    summary = _summary(results_dir / f"runs/quick/digits/digits-resnet8/{label}/seed=0")
     assert summary["status"] == "finished" and summary["world_size"] == 2

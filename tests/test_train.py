@@ -42,6 +42,7 @@ SUMMARY_KEYS = [
     "dataset",
     "model",
     "scheduler",
+    "scheduler_label",
     "scheduler_name",
     "scheduler_options",
     "seed",
@@ -58,6 +59,10 @@ SUMMARY_KEYS = [
     "world_size",
     "versions",
     "git_commit",
+    "code_version",
+    "code_change_allowed_from",
+    "changes",
+    "setup",
     "wandb_run_id",
     "message",
 ]
@@ -72,7 +77,9 @@ def test_autodrop_run_writes_every_file_of_the_contract(train_in_process, result
     run_dir = train_in_process(
         [*TINY_RUN, "scheduler=autodrop", "trainer.epochs=3", "trainer.track_angle=true", "seed=5"]
     )
-    assert run_dir == results_dir / "runs/quick/digits/digits-resnet8/autodrop/seed=5"
+    # The label carries every run-defining value that differs from the quick/digits preset.
+    suffix = ",data.image_size=8,trainer.epochs=3"
+    assert run_dir == results_dir / f"runs/quick/digits/digits-resnet8/autodrop{suffix}/seed=5"
     metrics = read_records(run_dir / "metrics.jsonl")
     assert [m["epoch"] for m in metrics] == [1, 2, 3]
     assert [m["step"] for m in metrics] == [23, 46, 69]
@@ -101,10 +108,11 @@ def test_autodrop_run_writes_every_file_of_the_contract(train_in_process, result
         "resnet8",
     )
     assert (summary["scheduler"], summary["scheduler_name"], summary["seed"]) == (
-        "autodrop",
+        f"autodrop{suffix}",
         "autodrop",
         5,
     )
+    assert summary["changes"] == {"data.image_size": 8, "trainer.epochs": 3}
     assert summary["scheduler_options"]["window"] == 4
     assert (summary["epochs_planned"], summary["epochs_done"]) == (3, 3)
     assert summary["final_test_err"] == metrics[-1]["test/err"]
@@ -159,7 +167,8 @@ def test_divergence_is_reported_and_files_are_kept(train_in_process, results_dir
     overrides = [*TINY_RUN, "scheduler=constant", "optimizer.lr=1e8", "trainer.nan_check_every=5"]
     with pytest.raises(TrainingDiverged, match="non-finite"):
         train_in_process(overrides)
-    run_dir = results_dir / "runs/quick/digits/digits-resnet8/constant/seed=0"
+    run_dir = results_dir / "runs/quick/digits/digits-resnet8"
+    run_dir = run_dir / "constant,data.image_size=8,optimizer.lr=1e+08,trainer.epochs=2/seed=0"
     summary = _summary(run_dir)
     assert summary["status"] == "diverged"
     assert "non-finite" in summary["message"] and summary["epochs_done"] == 0
@@ -172,24 +181,17 @@ def test_an_invalid_config_fails_before_anything_is_written(train_in_process, re
     assert not results_dir.exists()
 
 
-def test_resuming_with_other_settings_is_refused(train_in_process) -> None:
-    run_dir = train_in_process([*TINY_RUN, "scheduler=constant", "trainer.epochs=1"])
-    summary = _summary(run_dir)
-    summary["status"] = "failed"
-    (run_dir / "summary.json").write_text(json.dumps(summary))
-    with pytest.raises(ConfigError, match=r"optimizer.lr: 0.05 -> 0.07"):
-        train_in_process([*TINY_RUN, "scheduler=constant", "trainer.epochs=1", "optimizer.lr=0.07"])
-
-
 def test_launch_action_follows_summary_then_checkpoint(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
     assert run.launch_action() is LaunchAction.FRESH
     run.checkpoint_path.parent.mkdir(parents=True)
     run.checkpoint_path.write_bytes(b"x")
     assert run.launch_action() is LaunchAction.RESUME
-    for status, action in (("failed", LaunchAction.RESUME), ("finished", LaunchAction.SKIP)):
-        run.write_summary({"status": status})
-        assert run.launch_action() is action
+    run.write_summary({"status": "failed"})
+    assert run.launch_action() is LaunchAction.RESUME
+    # "finished" with no records is not complete: the checkpoint repairs it.
+    run.write_summary({"status": "finished", "epochs_planned": 1})
+    assert run.launch_action() is LaunchAction.RESUME
 
 
 def test_atomic_writes_leave_no_partial_or_temp_files(tmp_path: Path) -> None:
@@ -277,7 +279,8 @@ def test_cli_run_then_relaunch_skips(train_cli, results_dir) -> None:
     args = [*TINY_RUN, "scheduler=autodrop", "seed=1", "trainer.epochs=1"]
     first = train_cli(args)
     assert first.returncode == 0, first.stderr[-3000:]
-    run_dir = results_dir / "runs/quick/digits/digits-resnet8/autodrop/seed=1"
+    run_dir = results_dir / "runs/quick/digits/digits-resnet8"
+    run_dir = run_dir / "autodrop,data.image_size=8,trainer.epochs=1/seed=1"
     for name in (
         "metrics.jsonl",
         "autodrop.jsonl",
@@ -309,8 +312,9 @@ def test_a_diverging_job_does_not_stop_the_sweep_but_fails_it(train_cli, results
     )
     assert result.returncode != 0
     base = results_dir / "runs/quick/digits/digits-resnet8"
-    assert _summary(base / "constant-lr=100000000.0/seed=0")["status"] == "diverged"
-    assert _summary(base / "constant-lr=0.05/seed=0")["status"] == "finished"
+    suffix = ",data.image_size=8,trainer.epochs=1/seed=0"
+    assert _summary(base / f"constant-lr=100000000.0{suffix}")["status"] == "diverged"
+    assert _summary(base / f"constant-lr=0.05{suffix}")["status"] == "finished"
 
 
 @pytest.mark.slow
@@ -322,7 +326,8 @@ def test_cli_multirun_writes_one_directory_per_job(train_cli, results_dir) -> No
     base = results_dir / "runs/quick/digits/digits-resnet8"
     for label in ("autodrop", "step"):
         for seed in (0, 1):
-            assert _summary(base / label / f"seed={seed}")["status"] == "finished"
+            run = base / f"{label},data.image_size=8,trainer.epochs=1/seed={seed}"
+            assert _summary(run)["status"] == "finished"
     assert (results_dir / "runs/quick/digits/multirun.yaml").is_file()
 
 
