@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from experiments.rundir import DamagedRecords, read_records
 from scripts import aggregate, tables
 from scripts.fake_runs import write_fake_run
-from experiments.rundir import DamagedRecords, read_records
 from scripts.runs import NoRunsError, load_runs, parse_label
 from scripts.wandb_runs import load_runs_from_wandb
 

@@ -31,7 +31,9 @@ def _identify(overrides: list[str]) -> Path:
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def _summary(run_dir: Path) -> dict:
@@ -45,8 +47,14 @@ def test_permuted_overrides_name_the_same_run_and_distinct_values_distinct_runs(
     assert a == b == Path(f"/r/{RUNS}/step,optimizer.lr=0.1,trainer.epochs=3/seed=2")
     # The preset's own value adds nothing; how and where a run executes is not its identity.
     assert _identify([*base, "optimizer.lr=0.05"]) == _identify(base)
-    same = [*base, "trainer.devices=2", "paths.data_dir=/elsewhere", "logger=none",
-            "trainer.num_workers=0", "trainer.progress=plain"]
+    same = [
+        *base,
+        "trainer.devices=2",
+        "paths.data_dir=/elsewhere",
+        "logger=none",
+        "trainer.num_workers=0",
+        "trainer.progress=plain",
+    ]
     assert _identify(same) == Path(f"/r/{RUNS}/step/seed=0")
     lrs = {_identify([*base, f"optimizer.lr={lr}"]) for lr in (0.05, 0.1, 0.2)}
     assert len(lrs) == 3
@@ -110,8 +118,11 @@ def test_a_refused_launch_names_the_keys_and_writes_nothing(train_in_process) ->
 def test_a_resume_in_another_world_size_is_refused(train_in_process, killed_at_checkpoint):
     args = [*TINY_RUN, "scheduler=constant"]
     killed_at_checkpoint(2, lambda: train_in_process(args))
-    with pytest.raises(ConfigError, match=r"trained in 1 processes; this launch has 2.*"
-                                          r"trainer.devices=1"):
+    with pytest.raises(
+        ConfigError,
+        match=r"trained in 1 processes; this launch has 2.*"
+        r"trainer.devices=1",
+    ):
         train_in_process([*args, "trainer.devices=2"])
 
 
@@ -127,8 +138,11 @@ def test_a_moved_data_dir_resumes_the_same_run(train_in_process, killed_at_check
 def _git_repo(path: Path) -> Path:
     path.mkdir()
     (path / "code.py").write_text("x = 1\n")
-    for command in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t",
-                                                   "commit", "-qm", "code"]):
+    for command in (
+        ["init", "-q"],
+        ["add", "."],
+        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "code"],
+    ):
         subprocess.run(["git", *command], cwd=path, check=True)
     return path
 
@@ -141,8 +155,11 @@ def test_a_resume_across_code_changes_is_refused_unless_allowed(
     args = [*TINY_RUN, "scheduler=constant"]
     killed_at_checkpoint(2, lambda: train_in_process(args))
     (repo / "code.py").write_text("x = 2\n")  # an uncommitted edit
-    with pytest.raises(ConfigError, match=r"trained by other code.*uncommitted changes.*"
-                                          r"trainer.allow_code_change=true"):
+    with pytest.raises(
+        ConfigError,
+        match=r"trained by other code.*uncommitted changes.*"
+        r"trainer.allow_code_change=true",
+    ):
         train_in_process(args)
     run_dir = train_in_process([*args, "trainer.allow_code_change=true"])
     summary = _summary(run_dir)
