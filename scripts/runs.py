@@ -121,8 +121,13 @@ class RunSet:
 def parse_label(label: str) -> tuple[str, str | None, str | None]:
     """Split 'autodrop-window=32' into ('autodrop', 'window', '32'); a plain label has no setting.
 
-    Only the first '-' separates the base name, so values such as 'lr=1e-4' stay whole.
+    Only the first '-' separates the base name, so values such as 'lr=1e-4' stay whole. A label
+    with an identity suffix ('step,optimizer.lr=0.1': values that differ from the preset) is a
+    setup of its own: its base is the whole label, so it is never pooled with, tuned among or
+    placed in an ablation of the preset's runs.
     """
+    if "," in label:
+        return label, None, None
     base, sep, setting = label.partition("-")
     if not sep or "=" not in setting:
         return base, None, None

@@ -107,6 +107,26 @@ def test_parse_label_splits_base_and_one_setting():
     assert parse_label("constant-lr=1e-4") == ("constant", "lr", "1e-4")
 
 
+def test_a_label_with_an_identity_suffix_is_its_own_column(tmp_path):
+    for seed in (0, 1):
+        for label, err in (("step", 5.0), ("step,optimizer.lr=0.1", 9.0)):
+            write_fake_run(
+                tmp_path,
+                experiment=PAPER_EXP,
+                dataset="cifar10",
+                model="resnet18",
+                scheduler=label,
+                seed=seed,
+                test_errs=[err + seed],
+            )
+    assert parse_label("step,optimizer.lr=0.1") == ("step,optimizer.lr=0.1", None, None)
+    assert parse_label("autodrop-window=32,trainer.epochs=3")[1:] == (None, None)
+    table = tables.table2(load_runs(tmp_path).finished())
+    cells = table.display.iloc[0]
+    assert cells["step"] == "5.50 ± 0.71 (2)"
+    assert cells["step,optimizer.lr=0.1"] == "9.50 ± 0.71 (2)"
+
+
 def test_runs_frame_has_one_row_per_run_with_status_and_minimum(run_set):
     runs = run_set.runs.set_index("run_id")
     assert len(runs) == 17
