@@ -84,7 +84,7 @@ def test_offline_run_logs_epochs_and_trace_and_no_secret(
     assert (run.project, run.run_group, run.display_name) == (
         "autodrop-bench",
         "quick/digits/digits-resnet8",
-        "autodrop-s0",
+        "autodrop,data.image_size=8,trainer.epochs=2-s0",
     )
     config = {item.key: json.loads(item.value_json) for item in run.config.update}
     assert config["scheduler"]["window"] == 4 and config["experiment_name"] == "quick/digits"
