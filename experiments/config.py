@@ -59,6 +59,7 @@ class DataConfig:
     image_size: int = 32
     augment: bool = True
     download: bool = False
+    verify: bool = True  # cifar: check the files against the official md5s
     drop_last: bool = False
     crop_size: int = 224  # imagenet: train crop / eval centre crop
     resize_size: int = 256  # imagenet: eval resize before the centre crop

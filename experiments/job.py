@@ -131,6 +131,7 @@ def _build_data(cfg: DictConfig, device: torch.device, ctx: DistContext) -> Any:
         loader=cfg.trainer.loader,
         num_workers=cfg.trainer.num_workers,
         download=cfg.data.download,
+        verify=cfg.data.verify,
         image_size=cfg.data.image_size,
         augment=cfg.data.augment,
         drop_last=cfg.data.drop_last,
@@ -287,6 +288,7 @@ class TrainingJob:
             "git_commit": self.git_commit,
             "wandb_run_id": self.state.wandb_run_id,
             "message": message,
+            "data_verify": cfg.data.verify,
         }
 
     def open_run_directory(self, resumed: bool) -> None:

@@ -877,6 +877,17 @@ def plant_malicious_checkpoint(path: Path, marker: Path, *, forge_checksum: bool
         path.with_name(path.name + ".sha256").write_text(digest + "\n")
 
 
+class MkdirOnLoad:
+    """Pickles to a call of ``os.mkdir(marker)``, which also runs when a Python-2 pickle is read
+    with ``encoding="bytes"`` (its str arguments arrive as bytes): loading it makes the marker."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.mkdir, (self.marker,))
+
+
 FAKE_SECRETS = {
     "WANDB_API_KEY": "0" * 24 + "fakewandbkey0000",
     "FAULTS_SERVICE_TOKEN": "tok-3f9a1c-fault-campaign",

@@ -60,6 +60,7 @@ SUMMARY_KEYS = [
     "git_commit",
     "wandb_run_id",
     "message",
+    "data_verify",
 ]
 STEPS_PER_EPOCH = 23  # 1,437 digits at batch 64
 

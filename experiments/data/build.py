@@ -84,6 +84,7 @@ def build_data(
     loader: str = "device",
     num_workers: int = 4,
     download: bool = False,
+    verify: bool = True,
     image_size: int = 32,
     augment: bool = True,
     drop_last: bool = False,
@@ -95,8 +96,9 @@ def build_data(
 
     ``batch_size``/``eval_batch_size`` are per rank. ``loader``: "device" (whole split on the
     device, cifar/digits) or "classic" (DataLoader workers; the only one for imagenet).
-    ``download`` applies to cifar, ``image_size`` to digits (cifar must be 32; imagenet ignores
-    it), ``crop_size``/``resize_size`` to imagenet. Remainders: see ``experiments.data.sharding``.
+    ``download`` and ``verify`` (check the official md5s) apply to cifar, ``image_size`` to
+    digits (cifar must be 32; imagenet ignores it), ``crop_size``/``resize_size`` to imagenet.
+    Remainders: see ``experiments.data.sharding``.
     """
     _validate(
         name,
@@ -127,7 +129,9 @@ def build_data(
         bundle = build_imagenet(root, crop_size=crop_size, resize_size=resize_size, **common)
     else:
         splits = (
-            load_digits_splits(image_size) if name == "digits" else load_cifar(root, name, download)
+            load_digits_splits(image_size)
+            if name == "digits"
+            else load_cifar(root, name, download, verify)
         )
         bundle = build_array_bundle(splits, name=name, loader=loader, **common)
     steps = train_steps_per_epoch(bundle.num_train, batch_size, world_size, drop_last)
