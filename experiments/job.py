@@ -138,6 +138,9 @@ def _build_data(cfg: DictConfig, device: torch.device, ctx: DistContext) -> Any:
         channels_last=cfg.trainer.channels_last,
         crop_size=cfg.data.crop_size,
         resize_size=cfg.data.resize_size,
+        follow_links=cfg.data.follow_links,
+        skip_bad_images=cfg.data.skip_bad_images,
+        max_image_pixels=cfg.data.max_image_pixels,
     )
     if not (cfg.data.download and ctx.is_distributed):
         return build_data(cfg.data.name, **kwargs)
@@ -289,6 +292,7 @@ class TrainingJob:
             "wandb_run_id": self.state.wandb_run_id,
             "message": message,
             "data_verify": cfg.data.verify,
+            "data_skipped_images": self.data.skipped_images(),
         }
 
     def open_run_directory(self, resumed: bool) -> None:

@@ -17,7 +17,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageFile
 from torchvision import datasets, transforms
 
 from experiments.data import (
@@ -692,6 +692,11 @@ BASE_ARGS = {"root": "unused", "batch_size": 8, "eval_batch_size": 8, "device": 
         ("digits", {"image_size": 4}, r"image_size must be >= 8 for digits, got 4"),
         ("cifar10", {"image_size": 64}, r"image_size must be 32 for cifar10"),
         ("imagenet", {"loader": "classic", "resize_size": 100}, r"resize_size must be >= crop"),
+        (
+            "imagenet",
+            {"loader": "classic", "max_image_pixels": 0},
+            r"max_image_pixels must be >= 1",
+        ),
         ("digits", {"batch_size": 2000, "drop_last": True}, r"leaves no full batch"),
     ],
 )
@@ -814,3 +819,128 @@ def test_imagenet_wrong_layouts_explain_the_expected_one(tmp_path, break_layout,
     with pytest.raises(DatasetUnavailableError, match=match) as info:
         imagenet_bundle(tmp_path)
     assert "train/<class>/<image>" in str(info.value)
+
+
+# ---------------------------------------------------------------- imagenet: untrusted trees
+
+
+def train_labels_by_file(bundle: DataBundle) -> Counter:
+    """(real file, label) -> how many samples of the train split read that file as that label."""
+    dataset = bundle.train.loader.dataset.base
+    return Counter((Path(sample.real).resolve(), sample.label) for sample in dataset.samples)
+
+
+def link_class_folder_out(root: Path, outside: Path) -> Path:
+    link = root / "val" / "n01440764"
+    os.rename(link, outside / "n01440764")
+    link.symlink_to(outside / "n01440764")
+    return link
+
+
+def link_file_out(root: Path, outside: Path) -> Path:
+    pixels = np.random.default_rng(1).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(outside / "secret.JPEG")
+    link = root / "train" / "n01440764" / "extra.JPEG"
+    link.symlink_to(outside / "secret.JPEG")
+    return link
+
+
+@pytest.mark.parametrize(("plant", "extra_train"), [(link_class_folder_out, 0), (link_file_out, 1)])
+def test_imagenet_links_out_of_the_root_are_refused_unless_allowed(tmp_path, plant, extra_train):
+    root, outside = tmp_path / "imagenet", tmp_path / "elsewhere"
+    outside.mkdir()
+    write_fake_imagenet(root, classes=2, per_class=2, size=24)
+    link = plant(root, outside)
+    with pytest.raises(DatasetUnavailableError) as info:
+        imagenet_bundle(root)
+    message = str(info.value)
+    assert str(link) in message and str(root) in message and "data.follow_links=true" in message
+    bundle = imagenet_bundle(root, follow_links=True)
+    assert (bundle.num_train, bundle.num_test) == (4 + extra_train, 4)
+    assert len(torch.cat([y for _, y in epoch(bundle.test)])) == 4
+
+
+def test_imagenet_symlink_loops_neither_multiply_nor_relabel(tmp_path):
+    fake = write_fake_imagenet(tmp_path, classes=2, per_class=8, size=16)
+    (tmp_path / "train" / fake.classes[0] / "loop").symlink_to("..")
+    (tmp_path / "train" / fake.classes[1] / "self").symlink_to(".")
+    (tmp_path / "train" / fake.classes[1] / "deep").mkdir()
+    (tmp_path / "train" / fake.classes[1] / "deep" / "up").symlink_to("../..")
+    bundle = imagenet_bundle(tmp_path)
+    assert bundle.num_train == 16
+    expected = Counter(
+        {(path.resolve(), fake.classes.index(path.parent.name)): 1 for path in fake.train_files}
+    )
+    assert train_labels_by_file(bundle) == expected
+    labels = torch.cat([y for _, y in epoch(bundle.train)])
+    assert sorted(labels.tolist()) == [0] * 8 + [1] * 8
+
+
+def test_imagenet_files_reached_twice_are_read_once(tmp_path):
+    fake = write_fake_imagenet(tmp_path, classes=2, per_class=3, size=16)
+    first_class = tmp_path / "train" / fake.classes[0]
+    (first_class / "copy.JPEG").symlink_to(fake.train_files[0].name)
+    (first_class / "nested").mkdir()
+    os.rename(fake.train_files[1], first_class / "nested" / fake.train_files[1].name)
+    (first_class / "alias").symlink_to("nested")
+    bundle = imagenet_bundle(tmp_path)
+    assert bundle.num_train == 6
+    assert sorted(label for _, label in train_labels_by_file(bundle)) == [0, 0, 0, 1, 1, 1]
+
+
+def test_imagenet_file_in_two_class_folders_is_refused(tmp_path):
+    fake = write_fake_imagenet(tmp_path, classes=2, per_class=2, size=16)
+    stolen = tmp_path / "train" / fake.classes[1] / "stolen.JPEG"
+    stolen.symlink_to(fake.train_files[0])
+    with pytest.raises(DatasetUnavailableError, match="two labels") as info:
+        imagenet_bundle(tmp_path)
+    assert str(stolen) in str(info.value) and str(fake.train_files[0]) in str(info.value)
+
+
+def truncate_jpeg(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_a_truncated_jpeg_fails_naming_its_path(tmp_path):
+    fake = write_fake_imagenet(tmp_path, classes=2, per_class=2, size=32, val_per_class=3)
+    truncate_jpeg(fake.val_files[4])
+    bundle = imagenet_bundle(tmp_path)
+    with pytest.raises(DatasetUnavailableError, match="cannot be read as an image") as info:
+        epoch(bundle.test)
+    assert str(fake.val_files[4]) in str(info.value) and "truncated" in str(info.value)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_bad_images_are_skipped_and_counted_when_asked(tmp_path, num_workers):
+    fake = write_fake_imagenet(tmp_path, classes=2, per_class=4, size=32, val_per_class=3)
+    truncate_jpeg(fake.val_files[1])
+    truncate_jpeg(fake.train_files[2])
+    fake.train_files[5].write_bytes(b"not an image at all")
+    bundle = imagenet_bundle(tmp_path, skip_bad_images=True, num_workers=num_workers)
+    assert bundle.skipped_images() == 0
+    batches = epoch(bundle.train)
+    assert [len(y) for _, y in batches] == [4, 4]
+    assert [len(y) for _, y in epoch(bundle.test)] == [5, 1]
+    assert bundle.skipped_images() == 3
+    epoch(bundle.train, 1)
+    assert bundle.skipped_images() == 3  # distinct files, not encounters
+
+
+def test_an_oversized_image_is_refused_before_decoding(tmp_path, monkeypatch):
+    fake = write_fake_imagenet(tmp_path, classes=2, per_class=2, size=16, val_per_class=1)
+    big = np.zeros((30, 40, 3), dtype=np.uint8)
+    Image.fromarray(big).save(fake.val_files[1], format="JPEG")
+    bundle = imagenet_bundle(tmp_path, max_image_pixels=1000)
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(
+        ImageFile.ImageFile, "load", lambda image: decoded.append(image.size) or real_load(image)
+    )
+    with pytest.raises(DatasetUnavailableError) as info:
+        epoch(bundle.test)
+    message = str(info.value)
+    assert str(fake.val_files[1]) in message
+    assert "40x30 = 1200 pixels, above data.max_image_pixels=1000" in message
+    assert (40, 30) not in decoded and (16, 16) in decoded
+    skipping = imagenet_bundle(tmp_path, max_image_pixels=1000, skip_bad_images=True)
+    assert [len(y) for _, y in epoch(skipping.test)] == [2] and skipping.skipped_images() == 1
