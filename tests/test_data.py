@@ -7,6 +7,7 @@ import os
 import pickle
 import pickletools
 import tarfile
+import threading
 import urllib.request
 from collections import Counter
 from dataclasses import replace
@@ -286,6 +287,23 @@ def test_verification_is_remembered_until_a_file_changes(tmp_path, monkeypatch):
     assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
     with pytest.raises(DatasetUnavailableError, match="test_batch has md5"):
         cifar.load_cifar(tmp_path, "cifar10")
+
+
+def test_a_planted_stamp_fifo_or_link_neither_stalls_nor_redirects(tmp_path, monkeypatch):
+    fake = trusted_fake_cifar(monkeypatch, tmp_path / "data", "cifar10", n_train=10, n_test=5)
+    os.mkfifo(fake.folder / STAMP_NAME)
+    load_args = (tmp_path / "data", "cifar10")
+    loading = threading.Thread(target=cifar.load_cifar, args=load_args, daemon=True)
+    loading.start()
+    loading.join(timeout=30)
+    assert not loading.is_alive(), "reading a FIFO stamp blocked the load"
+    assert (fake.folder / STAMP_NAME).is_file()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (fake.folder / STAMP_NAME).unlink()
+    (fake.folder / STAMP_NAME).symlink_to(victim)
+    cifar.load_cifar(tmp_path / "data", "cifar10")
+    assert victim.read_text() == "keep me" and not (fake.folder / STAMP_NAME).is_symlink()
 
 
 def test_a_read_only_release_is_verified_on_every_load(tmp_path, monkeypatch):
@@ -858,6 +876,14 @@ def test_imagenet_links_out_of_the_root_are_refused_unless_allowed(tmp_path, pla
     bundle = imagenet_bundle(root, follow_links=True)
     assert (bundle.num_train, bundle.num_test) == (4 + extra_train, 4)
     assert len(torch.cat([y for _, y in epoch(bundle.test)])) == 4
+
+
+def test_imagenet_links_to_non_images_are_ignored_wherever_they_lead(tmp_path):
+    root = tmp_path / "imagenet"
+    write_fake_imagenet(root, classes=2, per_class=2, size=16)
+    (tmp_path / "notes.txt").write_text("not an image")
+    (root / "train" / "n01440764" / "notes.txt").symlink_to(tmp_path / "notes.txt")
+    assert imagenet_bundle(root).num_train == 4
 
 
 def test_imagenet_symlink_loops_neither_multiply_nor_relabel(tmp_path):

@@ -156,7 +156,7 @@ class ReleaseReader:
     deliberately modified copy) and unpickled with the restricted CIFAR unpickler."""
 
     def __init__(self, folder: Path, release: CifarRelease, verify: bool) -> None:
-        self.folder, self.release, self.verify = folder, release, verify
+        self.folder, self.release = folder, release
         self.stamp = VerificationStamp(folder) if verify else None
         if not verify:
             log.warning(

@@ -84,16 +84,17 @@ class _SplitScanner:
             listing = sorted(entries, key=lambda entry: entry.name)
         for entry in listing:
             shown = shown_dir / entry.name
-            is_link = entry.is_symlink()
-            real = self.resolve(shown) if is_link else os.path.join(real_dir, entry.name)
-            if os.path.isdir(real) if is_link else entry.is_dir(follow_symlinks=False):
-                if _contains(real, real_dir):
-                    self.scan.loops.append(str(shown))
-                    log.warning("%s leads back to %s, a folder containing it: skipped", shown, real)
-                elif real not in visited:
-                    self._walk(shown, real, found, visited)
-            elif entry.name.lower().endswith(IMAGE_EXTENSIONS):
+            is_dir = entry.is_dir()  # follows a link: where it leads is checked below
+            if not is_dir and not entry.name.lower().endswith(IMAGE_EXTENSIONS):
+                continue  # neither read nor descended into, wherever it leads
+            real = self.resolve(shown) if entry.is_symlink() else os.path.join(real_dir, entry.name)
+            if not is_dir:
                 found.append((shown, real))
+            elif _contains(real, real_dir):
+                self.scan.loops.append(str(shown))
+                log.warning("%s leads back to %s, a folder containing it: skipped", shown, real)
+            elif real not in visited:
+                self._walk(shown, real, found, visited)
 
     def _add(self, sample: Sample) -> None:
         earlier = self.owners.get(sample.real)

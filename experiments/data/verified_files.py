@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,8 +44,13 @@ class VerificationStamp:
         self.changed = False
 
     def _read(self) -> dict[str, dict]:
+        # Not following links and not blocking: a planted FIFO or link cannot stall or redirect.
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
         try:
-            with open(self.path, "rb") as handle:
+            fd = os.open(self.path, flags)
+            with os.fdopen(fd, "rb") as handle:
+                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    return {}
                 content = json.loads(handle.read(_MAX_STAMP_BYTES))
         except (OSError, ValueError):
             return {}
