@@ -64,7 +64,7 @@ class Py2Pickler:
         self.write(obj)
         return bytes(self.out + pickle.STOP)
 
-    def write(self, obj: object) -> None:  # noqa: PLR0911 - one branch per pickled type
+    def write(self, obj: object) -> None:
         if obj is None:
             self.out += pickle.NONE
         elif isinstance(obj, bool):

@@ -878,6 +878,16 @@ def test_imagenet_links_out_of_the_root_are_refused_unless_allowed(tmp_path, pla
     assert len(torch.cat([y for _, y in epoch(bundle.test)])) == 4
 
 
+def test_imagenet_samples_are_ordered_and_labelled_as_torchvision_does(tmp_path):
+    fake = write_fake_imagenet(tmp_path, classes=3, per_class=3, size=16)
+    nested = tmp_path / "train" / fake.classes[1] / "a_nested"
+    nested.mkdir()
+    os.rename(fake.train_files[4], nested / "z.png")
+    bundle = imagenet_bundle(tmp_path)
+    ours = [(sample.shown, sample.label) for sample in bundle.train.loader.dataset.base.samples]
+    assert ours == datasets.ImageFolder(str(tmp_path / "train")).samples
+
+
 def test_imagenet_links_to_non_images_are_ignored_wherever_they_lead(tmp_path):
     root = tmp_path / "imagenet"
     write_fake_imagenet(root, classes=2, per_class=2, size=16)
