@@ -60,9 +60,13 @@ class DataConfig:
     image_size: int = 32
     augment: bool = True
     download: bool = False
+    verify: bool = True  # cifar: check the files against the official md5s
     drop_last: bool = False
     crop_size: int = 224  # imagenet: train crop / eval centre crop
     resize_size: int = 256  # imagenet: eval resize before the centre crop
+    follow_links: bool = False  # imagenet: read links that leave the dataset root
+    skip_bad_images: bool = False  # imagenet: replace unreadable images instead of failing
+    max_image_pixels: int = 40_000_000  # imagenet: larger images are refused before decoding
 
 
 @dataclass
@@ -417,6 +421,7 @@ def validate_config(cfg: DictConfig) -> None:
     _check_at_least("seed", cfg.seed, 0)
     _check_choice("data.name", cfg.data.name, DATASET_NAMES)
     _check_at_least("data.image_size", cfg.data.image_size, 8)
+    _check_at_least("data.max_image_pixels", cfg.data.max_image_pixels, 1)
     _check_choice("model.name", cfg.model.name, MODEL_NAMES)
 
     _check_choice("optimizer.name", cfg.optimizer.name, OPTIMIZER_NAMES)

@@ -94,12 +94,16 @@ def _build_data(cfg: DictConfig, device: torch.device, ctx: DistContext) -> Any:
         loader=cfg.trainer.loader,
         num_workers=cfg.trainer.num_workers,
         download=cfg.data.download,
+        verify=cfg.data.verify,
         image_size=cfg.data.image_size,
         augment=cfg.data.augment,
         drop_last=cfg.data.drop_last,
         channels_last=cfg.trainer.channels_last,
         crop_size=cfg.data.crop_size,
         resize_size=cfg.data.resize_size,
+        follow_links=cfg.data.follow_links,
+        skip_bad_images=cfg.data.skip_bad_images,
+        max_image_pixels=cfg.data.max_image_pixels,
     )
     if not (cfg.data.download and ctx.is_distributed):
         return build_data(cfg.data.name, **kwargs)
@@ -261,6 +265,8 @@ class TrainingJob:
             "setup": self.identity.setup,
             "wandb_run_id": self.state.wandb_run_id,
             "message": message,
+            "data_verify": cfg.data.verify,
+            "data_skipped_images": self.data.skipped_images(),
         }
 
     def open_run_directory(self, resumed: bool) -> None:

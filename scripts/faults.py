@@ -7,14 +7,17 @@ four 8x8 epochs with deterministic algorithms, so each run is compared number fo
 one uninterrupted reference run. No traffic leaves 127.0.0.1 (wandb is pointed at local ports).
 
 Faults are injected from outside the runner: signals, files damaged on disk, a small tmpfs (or
-RLIMIT_FSIZE where mounting is not allowed), local sockets, and a child wrapper
-(``child_main``) that only slows ``os.fsync`` or kills the process after its n-th checkpoint.
+RLIMIT_FSIZE where mounting is not allowed), local sockets, hostile dataset files (the tiny fake
+CIFAR and ImageNet trees of ``tests.fake_datasets``), and a child wrapper (``child_main``) that
+only slows ``os.fsync``, kills the process after its n-th checkpoint, or takes a fake CIFAR
+release's md5s as the official ones (so a tampered byte is what the md5 check sees).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import http.server
 import io
@@ -59,6 +62,7 @@ SECRET_NAME_PATTERN = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
 # The child wrapper's knobs (read only by ``child_main``, never by the runner).
 SLOW_FSYNC_ENV = "FAULTS_SLOW_FSYNC_S"
 KILL_AFTER_SAVES_ENV = "FAULTS_KILL_AFTER_SAVES"
+TRUSTED_CIFAR_MD5_ENV = "FAULTS_TRUSTED_CIFAR_MD5"  # JSON {kind: {file: md5}}
 CHILD_CODE = "import scripts.faults as faults; faults.child_main()"
 
 
@@ -114,6 +118,13 @@ def child_main() -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
 
         job.save_checkpoint = save_then_die
+    trusted = json.loads(os.environ.get(TRUSTED_CIFAR_MD5_ENV, "{}"))
+    if trusted:
+        from experiments.data import cifar
+
+        for kind, file_md5 in trusted.items():
+            release = dataclasses.replace(cifar.CIFAR_RELEASES[kind], file_md5=file_md5)
+            cifar.CIFAR_RELEASES[kind] = release
     sys.argv = ["experiments.train", *sys.argv[1:]]
     runpy.run_module("experiments.train", run_name="__main__", alter_sys=True)
 
@@ -880,6 +891,17 @@ def plant_malicious_checkpoint(path: Path, marker: Path, *, forge_checksum: bool
         path.with_name(path.name + ".sha256").write_text(digest + "\n")
 
 
+class MkdirOnLoad:
+    """Pickles to a call of ``os.mkdir(marker)``, which also runs when a Python-2 pickle is read
+    with ``encoding="bytes"`` (its str arguments arrive as bytes): loading it makes the marker."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.mkdir, (self.marker,))
+
+
 FAKE_SECRETS = {
     "WANDB_API_KEY": "0" * 24 + "fakewandbkey0000",
     "FAULTS_SERVICE_TOKEN": "tok-3f9a1c-fault-campaign",
@@ -943,6 +965,202 @@ def scenario_security(ws: Workspace, trials: int) -> Outcome:
     return outcome
 
 
+# ---------------------------------------------------------------------- 9. hostile datasets
+# The digits run of the campaign with another dataset: one epoch of the small ResNet.
+DATA_RUN = (
+    *(o for o in BASE_RUN if not o.startswith(("data.image_size", "trainer.epochs"))),
+    "trainer.epochs=1",
+    "trainer.batch_size=4",
+    "trainer.eval_batch_size=8",
+    "trainer.num_workers=0",
+)
+CIFAR_RUN = ("data=cifar10", "data.image_size=32")
+IMAGENET_RUN = (
+    "data=imagenet",
+    "trainer.loader=classic",
+    "data.crop_size=16",
+    "data.resize_size=20",
+)
+
+
+@dataclass
+class DataRun:
+    """What one run on a hostile dataset left: its exit, its output, its summary."""
+
+    result: subprocess.CompletedProcess[str]
+    summary: dict[str, Any]
+
+    @property
+    def output(self) -> str:
+        return self.result.stdout + self.result.stderr
+
+
+def run_on_data(
+    ws: Workspace, data_dir: Path, *overrides: str, trusted_md5: dict | None = None
+) -> DataRun:
+    results = ws.fresh("data-run")
+    env = {TRUSTED_CIFAR_MD5_ENV: json.dumps(trusted_md5)} if trusted_md5 else None
+    command = [
+        sys.executable,
+        "-c",
+        CHILD_CODE,
+        *DATA_RUN,
+        *overrides,
+        f"paths.data_dir={data_dir}",
+        f"paths.results_dir={results}",
+    ]
+    result = run_cli(command, env=env)
+    summaries = list((results / "runs").rglob("summary.json"))
+    return DataRun(result, summary_of(summaries[0].parent) if summaries else {})
+
+
+def refused(run: DataRun, *expected: str) -> str | None:
+    """None when the run failed before training, with every ``expected`` text in its output."""
+    if run.result.returncode == 0:
+        return "the run was not refused"
+    missing = [text for text in expected if text not in run.output]
+    return f"the refusal does not say {missing}" if missing else None
+
+
+def finished(run: DataRun, **fields: Any) -> str | None:
+    """None when the run finished and its summary holds ``fields``."""
+    if run.result.returncode != 0 or run.summary.get("status") != "finished":
+        return f"exit {run.result.returncode}, status {run.summary.get('status')!r}"
+    wrong = {k: run.summary.get(k) for k, v in fields.items() if run.summary.get(k) != v}
+    return f"summary.json has {wrong}, expected {fields}" if wrong else None
+
+
+def _fake_cifar(ws: Workspace) -> tuple[Path, Any]:
+    from tests.fake_datasets import write_fake_cifar
+
+    data_dir = ws.fresh("cifar-data")
+    return data_dir, write_fake_cifar(data_dir, "cifar10", n_train=40, n_test=16)
+
+
+def _plant_cifar_code(path: Path, marker: Path) -> None:
+    import pickle
+
+    from tests.fake_datasets import py2_pickle
+
+    content = pickle.loads(path.read_bytes(), encoding="bytes")  # the campaign's own file
+    content[b"payload"] = MkdirOnLoad(marker)
+    path.write_bytes(py2_pickle(content))
+
+
+def _flip_one_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # a pixel byte: the pickle stays valid
+    path.write_bytes(bytes(data))
+
+
+def cifar_code_carrying(ws: Workspace, name: str, verify: bool) -> str | None:
+    data_dir, fake = _fake_cifar(ws)
+    marker = data_dir / "code-ran"
+    _plant_cifar_code(fake.folder / name, marker)
+    if verify:
+        run = run_on_data(ws, data_dir, *CIFAR_RUN, trusted_md5={"cifar10": fake.file_md5})
+        problem = refused(run, str(fake.folder / name), "has md5")
+    else:
+        run = run_on_data(ws, data_dir, *CIFAR_RUN, "data.verify=false")
+        problem = refused(run, str(fake.folder / name), "global posix.mkdir")
+    return "the pickle's code ran" if marker.exists() else problem
+
+
+def cifar_tampered_byte(ws: Workspace) -> str | None:
+    data_dir, fake = _fake_cifar(ws)
+    trusted = {"cifar10": fake.file_md5}
+    problem = finished(run_on_data(ws, data_dir, *CIFAR_RUN, trusted_md5=trusted), data_verify=True)
+    if problem:
+        return f"the untouched release: {problem}"
+    _flip_one_byte(fake.folder / "data_batch_3")
+    run = run_on_data(ws, data_dir, *CIFAR_RUN, trusted_md5=trusted)
+    problem = refused(run, str(fake.folder / "data_batch_3"), "has md5", "data.download=true")
+    if problem:
+        return f"the tampered release: {problem}"
+    run = run_on_data(ws, data_dir, *CIFAR_RUN, "data.verify=false", trusted_md5=trusted)
+    problem = finished(run, data_verify=False)
+    return f"the tampered release with data.verify=false: {problem}" if problem else None
+
+
+def _fake_imagenet(ws: Workspace, per_class: int = 4) -> tuple[Path, Any]:
+    from tests.fake_datasets import write_fake_imagenet
+
+    data_dir = ws.fresh("imagenet-data")
+    return data_dir, write_fake_imagenet(data_dir / "imagenet", 2, per_class, 24, val_per_class=2)
+
+
+def imagenet_link_out(ws: Workspace) -> str | None:
+    data_dir, fake = _fake_imagenet(ws)
+    outside = data_dir / "elsewhere"
+    outside.mkdir()
+    link = fake.root / "train" / fake.classes[1]
+    os.rename(link, outside / link.name)
+    link.symlink_to(outside / link.name)
+    problem = refused(run_on_data(ws, data_dir, *IMAGENET_RUN), str(link), "data.follow_links")
+    if problem:
+        return problem
+    run = run_on_data(ws, data_dir, *IMAGENET_RUN, "data.follow_links=true")
+    return finished(run, steps_per_epoch=2)
+
+
+def imagenet_loop(ws: Workspace) -> str | None:
+    data_dir, fake = _fake_imagenet(ws, per_class=8)
+    (fake.root / "train" / fake.classes[0] / "loop").symlink_to("..")
+    # 16 images at batch 4: a loop that multiplied them would make many more steps
+    return finished(run_on_data(ws, data_dir, *IMAGENET_RUN), steps_per_epoch=4)
+
+
+def imagenet_truncated(ws: Workspace) -> str | None:
+    data_dir, fake = _fake_imagenet(ws)
+    bad = fake.train_files[3]
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
+    problem = refused(
+        run_on_data(ws, data_dir, *IMAGENET_RUN), str(bad), "cannot be read as an image"
+    )
+    if problem:
+        return problem
+    run = run_on_data(ws, data_dir, *IMAGENET_RUN, "data.skip_bad_images=true")
+    return finished(run, data_skipped_images=1)
+
+
+def imagenet_oversized(ws: Workspace) -> str | None:
+    from PIL import Image
+
+    data_dir, fake = _fake_imagenet(ws)
+    Image.new("RGB", (40, 30)).save(fake.val_files[0], format="JPEG")
+    run = run_on_data(ws, data_dir, *IMAGENET_RUN, "data.max_image_pixels=1000")
+    return refused(run, str(fake.val_files[0]), "1200 pixels", "data.max_image_pixels=1000")
+
+
+DATA_FAULTS: dict[str, Callable[[Workspace], str | None]] = {
+    **{
+        f"code-carrying {name}, data.verify={str(verify).lower()}": partial(
+            cifar_code_carrying, name=name, verify=verify
+        )
+        for name in ("data_batch_1", "test_batch", "batches.meta")
+        for verify in (False, True)
+    },
+    "cifar tampered byte": cifar_tampered_byte,
+    "imagenet link out of the root": imagenet_link_out,
+    "imagenet symlink loop": imagenet_loop,
+    "imagenet truncated jpeg": imagenet_truncated,
+    "imagenet oversized image": imagenet_oversized,
+}
+
+
+def scenario_hostile_data(ws: Workspace, trials: int) -> Outcome:
+    """Hostile dataset files through the real runner: code-carrying CIFAR pickles (with and
+    without the md5 check) never run, a tampered byte is refused (and accepted only with
+    data.verify=false, recorded in summary.json), ImageNet links out of the root, loops,
+    truncated and oversized images are refused or handled as configured. ``trials`` cases,
+    taken in order (all of them by default)."""
+    outcome = Outcome("hostile_data")
+    cases = list(DATA_FAULTS.items())
+    for label, case in cases[: min(trials, len(cases))]:
+        outcome.record(case(ws), label)
+    return outcome
+
+
 # --------------------------------------------------------------------------- the campaign
 SCENARIOS: dict[str, tuple[Callable[[Workspace, int], Outcome], int]] = {
     "sigkill": (scenario_sigkill, 20),
@@ -953,6 +1171,7 @@ SCENARIOS: dict[str, tuple[Callable[[Workspace, int], Outcome], int]] = {
     "config_fuzz": (scenario_config_fuzz, 60),
     "concurrent_launch": (scenario_lock, 2),
     "security": (scenario_security, 2),
+    "hostile_data": (scenario_hostile_data, len(DATA_FAULTS)),
 }
 
 

@@ -1,13 +1,18 @@
 """Tiny datasets written in the real on-disk formats, for tests of anything that reads data.
 
-CIFAR: the official python-pickle releases (protocol-2 pickles of dicts with bytes keys, b"data"
-uint8 [N, 3072] row-major CHW, labels as Python lists). ImageNet: JPEG files in class folders.
+CIFAR: the official python-pickle releases, written byte for byte the way Python 2's cPickle
+(protocol 2) and Python 2's numpy wrote them: dicts keyed by py2 ``str`` (SHORT_BINSTRING),
+b"data" a uint8 [N, 3072] row-major CHW array reduced through
+``numpy.core.multiarray._reconstruct``, labels as lists of ints. ImageNet: JPEG files in class
+folders.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import pickle
+import struct
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -33,7 +38,7 @@ _CIFAR_LAYOUT = {
 @dataclass(frozen=True)
 class FakeCifar:
     """What ``write_fake_cifar`` wrote: the release folder, images uint8 [N, 3, 32, 32] and
-    labels int64 [N] per split, and the class names of the meta file."""
+    labels int64 [N] per split, the class names of the meta file, and each file's md5."""
 
     folder: Path
     train_images: np.ndarray
@@ -41,11 +46,118 @@ class FakeCifar:
     test_images: np.ndarray
     test_labels: np.ndarray
     label_names: list[str]
+    file_md5: dict[str, str]
+
+
+class Py2Pickler:
+    """Serialises the types found in CIFAR's python release with Python 2's protocol-2 opcodes.
+
+    ``bytes`` and ``str`` both become py2 ``str`` (SHORT_BINSTRING/BINSTRING, latin-1), numpy
+    arrays are reduced as py2 numpy did, and any other object is written through its
+    ``__reduce__`` (GLOBAL + REDUCE), which is how the tests plant code-carrying objects.
+    """
+
+    def __init__(self) -> None:
+        self.out = bytearray(b"\x80\x02")
+
+    def dumps(self, obj: object) -> bytes:
+        self.write(obj)
+        return bytes(self.out + pickle.STOP)
+
+    def write(self, obj: object) -> None:
+        if obj is None:
+            self.out += pickle.NONE
+        elif isinstance(obj, bool):
+            self.out += pickle.NEWTRUE if obj else pickle.NEWFALSE
+        elif isinstance(obj, int):
+            self._int(obj)
+        elif isinstance(obj, (bytes, str)):
+            self._py2_str(obj.encode("latin-1") if isinstance(obj, str) else obj)
+        elif isinstance(obj, np.ndarray):
+            self._ndarray(obj)
+        elif isinstance(obj, np.dtype):
+            self._dtype(obj)
+        elif isinstance(obj, tuple):
+            self._tuple(obj)
+        elif isinstance(obj, list):
+            self._list(obj)
+        elif isinstance(obj, dict):
+            self._dict(obj)
+        else:
+            function, args = obj.__reduce__()[:2]
+            self._call(function.__module__, function.__qualname__, args)
+
+    def _int(self, value: int) -> None:
+        if 0 <= value < 256:
+            self.out += pickle.BININT1 + bytes([value])
+        elif 0 <= value < 65536:
+            self.out += pickle.BININT2 + struct.pack("<H", value)
+        else:
+            self.out += pickle.BININT + struct.pack("<i", value)
+
+    def _py2_str(self, raw: bytes) -> None:
+        if len(raw) < 256:
+            self.out += pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw
+        else:
+            self.out += pickle.BINSTRING + struct.pack("<i", len(raw)) + raw
+
+    def _global(self, module: str, name: str) -> None:
+        self.out += pickle.GLOBAL + f"{module}\n{name}\n".encode()
+
+    def _call(self, module: str, name: str, args: tuple) -> None:
+        self._global(module, name)
+        self.write(tuple(args))
+        self.out += pickle.REDUCE
+
+    def _tuple(self, items: tuple) -> None:
+        opcodes = {0: pickle.EMPTY_TUPLE, 1: pickle.TUPLE1, 2: pickle.TUPLE2, 3: pickle.TUPLE3}
+        if len(items) not in opcodes:
+            self.out += pickle.MARK
+        for item in items:
+            self.write(item)
+        self.out += opcodes.get(len(items), pickle.TUPLE)
+
+    def _list(self, items: list) -> None:
+        self.out += pickle.EMPTY_LIST
+        if items:
+            self.out += pickle.MARK
+            for item in items:
+                self.write(item)
+            self.out += pickle.APPENDS
+
+    def _dict(self, content: dict) -> None:
+        self.out += pickle.EMPTY_DICT
+        if content:
+            self.out += pickle.MARK
+            for key, value in content.items():
+                self.write(key)
+                self.write(value)
+            self.out += pickle.SETITEMS
+
+    def _dtype(self, dtype: np.dtype) -> None:
+        code = f"{dtype.kind}{dtype.itemsize}"
+        self._call("numpy", "dtype", (code, 0, 1))
+        self.write((3, dtype.byteorder, None, None, None, -1, -1, 0))
+        self.out += pickle.BUILD
+
+    def _ndarray(self, array: np.ndarray) -> None:
+        self._global("numpy.core.multiarray", "_reconstruct")
+        self._global("numpy", "ndarray")  # the arguments (ndarray, (0,), 'b')
+        self.write((0,))
+        self.write("b")
+        self.out += pickle.TUPLE3 + pickle.REDUCE
+        contiguous = np.ascontiguousarray(array)
+        self.write((1, contiguous.shape, contiguous.dtype, False, contiguous.tobytes()))
+        self.out += pickle.BUILD
+
+
+def py2_pickle(obj: object) -> bytes:
+    """``obj`` pickled as Python 2 pickled the CIFAR release (see ``Py2Pickler``)."""
+    return Py2Pickler().dumps(obj)
 
 
 def _dump(path: Path, content: dict) -> None:
-    with open(path, "wb") as handle:
-        pickle.dump(content, handle, protocol=2)
+    path.write_bytes(py2_pickle(content))
 
 
 def _batch(kind: str, images: np.ndarray, labels: np.ndarray, batch_label: str) -> dict:
@@ -94,7 +206,9 @@ def write_fake_cifar(
         coarse = [f"superclass_{i}".encode() for i in range(20)]
         meta = {b"fine_label_names": encoded, b"coarse_label_names": coarse}
     _dump(folder / meta_file, meta)
-    return FakeCifar(folder, train_images, train_labels, test_images, test_labels, label_names)
+    names = [*train_files, test_file, meta_file]
+    md5 = {name: hashlib.md5((folder / name).read_bytes()).hexdigest() for name in names}
+    return FakeCifar(folder, train_images, train_labels, test_images, test_labels, label_names, md5)
 
 
 def write_fake_cifar_archive(

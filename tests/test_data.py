@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
+import pickletools
 import tarfile
+import threading
 import urllib.request
 from collections import Counter
 from dataclasses import replace
@@ -15,8 +18,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
-from torchvision import transforms
+from PIL import Image, ImageFile
+from torchvision import datasets, transforms
 
 from experiments.data import (
     DATASET_NAMES,
@@ -25,6 +28,7 @@ from experiments.data import (
     archive_download,
     build_data,
     cifar,
+    verified_files,
 )
 from experiments.data.arrays import ArraySplits, ImageArrays
 from experiments.data.augment import crop_flip_batch
@@ -33,8 +37,16 @@ from experiments.data.digits import load_digits_splits
 from experiments.data.imagenet import check_imagenet_layout
 from experiments.data.normalization import CIFAR_MEAN, CIFAR_STD, channel_tensor, normalize_uint8
 from experiments.data.sharding import plan_epoch, rank_sample_count, train_steps_per_epoch
+from experiments.data.verified_files import STAMP_NAME
 from experiments.data.worker_loader import ArrayImageDataset, PlannedSample
-from tests.fake_datasets import write_fake_cifar, write_fake_cifar_archive, write_fake_imagenet
+from scripts.faults import MkdirOnLoad
+from tests.fake_datasets import (
+    FakeCifar,
+    py2_pickle,
+    write_fake_cifar,
+    write_fake_cifar_archive,
+    write_fake_imagenet,
+)
 
 CPU = torch.device("cpu")
 
@@ -90,9 +102,21 @@ def same_batches(a, b) -> bool:
 # ---------------------------------------------------------------- CIFAR reader and download
 
 
+def trust(monkeypatch, kind: str, fake: FakeCifar, **changes) -> None:
+    """Make the fake release's md5s the official ones (plus ``changes``) for this test."""
+    release = replace(cifar.CIFAR_RELEASES[kind], file_md5=fake.file_md5, **changes)
+    monkeypatch.setitem(cifar.CIFAR_RELEASES, kind, release)
+
+
+def trusted_fake_cifar(monkeypatch, root, kind: str, **kwargs) -> FakeCifar:
+    fake = write_fake_cifar(root, kind, **kwargs)
+    trust(monkeypatch, kind, fake)
+    return fake
+
+
 @pytest.mark.parametrize("kind", ["cifar10", "cifar100"])
-def test_cifar_reader_returns_exactly_the_written_arrays(tmp_path, kind):
-    fake = write_fake_cifar(tmp_path, kind, n_train=23, n_test=7, seed=1)
+def test_cifar_reader_returns_exactly_the_written_arrays(tmp_path, monkeypatch, kind):
+    fake = trusted_fake_cifar(monkeypatch, tmp_path, kind, n_train=23, n_test=7, seed=1)
     splits = cifar.load_cifar(tmp_path, kind)
     assert splits.num_classes == (10 if kind == "cifar10" else 100)
     assert splits.train.images.dtype == torch.uint8
@@ -130,7 +154,169 @@ def test_incomplete_cifar_folder_names_the_missing_file(tmp_path):
 def test_corrupt_cifar_pickle_is_reported_with_its_path(tmp_path):
     fake = write_fake_cifar(tmp_path, "cifar100")
     (fake.folder / "test").write_bytes(b"\x80\x02 definitely not a pickle")
-    with pytest.raises(DatasetUnavailableError, match="not a readable CIFAR pickle"):
+    with pytest.raises(DatasetUnavailableError, match="not a readable CIFAR pickle") as info:
+        cifar.load_cifar(tmp_path, "cifar100", verify=False)
+    assert str(fake.folder / "test") in str(info.value)
+
+
+def test_the_md5_table_covers_every_file_of_each_release():
+    for release in cifar.CIFAR_RELEASES.values():
+        assert sorted(release.file_md5) == sorted(release.files)
+        assert all(len(md5) == 32 and int(md5, 16) >= 0 for md5 in release.file_md5.values())
+
+
+@pytest.mark.parametrize("kind", ["cifar10", "cifar100"])
+def test_fake_files_are_python2_pickles(tmp_path, kind):
+    fake = write_fake_cifar(tmp_path, kind, n_train=5, n_test=3)
+    for name in fake.file_md5:
+        ops = list(pickletools.genops((fake.folder / name).read_bytes()))
+        names = {op.name for op, _, _ in ops}
+        assert names.isdisjoint({"BINUNICODE", "SHORT_BINUNICODE", "BINBYTES", "SHORT_BINBYTES"})
+        strings = {arg for op, arg, _ in ops if op.name == "SHORT_BINSTRING"}
+        globals_ = {arg for op, arg, _ in ops if op.name == "GLOBAL"}
+        if name not in ("batches.meta", "meta"):
+            assert "data" in strings and "batch_label" in strings and "filenames" in strings
+            assert globals_ == {
+                "numpy.core.multiarray _reconstruct",
+                "numpy ndarray",
+                "numpy dtype",
+            }
+        else:
+            assert globals_ == set()
+
+
+@pytest.mark.parametrize("kind", ["cifar10", "cifar100"])
+def test_python2_release_reads_the_same_as_torchvision(tmp_path, monkeypatch, kind):
+    fake = trusted_fake_cifar(monkeypatch, tmp_path, kind, n_train=17, n_test=6, seed=2)
+    ours = cifar.load_cifar(tmp_path, kind)
+    # torchvision checks the official md5s, which tiny fake files cannot have; its parsing is
+    # what is compared here.
+    monkeypatch.setattr(datasets.cifar, "check_integrity", lambda *args, **kwargs: True)
+    reference_class = datasets.CIFAR10 if kind == "cifar10" else datasets.CIFAR100
+    for split, arrays in (("train", ours.train), ("test", ours.test)):
+        reference = reference_class(str(tmp_path), train=split == "train", download=False)
+        np.testing.assert_array_equal(arrays.images.permute(0, 2, 3, 1).numpy(), reference.data)
+        assert arrays.labels.tolist() == reference.targets
+    assert cifar.read_cifar_label_names(tmp_path, kind) == reference.classes == fake.label_names
+
+
+def test_python3_pickles_are_not_the_release_format_and_are_refused(tmp_path):
+    fake = write_fake_cifar(tmp_path, "cifar10", n_train=5, n_test=3)
+    content = pickle.loads((fake.folder / "test_batch").read_bytes(), encoding="bytes")
+    (fake.folder / "test_batch").write_bytes(pickle.dumps(content, protocol=2))
+    with pytest.raises(DatasetUnavailableError, match=r"global _codecs\.encode"):
+        cifar.load_cifar(tmp_path, "cifar10", verify=False)
+
+
+def plant_code(path: Path, marker: Path) -> None:
+    """Add an object to the dict in ``path`` whose unpickling creates ``marker``."""
+    content = pickle.loads(path.read_bytes(), encoding="bytes")
+    content[b"payload"] = MkdirOnLoad(marker)
+    path.write_bytes(py2_pickle(content))
+    pickle.loads(path.read_bytes(), encoding="bytes")  # a plain unpickler runs it...
+    assert marker.is_dir()
+    marker.rmdir()  # ...so the planted file is live
+
+
+@pytest.mark.parametrize("verify", [False, True])
+@pytest.mark.parametrize(
+    ("kind", "name"),
+    [
+        ("cifar10", "data_batch_2"),
+        ("cifar10", "test_batch"),
+        ("cifar10", "batches.meta"),
+        ("cifar100", "train"),
+        ("cifar100", "test"),
+        ("cifar100", "meta"),
+    ],
+)
+def test_code_carrying_pickles_are_refused_and_never_run(tmp_path, monkeypatch, kind, name, verify):
+    fake = trusted_fake_cifar(monkeypatch, tmp_path / "data", kind, n_train=5, n_test=3)
+    marker = tmp_path / "code-ran"
+    plant_code(fake.folder / name, marker)
+    match = r"has md5 [0-9a-f]{32}, but" if verify else r"global posix\.mkdir, which no official"
+    for load in (cifar.load_cifar, cifar.read_cifar_label_names):
+        with pytest.raises(DatasetUnavailableError, match=match) as info:
+            load(tmp_path / "data", kind, verify=verify)
+        assert str(fake.folder / name) in str(info.value)
+        assert not marker.exists()
+        if name not in ("batches.meta", "meta"):
+            break  # reading the label names does not open the batches
+
+
+def flip_a_pixel_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # inside the pixel bytes: still a valid pickle
+    path.write_bytes(bytes(data))
+
+
+def test_a_tampered_byte_is_refused_by_the_md5_check(tmp_path, monkeypatch):
+    fake = trusted_fake_cifar(monkeypatch, tmp_path, "cifar10", n_train=20, n_test=5)
+    flip_a_pixel_byte(fake.folder / "data_batch_2")
+    with pytest.raises(DatasetUnavailableError) as info:
+        cifar.load_cifar(tmp_path, "cifar10")
+    message = str(info.value)
+    for expected in (
+        str(fake.folder / "data_batch_2"),
+        fake.file_md5["data_batch_2"],
+        "data.download=true",
+        f"paths.data_dir={tmp_path}",
+        "data.verify=false",
+    ):
+        assert expected in message
+    modified = cifar.load_cifar(tmp_path, "cifar10", verify=False)  # deliberately modified copy
+    assert not np.array_equal(modified.train.images.numpy(), fake.train_images)
+
+
+def test_verification_is_remembered_until_a_file_changes(tmp_path, monkeypatch):
+    fake = trusted_fake_cifar(monkeypatch, tmp_path, "cifar10", n_train=20, n_test=5)
+    cifar.load_cifar(tmp_path, "cifar10")
+    assert (fake.folder / STAMP_NAME).is_file()
+
+    def no_hashing(*args, **kwargs):
+        raise AssertionError("a verified, unchanged file was hashed again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(cifar.hashlib, "md5", no_hashing)
+        cifar.load_cifar(tmp_path, "cifar10")
+    # Same size and modification time as the verified file: only its change time differs.
+    path = fake.folder / "test_batch"
+    before = path.stat()
+    flip_a_pixel_byte(path)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    with pytest.raises(DatasetUnavailableError, match="test_batch has md5"):
+        cifar.load_cifar(tmp_path, "cifar10")
+
+
+def test_a_planted_stamp_fifo_or_link_neither_stalls_nor_redirects(tmp_path, monkeypatch):
+    fake = trusted_fake_cifar(monkeypatch, tmp_path / "data", "cifar10", n_train=10, n_test=5)
+    os.mkfifo(fake.folder / STAMP_NAME)
+    load_args = (tmp_path / "data", "cifar10")
+    loading = threading.Thread(target=cifar.load_cifar, args=load_args, daemon=True)
+    loading.start()
+    loading.join(timeout=30)
+    assert not loading.is_alive(), "reading a FIFO stamp blocked the load"
+    assert (fake.folder / STAMP_NAME).is_file()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (fake.folder / STAMP_NAME).unlink()
+    (fake.folder / STAMP_NAME).symlink_to(victim)
+    cifar.load_cifar(tmp_path / "data", "cifar10")
+    assert victim.read_text() == "keep me" and not (fake.folder / STAMP_NAME).is_symlink()
+
+
+def test_a_read_only_release_is_verified_on_every_load(tmp_path, monkeypatch):
+    fake = trusted_fake_cifar(monkeypatch, tmp_path, "cifar100", n_train=6, n_test=2)
+
+    def read_only_folder(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(verified_files.tempfile, "mkstemp", read_only_folder)
+    cifar.load_cifar(tmp_path, "cifar100")
+    assert not (fake.folder / STAMP_NAME).exists()
+    flip_a_pixel_byte(fake.folder / "train")
+    with pytest.raises(DatasetUnavailableError, match="train has md5"):
         cifar.load_cifar(tmp_path, "cifar100")
 
 
@@ -154,14 +340,16 @@ def test_failed_download_leaves_no_files(tmp_path, monkeypatch, fetch, match):
     assert os.listdir(tmp_path) == []
 
 
-def _serve_archive(monkeypatch, archive: Path, kind: str) -> None:
+def _serve_archive(monkeypatch, archive: Path, kind: str, fake: FakeCifar | None = None) -> None:
     def fetch(url, destination):
         assert url == cifar.CIFAR_RELEASES[kind].url
         Path(destination).write_bytes(archive.read_bytes())
 
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()
     monkeypatch.setattr(archive_download, "fetch_url", fetch)
-    monkeypatch.setitem(cifar.CIFAR_RELEASES, kind, replace(cifar.CIFAR_RELEASES[kind], md5=md5))
+    file_md5 = fake.file_md5 if fake else cifar.CIFAR_RELEASES[kind].file_md5
+    release = replace(cifar.CIFAR_RELEASES[kind], md5=md5, file_md5=file_md5)
+    monkeypatch.setitem(cifar.CIFAR_RELEASES, kind, release)
 
 
 def test_corrupt_archive_with_matching_md5_leaves_no_files(tmp_path, monkeypatch):
@@ -198,7 +386,7 @@ def test_archive_members_escaping_the_folder_are_refused(tmp_path, monkeypatch, 
 def test_download_installs_the_release_folder_and_nothing_else(tmp_path, monkeypatch, kind):
     archive = tmp_path / "served.tar.gz"
     fake = write_fake_cifar_archive(archive, kind, n_train=11, n_test=4)
-    _serve_archive(monkeypatch, archive, kind)
+    _serve_archive(monkeypatch, archive, kind, fake)
     root = tmp_path / "data"
     splits = cifar.load_cifar(root, kind, download=True)
     np.testing.assert_array_equal(splits.train.images.numpy(), fake.train_images)
@@ -475,8 +663,8 @@ def test_classic_epoch_with_persistent_workers_is_repeatable():
 
 
 @pytest.mark.parametrize("loader", ["device", "classic"])
-def test_build_data_reads_fake_cifar(tmp_path, loader):
-    fake = write_fake_cifar(tmp_path, "cifar100", n_train=30, n_test=10)
+def test_build_data_reads_fake_cifar(tmp_path, monkeypatch, loader):
+    fake = trusted_fake_cifar(monkeypatch, tmp_path, "cifar100", n_train=30, n_test=10)
     bundle = build_data(
         "cifar100",
         root=str(tmp_path),
@@ -522,6 +710,11 @@ BASE_ARGS = {"root": "unused", "batch_size": 8, "eval_batch_size": 8, "device": 
         ("digits", {"image_size": 4}, r"image_size must be >= 8 for digits, got 4"),
         ("cifar10", {"image_size": 64}, r"image_size must be 32 for cifar10"),
         ("imagenet", {"loader": "classic", "resize_size": 100}, r"resize_size must be >= crop"),
+        (
+            "imagenet",
+            {"loader": "classic", "max_image_pixels": 0},
+            r"max_image_pixels must be >= 1",
+        ),
         ("digits", {"batch_size": 2000, "drop_last": True}, r"leaves no full batch"),
     ],
 )
@@ -644,3 +837,146 @@ def test_imagenet_wrong_layouts_explain_the_expected_one(tmp_path, break_layout,
     with pytest.raises(DatasetUnavailableError, match=match) as info:
         imagenet_bundle(tmp_path)
     assert "train/<class>/<image>" in str(info.value)
+
+
+# ---------------------------------------------------------------- imagenet: untrusted trees
+
+
+def train_labels_by_file(bundle: DataBundle) -> Counter:
+    """(real file, label) -> how many samples of the train split read that file as that label."""
+    dataset = bundle.train.loader.dataset.base
+    return Counter((Path(sample.real).resolve(), sample.label) for sample in dataset.samples)
+
+
+def link_class_folder_out(root: Path, outside: Path) -> Path:
+    link = root / "val" / "n01440764"
+    os.rename(link, outside / "n01440764")
+    link.symlink_to(outside / "n01440764")
+    return link
+
+
+def link_file_out(root: Path, outside: Path) -> Path:
+    pixels = np.random.default_rng(1).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(outside / "secret.JPEG")
+    link = root / "train" / "n01440764" / "extra.JPEG"
+    link.symlink_to(outside / "secret.JPEG")
+    return link
+
+
+@pytest.mark.parametrize(("plant", "extra_train"), [(link_class_folder_out, 0), (link_file_out, 1)])
+def test_imagenet_links_out_of_the_root_are_refused_unless_allowed(tmp_path, plant, extra_train):
+    root, outside = tmp_path / "imagenet", tmp_path / "elsewhere"
+    outside.mkdir()
+    write_fake_imagenet(root, classes=2, per_class=2, size=24)
+    link = plant(root, outside)
+    with pytest.raises(DatasetUnavailableError) as info:
+        imagenet_bundle(root)
+    message = str(info.value)
+    assert str(link) in message and str(root) in message and "data.follow_links=true" in message
+    bundle = imagenet_bundle(root, follow_links=True)
+    assert (bundle.num_train, bundle.num_test) == (4 + extra_train, 4)
+    assert len(torch.cat([y for _, y in epoch(bundle.test)])) == 4
+
+
+def test_imagenet_samples_are_ordered_and_labelled_as_torchvision_does(tmp_path):
+    fake = write_fake_imagenet(tmp_path, classes=3, per_class=3, size=16)
+    nested = tmp_path / "train" / fake.classes[1] / "a_nested"
+    nested.mkdir()
+    os.rename(fake.train_files[4], nested / "z.png")
+    bundle = imagenet_bundle(tmp_path)
+    ours = [(sample.shown, sample.label) for sample in bundle.train.loader.dataset.base.samples]
+    assert ours == datasets.ImageFolder(str(tmp_path / "train")).samples
+
+
+def test_imagenet_links_to_non_images_are_ignored_wherever_they_lead(tmp_path):
+    root = tmp_path / "imagenet"
+    write_fake_imagenet(root, classes=2, per_class=2, size=16)
+    (tmp_path / "notes.txt").write_text("not an image")
+    (root / "train" / "n01440764" / "notes.txt").symlink_to(tmp_path / "notes.txt")
+    assert imagenet_bundle(root).num_train == 4
+
+
+def test_imagenet_symlink_loops_neither_multiply_nor_relabel(tmp_path):
+    fake = write_fake_imagenet(tmp_path, classes=2, per_class=8, size=16)
+    (tmp_path / "train" / fake.classes[0] / "loop").symlink_to("..")
+    (tmp_path / "train" / fake.classes[1] / "self").symlink_to(".")
+    (tmp_path / "train" / fake.classes[1] / "deep").mkdir()
+    (tmp_path / "train" / fake.classes[1] / "deep" / "up").symlink_to("../..")
+    bundle = imagenet_bundle(tmp_path)
+    assert bundle.num_train == 16
+    expected = Counter(
+        {(path.resolve(), fake.classes.index(path.parent.name)): 1 for path in fake.train_files}
+    )
+    assert train_labels_by_file(bundle) == expected
+    labels = torch.cat([y for _, y in epoch(bundle.train)])
+    assert sorted(labels.tolist()) == [0] * 8 + [1] * 8
+
+
+def test_imagenet_files_reached_twice_are_read_once(tmp_path):
+    fake = write_fake_imagenet(tmp_path, classes=2, per_class=3, size=16)
+    first_class = tmp_path / "train" / fake.classes[0]
+    (first_class / "copy.JPEG").symlink_to(fake.train_files[0].name)
+    (first_class / "nested").mkdir()
+    os.rename(fake.train_files[1], first_class / "nested" / fake.train_files[1].name)
+    (first_class / "alias").symlink_to("nested")
+    bundle = imagenet_bundle(tmp_path)
+    assert bundle.num_train == 6
+    assert sorted(label for _, label in train_labels_by_file(bundle)) == [0, 0, 0, 1, 1, 1]
+
+
+def test_imagenet_file_in_two_class_folders_is_refused(tmp_path):
+    fake = write_fake_imagenet(tmp_path, classes=2, per_class=2, size=16)
+    stolen = tmp_path / "train" / fake.classes[1] / "stolen.JPEG"
+    stolen.symlink_to(fake.train_files[0])
+    with pytest.raises(DatasetUnavailableError, match="two labels") as info:
+        imagenet_bundle(tmp_path)
+    assert str(stolen) in str(info.value) and str(fake.train_files[0]) in str(info.value)
+
+
+def truncate_jpeg(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def test_a_truncated_jpeg_fails_naming_its_path(tmp_path):
+    fake = write_fake_imagenet(tmp_path, classes=2, per_class=2, size=32, val_per_class=3)
+    truncate_jpeg(fake.val_files[4])
+    bundle = imagenet_bundle(tmp_path)
+    with pytest.raises(DatasetUnavailableError, match="cannot be read as an image") as info:
+        epoch(bundle.test)
+    assert str(fake.val_files[4]) in str(info.value) and "truncated" in str(info.value)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_bad_images_are_skipped_and_counted_when_asked(tmp_path, num_workers):
+    fake = write_fake_imagenet(tmp_path, classes=2, per_class=4, size=32, val_per_class=3)
+    truncate_jpeg(fake.val_files[1])
+    truncate_jpeg(fake.train_files[2])
+    fake.train_files[5].write_bytes(b"not an image at all")
+    bundle = imagenet_bundle(tmp_path, skip_bad_images=True, num_workers=num_workers)
+    assert bundle.skipped_images() == 0
+    batches = epoch(bundle.train)
+    assert [len(y) for _, y in batches] == [4, 4]
+    assert [len(y) for _, y in epoch(bundle.test)] == [5, 1]
+    assert bundle.skipped_images() == 3
+    epoch(bundle.train, 1)
+    assert bundle.skipped_images() == 3  # distinct files, not encounters
+
+
+def test_an_oversized_image_is_refused_before_decoding(tmp_path, monkeypatch):
+    fake = write_fake_imagenet(tmp_path, classes=2, per_class=2, size=16, val_per_class=1)
+    big = np.zeros((30, 40, 3), dtype=np.uint8)
+    Image.fromarray(big).save(fake.val_files[1], format="JPEG")
+    bundle = imagenet_bundle(tmp_path, max_image_pixels=1000)
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(
+        ImageFile.ImageFile, "load", lambda image: decoded.append(image.size) or real_load(image)
+    )
+    with pytest.raises(DatasetUnavailableError) as info:
+        epoch(bundle.test)
+    message = str(info.value)
+    assert str(fake.val_files[1]) in message
+    assert "40x30 = 1200 pixels, above data.max_image_pixels=1000" in message
+    assert (40, 30) not in decoded and (16, 16) in decoded
+    skipping = imagenet_bundle(tmp_path, max_image_pixels=1000, skip_bad_images=True)
+    assert [len(y) for _, y in epoch(skipping.test)] == [2] and skipping.skipped_images() == 1

@@ -222,3 +222,11 @@ def test_concurrent_launches(workspace) -> None:
 def test_security(workspace) -> None:
     # a pickle with a forged checksum, then the secrets scan of a wandb-logged run
     _assert_survived(faults.scenario_security(workspace, 1))
+
+
+@pytest.mark.slow
+def test_hostile_data(workspace) -> None:
+    # a code-carrying CIFAR pickle read without the md5 check, and an ImageNet symlink loop;
+    # test_data.py covers every hostile-data case directly
+    for case in ("code-carrying test_batch, data.verify=false", "imagenet symlink loop"):
+        assert faults.DATA_FAULTS[case](workspace) is None, case

@@ -65,6 +65,8 @@ SUMMARY_KEYS = [
     "setup",
     "wandb_run_id",
     "message",
+    "data_verify",
+    "data_skipped_images",
 ]
 STEPS_PER_EPOCH = 23  # 1,437 digits at batch 64
 
@@ -102,6 +104,7 @@ def test_autodrop_run_writes_every_file_of_the_contract(train_in_process, result
     summary = _summary(run_dir)
     assert list(summary) == SUMMARY_KEYS
     assert summary["status"] == "finished" and summary["message"] is None
+    assert summary["data_verify"] is True and summary["data_skipped_images"] == 0
     assert (summary["experiment"], summary["dataset"], summary["model"]) == (
         "quick/digits",
         "digits",

@@ -9,7 +9,7 @@ from experiments.data.bundle import DataBundle
 from experiments.data.cifar import CIFAR_SIDE, load_cifar
 from experiments.data.device_loader import DeviceEvalLoader, DeviceTrainLoader
 from experiments.data.digits import load_digits_splits
-from experiments.data.imagenet import build_imagenet
+from experiments.data.imagenet import FolderOptions, build_imagenet
 from experiments.data.sharding import EpochPlanner, eval_shard, train_steps_per_epoch
 from experiments.data.worker_loader import (
     ArrayImageDataset,
@@ -42,6 +42,7 @@ def _validate(
     image_size: int,
     crop_size: int,
     resize_size: int,
+    max_image_pixels: int,
 ) -> None:
     _require(name in DATASET_NAMES, f"Unknown dataset {name!r}; valid: {', '.join(DATASET_NAMES)}")
     _require(loader in LOADER_NAMES, f"Unknown loader {loader!r}; valid: {', '.join(LOADER_NAMES)}")
@@ -69,6 +70,7 @@ def _validate(
             resize_size >= crop_size,
             f"resize_size must be >= crop_size ({crop_size}), got {resize_size}",
         )
+        _require(max_image_pixels >= 1, f"max_image_pixels must be >= 1, got {max_image_pixels}")
 
 
 def build_data(
@@ -84,19 +86,26 @@ def build_data(
     loader: str = "device",
     num_workers: int = 4,
     download: bool = False,
+    verify: bool = True,
     image_size: int = 32,
     augment: bool = True,
     drop_last: bool = False,
     channels_last: bool = False,
     crop_size: int = 224,
     resize_size: int = 256,
+    follow_links: bool = False,
+    skip_bad_images: bool = False,
+    max_image_pixels: int = FolderOptions.max_image_pixels,
 ) -> DataBundle:
     """Train and test loaders for ``name`` on ``device`` for this rank.
 
     ``batch_size``/``eval_batch_size`` are per rank. ``loader``: "device" (whole split on the
     device, cifar/digits) or "classic" (DataLoader workers; the only one for imagenet).
-    ``download`` applies to cifar, ``image_size`` to digits (cifar must be 32; imagenet ignores
-    it), ``crop_size``/``resize_size`` to imagenet. Remainders: see ``experiments.data.sharding``.
+    ``download`` and ``verify`` (check the official md5s) apply to cifar, ``image_size`` to
+    digits (cifar must be 32; imagenet ignores it), ``crop_size``/``resize_size`` and the
+    folder safety options (``follow_links``, ``skip_bad_images``, ``max_image_pixels``; see
+    ``experiments.data.image_folder``) to imagenet. Remainders: see
+    ``experiments.data.sharding``.
     """
     _validate(
         name,
@@ -110,6 +119,7 @@ def build_data(
         image_size=image_size,
         crop_size=crop_size,
         resize_size=resize_size,
+        max_image_pixels=max_image_pixels,
     )
     common = dict(
         batch_size=batch_size,
@@ -124,10 +134,15 @@ def build_data(
         channels_last=channels_last,
     )
     if name == "imagenet":
-        bundle = build_imagenet(root, crop_size=crop_size, resize_size=resize_size, **common)
+        options = FolderOptions(follow_links, skip_bad_images, max_image_pixels)
+        bundle = build_imagenet(
+            root, crop_size=crop_size, resize_size=resize_size, folder_options=options, **common
+        )
     else:
         splits = (
-            load_digits_splits(image_size) if name == "digits" else load_cifar(root, name, download)
+            load_digits_splits(image_size)
+            if name == "digits"
+            else load_cifar(root, name, download, verify)
         )
         bundle = build_array_bundle(splits, name=name, loader=loader, **common)
     steps = train_steps_per_epoch(bundle.num_train, batch_size, world_size, drop_last)

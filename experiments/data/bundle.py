@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,3 +42,5 @@ class DataBundle:
     num_train: int  # samples in the whole train split (all ranks)
     num_test: int
     name: str
+    # Distinct bad image files replaced so far (data.skip_bad_images=true, imagenet).
+    skipped_images: Callable[[], int] = lambda: 0

@@ -3,18 +3,23 @@
 Train: RandomResizedCrop(crop_size) + flip under per-sample seeds, sharded by a
 DistributedSampler (set_epoch). Eval: Resize(resize_size) + CenterCrop(crop_size), sharded
 ``rank::world_size`` without padding so every val image is counted once across ranks.
+The folders are read through ``image_folder``: confined to the root, loops and duplicates
+handled, each image size-checked before decoding; see that module.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import DistributedSampler
-from torchvision import datasets, transforms
+from torchvision import transforms
 
 from experiments.data.bundle import DataBundle
 from experiments.data.errors import DatasetUnavailableError
+from experiments.data.image_folder import IMAGE_EXTENSIONS, CheckedImageFolder, scan_split
 from experiments.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from experiments.data.sharding import eval_shard
 from experiments.data.worker_loader import (
@@ -69,11 +74,36 @@ def _preview(names: list[str], limit: int = 5) -> str:
     return f"{shown}, ... ({len(names)} in all)" if len(names) > limit else shown
 
 
-def _image_folder(split_dir: Path, transform: transforms.Compose) -> datasets.ImageFolder:
-    try:
-        return datasets.ImageFolder(str(split_dir), transform=transform)
-    except FileNotFoundError as exc:  # a class folder without any image file
-        raise DatasetUnavailableError(f"{exc}. {_expected_layout(split_dir.parent)}") from exc
+@dataclass(frozen=True)
+class FolderOptions:
+    """How the image folders are trusted: see ``experiments.data.image_folder``."""
+
+    follow_links: bool = False
+    skip_bad_images: bool = False
+    max_image_pixels: int = 40_000_000
+
+
+def _image_folder(
+    root: Path,
+    split: str,
+    classes: list[str],
+    transform: transforms.Compose,
+    options: FolderOptions,
+) -> CheckedImageFolder:
+    scan = scan_split(root, root / split, classes, options.follow_links)
+    counts = Counter(sample.label for sample in scan.samples)
+    empty = [name for label, name in enumerate(classes) if not counts[label]]
+    if empty:
+        raise DatasetUnavailableError(
+            f"{root / split} has class folders without image files ({', '.join(IMAGE_EXTENSIONS)})"
+            f": {_preview(empty)}. {_expected_layout(root)}"
+        )
+    return CheckedImageFolder(
+        scan.samples,
+        transform,
+        max_pixels=options.max_image_pixels,
+        skip_bad=options.skip_bad_images,
+    )
 
 
 def imagenet_transforms(
@@ -107,12 +137,13 @@ def build_imagenet(
     channels_last: bool = False,
     crop_size: int = 224,
     resize_size: int = 256,
+    folder_options: FolderOptions = FolderOptions(),
 ) -> DataBundle:
     root = Path(root).expanduser()
     classes = check_imagenet_layout(root)
     train_tf, eval_tf = imagenet_transforms(crop_size, resize_size, augment)
-    train_set = _image_folder(root / "train", train_tf)
-    val_set = _image_folder(root / "val", eval_tf)
+    train_set = _image_folder(root, "train", classes, train_tf, folder_options)
+    val_set = _image_folder(root, "val", classes, eval_tf, folder_options)
     sampler = SampleSeedSampler(
         DistributedSampler(
             train_set,
@@ -145,4 +176,5 @@ def build_imagenet(
         num_train=len(train_set),
         num_test=len(val_set),
         name="imagenet",
+        skipped_images=lambda: train_set.skipped() + val_set.skipped(),
     )
