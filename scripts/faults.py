@@ -41,6 +41,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from experiments.rundir import SUMMARY_FILE, DamagedRecords, read_records, read_summary
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 4
 BASE_RUN = (
@@ -197,9 +199,8 @@ def wait_for(condition: Callable[[], bool], process: Any, timeout: float = RUN_T
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The run's records (the records module's reader); a damaged file raises DamagedRecords."""
+    return read_records(path)
 
 
 def _without_times(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -207,10 +208,7 @@ def _without_times(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def summary_of(run_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((run_dir / "summary.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
+    return read_summary(run_dir / SUMMARY_FILE) or {}
 
 
 def difference_from(run_dir: Path, reference: Path) -> str | None:
@@ -222,7 +220,7 @@ def difference_from(run_dir: Path, reference: Path) -> str | None:
     for name in ("metrics.jsonl", "autodrop.jsonl"):
         try:
             mine = _without_times(read_jsonl(run_dir / name))
-        except json.JSONDecodeError as error:
+        except DamagedRecords as error:
             return f"{name} holds a broken line ({error})"
         if mine != _without_times(read_jsonl(reference / name)):
             return f"{name} differs from the uninterrupted run"
@@ -292,7 +290,10 @@ def _is_file(path: Path) -> bool:
 
 
 def _has_records(path: Path, count: int) -> bool:
-    return len(read_jsonl(path)) >= count
+    try:
+        return len(read_jsonl(path)) >= count
+    except DamagedRecords:  # a line being written right now
+        return False
 
 
 def _checkpoint_temp_exists(run_dir: Path) -> bool:
@@ -420,7 +421,7 @@ def _disk_full_problem(
         return "no clear 'the disk is full' message"
     try:
         metrics = read_jsonl(run_dir / "metrics.jsonl")
-    except json.JSONDecodeError as error:
+    except DamagedRecords as error:
         return f"metrics.jsonl was left with a broken line ({error})"
     if _without_times(metrics) != _without_times(read_jsonl(ref / "metrics.jsonl"))[: len(metrics)]:
         return "metrics.jsonl no longer matches the run's records"
@@ -715,7 +716,20 @@ def _mentions(message: str, key: str, value: Any) -> bool:
     return key in message and any(s in message for s in shown)
 
 
-def one_training_step(cfg: Any, run_root: Path) -> float:
+def compose_with_choices(overrides: Sequence[str]) -> tuple[Any, dict[str, Any]]:
+    """The task config of ``overrides`` and Hydra's group choices (what the runner gets)."""
+    from omegaconf import OmegaConf, open_dict
+
+    from experiments.config import compose_config
+
+    cfg = compose_config(list(overrides), with_hydra=True)
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, choices
+
+
+def one_training_step(cfg: Any, choices: dict[str, Any], run_root: Path) -> float:
     """Build the run of ``cfg`` as the runner does and take one optimizer step; its loss."""
     from experiments.console import EpochProgress
     from experiments.distributed import DistContext
@@ -723,9 +737,11 @@ def one_training_step(cfg: Any, run_root: Path) -> float:
     from experiments.loop import train_epoch
     from experiments.rundir import RunDir
     from experiments.runtime import select_device
+    from experiments.train import identify_run
 
     device = select_device(cfg.trainer.accelerator, 0)
-    job = TrainingJob(cfg, RunDir(run_root), DistContext(), device)
+    identity = identify_run(cfg, choices)[1]
+    job = TrainingJob(cfg, RunDir(run_root), DistContext(), device, identity)
     job.data.train.set_epoch(0)
     result = train_epoch(
         job.model,
@@ -743,7 +759,7 @@ def one_training_step(cfg: Any, run_root: Path) -> float:
 def fuzz_example(choice: list[tuple[int, bool, int]], root: Path) -> str | None:
     """Check one combination: a list of (spec index, valid?, value index). None when the
     runner did the right thing (refused an invalid one clearly, trained a valid one)."""
-    from experiments.config import ConfigError, compose_config, validate_config
+    from experiments.config import ConfigError, validate_config
     from experiments.train import run_job
 
     picked: dict[str, tuple[Any, bool]] = {}
@@ -767,7 +783,7 @@ def fuzz_example(choice: list[tuple[int, bool, int]], root: Path) -> str | None:
         overrides.append(f"optimizer={optimizer}")
     overrides += [_override(key, value) for key, (value, _) in picked.items()]
     invalid = {key: value for key, (value, valid) in picked.items() if not valid}
-    cfg = compose_config([*overrides, f"paths.results_dir={root}"])
+    cfg, choices = compose_with_choices([*overrides, f"paths.results_dir={root}"])
     try:
         validate_config(cfg)
     except ConfigError as error:
@@ -780,18 +796,17 @@ def fuzz_example(choice: list[tuple[int, bool, int]], root: Path) -> str | None:
             )
         if "must" not in message and "allowed" not in message and "expected" not in message:
             return f"{overrides[len(FUZZ_BASE) :]}: the message does not say what is allowed"
-        run_dir = root / "refused"
         try:
-            run_job(cfg, run_dir)
+            run_job(cfg, choices)
         except ConfigError:
             pass
-        if run_dir.exists():
+        if (root / "runs").exists():
             return f"{overrides[len(FUZZ_BASE) :]}: run_job wrote files before refusing"
         return None
     if invalid:
         return f"{overrides[len(FUZZ_BASE) :]}: invalid values {invalid} were accepted"
     try:
-        one_training_step(cfg, root / "step")
+        one_training_step(cfg, choices, root / "step")
     except Exception as error:  # noqa: BLE001 - any crash of a valid config is a finding
         return f"{overrides[len(FUZZ_BASE) :]}: a valid config failed to train: {error!r}"
     return None
@@ -1161,6 +1176,52 @@ def scenario_hostile_data(ws: Workspace, trials: int) -> Outcome:
     return outcome
 
 
+LINK_ENTRIES = (".lock", "train.log", ".hydra/config.yaml", "metrics.jsonl", "checkpoints/last.pt")
+ESCAPING_NAMES = ("scheduler.label=../../../../x", "experiment_name=../../x", "model.name=../x")
+
+
+def planted_link(ws: Workspace, entry: str) -> str | None:
+    """A link planted at ``entry`` of a fresh run directory: refused naming it, target kept."""
+    results = ws.fresh("link")
+    target = results / "precious.txt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("must stay byte-identical\n")
+    link = results / RUN_SUBDIR / entry
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(target)
+    result = run_cli(runner_command(results))
+    if result.returncode == 0:
+        return f"a run with {entry} linked out trained"
+    if target.read_text() != "must stay byte-identical\n":
+        return f"the target of {entry} was written through"
+    if "symbolic links" not in result.stdout + result.stderr:
+        return f"no message naming the planted link {entry}"
+    return None
+
+
+def escaping_name(ws: Workspace, override: str) -> str | None:
+    """A name that would leave the results directory: refused, nothing written anywhere."""
+    scratch = ws.fresh("escape")
+    scratch.mkdir(parents=True, exist_ok=True)
+    for mode in ((), ("-m",)):
+        result = run_cli(runner_command(scratch / "results", *mode, override))
+        if result.returncode == 0:
+            return f"{override} {' '.join(mode)} was accepted"
+    written = sorted(str(p.relative_to(scratch)) for p in scratch.rglob("*"))
+    return f"{override} wrote {written}" if written else None
+
+
+def scenario_planted_links(ws: Workspace, trials: int) -> Outcome:
+    """Links planted in a run directory (lock, log, .hydra, records, checkpoint) and names that
+    would escape the results directory: every launch is refused and writes nothing."""
+    outcome = Outcome("planted_links")
+    cases = [(f"link at {e}", partial(planted_link, entry=e)) for e in LINK_ENTRIES]
+    cases += [(f"escaping {o}", partial(escaping_name, override=o)) for o in ESCAPING_NAMES]
+    for label, case in cases[: min(trials, len(cases))]:
+        outcome.record(case(ws), label)
+    return outcome
+
+
 # --------------------------------------------------------------------------- the campaign
 SCENARIOS: dict[str, tuple[Callable[[Workspace, int], Outcome], int]] = {
     "sigkill": (scenario_sigkill, 20),
@@ -1172,6 +1233,7 @@ SCENARIOS: dict[str, tuple[Callable[[Workspace, int], Outcome], int]] = {
     "concurrent_launch": (scenario_lock, 2),
     "security": (scenario_security, 2),
     "hostile_data": (scenario_hostile_data, len(DATA_FAULTS)),
+    "planted_links": (scenario_planted_links, len(LINK_ENTRIES) + len(ESCAPING_NAMES)),
 }
 
 

@@ -230,3 +230,9 @@ def test_hostile_data(workspace) -> None:
     # test_data.py covers every hostile-data case directly
     for case in ("code-carrying test_batch, data.verify=false", "imagenet symlink loop"):
         assert faults.DATA_FAULTS[case](workspace) is None, case
+
+
+@pytest.mark.slow
+def test_planted_links(workspace) -> None:
+    # a planted .lock link; test_run_dir_safety.py covers every entry and escaping name
+    assert faults.planted_link(workspace, ".lock") is None
