@@ -84,14 +84,30 @@ def run_setup(cfg: DictConfig) -> dict[str, Any]:
     return {k: v for k, v in sorted(flatten(resolved).items()) if not is_execution_key(k)}
 
 
-def label_references(cfg: DictConfig) -> set[str]:
-    """The config keys the scheduler label interpolates (``${scheduler.window}`` -> its key)."""
-    raw = OmegaConf.to_container(cfg.scheduler, resolve=False).get("label", "")
+def _references(raw: Any, owner: str) -> set[str]:
+    """The keys an interpolation string refers to (``${.name}`` is relative to ``owner``)."""
     keys = set()
     for _, key in _REFERENCE.findall(str(raw)):
         key = key.strip()
-        keys.add(f"scheduler{key}" if key.startswith(".") else key)
+        keys.add(f"{owner}{key}" if key.startswith(".") else key)
     return keys
+
+
+def label_references(cfg: DictConfig) -> set[str]:
+    """The keys the scheduler label shows: those it interpolates (``${scheduler.window}``) and
+    every key whose value is derived from one of them (an lr computed from a multiplier)."""
+    raw = {
+        k: v
+        for k, v in flatten(OmegaConf.to_container(cfg, resolve=False)).items()
+        if isinstance(v, str) and "${" in v
+    }
+    shown = _references(raw.get("scheduler.label", ""), "scheduler")
+    grew = True
+    while grew:
+        derived = {k for k, v in raw.items() if _references(v, k.rpartition(".")[0]) & shown}
+        grew = not derived <= shown
+        shown |= derived
+    return shown
 
 
 def setup_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:

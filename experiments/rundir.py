@@ -104,6 +104,7 @@ class RunDir:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).absolute()
+        self._lock_fd: int | None = None
 
     @property
     def metrics_path(self) -> Path:
@@ -152,11 +153,18 @@ class RunDir:
                     f"{self.root} is being trained by another process (pid {holder}): this "
                     "launch exits without touching it; relaunch once that process has ended"
                 ) from None
-            # Fixed width, written in place: the lock file is never truncated.
-            os.pwrite(fd, f"{os.getpid():>12}\n".encode(), 0)
+            self._lock_fd = fd
             yield
         finally:
+            self._lock_fd = None
             os.close(fd)
+
+    def record_lock_owner(self) -> None:
+        """Write this process's pid into the held lock file (only a launch that trains does, so
+        a skipped or refused launch leaves every byte of the run as it was). Fixed width and in
+        place: the lock file is never truncated."""
+        if self._lock_fd is not None:
+            os.pwrite(self._lock_fd, f"{os.getpid():>12}\n".encode(), 0)
 
     def refuse_links(self) -> None:
         """Raise UnsafeRunDirectory if the run directory is a link or holds any link."""

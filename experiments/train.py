@@ -158,6 +158,7 @@ def run_job(
             log.info("already finished, nothing to do: results in %s", run_dir.root)
             return LaunchResult(action.value, run_dir.root)
         if plan.rank == 0:
+            run_dir.record_lock_owner()
             _write_hydra_files(run_dir, cfg, overrides, hydra_cfg)
         config = OmegaConf.to_container(cfg, resolve=True)
         args = (config, str(run_dir.root), identity)

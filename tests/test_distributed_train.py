@@ -181,7 +181,8 @@ def test_submitit_local_sweep_runs_two_jobs_without_a_gpu(train_cli, results_dir
     assert result.returncode == 0, result.stderr[-3000:]
     base = results_dir / "runs/quick/digits/digits-resnet8"
     for label in ("constant", "step"):
-        assert _summary(base / label / "seed=0")["status"] == "finished"
+        run = base / f"{label},data.image_size=8,trainer.epochs=1/seed=0"
+        assert _summary(run)["status"] == "finished"
 
 
 @pytest.mark.slow

@@ -49,9 +49,13 @@ def test_writes_refuse_links_and_hard_links_created_after_the_check(tmp_path) ->
 def test_the_lock_file_is_written_in_place_never_truncated(tmp_path) -> None:
     run = RunDir(tmp_path / "run")
     with run.lock():
+        assert (run.root / ".lock").read_bytes() == b""  # holding it writes nothing
+        run.record_lock_owner()
         first = (run.root / ".lock").read_bytes()
+    (run.root / ".lock").write_bytes(first + b"tail kept")
     with run.lock():
-        assert (run.root / ".lock").read_bytes() == first
+        run.record_lock_owner()
+        assert (run.root / ".lock").read_bytes() == first + b"tail kept"
     assert first.strip() == str(os.getpid()).encode()
 
 

@@ -73,7 +73,7 @@ def test_lr_and_epochs_sweeps_give_distinct_runs(train_cli, results_dir) -> None
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    runs = sorted(p.parent.name for p in (results_dir / RUNS).glob("*/seed=0/summary.json"))
+    runs = sorted(p.name for p in (results_dir / RUNS).iterdir())
     assert runs == [
         "constant,data.image_size=8,optimizer.lr=0.1,trainer.epochs=1",
         "constant,data.image_size=8,optimizer.lr=0.1,trainer.epochs=2",
