@@ -264,9 +264,20 @@ class NoLoggerConfig:
 
 
 @dataclass
+class LRSweepConfig:
+    """A sweep over the initial lr (experiment=ablation/lr_sensitivity): a preset sets
+    ``optimizer.lr: ${mul:${lr_sweep.base_lr},${lr_sweep.multiplier}}`` and sweeps
+    ``lr_sweep.multiplier``. Unused (and without effect) elsewhere."""
+
+    base_lr: float | None = None
+    multiplier: float = 1.0
+
+
+@dataclass
 class Config:
     experiment_name: str = "adhoc"
     seed: int = 0
+    lr_sweep: LRSweepConfig = field(default_factory=LRSweepConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = MISSING
     model: ModelConfig = MISSING
@@ -297,11 +308,24 @@ def compact_number(value: Any) -> str:
     return f"{value:g}"
 
 
+def multiply(*factors: Any) -> float:
+    """The product of numbers (the ``mul`` resolver: ``${mul:0.05,4}`` -> 0.2)."""
+    if not factors:
+        raise ConfigError("${mul:...} needs at least one number")
+    product = 1.0
+    for factor in factors:
+        if isinstance(factor, bool) or not isinstance(factor, int | float):
+            raise ConfigError(f"${{mul:...}} factor {factor!r} is invalid: must be a number")
+        product *= factor
+    return product
+
+
 def register_configs() -> None:
     """Put the schemas into Hydra's ConfigStore and the help resolver in OmegaConf
     (idempotent)."""
     OmegaConf.register_new_resolver("public_config_groups", public_config_groups, replace=True)
     OmegaConf.register_new_resolver("compact", compact_number, replace=True)
+    OmegaConf.register_new_resolver("mul", multiply, replace=True)
     store = ConfigStore.instance()
     store.store(name="config_schema", node=Config)
     store.store(group="schema/optimizer", name="sgd", node=SGDConfig)
