@@ -54,6 +54,7 @@ _RUN_DTYPES: dict[str, str] = {
     "wandb_run_id": "object",
     "message": "object",
     "options": "str",
+    "optimizer_lr": "float64",
     "source": "str",
 }
 # The per-epoch record keys in their contract order; extra keys follow, sorted.
@@ -71,6 +72,7 @@ METRIC_KEYS = (
     "autodrop/omega",
 )
 TRACE_KEYS = ("step", "omega", "smoothed", "lr", "dropped")
+HYDRA_CONFIG = Path(".hydra") / "config.yaml"
 
 
 class NoRunsError(FileNotFoundError):
@@ -220,6 +222,8 @@ def _read_run_dir(root: Path, run_dir: Path) -> RawRun:
         summary = {**from_path, **json.loads(summary_path.read_text())}
     else:  # the runner writes summary.json at start; without one the run has only just begun
         summary = {**from_path, "status": "running"}
+    if summary.get("optimizer_lr") is None:
+        summary["optimizer_lr"] = configured_lr(run_dir)
     return RawRun(
         run_id="/".join(parts),
         summary=summary,
@@ -227,6 +231,25 @@ def _read_run_dir(root: Path, run_dir: Path) -> RawRun:
         trace=read_jsonl(run_dir / "autodrop.jsonl"),
         source=str(run_dir),
     )
+
+
+def configured_lr(run_dir: Path) -> float | None:
+    """The run's initial lr, ``optimizer.lr`` of its recorded config (``.hydra/config.yaml``,
+    interpolations resolved with the runner's resolvers); None when no config was recorded."""
+    path = run_dir / HYDRA_CONFIG
+    if not path.is_file():
+        return None
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from experiments.config import register_configs
+
+    register_configs()  # the resolvers the config's interpolations may use (e.g. ${mul:...})
+    try:
+        value = OmegaConf.select(OmegaConf.load(path), "optimizer.lr")
+    except OmegaConfBaseException as err:
+        raise ValueError(f"{path}: optimizer.lr cannot be read ({err})") from err
+    return None if value is None else float(value)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -306,6 +329,7 @@ def _run_row(raw: RawRun, metrics: pd.DataFrame) -> dict:
         "seed": int(summary["seed"]),
         "status": status,
         "options": json.dumps(summary.get("scheduler_options") or {}, sort_keys=True),
+        "optimizer_lr": summary.get("optimizer_lr"),
         "source": raw.source,
     }
     for name in (
