@@ -97,6 +97,7 @@ def write_fake_run(
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if config is not None:
+        (run_dir / HYDRA_CONFIG).parent.mkdir(exist_ok=True)
         OmegaConf.save(OmegaConf.create(config), run_dir / HYDRA_CONFIG)
     return run_dir
 
