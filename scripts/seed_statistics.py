@@ -106,9 +106,7 @@ def probability_of_improvement(schedule: np.ndarray, baseline: np.ndarray) -> fl
     return float(u_baseline) / (len(schedule) * len(baseline))
 
 
-def compare(
-    runs: pd.DataFrame, row: str, schedule: str, baseline: str, value: str = VALUE
-) -> dict:
+def compare(runs: pd.DataFrame, row: str, schedule: str, baseline: str, value: str = VALUE) -> dict:
     """One row of the comparisons frame: schedule against baseline on one task row."""
     pairs = paired_values(runs, row, schedule, baseline, value)
     differences = (pairs["schedule"] - pairs["baseline"]).to_numpy()
