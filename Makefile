@@ -24,18 +24,28 @@ PAPER_GRIDS := "scheduler=$(PAPER_SCHEDULES)" \
 QUICK_SCHEDULES := autodrop,autodrop_v1,step,cosine,onecycle
 QUICK_SEEDS     := 0,1,2
 # quick/* runs use one torch thread each: two jobs at once fill this 2-core class of machine.
-QUICK_PARALLEL  := hydra/launcher=joblib hydra.launcher.n_jobs=2
+QUICK_JOBS      := 2
+QUICK_PARALLEL  := hydra/launcher=joblib hydra.launcher.n_jobs=$(QUICK_JOBS)
 LAUNCH_local   :=
 LAUNCH_joblib  := hydra/launcher=joblib
 LAUNCH_slurm   := hydra/launcher=slurm
 TRAIN := $(PY) -m experiments.train
+# make status / make reproduce DRY_RUN=1: the grids above, as scripts.status reads them.
+STATUS       := $(PY) -m scripts.status --runs $(RESULTS)/runs
+STATUS_paper  = $(STATUS) --experiments $(addprefix paper/,$(PAPER_TASKS)) --grid $(PAPER_GRIDS) \
+                  --seeds $(SEEDS) --gpus $(GPUS)
+STATUS_quick  = $(STATUS) --experiments quick/fixed_lr --gpus $(QUICK_JOBS) && \
+                $(STATUS) --experiments quick/digits --grid "scheduler=$(QUICK_SCHEDULES)" \
+                  --seeds $(QUICK_SEEDS) --gpus $(QUICK_JOBS)
+STATUS_lr-sensitivity = $(STATUS) --experiments ablation/lr_sensitivity \
+                  --grid "scheduler=$(QUICK_SCHEDULES)" --seeds $(QUICK_SEEDS) --gpus $(QUICK_JOBS)
 
-.PHONY: help install test test-fast lint format bench faults quick reproduce ablations tables figures wandb-sync clean
+.PHONY: help install test test-fast lint format bench faults quick reproduce ablations lr-sensitivity status tables figures wandb-sync clean
 
 help: ## Show this help
 	@echo "AutoDrop benchmark suite. Targets:"
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
-	@echo "Variables: LAUNCHER=local|joblib|slurm GPUS=N DATA_DIR=path SEEDS=0,1,2,3 RESULTS=dir"
+	@echo "Variables: LAUNCHER=local|joblib|slurm GPUS=N DATA_DIR=path SEEDS=0,1,2,3 RESULTS=dir DRY_RUN=1"
 
 $(STAMP): pyproject.toml
 	$(PYTHON_BOOT) -m venv $(VENV)
@@ -72,7 +82,10 @@ quick: $(STAMP) ## CPU-sized reproduction on the embedded digits data -> results
 	$(PY) -m scripts.aggregate --runs $(RESULTS)/runs --experiment quick --out $(RESULTS)/quick
 	$(PY) -m scripts.figures.curves --runs $(RESULTS)/runs --experiment quick --out $(RESULTS)/quick/figures
 
-reproduce: $(STAMP) ## Full paper grid (Table 2 tasks x schedules x seeds), then tables and figures
+reproduce: $(STAMP) ## Full paper grid (Table 2 tasks x schedules x seeds), then tables and figures (DRY_RUN=1: list and estimate only)
+ifeq ($(DRY_RUN),1)
+	$(STATUS_paper) --dry-run
+else
 	@# A sweep with a diverged run (expected at the top of the HD grid) exits non-zero: carry on
 	@# with the other sweeps, draw the tables (which list failed runs), then report the failure.
 	status=0; for task in $(PAPER_TASKS); do for grid in $(PAPER_GRIDS); do \
@@ -81,6 +94,7 @@ reproduce: $(STAMP) ## Full paper grid (Table 2 tasks x schedules x seeds), then
 	    || status=1; \
 	done; done; \
 	$(MAKE) tables figures PRESET=paper && exit $$status
+endif
 
 ablations: $(STAMP) ## The paper's window / buffer / rho ablations (ResNet-18 CIFAR-10)
 	set -e; for grid in window buffer_size rho; do \
@@ -89,7 +103,17 @@ ablations: $(STAMP) ## The paper's window / buffer / rho ablations (ResNet-18 CI
 	done
 	$(MAKE) tables PRESET=paper
 
+lr-sensitivity: $(STAMP) ## Each quick schedule at lr x {1/4,1/2,1,2,4} on digits (75 runs, ~25 min) -> results/quick/lr_sensitivity/
+	$(TRAIN) -m experiment=ablation/lr_sensitivity scheduler=$(QUICK_SCHEDULES) seed=$(QUICK_SEEDS) \
+	  paths.results_dir=$(RESULTS) logger=none $(QUICK_PARALLEL)
+	$(PY) -m scripts.aggregate --runs $(RESULTS)/runs --experiment ablation/lr_sensitivity --out $(RESULTS)/quick/lr_sensitivity
+	$(PY) -m scripts.figures.summary --runs $(RESULTS)/runs --experiment ablation/lr_sensitivity --out $(RESULTS)/quick/lr_sensitivity/figures
+
 PRESET ?= paper
+NO_GRID = echo "PRESET=$(PRESET) has no grid: use paper, quick or lr-sensitivity" >&2; exit 2
+status: $(STAMP) ## Grid status: finished/running/stale/failed/diverged/missing and compute left (PRESET=paper|quick|lr-sensitivity, GPUS=N)
+	$(or $(STATUS_$(PRESET)),$(NO_GRID))
+
 tables: $(STAMP) ## Aggregate runs into the paper's tables (PRESET=paper|quick)
 	$(PY) -m scripts.aggregate --runs $(RESULTS)/runs --experiment $(PRESET) --out $(RESULTS)/$(PRESET)
 
