@@ -1,12 +1,18 @@
 """Figures over seeds and tasks: the performance profile (fraction of tasks on which each schedule's
 interquartile mean is within x points of the best) and the lr-sensitivity study (minimum test error
 vs initial lr, one line per schedule). :func:`make_summary_figures` draws what the runs allow; the
-figures command (scripts.figures.curves) calls it.
+figures command (scripts.figures.curves) calls it, and so does this module's own command:
+
+    python -m scripts.figures.summary --runs results/runs --experiment ablation/lr_sensitivity \
+        --out results/quick/lr_sensitivity/figures
 """
 
 from __future__ import annotations
 
+import argparse
 import re
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -16,7 +22,7 @@ from matplotlib.figure import Figure
 
 from scripts import seed_statistics, tables
 from scripts.figures.common import save_figure, schedule_color
-from scripts.runs import RunSet
+from scripts.runs import NoRunsError, RunSet, load_runs
 
 PROFILE_POINTS = 200
 
@@ -101,3 +107,23 @@ def make_summary_figures(runs: RunSet, out_dir: str | Path) -> list[Path]:
             fig = lr_sensitivity_figure(values, f"{row}: learning-rate sensitivity")
             paths += save_figure(fig, out_dir, f"fig_lr_sensitivity_{_stem(str(row))}")
     return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Performance profile and lr-sensitivity figures.")
+    parser.add_argument("--runs", type=Path, default=Path("results/runs"), help="runs directory")
+    parser.add_argument("--out", type=Path, required=True, help="e.g. results/quick/figures")
+    parser.add_argument("--experiment", default=None, help="only experiments under this prefix")
+    args = parser.parse_args(argv)
+    try:
+        runs = load_runs(args.runs, experiment=args.experiment).finished()
+        paths = make_summary_figures(runs, args.out) if not runs.runs.empty else []
+    except (NoRunsError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{len(paths)} files in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
