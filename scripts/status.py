@@ -42,10 +42,11 @@ ESTIMATED_EPOCH_S = {
     "cifar10/wrn28_10": 3.5 * 3600 / 200,
     "cifar100/resnet34": 1.5 * 3600 / 200,
     "cifar100/wrn40_10": 5.5 * 3600 / 200,
-    "imagenet/resnet18": 24.0 * 3600 / 100,
-    "imagenet/resnet50": 60.0 * 3600 / 100,
+    "imagenet/resnet18_imagenet": 24.0 * 3600 / 100,
+    "imagenet/resnet50_imagenet": 60.0 * 3600 / 100,
     "digits/resnet8": 1.2,
 }
+ESTIMATE_SOURCE = "estimated (scripts/status.py ESTIMATED_EPOCH_S; no finished run)"
 _IDENTITY = ("experiment", "dataset", "model", "scheduler", "seed")
 
 
@@ -101,7 +102,7 @@ def scan_runs(runs_dir: str | Path) -> pd.DataFrame:
 
 def epoch_seconds(runs: pd.DataFrame) -> dict[str, tuple[float, str]]:
     """Per task: device-seconds per epoch and where the number comes from."""
-    estimates = {task: (seconds, "estimate") for task, seconds in ESTIMATED_EPOCH_S.items()}
+    estimates = {task: (s, ESTIMATE_SOURCE) for task, s in ESTIMATED_EPOCH_S.items()}
     done = runs[runs["state"] == FINISHED].dropna(subset=["time_per_iter_s", "steps_per_epoch"])
     per_epoch = done["time_per_iter_s"].astype(float) * done["steps_per_epoch"].astype(float)
     per_epoch = per_epoch * done["world_size"].astype(float)
