@@ -191,10 +191,15 @@ def _with_significance(stats: pd.DataFrame, plain: pd.DataFrame) -> pd.DataFrame
     worse = versus.loc[versus["excludes_zero"], ["task", "schedule"]]
     flagged = set(zip(worse["task"], worse["schedule"], strict=True))
     pairs = zip(stats["row"], stats["scheduler"], strict=True)
-    marks = [(row, label) in flagged for row, label in pairs]
-    stats = stats.assign(worse_than_best=marks)
-    return stats.assign(
-        cell=[c + SIGNIFICANT_MARK if m else c for c, m in zip(stats["cell"], marks, strict=True)]
+    stats = stats.assign(worse_than_best=[(row, label) in flagged for row, label in pairs])
+    return _marked(stats)
+
+
+def _marked(cells: pd.DataFrame) -> pd.DataFrame:
+    """Cells with SIGNIFICANT_MARK appended where ``worse_than_best`` holds."""
+    marks = cells["worse_than_best"].fillna(False).astype(bool)
+    return cells.assign(
+        cell=[c + SIGNIFICANT_MARK if m else c for c, m in zip(cells["cell"], marks, strict=True)]
     )
 
 
@@ -276,7 +281,7 @@ def table2_vs_paper(ours: Table, paper: pd.DataFrame) -> Table | None:
     rows = sorted(set(stats["row"]))
     row_task = dict(zip(stats["row"], stats["task"], strict=False))
     schedules = order_labels(set(stats["scheduler"]) | set(paper["schedule"]))
-    ours_cells = _setting_cells(stats).set_index(["row", "scheduler"])["cell"]
+    ours_cells = _marked(_setting_cells(stats)).set_index(["row", "scheduler"])["cell"]
     paper_cells = {
         (task, schedule): _paper_cell(mean, std, seeds)
         for task, schedule, mean, std, seeds in paper[

@@ -130,6 +130,9 @@ def test_table2_marks_entries_worse_than_the_rows_best(runs_dir):
     assert cells["step"].endswith(tables.SIGNIFICANT_MARK)  # 2 points worse, 8 seeds
     assert cells["onecycle"].endswith(tables.SIGNIFICANT_MARK)
     assert tables.SIGNIFICANT_MARK.strip() in table.note and "excludes 0" in table.note
+    beside = tables.table2_vs_paper(table, tables.load_paper_table2()).display.loc[TASK]
+    assert beside["step (ours)"].endswith(tables.SIGNIFICANT_MARK)
+    assert not beside["autodrop (ours)"].endswith(tables.SIGNIFICANT_MARK)
 
 
 def test_table2_marks_nothing_when_no_difference_is_clear(tmp_path):
