@@ -110,8 +110,9 @@ lr-sensitivity: $(STAMP) ## Each quick schedule at lr x {1/4,1/2,1,2,4} on digit
 	$(PY) -m scripts.figures.summary --runs $(RESULTS)/runs --experiment ablation/lr_sensitivity --out $(RESULTS)/quick/lr_sensitivity/figures
 
 PRESET ?= paper
+NO_GRID = echo "PRESET=$(PRESET) has no grid: use paper, quick or lr-sensitivity" >&2; exit 2
 status: $(STAMP) ## Grid status: finished/running/stale/failed/diverged/missing and compute left (PRESET=paper|quick|lr-sensitivity, GPUS=N)
-	$(STATUS_$(PRESET))
+	$(or $(STATUS_$(PRESET)),$(NO_GRID))
 
 tables: $(STAMP) ## Aggregate runs into the paper's tables (PRESET=paper|quick)
 	$(PY) -m scripts.aggregate --runs $(RESULTS)/runs --experiment $(PRESET) --out $(RESULTS)/$(PRESET)

@@ -15,7 +15,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 PUBLIC_GROUPS = (
@@ -270,9 +270,20 @@ class NoLoggerConfig:
 
 
 @dataclass
+class LRSweepConfig:
+    """A sweep over the initial lr (experiment=ablation/lr_sensitivity): a preset sets
+    ``optimizer.lr: ${mul:${lr_sweep.base_lr},${lr_sweep.multiplier}}`` and sweeps
+    ``lr_sweep.multiplier``. Unused (and without effect) elsewhere."""
+
+    base_lr: float | None = None
+    multiplier: float = 1.0
+
+
+@dataclass
 class Config:
     experiment_name: str = "adhoc"
     seed: int = 0
+    lr_sweep: LRSweepConfig = field(default_factory=LRSweepConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = MISSING
     model: ModelConfig = MISSING
@@ -303,12 +314,25 @@ def compact_number(value: Any) -> str:
     return f"{value:g}"
 
 
+def multiply(*factors: Any) -> float:
+    """The product of numbers (the ``mul`` resolver: ``${mul:0.05,4}`` -> 0.2)."""
+    if not factors:
+        raise ConfigError("${mul:...} needs at least one number")
+    product = 1.0
+    for factor in factors:
+        if isinstance(factor, bool) or not isinstance(factor, int | float):
+            raise ConfigError(f"${{mul:...}} factor {factor!r} is invalid: must be a number")
+        product *= factor
+    return product
+
+
 def register_configs() -> None:
     """Put the schemas into Hydra's ConfigStore and the help resolver in OmegaConf
     (idempotent)."""
     OmegaConf.register_new_resolver("public_config_groups", public_config_groups, replace=True)
     OmegaConf.register_new_resolver("compact", compact_number, replace=True)
     OmegaConf.register_new_resolver("checked_path", checked_relative_path, replace=True)
+    OmegaConf.register_new_resolver("mul", multiply, replace=True)
     store = ConfigStore.instance()
     store.store(name="config_schema", node=Config)
     store.store(group="schema/optimizer", name="sgd", node=SGDConfig)
@@ -328,6 +352,21 @@ def compose_config(overrides: Sequence[str] = (), *, with_hydra: bool = False) -
         return compose("config", overrides=list(overrides), return_hydra_config=with_hydra)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return compose("config", overrides=list(overrides), return_hydra_config=with_hydra)
+
+
+def compose_with_choices(overrides: Sequence[str] = ()) -> tuple[DictConfig, dict[str, Any]]:
+    """The task config of ``overrides`` (no ``hydra`` node) and Hydra's group choices: what the
+    runner's task function receives."""
+    cfg = compose_config(overrides, with_hydra=True)
+    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, choices
+
+
+def compose_for_identity(overrides: Sequence[str], with_hydra: bool) -> DictConfig:
+    """``compose_config`` in the form ``experiments.identity`` takes."""
+    return compose_config(overrides, with_hydra=with_hydra)
 
 
 def _fail(key: str, value: Any, allowed: str) -> None:

@@ -175,6 +175,15 @@ def preset_changes(
     return group_changes, value_changes
 
 
+def name_suffix(
+    cfg: DictConfig, choices: Mapping[str, str | None], compose: Any
+) -> tuple[str, dict[str, Any]]:
+    """The directory-name suffix of ``cfg`` and the changes it names (groups and values)."""
+    known = {group: choice for group, choice in choices.items() if choice}
+    groups, values = preset_changes(cfg, known, compose)
+    return identity_suffix(groups, values), {**groups, **values}
+
+
 def run_directory(results_dir: str | Path, cfg: DictConfig, suffix: str) -> Path:
     """``<results>/runs/<experiment>/<dataset>-<model>/<label><suffix>/seed=<n>``."""
     return (

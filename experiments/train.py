@@ -21,7 +21,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch.multiprocessing import ProcessRaisedException
 
 from experiments import rundir as rd
-from experiments.config import ConfigError, compose_config, register_configs, validate_config
+from experiments.config import (
+    ConfigError,
+    compose_for_identity,
+    register_configs,
+    validate_config,
+)
 from experiments.console import configure_logging, detach_log_file
 from experiments.distributed import (
     LaunchPlan,
@@ -31,7 +36,7 @@ from experiments.distributed import (
     plan_launch,
     spawn,
 )
-from experiments.identity import identity_suffix, preset_changes, run_directory, run_setup
+from experiments.identity import name_suffix, run_directory, run_setup
 from experiments.launch import RunIdentity, decide
 from experiments.loop import TrainingDiverged
 from experiments.provenance import code_version
@@ -97,14 +102,10 @@ class LaunchResult:
 
 def identify_run(cfg: DictConfig, choices: Mapping[str, str | None]) -> tuple[Path, RunIdentity]:
     """The run directory and identity of ``cfg`` (composed from the Hydra ``choices``)."""
-    known = {group: choice for group, choice in choices.items() if choice}
-    groups, values = preset_changes(
-        cfg, known, lambda overrides, with_hydra: compose_config(overrides, with_hydra=with_hydra)
-    )
-    suffix = identity_suffix(groups, values)
+    suffix, changes = name_suffix(cfg, choices, compose_for_identity)
     identity = RunIdentity(
         label=f"{cfg.scheduler.label}{suffix}",
-        changes={**groups, **values},
+        changes=changes,
         setup=run_setup(cfg),
         code_version=code_version(),
     )

@@ -4,8 +4,9 @@
     python -m scripts.aggregate --source wandb --project autodrop-bench --out results/paper
 
 Writes ``<out>/tables/runs.csv`` (every run), ``failed_runs.{csv,md}`` and, each as CSV,
-Markdown and LaTeX: table2, table2_vs_paper, table16, table3 and one ablation table per
-varied setting. Failed, diverged and still-running runs are listed and never averaged.
+Markdown and LaTeX: table2, table2_vs_paper, table16, table3, comparisons (paired statistics),
+iqm, lr_sensitivity and one ablation table per varied setting. Failed, diverged and
+still-running runs are listed and never averaged.
 """
 
 from __future__ import annotations
@@ -37,8 +38,11 @@ def build_tables(runs: RunSet, paper_table: Path = tables.PAPER_TABLE2) -> list[
             tables.table2_vs_paper(table2, tables.load_paper_table2(paper_table)),
             tables.table16(finished),
             tables.table3(finished),
+            tables.comparisons(finished),
+            tables.iqm_table(finished),
         ]
     built += tables.ablation_tables(finished)
+    built.append(tables.lr_sensitivity(finished))
     return [table for table in built if table is not None]
 
 
@@ -55,7 +59,8 @@ def write_table(table: tables.Table, out_dir: Path, formats: Sequence[str]) -> l
             text = frame.to_markdown(index=False) if not frame.empty else "(none)"
             path.write_text(text + (f"\n\n{table.note}\n" if table.note else "\n"))
         elif fmt == "tex":
-            latex = frame.to_latex(index=False, escape=True).replace("±", r"$\pm$")
+            latex = frame.to_latex(index=False, escape=True)
+            latex = latex.replace("±", r"$\pm$").replace("†", r"$\dagger$")
             note = f"% {table.note}\n" if table.note else ""
             path.write_text(note + latex)
         else:

@@ -6,8 +6,10 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from experiments import rundir as rd
-from scripts.runs import parse_label
+from scripts.runs import HYDRA_CONFIG, parse_label
 
 
 def write_fake_run(
@@ -29,12 +31,14 @@ def write_fake_run(
     trace: Sequence[dict] | None = None,
     message: str | None = None,
     wandb_run_id: str | None = None,
+    config: dict | None = None,
 ) -> Path:
     """Create one run directory whose epoch e has test error ``test_errs[e-1]``.
 
     Other per-epoch values are simple functions of the test error (test loss = err / 10, train
     loss = err / 20) so figures have something to draw. ``extra_metrics`` adds per-epoch keys
-    (e.g. ``{"angle/epoch": [None, None, 30.0]}``); ``trace`` is written to autodrop.jsonl.
+    (e.g. ``{"angle/epoch": [None, None, 30.0]}``); ``trace`` is written to autodrop.jsonl;
+    ``config`` (e.g. ``{"optimizer": {"lr": 0.05}}``) to .hydra/config.yaml, as Hydra records it.
     """
     epochs = len(test_errs)
     planned = epochs if epochs_planned is None else epochs_planned
@@ -93,6 +97,9 @@ def write_fake_run(
         "message": message,
     }
     (run_dir / rd.SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    if config is not None:
+        (run_dir / HYDRA_CONFIG).parent.mkdir(exist_ok=True)
+        OmegaConf.save(OmegaConf.create(config), run_dir / HYDRA_CONFIG)
     return run_dir
 
 

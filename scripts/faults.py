@@ -716,19 +716,6 @@ def _mentions(message: str, key: str, value: Any) -> bool:
     return key in message and any(s in message for s in shown)
 
 
-def compose_with_choices(overrides: Sequence[str]) -> tuple[Any, dict[str, Any]]:
-    """The task config of ``overrides`` and Hydra's group choices (what the runner gets)."""
-    from omegaconf import OmegaConf, open_dict
-
-    from experiments.config import compose_config
-
-    cfg = compose_config(list(overrides), with_hydra=True)
-    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg, choices
-
-
 def one_training_step(cfg: Any, choices: dict[str, Any], run_root: Path) -> float:
     """Build the run of ``cfg`` as the runner does and take one optimizer step; its loss."""
     from experiments.console import EpochProgress
@@ -759,7 +746,7 @@ def one_training_step(cfg: Any, choices: dict[str, Any], run_root: Path) -> floa
 def fuzz_example(choice: list[tuple[int, bool, int]], root: Path) -> str | None:
     """Check one combination: a list of (spec index, valid?, value index). None when the
     runner did the right thing (refused an invalid one clearly, trained a valid one)."""
-    from experiments.config import ConfigError, validate_config
+    from experiments.config import ConfigError, compose_with_choices, validate_config
     from experiments.train import run_job
 
     picked: dict[str, tuple[Any, bool]] = {}

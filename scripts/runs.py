@@ -57,6 +57,7 @@ _RUN_DTYPES: dict[str, str] = {
     "wandb_run_id": "object",
     "message": "object",
     "options": "str",
+    "optimizer_lr": "float64",
     "source": "str",
 }
 # The per-epoch record keys in their contract order; extra keys follow, sorted.
@@ -74,6 +75,7 @@ METRIC_KEYS = (
     "autodrop/omega",
 )
 TRACE_KEYS = ("step", "omega", "smoothed", "lr", "dropped")
+HYDRA_CONFIG = Path(rd.HYDRA_DIR) / "config.yaml"
 
 
 class NoRunsError(FileNotFoundError):
@@ -244,6 +246,9 @@ def _read_run_dir(root: Path, run_dir: Path) -> RawRun:
         summary, problem = dict(from_path), f"{summary_path} is unreadable or not a JSON object"
     else:  # the runner writes summary.json at start; without one the run has only just begun
         summary = {**from_path, "status": rd.RUNNING}
+    if summary.get("optimizer_lr") is None:
+        setup = summary.get("setup") if isinstance(summary.get("setup"), dict) else {}
+        summary["optimizer_lr"] = setup.get("optimizer.lr") or configured_lr(run_dir)
     metrics, trace = [], []
     try:
         metrics = rd.read_records(run_dir / rd.METRICS_FILE)
@@ -261,6 +266,25 @@ def _read_run_dir(root: Path, run_dir: Path) -> RawRun:
         trace=trace,
         source=str(run_dir),
     )
+
+
+def configured_lr(run_dir: Path) -> float | None:
+    """The run's initial lr, ``optimizer.lr`` of its recorded config (``.hydra/config.yaml``,
+    interpolations resolved with the runner's resolvers); None when no config was recorded."""
+    path = run_dir / HYDRA_CONFIG
+    if not path.is_file():
+        return None
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from experiments.config import register_configs
+
+    register_configs()  # the resolvers the config's interpolations may use (e.g. ${mul:...})
+    try:
+        value = OmegaConf.select(OmegaConf.load(path), "optimizer.lr")
+    except OmegaConfBaseException as err:
+        raise ValueError(f"{path}: optimizer.lr cannot be read ({err})") from err
+    return None if value is None else float(value)
 
 
 def _metrics_frame(raw: RawRun) -> pd.DataFrame:
@@ -317,6 +341,7 @@ def _run_row(raw: RawRun, metrics: pd.DataFrame) -> dict:
         "seed": int(summary["seed"]),
         "status": status,
         "options": json.dumps(summary.get("scheduler_options") or {}, sort_keys=True),
+        "optimizer_lr": summary.get("optimizer_lr"),
         "source": raw.source,
     }
     for name in (

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from scripts import seed_statistics
 from scripts.runs import RunSet, task_keys
 
 PAPER_TABLE2 = Path(__file__).with_name("paper_table2.csv")
@@ -50,6 +51,14 @@ PAPER_DEFAULTS = {
 }
 IMAGENET_WINDOW = 640
 DEFAULT_MARK = " *"
+# Table 2 marks a schedule whose paired difference to its row's best has a CI excluding 0.
+SIGNIFICANT_MARK = " †"
+# The paper's methods; every other schedule is a baseline of the comparisons table.
+METHODS = ("autodrop", "autodrop_v1")
+# The label setting of experiment=ablation/lr_sensitivity ('autodrop-lrx=0.25'): its runs feed
+# the lr-sensitivity table (which reads each run's lr from its recorded config), not an
+# ablation table.
+LR_SWEEP_KEY = "lrx"
 
 
 @dataclass
@@ -105,7 +114,7 @@ def display_name(label: str) -> str:
     return DISPLAY_NAMES.get(base, base) + sep + setting
 
 
-def _plain(runs: RunSet) -> pd.DataFrame:
+def plain_runs(runs: RunSet) -> pd.DataFrame:
     """Runs with plain labels, plus each task's best setting of every grid-searched baseline
     relabelled to its base name (column ``setting`` says which, e.g. 'beta=0.0001')."""
     frame = runs.runs
@@ -153,20 +162,105 @@ def _pivot(stats: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 def table2(runs: RunSet) -> Table:
     """Minimum test error per task (rows) and schedule (columns)."""
-    plain = _plain(runs)
+    plain = plain_runs(runs)
     stats = _with_setting(seed_stats(plain, ["row", "task", "scheduler"], "min_test_err"), plain)
-    stats = _setting_cells(stats)
+    stats = _with_significance(_setting_cells(stats), plain)
     display = _pivot(stats, order_labels(stats["scheduler"]))
     display.columns = [display_name(column) for column in display.columns]
     note = ""
-    if stats["setting"].notna().any():
+    if stats["worse_than_best"].any():
         note = (
+            f"{SIGNIFICANT_MARK.strip()} worse than the row's best schedule: the paired "
+            f"{seed_statistics.CONFIDENCE:.0%} bootstrap CI of the difference excludes 0, "
+            f"over >= {seed_statistics.MIN_PAIRS_TO_FLAG} seeds both finished (comparisons.md)"
+        )
+    if stats["setting"].notna().any():
+        tuned_note = (
             f"{', '.join(TUNED_SETTINGS)}: per task the setting with the lowest mean minimum "
             "test error, in brackets (selected on the test set, as the paper selects HD's beta)"
         )
+        note = "; ".join(filter(None, [note, tuned_note]))
     if "tlr" in set(stats["scheduler"]):
         note = "; ".join(filter(None, [note, "TLR: a reconstruction (p = 0.33 ep, c = 1/4)"]))
     return Table("table2", display, stats.drop(columns="cell"), note)
+
+
+def _with_significance(stats: pd.DataFrame, plain: pd.DataFrame) -> pd.DataFrame:
+    """``stats`` with ``worse_than_best`` (see SIGNIFICANT_MARK) and the mark on the cell."""
+    versus = seed_statistics.versus_best(plain)
+    worse = versus.loc[versus["excludes_zero"], ["task", "schedule"]]
+    flagged = set(zip(worse["task"], worse["schedule"], strict=True))
+    pairs = zip(stats["row"], stats["scheduler"], strict=True)
+    stats = stats.assign(worse_than_best=[(row, label) in flagged for row, label in pairs])
+    return _marked(stats)
+
+
+def _marked(cells: pd.DataFrame) -> pd.DataFrame:
+    """Cells with SIGNIFICANT_MARK appended where ``worse_than_best`` holds."""
+    marks = cells["worse_than_best"].fillna(False).astype(bool)
+    return cells.assign(
+        cell=[c + SIGNIFICANT_MARK if m else c for c, m in zip(cells["cell"], marks, strict=True)]
+    )
+
+
+def comparisons(runs: RunSet) -> Table:
+    """Every schedule against every baseline (a schedule not in METHODS) per task, paired by
+    seed: n_pairs, mean_diff, bootstrap CI and p_improve (scripts.seed_statistics)."""
+    plain = plain_runs(runs)
+    labels = order_labels(plain["scheduler"])
+    baselines = [label for label in labels if label not in METHODS]
+    values = seed_statistics.comparisons(plain, baselines, order=labels)
+    display = values.round(4).set_index("task")
+    note = (
+        "schedule - baseline, minimum test error in points over the seeds both finished "
+        f"(negative: the schedule is better); {seed_statistics.CONFIDENCE:.0%} "
+        f"{seed_statistics.BOOTSTRAP_METHOD} bootstrap CI of the mean paired difference "
+        f"({seed_statistics.N_RESAMPLES} resamples, seed {seed_statistics.BOOTSTRAP_SEED}; "
+        "NaN with one pair, the point when all differences are equal); p_improve = "
+        "P(schedule(i) < baseline(j)) over seed pairs (i, j), ties count half"
+    )
+    return Table("comparisons", display, values, note)
+
+
+def iqm_table(runs: RunSet) -> Table:
+    """Interquartile mean of the minimum test error over seeds per task and schedule."""
+    plain = plain_runs(runs)
+    values = seed_statistics.interquartile_means(plain)
+    cells = values.assign(
+        cell=[f"{iqm:.2f} ({n})" for iqm, n in zip(values["iqm"], values["n"], strict=True)]
+    )
+    display = _pivot(cells, order_labels(values["scheduler"]))
+    display.columns = [display_name(column) for column in display.columns]
+    note = (
+        "interquartile mean (n): the mean of the middle half of the seeds "
+        f"(scipy.stats.trim_mean, {seed_statistics.IQM_TRIM}; with fewer than 4 seeds the mean)"
+    )
+    return Table("iqm", display, values, note)
+
+
+def lr_sensitivity(runs: RunSet) -> Table | None:
+    """Minimum test error per task and schedule (rows) at each initial lr (columns) of the
+    lr-sensitivity study (labels with LR_SWEEP_KEY); the lr is the run's recorded
+    optimizer.lr. None when there is no such run."""
+    frame = runs.runs[runs.runs["setting_key"] == LR_SWEEP_KEY]
+    if frame.empty:
+        return None
+    unknown = frame.loc[frame["optimizer_lr"].isna(), "run_id"]
+    if not unknown.empty:
+        raise ValueError(
+            f"runs {sorted(unknown)} record no optimizer.lr (.hydra/config.yaml or the W&B "
+            "config): the lr-sensitivity table cannot place them"
+        )
+    frame = frame.assign(row=task_keys(frame), scheduler=frame["base"], lr=frame["optimizer_lr"])
+    stats = _with_cells(seed_stats(frame, ["row", "scheduler", "lr"], "min_test_err"))
+    display = stats.pivot(index=["row", "scheduler"], columns="lr", values="cell")
+    display = display.reindex(columns=sorted(display.columns)).fillna("")
+    display.columns = [f"lr={lr:g}" for lr in display.columns]
+    order = {label: i for i, label in enumerate(order_labels(stats["scheduler"]))}
+    display = display.sort_index(key=lambda ix: ix.map(order) if ix.name == "scheduler" else ix)
+    display.index.names = ["task", "schedule"]
+    note = "minimum test error, mean ± std (n) over seeds, at each initial lr (optimizer.lr)"
+    return Table("lr_sensitivity", display, stats.drop(columns="cell"), note)
 
 
 def load_paper_table2(path: str | Path = PAPER_TABLE2) -> pd.DataFrame:
@@ -187,7 +281,7 @@ def table2_vs_paper(ours: Table, paper: pd.DataFrame) -> Table | None:
     rows = sorted(set(stats["row"]))
     row_task = dict(zip(stats["row"], stats["task"], strict=False))
     schedules = order_labels(set(stats["scheduler"]) | set(paper["schedule"]))
-    ours_cells = _setting_cells(stats).set_index(["row", "scheduler"])["cell"]
+    ours_cells = _marked(_setting_cells(stats)).set_index(["row", "scheduler"])["cell"]
     paper_cells = {
         (task, schedule): _paper_cell(mean, std, seeds)
         for task, schedule, mean, std, seeds in paper[
@@ -237,7 +331,7 @@ def _paper_cell(mean: float, std: float, seeds: float) -> str:
 
 def table16(runs: RunSet) -> Table:
     """Minimum test error reached within 25/50/75/100 % of each run's planned epochs."""
-    plain = _plain(runs)
+    plain = plain_runs(runs)
     records = []
     for run in plain.itertuples(index=False):
         curve = runs.metrics[runs.metrics["run_id"] == run.run_id]
@@ -272,7 +366,7 @@ def table16(runs: RunSet) -> Table:
 
 def table3(runs: RunSet, baseline: str = "step") -> Table:
     """Mean time per iteration (ms) and the AutoDrop variants' overhead relative to ``baseline``."""
-    plain = _plain(runs)
+    plain = plain_runs(runs)
     timed = plain.assign(ms_per_iter=plain["time_per_iter_s"] * 1000.0)
     stats = seed_stats(timed, ["row", "scheduler"], "ms_per_iter")
     means = stats.set_index(["row", "scheduler"])["mean"]
@@ -301,7 +395,7 @@ def table3(runs: RunSet, baseline: str = "step") -> Table:
 def ablation_tables(runs: RunSet) -> list[Table]:
     """One table per varied setting (e.g. 'autodrop-window=32'): rows task, columns value."""
     frame = runs.runs
-    varied = frame[frame["setting_key"].notna()]
+    varied = frame[frame["setting_key"].notna() & (frame["setting_key"] != LR_SWEEP_KEY)]
     tables = []
     for (base, key), group in varied.groupby(["base", "setting_key"], sort=True):
         plain = frame[frame["scheduler"] == base]

@@ -139,6 +139,7 @@ def _fields_from_config(config: Mapping[str, Any]) -> dict:
         "seed": config.get("seed"),
         "epochs_planned": trainer.get("epochs"),
         "batch_size": trainer.get("batch_size"),
+        "optimizer_lr": (config.get("optimizer") or {}).get("lr"),
     }
     return {key: value for key, value in fields.items() if value not in (None, {})}
 

@@ -94,9 +94,7 @@ def train_in_process(results_dir: Path) -> Iterator[Callable[[Sequence[str]], Pa
 
     Restores the torch thread count and the root logger afterwards.
     """
-    from omegaconf import OmegaConf, open_dict
-
-    from experiments.config import compose_config
+    from experiments.config import compose_with_choices
     from experiments.train import run_job
 
     threads = torch.get_num_threads()
@@ -104,10 +102,7 @@ def train_in_process(results_dir: Path) -> Iterator[Callable[[Sequence[str]], Pa
     handlers, level = list(root.handlers), root.level
 
     def run(overrides: Sequence[str]) -> Path:
-        cfg = compose_config([*overrides, f"paths.results_dir={results_dir}"], with_hydra=True)
-        choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
-        with open_dict(cfg):
-            del cfg["hydra"]
+        cfg, choices = compose_with_choices([*overrides, f"paths.results_dir={results_dir}"])
         return run_job(cfg, choices, overrides).run_dir
 
     yield run

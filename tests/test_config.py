@@ -200,6 +200,38 @@ def test_fixed_lr_preset_tracks_angles_with_constant_lr_labels() -> None:
     assert len(cfg.hydra.sweeper.params["optimizer.lr"].split(",")) >= 3
 
 
+def test_lr_sensitivity_preset_sweeps_the_task_lr_times_the_multipliers() -> None:
+    preset = compose_config(["experiment=ablation/lr_sensitivity"], with_hydra=True)
+    params = preset.hydra.sweeper.params
+    assert params["lr_sweep.multiplier"] == "0.25,0.5,1,2,4"
+    assert params["scheduler"] == "autodrop,autodrop_v1,step,cosine,onecycle"
+    # the base lr is quick/digits' lr, and the preset otherwise composes on quick/digits
+    digits = compose_config(["experiment=quick/digits"])
+    assert preset.lr_sweep.base_lr == digits.optimizer.lr == 0.05
+    assert preset.trainer == digits.trainer and preset.data == digits.data
+    lrs = {}
+    for multiplier in params["lr_sweep.multiplier"].split(","):
+        for scheduler in params["scheduler"].split(","):
+            overrides = [f"scheduler={scheduler}", f"lr_sweep.multiplier={multiplier}"]
+            cfg = compose_config(["experiment=ablation/lr_sensitivity", *overrides])
+            validate_config(cfg)  # the label starts with the schedule name
+            assert cfg.scheduler.label == f"{scheduler}-lrx={multiplier}"
+            lrs.setdefault(multiplier, set()).add(cfg.optimizer.lr)
+    assert lrs == {"0.25": {0.0125}, "0.5": {0.025}, "1": {0.05}, "2": {0.1}, "4": {0.2}}
+
+
+def test_lr_sensitivity_keeps_the_quick_scaling_of_each_schedule() -> None:
+    autodrop = compose_config(["experiment=ablation/lr_sensitivity", "scheduler=autodrop"])
+    v1 = compose_config(["experiment=ablation/lr_sensitivity", "scheduler=autodrop_v1"])
+    assert autodrop.scheduler.window == 4 and v1.scheduler.extra_epochs == 3
+
+
+def test_mul_resolver_names_a_value_that_is_not_a_number() -> None:
+    cfg = compose_config(["experiment=ablation/lr_sensitivity", "lr_sweep.base_lr=null"])
+    with pytest.raises(Exception, match="factor None is invalid: must be a number"):
+        _ = cfg.optimizer.lr
+
+
 @pytest.mark.parametrize(
     "override",
     [

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_hex
 
 from scripts.fake_runs import write_fake_run
-from scripts.figures import curves
+from scripts.figures import curves, summary
 from scripts.figures.common import schedule_color
 from scripts.runs import load_runs
 
@@ -170,6 +171,7 @@ EXPECTED_FIGURES = {
     "fig_task_cifar10-resnet18": 6,
     "fig3_fixed_lr_angle": 2,
     "fig_autodrop_trace_cifar10-resnet18": 2,
+    "fig_performance_profile": 1,
 }
 
 
@@ -182,6 +184,7 @@ def test_make_all_figures_draws_each_figure_under_its_name(runs_dir, tmp_path, m
         return [Path(out_dir) / f"{name}.png"]
 
     monkeypatch.setattr(curves, "save_figure", record)
+    monkeypatch.setattr(summary, "save_figure", record)
     paths = curves.make_all_figures(runs_dir, tmp_path)
     assert drawn == EXPECTED_FIGURES
     assert sorted(path.stem for path in paths) == sorted(EXPECTED_FIGURES)
@@ -201,3 +204,48 @@ def test_make_all_figures_writes_png_and_pdf(runs_dir, tmp_path):
 def test_cli_reports_missing_runs(tmp_path, capsys):
     assert curves.main(["--runs", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
     assert "experiments.train" in capsys.readouterr().err
+
+
+def scores_frame() -> pd.DataFrame:
+    """IQMs of two schedules on two tasks: a is best on t1, b 1 point better on t2."""
+    return pd.DataFrame(
+        {
+            "row": ["t1", "t1", "t2", "t2"],
+            "scheduler": ["autodrop", "step", "autodrop", "step"],
+            "iqm": [1.0, 3.0, 5.0, 4.0],
+        }
+    )
+
+
+def test_performance_profile_figure_one_step_line_per_schedule():
+    fig = summary.performance_profile_figure(scores_frame(), "profile")
+    (ax,) = fig.axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"autodrop", "step"}
+    assert to_hex(lines["autodrop"].get_color()) == schedule_color("autodrop")
+    x, y = (np.asarray(v) for v in lines["autodrop"].get_data())
+    assert y[0] == 0.5 and y[-1] == 1.0  # best on one of two tasks; 1 point behind on t2
+    assert x[np.argmax(y == 1.0)] >= 1.0
+    assert lines["step"].get_data()[1][0] == 0.5
+    plt.close(fig)
+
+
+def test_lr_sensitivity_figure_log_x_one_line_per_schedule():
+    values = pd.DataFrame(
+        {
+            "row": "digits/resnet8",
+            "scheduler": ["step", "step", "autodrop", "autodrop"],
+            "lr": [0.0125, 0.2, 0.0125, 0.2],
+            "mean": [4.0, 2.0, 3.0, 2.5],
+            "std": [0.5, float("nan"), 0.1, 0.2],
+            "n": [3, 1, 3, 3],
+        }
+    )
+    fig = summary.lr_sensitivity_figure(values, "lr")
+    (ax,) = fig.axes
+    assert ax.get_xscale() == "log"
+    lines = {bars.get_label(): bars.lines[0] for bars in ax.containers}
+    assert set(lines) == {"step", "autodrop"}
+    assert list(lines["step"].get_data()[0]) == [0.0125, 0.2]
+    assert list(lines["step"].get_data()[1]) == [4.0, 2.0]
+    plt.close(fig)

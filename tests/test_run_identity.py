@@ -8,11 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf, open_dict
 
 from experiments import provenance
 from experiments import train as train_module
-from experiments.config import ConfigError, compose_config
+from experiments.config import ConfigError, compose_with_choices
 from experiments.rundir import read_records
 from experiments.train import identify_run
 from scripts import aggregate
@@ -23,11 +22,7 @@ RUNS = "runs/quick/digits/digits-resnet8"
 
 
 def _identify(overrides: list[str]) -> Path:
-    cfg = compose_config([*overrides, "paths.results_dir=/r"], with_hydra=True)
-    choices = OmegaConf.to_container(cfg.hydra.runtime.choices)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return identify_run(cfg, choices)[0]
+    return identify_run(*compose_with_choices([*overrides, "paths.results_dir=/r"]))[0]
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:

@@ -1,5 +1,6 @@
 """Training-curve figures: one per task (paper Figures 6-11), the fixed-lr angle study (Figure 3)
-and AutoDrop's measurement trace.
+and AutoDrop's measurement trace; :func:`make_all_figures` adds the performance profile and the
+lr-sensitivity figures (scripts.figures.summary).
 
     python -m scripts.figures.curves --runs results/runs --out results/paper/figures
 
@@ -21,6 +22,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from scripts.figures import summary
 from scripts.figures.common import save_figure, schedule_color
 from scripts.runs import NoRunsError, RunSet, load_runs, task_keys
 from scripts.tables import display_name, order_labels
@@ -259,7 +261,7 @@ def make_all_figures(
             runs.subset(first_seed["run_id"]), title=f"{key}: AutoDrop measurements"
         )
         paths += save_figure(fig, out_dir, _file_stem("fig_autodrop_trace", group, split))
-    return paths
+    return paths + summary.make_summary_figures(runs, out_dir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,108 @@
+"""The runs a multirun launch would train, found by composing its configs (no run is started).
+
+A launch is ``python -m experiments.train -m experiment=<preset> <grid> seed=<seeds>``, as the
+Makefile's quick / reproduce targets run it: the preset's own sweep (``hydra.sweeper.params``)
+overridden by the grid's ``key=v1,v2`` values and the seeds. Every combination is composed
+through Hydra, so the run's identity (label, dataset, model, epochs) is exactly the one the
+runner will record, whatever the label rules are.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from experiments.config import CONF_DIR, compose_config, compose_for_identity, compose_with_choices
+from experiments.identity import name_suffix
+
+SEED_KEY = "seed"
+_UNSUPPORTED = ("(", "[", "{", "*")  # Hydra's range(), glob(), choice() and list sweeps
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of the grid, identified the way summary.json identifies it."""
+
+    experiment: str
+    dataset: str
+    model: str
+    scheduler: str
+    seed: int
+    epochs: int
+
+    @property
+    def key(self) -> tuple[str, str, str, str, int]:
+        return (self.experiment, self.dataset, self.model, self.scheduler, self.seed)
+
+    @property
+    def task(self) -> str:
+        return f"{self.dataset}/{self.model}"
+
+
+def parse_sweep(text: str) -> dict[str, list[str]]:
+    """'scheduler=hd optimizer.beta=1e-3,1e-4' -> {'scheduler': ['hd'], 'optimizer.beta': [...]}."""
+    params: dict[str, list[str]] = {}
+    for token in text.split():
+        key, sep, values = token.partition("=")
+        if not sep or not key or not values:
+            raise ValueError(f"grid entry {token!r} in {text!r} is not key=value[,value...]")
+        if any(mark in values for mark in _UNSUPPORTED):
+            raise ValueError(
+                f"grid entry {token!r}: only comma-separated values are supported, not "
+                "Hydra's range()/glob()/choice() or list values"
+            )
+        params[key] = values.split(",")
+    return params
+
+
+def check_preset(experiment: str) -> None:
+    """Raise ValueError naming the valid presets when ``experiment`` is not one (the config's
+    optional experiment entry would silently compose without it)."""
+    folder = CONF_DIR / "experiment"
+    presets = sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml"))
+    if experiment not in presets:
+        raise ValueError(f"experiment {experiment!r} is not a preset; presets: {presets}")
+
+
+def planned_runs(experiment: str, grid: str = "", seeds: str | None = None) -> list[PlannedRun]:
+    """Every run of ``-m experiment=<experiment> <grid> [seed=<seeds>]``."""
+    check_preset(experiment)
+    preset = compose_config([f"experiment={experiment}"], with_hydra=True)
+    preset_sweep = preset.hydra.sweeper.params or {}
+    sweep = {key: str(value).split(",") for key, value in preset_sweep.items()}
+    sweep |= parse_sweep(grid)
+    if seeds is not None:
+        sweep[SEED_KEY] = parse_sweep(f"{SEED_KEY}={seeds}")[SEED_KEY]
+    seed_values = [int(seed) for seed in sweep.pop(SEED_KEY, [str(preset.seed)])]
+    keys = list(sweep)
+    runs = []
+    for values in itertools.product(*(sweep[key] for key in keys)):
+        overrides = [
+            f"experiment={experiment}",
+            *(f"{k}={v}" for k, v in zip(keys, values, strict=True)),
+        ]
+        cfg, choices = compose_with_choices(overrides)
+        suffix = name_suffix(cfg, choices, compose_for_identity)[0]
+        runs += [
+            PlannedRun(
+                experiment=cfg.experiment_name,
+                dataset=cfg.data.name,
+                model=cfg.model.name,
+                scheduler=f"{cfg.scheduler.label}{suffix}",
+                seed=seed,
+                epochs=int(cfg.trainer.epochs),
+            )
+            for seed in seed_values
+        ]
+    return runs
+
+
+def plan(experiments: Sequence[str], grids: Sequence[str], seeds: str | None) -> list[PlannedRun]:
+    """The runs of every experiment x grid launch (as `make reproduce` loops), without repeats."""
+    found: dict[tuple, PlannedRun] = {}
+    for experiment in experiments:
+        for grid in grids or [""]:
+            for run in planned_runs(experiment, grid, seeds):
+                found.setdefault(run.key, run)
+    return list(found.values())

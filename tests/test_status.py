@@ -1,0 +1,185 @@
+"""Grid status and cost (scripts.status, scripts.grid) on a synthetic run tree with every state,
+and `make reproduce DRY_RUN=1` launching nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments.rundir import LOCK_FILE, RunDir
+from scripts import status
+from scripts.fake_runs import write_fake_run
+from scripts.grid import PlannedRun, parse_sweep, planned_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+EXP = "quick/digits"
+DIGITS = {"experiment": EXP, "dataset": "digits", "model": "resnet8"}
+SCHEDULES = ("autodrop", "step", "cosine", "onecycle")
+EPOCHS = 30
+
+
+def planned(seeds=(0, 1)) -> list[PlannedRun]:
+    return [
+        PlannedRun(EXP, "digits", "resnet8", label, seed, EPOCHS)
+        for label in SCHEDULES
+        for seed in seeds
+    ]
+
+
+def add(root: Path, scheduler: str, seed: int, done: int, **kwargs) -> Path:
+    """A run with ``done`` epochs of 23 steps at 50 ms per step (1.15 s per epoch)."""
+    return write_fake_run(
+        root, scheduler=scheduler, seed=seed, test_errs=[5.0] * done, epochs_planned=EPOCHS,
+        steps_per_epoch=23, time_per_iter_s=0.05, **DIGITS, **kwargs,
+    )  # fmt: skip
+
+
+@pytest.fixture()
+def tree(tmp_path) -> Path:
+    """autodrop: finished x2; step: running (lock held by the test) and stale (no holder);
+    cosine: failed and diverged; onecycle: 'interrupted' (a status this code does not know)
+    and missing. One run outside the grid."""
+    root = tmp_path / "runs"
+    add(root, "autodrop", 0, EPOCHS)
+    add(root, "autodrop", 1, EPOCHS)
+    add(root, "step", 0, 10, status="running")
+    stale = add(root, "step", 1, 20, status="running")
+    (stale / LOCK_FILE).write_text("12345\n")  # left by a killed process: nobody holds it
+    add(root, "cosine", 0, 5, status="failed")
+    add(root, "cosine", 1, 7, status="diverged")
+    add(root, "onecycle", 0, 12, status="interrupted")
+    add(root, "exp", 0, EPOCHS)  # not in the grid
+    return root
+
+
+def test_status_counts_every_state_with_a_real_lock_held(tree):
+    running = RunDir(tree / EXP / "digits-resnet8" / "step" / "seed=0")
+    with running.lock():
+        runs = status.scan_runs(tree)
+        counts = status.count_table(status.grid_status(planned(), runs))
+    counts = counts.set_index("schedule")
+    states = ["finished", "running", "stale", "failed", "diverged", "interrupted", "missing"]
+    assert list(counts.columns[2:-1]) == states  # unknown statuses get their own column
+    expected = {
+        "autodrop": [2, 0, 0, 0, 0, 0, 0],
+        "step": [0, 1, 1, 0, 0, 0, 0],
+        "cosine": [0, 0, 0, 1, 1, 0, 0],
+        "onecycle": [0, 0, 0, 0, 0, 1, 1],
+    }
+    for label, row in expected.items():
+        assert list(counts.loc[label, states]) == row, label
+    # compute left: epochs left x 23 steps x 0.05 s, measured on the finished runs of the task
+    epochs_left = {"autodrop": 0, "step": 20 + 10, "cosine": 25 + 23, "onecycle": 18 + 30}
+    for label, epochs in epochs_left.items():
+        assert counts.loc[label, "remaining_h"] == pytest.approx(
+            round(epochs * 23 * 0.05 / 3600, 2)
+        )
+
+
+def test_without_the_lock_held_a_running_summary_is_stale(tree):
+    runs = status.scan_runs(tree).set_index(["scheduler", "seed"])
+    assert runs.loc[("step", 0), "state"] == "stale"
+    assert runs.loc[("step", 1), "state"] == "stale"
+
+
+def test_the_lock_test_creates_no_lock_file(tree):
+    run_dir = tree / EXP / "digits-resnet8" / "cosine" / "seed=0"
+    assert not status.lock_held(run_dir)
+    assert not (run_dir / LOCK_FILE).exists()
+
+
+def test_estimate_from_finished_runs_else_the_table_else_unknown(tree, tmp_path):
+    runs = status.scan_runs(tree)
+    seconds, source = status.epoch_seconds(runs)["digits/resnet8"]
+    assert seconds == pytest.approx(23 * 0.05) and source == "measured (3 runs)"
+    fresh = status.scan_runs(tmp_path / "nothing")  # no finished run: the per-task table
+    assert status.epoch_seconds(fresh)["cifar10/resnet18"][0] == pytest.approx(18.0)
+    odd = [PlannedRun("x", "cifar10", "vgg", "step", 0, 10)]
+    lines = status.summary_lines(status.grid_status(odd, fresh), gpus=2)
+    assert any("unknown" in line and "cifar10/vgg" in line for line in lines)
+
+
+def test_wall_time_divides_the_compute_by_the_gpus(tree):
+    grid = status.grid_status(planned(), status.scan_runs(tree))
+    hours = grid["remaining_s"].sum() / 3600
+    (line,) = [line for line in status.summary_lines(grid, gpus=4) if "wall" in line]
+    assert f"{hours:.2f} device-hours" in line and f"{hours / 4:.2f} h" in line
+
+
+def test_dry_run_lists_what_a_launch_would_train(tree):
+    lines = status.dry_run_lines(status.grid_status(planned(), status.scan_runs(tree)))
+    assert len(lines) == 6  # everything but the two finished autodrop runs
+    assert "would start (30 epochs): quick/digits/digits-resnet8/onecycle/seed=1" in lines
+    assert any(line.startswith("would relaunch (failed, epoch 5/30)") for line in lines)
+
+
+def test_summary_fields_not_directory_names_identify_a_run(tmp_path):
+    run_dir = add(tmp_path, "step", 0, EPOCHS)
+    renamed = run_dir.parent.with_name("step-some_suffix=1")
+    run_dir.parent.rename(renamed)  # a naming rule this code does not know
+    runs = status.scan_runs(tmp_path)
+    assert list(runs["scheduler"]) == ["step"]
+    grid = status.grid_status([PlannedRun(EXP, "digits", "resnet8", "step", 0, EPOCHS)], runs)
+    assert list(grid["state"]) == ["finished"]
+
+
+def test_grid_composes_each_run_like_the_runner():
+    runs = planned_runs("ablation/lr_sensitivity", "scheduler=step", seeds="0")
+    assert sorted(run.scheduler for run in runs) == sorted(
+        f"step-lrx={m}" for m in ("0.25", "0.5", "1", "2", "4")
+    )
+    assert {(run.experiment, run.task, run.epochs) for run in runs} == {
+        ("ablation/lr_sensitivity", "digits/resnet8", 30)
+    }
+
+
+def test_bad_grid_entries_and_presets_are_named():
+    with pytest.raises(ValueError, match="'scheduler' .* not key=value"):
+        parse_sweep("scheduler")
+    with pytest.raises(ValueError, match="only comma-separated"):
+        parse_sweep("seed=range(0,4)")
+    assert status.main(["--experiments", "paper/nope"]) == 2
+
+
+def test_status_command_prints_the_table_and_totals(tree, capsys):
+    args = ["--runs", str(tree), "--experiments", EXP, "--grid", "scheduler=autodrop,step"]
+    assert status.main([*args, "--seeds", "0,1", "--gpus", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "4 runs in the grid: 2 finished" in out
+    assert "wall time on 2 device(s)" in out
+
+
+def test_make_reproduce_dry_run_launches_nothing(tmp_path):
+    stamp = tmp_path / "installed"  # stands in for .venv's stamp: no install is attempted
+    stamp.touch()
+    os.utime(stamp, (2**31, 2**31))
+    trained = tmp_path / "trained"
+    results = tmp_path / "results"
+    make = [
+        "make", "--no-print-directory", "reproduce", "DRY_RUN=1", f"PY={sys.executable}",
+        f"STAMP={stamp}", f"RESULTS={results}", f"TRAIN=touch {trained}",
+        "PAPER_TASKS=resnet18_cifar10", 'PAPER_GRIDS="scheduler=step,autodrop"', "SEEDS=0,1",
+        "GPUS=4",
+    ]  # fmt: skip
+    done = subprocess.run(make, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("would start")]
+    assert len(lines) == 4
+    assert "would start (200 epochs): paper/resnet18_cifar10/cifar10-resnet18/step/seed=1" in lines
+    assert "wall time on 4 device(s)" in done.stdout
+    assert not trained.exists() and not results.exists()
+
+
+def test_unreadable_summary_is_an_error_naming_the_file(tmp_path):
+    run_dir = add(tmp_path, "step", 0, 3)
+    (run_dir / "summary.json").write_text("{")
+    with pytest.raises(ValueError, match="summary.json: not a JSON summary"):
+        status.scan_runs(tmp_path)
+    (run_dir / "summary.json").write_text(json.dumps({"status": "finished"}))
+    with pytest.raises(ValueError, match="lacks"):
+        status.scan_runs(tmp_path)
