@@ -1,4 +1,5 @@
-"""Hydra entry point: ``python -m experiments.train [-m] experiment=... scheduler=... seed=...``.
+"""Hydra entry point: ``python -m experiments.train [-m] experiment=... scheduler=... seed=...``
+(installed as ``autodrop-train``).
 
 One Hydra job trains one run into its deterministic run directory. A finished run is skipped,
 an unfinished one resumes from its checkpoint; ``trainer.devices=N`` spawns N processes, and a
@@ -18,8 +19,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.multiprocessing import ProcessRaisedException
 
+from experiments import cli
 from experiments import rundir as rd
-from experiments.config import ConfigError, register_configs, validate_config
+from experiments.cli import TrainingFailed
+from experiments.config import CONF_DIR, ConfigError, register_configs, validate_config
 from experiments.console import configure_logging, detach_log_file
 from experiments.distributed import (
     LaunchPlan,
@@ -35,10 +38,6 @@ from experiments.runtime import configure_cpu_threads, configure_determinism, se
 log = logging.getLogger("experiments.train")
 
 register_configs()
-
-
-class TrainingFailed(RuntimeError):
-    """A worker process of a multi-process run failed (its traceback is in train.log)."""
 
 
 def _worker(
@@ -63,6 +62,8 @@ def _worker(
         if rank == 0:
             log.error("training diverged: %s", error)
         raise
+    except cli.USER_ERRORS:
+        raise  # the entry point prints it in one line
     except BaseException:
         if rank == 0:
             log.exception("training failed")
@@ -112,9 +113,14 @@ def run_job(cfg: DictConfig, output_dir: Path) -> str:
         return action.value
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
-    run_job(cfg, Path(HydraConfig.get().runtime.output_dir))
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def hydra_main(cfg: DictConfig) -> dict[str, Any]:
+    return cli.job_outcome(run_job, cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+def main() -> None:
+    """``python -m experiments.train`` and ``autodrop-train``: see ``experiments.cli``."""
+    cli.main(hydra_main)
 
 
 if __name__ == "__main__":
