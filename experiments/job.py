@@ -48,7 +48,7 @@ from experiments.schedulefree_support import (
     prepare_evaluation,
     reserved_epoch_batches,
 )
-from experiments.tracking import NullTracker, start_wandb
+from experiments.tracking import NullTracker, run_identity, start_wandb
 
 log = logging.getLogger(__name__)
 
@@ -306,8 +306,14 @@ class TrainingJob:
             self.tracker = start_wandb(
                 OmegaConf.to_container(cfg.logger, resolve=True),
                 run_dir=run_dir.root,
-                group=f"{cfg.experiment_name}/{cfg.data.name}-{cfg.model.name}",
-                name=f"{cfg.scheduler.label}-s{cfg.seed}",
+                **run_identity(
+                    experiment=cfg.experiment_name,
+                    dataset=cfg.data.name,
+                    model=cfg.model.name,
+                    label=cfg.scheduler.label,
+                    schedule=cfg.scheduler.name,
+                    seed=cfg.seed,
+                ),
                 config=OmegaConf.to_container(cfg, resolve=True),
                 run_id=p.wandb_run_id,
             )
@@ -458,6 +464,6 @@ def run_training(
                 run_dir.write_summary(summary)
             except OSError as error:  # e.g. the disk is full: keep the original error
                 log.error("could not write %s: %s", run_dir.summary_path, error)
-            job.tracker.finish(status)
+            job.tracker.finish(status, summary)
             log.info("run %s: %s", status, run_dir.root)
     return summary
