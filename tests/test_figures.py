@@ -12,7 +12,7 @@ from matplotlib.colors import to_hex
 
 from scripts.fake_runs import write_fake_run
 from scripts.figures import curves
-from scripts.figures.common import schedule_color
+from scripts.figures.common import save_figure, schedule_color
 from scripts.runs import load_runs
 
 EPOCHS = 8
@@ -201,3 +201,16 @@ def test_make_all_figures_writes_png_and_pdf(runs_dir, tmp_path):
 def test_cli_reports_missing_runs(tmp_path, capsys):
     assert curves.main(["--runs", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
     assert "experiments.train" in capsys.readouterr().err
+
+
+def test_the_same_figure_is_the_same_file(tmp_path):
+    def draw():
+        fig, ax = plt.subplots(figsize=(2, 2))
+        ax.plot([1, 2, 3], [3, 1, 2])
+        return fig
+
+    first = save_figure(draw(), tmp_path / "a", "fig")
+    second = save_figure(draw(), tmp_path / "b", "fig")
+    for one, other in zip(first, second, strict=True):
+        assert one.read_bytes() == other.read_bytes(), one.name
+    assert b"CreationDate" not in first[1].read_bytes()

@@ -24,6 +24,8 @@ SCHEDULE_COLORS = {
     "tlr": "#393b79",
     "schedulefree": "#637939",
 }
+# No creation date in the files: the same figure is the same file (PNG carries none).
+FILE_METADATA = {".png": None, ".pdf": {"CreationDate": None}}
 _FALLBACK = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
 
@@ -36,11 +38,12 @@ def schedule_color(name: str) -> str:
 
 
 def save_figure(fig: plt.Figure, out_dir: str | Path, name: str) -> list[Path]:
-    """Write ``name``.png and ``name``.pdf into out_dir and close the figure."""
+    """Write ``name``.png and ``name``.pdf into out_dir and close the figure; drawing the same
+    figure again gives byte-identical files."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.png", out / f"{name}.pdf"]
     for path in paths:
-        fig.savefig(path, dpi=150, bbox_inches="tight")
+        fig.savefig(path, dpi=150, bbox_inches="tight", metadata=FILE_METADATA[path.suffix])
     plt.close(fig)
     return paths
