@@ -334,6 +334,7 @@ class TrainingJob:
             self.steps_per_epoch,
             epoch,
             trainer.epochs,
+            past_epoch_s=[m["time/epoch_s"] for m in p.metrics],
         )
         try:
             result = train_epoch(
@@ -413,7 +414,9 @@ class TrainingJob:
             run_dir.append_records(self.measurements_path, measurements)
         self.tracker.log_epoch(record)
         self.tracker.log_measurements(measurements)
-        log.info(format_epoch_line(record, self.cfg.trainer.epochs))
+        epoch_s = [m["time/epoch_s"] for m in self.state.metrics]
+        eta_s = (self.cfg.trainer.epochs - record["epoch"]) * sum(epoch_s) / len(epoch_s)
+        log.info(format_epoch_line(record, self.cfg.trainer.epochs, eta_s))
 
     def train(self) -> None:
         trainer = self.cfg.trainer

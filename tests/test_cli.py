@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from experiments import sweep_report
 from experiments.cli import finish_line
 from experiments.config import ConfigError
+from experiments.console import EpochProgress, format_epoch_line, run_eta_s
 from experiments.overrides import check_overrides
 from tests.conftest import REPO_ROOT, TINY_RUN
 
@@ -186,3 +187,25 @@ def test_a_sweep_runs_every_job_and_ends_with_their_summary(train_cli) -> None:
     assert summary[1].split()[:2] == ["failed", "optimizer.lr=-1:"]
     assert summary[1].endswith("optimizer.lr=-1.0 is invalid: must be > 0")
     assert summary[2].split()[:4] == ["finished", "optimizer.lr=0.05:", "min", "test"]
+
+
+def test_run_eta_is_the_rest_of_the_epoch_plus_the_epochs_left_at_their_mean() -> None:
+    # 10 of 40 steps in 5 s: 15 s left of this epoch, then 3 epochs at the mean of 18 and 22 s
+    assert run_eta_s(3, [18.0, 22.0], elapsed_s=5.0, done=10, total=40) == 15.0 + 3 * 20.0
+    # no finished epoch yet: the others take as long as this one is projected to (20 s)
+    assert run_eta_s(2, [], elapsed_s=5.0, done=10, total=40) == 15.0 + 2 * 20.0
+    assert run_eta_s(2, [], elapsed_s=0.0, done=0, total=40) is None
+
+
+def test_progress_bar_and_epoch_line_show_the_run_eta() -> None:
+    progress = EpochProgress(True, total=4, epoch=2, epochs=5, past_epoch_s=[60.0])
+    progress.advance()
+    progress.refresh(loss=1.0, acc=50.0, lr=0.1, samples_per_s=100.0)
+    assert "run_eta=03:0" in str(progress.bar.postfix)  # about 3 epochs x 60 s
+    progress.close()
+    record = {
+        "epoch": 2, "step": 8, "lr": 0.1, "train/loss": 1.0, "train/acc": 50.0,
+        "test/loss": 1.0, "test/err": 40.0, "time/epoch_s": 60.0,
+    }  # fmt: skip
+    assert format_epoch_line(record, 5, eta_s=180.0).endswith("| run ETA 03:00")
+    assert "ETA" not in format_epoch_line({**record, "epoch": 5}, 5, eta_s=0.0)
