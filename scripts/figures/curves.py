@@ -21,9 +21,10 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from scripts.display import display_name
 from scripts.figures.common import save_figure, schedule_color
 from scripts.runs import NoRunsError, RunSet, load_runs, task_keys
-from scripts.tables import display_name, order_labels
+from scripts.tables import order_labels
 
 ZOOM_FRACTION = 0.25
 ANGLE_KEY = "angle/epoch"
