@@ -223,10 +223,11 @@ def test_every_setting_keeps_its_ablation_style_table(baseline_runs) -> None:
 
 def test_figure_legend_names_tlr_a_reconstruction(baseline_runs) -> None:
     fig = task_figure(baseline_runs, "ResNet-18 / CIFAR-10")
-    legend = [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
+    (legend,) = fig.legends
+    labels = [text.get_text() for text in legend.get_texts()]
     plt.close(fig)
-    assert "TLR (reconstruction)" in legend and "tlr" not in legend
-    assert "hd-beta=0.0001" in legend
+    assert "TLR (reconstruction)" in labels and "tlr" not in labels
+    assert "HD (beta=0.0001)" in labels
 
 
 # ----------------------------------------------------------------------------- end to end
