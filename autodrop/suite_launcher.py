@@ -1,14 +1,15 @@
 """``autodrop-train``: the benchmark runner (``python -m experiments.train``) as a command.
 
-The runner (``experiments``, ``models``, ``conf``) is not installed with the library: it runs
-from a checkout of this repository. The command finds the checkout (the current directory or
-one above it, else the checkout an editable install points at), puts it first on ``sys.path``
-and calls ``experiments.train.main``. Being a command, it gets Hydra's tab completion:
+The runner (``experiments``, ``models``, ``conf``) is not installed with the library: it runs in
+a checkout of this repository. The command finds the checkout (the current directory or one
+above it, else the checkout an editable install points at), puts it first on ``sys.path`` and
+calls ``experiments.train.main``. Being a command, it gets Hydra's tab completion:
 ``eval "$(autodrop-train -sc install=bash)"``. Only the standard library is imported here.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -31,6 +32,4 @@ def train() -> None:
         )
         sys.exit(2)
     sys.path.insert(0, str(checkout))
-    from experiments.train import main
-
-    main()
+    importlib.import_module("experiments.train").main()

@@ -40,9 +40,9 @@ class TrainingFailed(RuntimeError):
     """A worker process of a multi-process run failed (its traceback is in train.log)."""
 
 
-# Errors reported in one line: the user's mistakes, and runs that ended badly (their details
-# are in train.log and summary.json).
-ONE_LINE_ERRORS = (*USER_ERRORS, TrainingDiverged, TrainingFailed)
+# Errors reported in one line: the user's mistakes, a run another process is training, and
+# runs that ended badly (their details are in train.log and summary.json).
+ONE_LINE_ERRORS = (*USER_ERRORS, rd.RunLocked, TrainingDiverged, TrainingFailed)
 
 
 def full_errors_wanted() -> bool:
