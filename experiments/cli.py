@@ -42,7 +42,8 @@ class TrainingFailed(RuntimeError):
 
 # Errors reported in one line: the user's mistakes, a run another process is training, and
 # runs that ended badly (their details are in train.log and summary.json).
-ONE_LINE_ERRORS = (*USER_ERRORS, rd.RunLocked, TrainingDiverged, TrainingFailed)
+TRAINING_ERRORS = (TrainingDiverged, TrainingFailed)
+ONE_LINE_ERRORS = (*USER_ERRORS, rd.RunLocked, *TRAINING_ERRORS)
 
 
 def full_errors_wanted() -> bool:
@@ -51,7 +52,8 @@ def full_errors_wanted() -> bool:
 
 def error_line(error: BaseException) -> str:
     """The error as one line: its message, newlines folded."""
-    return "error: " + " ".join(str(error).split())
+    what = "training diverged: " if isinstance(error, TrainingDiverged) else ""
+    return "error: " + what + " ".join(str(error).split())
 
 
 def status_of(error: BaseException) -> str:
@@ -87,7 +89,8 @@ def job_outcome(
         if not sweeping:
             print(line, file=sys.stderr)
             sys.exit(USER_ERROR_EXIT if isinstance(error, USER_ERRORS) else RUN_FAILED_EXIT)
-        log.error(line)
+        if not isinstance(error, TRAINING_ERRORS):  # the training process logged those
+            log.error(line)
         return {"status": status_of(error), "message": str(error), "line": line}
     status = SKIPPED if action == rd.LaunchAction.SKIP.value else rd.FINISHED
     line = finish_line(status, rd.RunDir(output_dir).read_summary(), output_dir)
