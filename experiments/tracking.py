@@ -165,12 +165,15 @@ def new_run_id() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
-def _started(run: Any, run_dir: Path) -> WandbTracker:
-    """The tracker of a run wandb.init returned; an offline run says where it went and how to
-    upload it."""
+def _started(run: Any, run_dir: Path, reason: str | None = None) -> WandbTracker:
+    """The tracker of a run wandb.init returned; an offline run says (in one line, with the
+    reason it is offline) where it went and how to upload it."""
     if getattr(run, "offline", False):
         sync_dir = run.settings.sync_dir
-        log.info("wandb: offline run in %s; upload it with: wandb sync %s", sync_dir, sync_dir)
+        why = f"{reason}; " if reason else ""
+        log.info(
+            "wandb: %soffline run in %s; upload it with: wandb sync %s", why, sync_dir, sync_dir
+        )
     return WandbTracker(run, run_dir)
 
 
@@ -210,8 +213,6 @@ def start_wandb(
     except ValueError as error:
         log.warning("%s; wandb is off for this run", error)
         return NullTracker()
-    if reason:
-        log.warning(reason)
     if mode == "disabled":
         return NullTracker()
     if importlib.util.find_spec("wandb") is None:
@@ -232,7 +233,7 @@ def start_wandb(
     }
     timeout = float(logger_cfg.get("init_timeout_s", 30.0))
     try:
-        return _started(_init_run(mode, options, timeout), run_dir)
+        return _started(_init_run(mode, options, timeout), run_dir, reason)
     except Exception as error:  # noqa: BLE001 - any failure: fall back, never crash
         if mode != "online":
             log.warning("wandb.init failed (%s); tracking is off for this run", error)

@@ -265,3 +265,21 @@ def test_logging_errors_never_reach_training_and_finish_is_always_called() -> No
         [{"step": 4, "omega": None, "lr": 0.1, "dropped": True}]
     )
     assert healthy.logged == [{"trace/step": 4, "trace/lr": 0.1, "trace/dropped": 1.0}]
+
+
+def test_without_a_key_one_line_says_why_where_and_how_to_sync(monkeypatch, tmp_path, caplog):
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("NETRC", str(tmp_path / "missing-netrc"))
+
+    def init(mode: str, options: dict, timeout: float) -> FakeRun:
+        run = FakeRun(options["id"])
+        run.offline = mode == "offline"
+        run.settings = type("Settings", (), {"sync_dir": str(tmp_path / "offline-run-x")})
+        return run
+
+    monkeypatch.setattr(tracking, "_init_run", init)
+    with caplog.at_level(logging.INFO, logger="experiments.tracking"):
+        _start(tmp_path, mode=None)
+    (line,) = [record.getMessage() for record in caplog.records]
+    assert line.startswith("wandb: no W&B API key found, so this run logs offline")
+    assert line.endswith(f"upload it with: wandb sync {tmp_path / 'offline-run-x'}")
