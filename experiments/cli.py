@@ -50,10 +50,24 @@ def full_errors_wanted() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
+def error_message(error: BaseException) -> str:
+    """The error's message on one line. A message quoting a traceback (a worker process's
+    error, as torch.multiprocessing reports it) is cut to the exception line it ends with."""
+    text = str(error)
+    if "Traceback (most recent call last)" in text:
+        lines = text.partition("Traceback (most recent call last)")[2].splitlines()
+        starts = [i for i, line in enumerate(lines) if line and not line[0].isspace()]
+        if starts:  # the exception line, then what the message adds after the traceback
+            name, sep, message = lines[starts[-1]].partition(": ")
+            after = " ".join(lines[starts[-1] + 1 :])
+            text = f"{name.rsplit('.', 1)[-1]}{sep}{message} {after}"
+    return " ".join(text.split())
+
+
 def error_line(error: BaseException) -> str:
-    """The error as one line: its message, newlines folded."""
+    """``error: <message>`` on one line."""
     what = "training diverged: " if isinstance(error, TrainingDiverged) else ""
-    return "error: " + what + " ".join(str(error).split())
+    return "error: " + what + error_message(error)
 
 
 def status_of(error: BaseException) -> str:

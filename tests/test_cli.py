@@ -209,3 +209,20 @@ def test_progress_bar_and_epoch_line_show_the_run_eta() -> None:
     }  # fmt: skip
     assert format_epoch_line(record, 5, eta_s=180.0).endswith("| run ETA 03:00")
     assert "ETA" not in format_epoch_line({**record, "epoch": 5}, 5, eta_s=0.0)
+
+
+def test_a_worker_processs_error_is_cut_to_its_exception_line() -> None:
+    from torch.multiprocessing import ProcessRaisedException
+
+    from experiments.cli import TrainingFailed, error_line
+
+    remote = (
+        "\n\n-- Process 0 terminated with the following error:\nTraceback (most recent call "
+        'last):\n  File "cifar.py", line 3, in load\n    raise DatasetUnavailableError(m)\n'
+        "experiments.data.errors.DatasetUnavailableError: CIFAR-10 is expected as data/x.\n"
+    )
+    failed = TrainingFailed(f"{ProcessRaisedException(remote, 0, 1)} (details in r/train.log)")
+    assert error_line(failed) == (
+        "error: DatasetUnavailableError: CIFAR-10 is expected as data/x. (details in r/train.log)"
+    )
+    assert error_line(ValueError("two\nlines")) == "error: two lines"
