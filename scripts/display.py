@@ -22,6 +22,10 @@ DISPLAY_NAMES = {
 }
 
 
+# The paper's own results name its methods; our TLR is a reconstruction of the paper's TLR.
+PAPER_DISPLAY_NAMES = {"tlr": "TLR"}
+
+
 def display_name(label: str) -> str:
     """The display name of a schedule label (unknown names are shown as they are)."""
     base, _, setting = label.partition("-")
@@ -31,3 +35,8 @@ def display_name(label: str) -> str:
     if name.endswith(")"):
         return f"{name[:-1]}, {setting})"
     return f"{name} ({setting})"
+
+
+def paper_display_name(schedule: str) -> str:
+    """How a column of the paper's numbers names a schedule ('tlr' -> 'TLR')."""
+    return PAPER_DISPLAY_NAMES.get(schedule, display_name(schedule))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from scripts.display import display_name
+from scripts.display import display_name, paper_display_name
 from scripts.runs import RunSet, task_keys
 
 PAPER_TABLE2 = Path(__file__).with_name("paper_table2.csv")
@@ -210,7 +210,7 @@ def table2_vs_paper(ours: Table, paper: pd.DataFrame) -> Table | None:
             ]
         paper_column = [paper_cells.get((row_task[row], schedule), "") for row in rows]
         if any(paper_column):
-            columns[f"{display_name(schedule)} (paper)"] = paper_column
+            columns[f"{paper_display_name(schedule)} (paper)"] = paper_column
     display = pd.DataFrame(columns, index=pd.Index(rows, name="task"))
     matched = paper[paper["task"].isin(set(stats["task"]))]
     values = stats.merge(
