@@ -105,7 +105,7 @@ def job_outcome(
             sys.exit(USER_ERROR_EXIT if isinstance(error, USER_ERRORS) else RUN_FAILED_EXIT)
         if not isinstance(error, TRAINING_ERRORS):  # the training process logged those
             log.error(line)
-        return {"status": status_of(error), "message": str(error), "line": line}
+        return {"status": status_of(error), "message": error_message(error), "line": line}
     status = SKIPPED if action == rd.LaunchAction.SKIP.value else rd.FINISHED
     line = finish_line(status, rd.RunDir(output_dir).read_summary(), output_dir)
     log.info(line)
