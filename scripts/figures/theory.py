@@ -176,6 +176,7 @@ def fig1_nqm_fixed_lr(trace: FixedLRTrace, window: int = SMOOTHING_WINDOW) -> Fi
             _style_entry(f"angle, {window}-iteration mean"),
             _style_entry("limiting angle (Theorem 3.2)", linestyle="--"),
         ],
+        columns=len(trace.lrs) + 3,
     )
     fig.suptitle("NQM, fixed learning rates")
     return fig
