@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
+from hydra.core.override_parser.types import Override, ValueType
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -41,8 +41,8 @@ def group_options(group: str) -> list[str]:
 
 def _values(override: Override) -> list[Any]:
     """The values an override sets (each of a choice or range sweep); [] when not enumerable."""
-    if override.is_delete():
-        return []
+    if override.is_delete() or override.value_type == ValueType.GLOB_CHOICE_SWEEP:
+        return []  # a glob is matched against the group's options by Hydra itself
     if override.is_discrete_sweep():
         return list(override.sweep_iterator())
     if override.is_sweep_override():

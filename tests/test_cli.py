@@ -84,6 +84,7 @@ def test_valid_overrides_pass_the_check() -> None:
             "scheduler=step,exp",
             "optimizer.lr=0.1,0.2",
             "seed=range(0,3)",
+            "optimizer=glob(sgd*)",
             "model.options.width=3",
             "scheduler.label='constant-lr=${optimizer.lr}'",
             "hydra/launcher=joblib",
