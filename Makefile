@@ -23,6 +23,9 @@ PAPER_GRIDS := "scheduler=$(PAPER_SCHEDULES)" \
                "scheduler=schedulefree optimizer.lr_multiplier=10,20,50"
 QUICK_SCHEDULES := autodrop,autodrop_v1,step,cosine,onecycle
 QUICK_SEEDS     := 0,1,2
+# make quick writes its tables and figures here (git-ignored); make quick-update writes them to
+# the committed reference output $(RESULTS)/quick/ instead. Runs always go to $(RESULTS)/runs/.
+QUICK_OUT       ?= $(RESULTS)/local/quick
 # quick/* runs use one torch thread each: two jobs at once fill this 2-core class of machine.
 QUICK_JOBS      := 2
 QUICK_PARALLEL  := hydra/launcher=joblib hydra.launcher.n_jobs=$(QUICK_JOBS)
@@ -40,7 +43,7 @@ STATUS_quick  = $(STATUS) --experiments quick/fixed_lr --gpus $(QUICK_JOBS) && \
 STATUS_lr-sensitivity = $(STATUS) --experiments ablation/lr_sensitivity \
                   --grid "scheduler=$(QUICK_SCHEDULES)" --seeds $(QUICK_SEEDS) --gpus $(QUICK_JOBS)
 
-.PHONY: help install test test-fast lint format bench faults quick reproduce ablations lr-sensitivity status tables figures wandb-sync clean
+.PHONY: help install test test-fast lint format bench faults quick quick-update reproduce ablations lr-sensitivity status tables figures wandb-sync clean
 
 help: ## Show this help
 	@echo "AutoDrop benchmark suite. Targets:"
@@ -75,12 +78,16 @@ bench: $(STAMP) ## Benchmarks: AutoDrop / HD / TLR / schedule-free overhead, dat
 faults: $(STAMP) ## Fault-injection campaign on real training runs (~15 min on 2 CPU cores)
 	$(PY) -m scripts.faults
 
-quick: $(STAMP) ## CPU-sized reproduction on the embedded digits data -> results/quick/ (minutes)
-	$(PY) -m scripts.figures.theory --out $(RESULTS)/quick/figures
+quick: $(STAMP) ## CPU-sized reproduction on the embedded digits data -> results/local/quick/ (minutes)
+	$(PY) -m scripts.figures.theory --out $(QUICK_OUT)/figures
 	$(TRAIN) -m experiment=quick/fixed_lr paths.results_dir=$(RESULTS) logger=none $(QUICK_PARALLEL)
 	$(TRAIN) -m experiment=quick/digits scheduler=$(QUICK_SCHEDULES) seed=$(QUICK_SEEDS) paths.results_dir=$(RESULTS) logger=none $(QUICK_PARALLEL)
-	$(PY) -m scripts.aggregate --runs $(RESULTS)/runs --experiment quick --out $(RESULTS)/quick
-	$(PY) -m scripts.figures.curves --runs $(RESULTS)/runs --experiment quick --out $(RESULTS)/quick/figures
+	$(PY) -m scripts.aggregate --runs $(RESULTS)/runs --experiment quick --out $(QUICK_OUT)
+	$(PY) -m scripts.figures.curves --runs $(RESULTS)/runs --experiment quick --out $(QUICK_OUT)/figures
+	@echo "tables and figures in $(QUICK_OUT)/ (make quick-update refreshes the committed $(RESULTS)/quick/)"
+
+quick-update: $(STAMP) ## make quick, then rewrite the committed reference output results/quick/
+	$(MAKE) quick QUICK_OUT=$(RESULTS)/quick
 
 reproduce: $(STAMP) ## Full paper grid (Table 2 tasks x schedules x seeds), then tables and figures (DRY_RUN=1: list and estimate only)
 ifeq ($(DRY_RUN),1)
@@ -122,9 +129,10 @@ figures: $(STAMP) ## Draw every figure from the runs (PRESET=paper|quick)
 	$(PY) -m scripts.figures.curves --runs $(RESULTS)/runs --experiment $(PRESET) --out $(RESULTS)/$(PRESET)/figures
 
 wandb-sync: $(STAMP) ## Upload runs that were logged offline (needs WANDB_API_KEY and network)
-	@found=$$(find $(RESULTS)/runs -type d -name 'offline-run-*' 2>/dev/null); \
+	@echo "looking for offline wandb runs under $(RESULTS)/runs (RESULTS=<dir> looks elsewhere)"; \
+	found=$$(find $(RESULTS)/runs -type d -name 'offline-run-*' 2>/dev/null); \
 	if [ -z "$$found" ]; then echo "no offline wandb runs under $(RESULTS)/runs"; \
-	else $(VENV)/bin/wandb sync $$found; fi
+	else echo "$$(echo "$$found" | wc -l) offline runs found"; $(VENV)/bin/wandb sync $$found; fi
 
 clean: ## Remove caches (keeps .venv and results)
 	rm -rf .pytest_cache .ruff_cache outputs multirun

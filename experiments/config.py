@@ -7,8 +7,9 @@ key or a wrong type fails at composition time; ``validate_config`` then checks v
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ PRECISIONS = ("auto", "bf16", "fp32")
 LOADERS = ("device", "classic")
 PROGRESS_MODES = ("auto", "bar", "plain")
 WANDB_MODES = ("online", "offline", "disabled")
+CIFAR_IMAGE_SIZE = 32
 
 
 class ConfigError(ValueError):
@@ -269,6 +271,30 @@ class NoLoggerConfig:
     name: str = "none"
 
 
+OPTIMIZER_SCHEMAS: dict[str, type] = {
+    "sgd": SGDConfig,
+    "adam": AdamConfig,
+    "sgd_hd": SGDHDConfig,
+    "schedulefree_sgd": ScheduleFreeSGDConfig,
+}
+LOGGER_SCHEMAS: dict[str, type] = {"wandb": WandbConfig, "none": NoLoggerConfig}
+TOP_LEVEL_KEYS = ("experiment_name", "seed")
+FIXED_SCHEMAS: dict[str, type] = {
+    "paths": PathsConfig,
+    "data": DataConfig,
+    "model": ModelConfig,
+    "trainer": TrainerConfig,
+}
+# Config sections whose schema depends on the chosen option (its ``name``).
+CHOSEN_SCHEMAS: dict[str, dict[str, type]] = {
+    "optimizer": OPTIMIZER_SCHEMAS,
+    "scheduler": SCHEDULER_SCHEMAS,
+    "logger": LOGGER_SCHEMAS,
+}
+# Keys below these hold free-form options (passed on as keyword arguments).
+FREE_FORM_KEYS = ("model.options",)
+
+
 @dataclass
 class LRSweepConfig:
     """A sweep over the initial lr (experiment=ablation/lr_sensitivity): a preset sets
@@ -291,6 +317,39 @@ class Config:
     scheduler: Any = MISSING
     trainer: TrainerConfig = MISSING
     logger: Any = MISSING
+
+
+def section_schemas(section: str, chosen: str | None = None) -> list[type]:
+    """The schemas a config section may follow: its one schema, or the chosen option's (all
+    options' when ``chosen`` is None)."""
+    if section in FIXED_SCHEMAS:
+        return [FIXED_SCHEMAS[section]]
+    options = CHOSEN_SCHEMAS.get(section, {})
+    if chosen is None:
+        return list(options.values())
+    return [options[chosen]] if chosen in options else []
+
+
+def schema_keys(section: str, chosen: str | None = None) -> list[str]:
+    """Dotted keys of a section (``trainer.epochs``, ...), over ``section_schemas``."""
+    names = {f.name for schema in section_schemas(section, chosen) for f in fields(schema)}
+    return sorted(f"{section}.{name}" for name in names)
+
+
+def known_keys() -> list[str]:
+    """Every key some composition of the config tree can have (hydra.* aside)."""
+    keys = [*TOP_LEVEL_KEYS]
+    for section in (*FIXED_SCHEMAS, *CHOSEN_SCHEMAS):
+        keys += schema_keys(section)
+    return sorted(set(keys))
+
+
+def unknown_key_message(key: str, candidates: Iterable[str]) -> str:
+    """'unknown key trainer.epoch; did you mean trainer.epochs?' (difflib's closest match)."""
+    close = difflib.get_close_matches(key, list(candidates), n=1, cutoff=0.85)
+    if close:
+        return f"unknown key {key}; did you mean {close[0]}?"
+    return f"unknown key {key} (--cfg job prints the config with every key)"
 
 
 def public_config_groups() -> str:
@@ -335,14 +394,9 @@ def register_configs() -> None:
     OmegaConf.register_new_resolver("mul", multiply, replace=True)
     store = ConfigStore.instance()
     store.store(name="config_schema", node=Config)
-    store.store(group="schema/optimizer", name="sgd", node=SGDConfig)
-    store.store(group="schema/optimizer", name="adam", node=AdamConfig)
-    store.store(group="schema/optimizer", name="sgd_hd", node=SGDHDConfig)
-    store.store(group="schema/optimizer", name="schedulefree_sgd", node=ScheduleFreeSGDConfig)
-    for name, schema in SCHEDULER_SCHEMAS.items():
-        store.store(group="schema/scheduler", name=name, node=schema)
-    store.store(group="schema/logger", name="wandb", node=WandbConfig)
-    store.store(group="schema/logger", name="none", node=NoLoggerConfig)
+    for section, schemas in CHOSEN_SCHEMAS.items():
+        for name, schema in schemas.items():
+            store.store(group=f"schema/{section}", name=name, node=schema)
 
 
 def compose_config(overrides: Sequence[str] = (), *, with_hydra: bool = False) -> DictConfig:
@@ -411,6 +465,24 @@ def _check_label(label: str, name: str) -> None:
         )
 
 
+def _check_known_keys(cfg: DictConfig) -> None:
+    """Keys added with '+' pass Hydra's composition: refuse those no schema has (scheduler
+    options are checked against the chosen schedule in validate_config)."""
+    sections = (*FIXED_SCHEMAS, *CHOSEN_SCHEMAS)
+    for key in cfg:
+        if key not in (*TOP_LEVEL_KEYS, *sections):
+            raise ConfigError(unknown_key_message(str(key), known_keys()))
+    for section in sections:
+        if section == "scheduler" or not isinstance(cfg[section], DictConfig):
+            continue
+        chosen = cfg[section].get("name") if section in CHOSEN_SCHEMAS else None
+        allowed = schema_keys(section, chosen)
+        for key in cfg[section]:
+            dotted = f"{section}.{key}"
+            if dotted not in allowed:
+                raise ConfigError(unknown_key_message(dotted, allowed))
+
+
 def registry_schedule_name(scheduler_name: str) -> str:
     """The schedule registry's name for ``scheduler.name`` (hd, schedulefree -> "optimizer")."""
     return "optimizer" if scheduler_name in OPTIMIZER_OWNED_LR else scheduler_name
@@ -456,11 +528,19 @@ def validate_config(cfg: DictConfig) -> None:
     from experiments.data import DATASET_NAMES
     from models import MODEL_NAMES
 
+    _check_known_keys(cfg)
     _check_relative_path("experiment_name", cfg.experiment_name)
     _check_at_least("seed", cfg.seed, 0)
     _check_choice("data.name", cfg.data.name, DATASET_NAMES)
     _check_at_least("data.image_size", cfg.data.image_size, 8)
     _check_at_least("data.max_image_pixels", cfg.data.max_image_pixels, 1)
+    if cfg.data.name.startswith("cifar") and cfg.data.image_size != CIFAR_IMAGE_SIZE:
+        _fail(
+            "data.image_size",
+            cfg.data.image_size,
+            f"{cfg.data.name} images are {CIFAR_IMAGE_SIZE}x{CIFAR_IMAGE_SIZE}: set "
+            f"data.image_size={CIFAR_IMAGE_SIZE} (quick presets shrink it for digits)",
+        )
     _check_choice("model.name", cfg.model.name, MODEL_NAMES)
 
     _check_choice("optimizer.name", cfg.optimizer.name, OPTIMIZER_NAMES)

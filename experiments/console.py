@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,21 @@ def use_progress_bar(mode: str, is_main: bool) -> bool:
     return mode == "bar"
 
 
-def format_epoch_line(record: dict[str, Any], epochs: int) -> str:
-    """The one-line summary of a finished epoch."""
+def run_eta_s(
+    epochs_after: int, past_epoch_s: Sequence[float], elapsed_s: float, done: int, total: int
+) -> float | None:
+    """Seconds until the run ends: the rest of this epoch at its pace so far, then
+    ``epochs_after`` epochs at the mean epoch time (this epoch's projected time while no epoch
+    has finished). None before the first step of the epoch."""
+    if done <= 0 or total <= 0:
+        return None
+    this_epoch = elapsed_s * total / done
+    mean = sum(past_epoch_s) / len(past_epoch_s) if past_epoch_s else this_epoch
+    return max(this_epoch - elapsed_s, 0.0) + epochs_after * mean
+
+
+def format_epoch_line(record: dict[str, Any], epochs: int, eta_s: float | None = None) -> str:
+    """The one-line summary of a finished epoch (with the run's ETA when given)."""
     parts = [
         f"epoch {record['epoch']}/{epochs}",
         f"step {record['step']}",
@@ -84,6 +98,8 @@ def format_epoch_line(record: dict[str, Any], epochs: int) -> str:
         parts.append("omega -" if omega is None else f"omega {omega:.2f}")
     if record.get("angle/epoch") is not None:
         parts.append(f"angle {record['angle/epoch']:.2f}")
+    if eta_s is not None and record["epoch"] < epochs:
+        parts.append(f"run ETA {tqdm.format_interval(eta_s)}")
     return " | ".join(parts)
 
 
@@ -93,12 +109,22 @@ class EpochProgress:
 
     REFRESH_EVERY_S = 0.5
 
-    def __init__(self, enabled: bool, total: int, epoch: int, epochs: int) -> None:
+    def __init__(
+        self,
+        enabled: bool,
+        total: int,
+        epoch: int,
+        epochs: int,
+        past_epoch_s: Sequence[float] = (),
+    ) -> None:
         self.bar = (
             tqdm(total=total, desc=f"epoch {epoch}/{epochs}", leave=False, dynamic_ncols=True)
             if enabled
             else None
         )
+        self._epochs_after = epochs - epoch
+        self._past_epoch_s = list(past_epoch_s)
+        self._started = time.perf_counter()
         self._last_refresh = 0.0
 
     @property
@@ -115,11 +141,19 @@ class EpochProgress:
         if self.bar is None:
             return
         self._last_refresh = time.perf_counter()
+        eta = run_eta_s(
+            self._epochs_after,
+            self._past_epoch_s,
+            self._last_refresh - self._started,
+            self.bar.n,
+            self.bar.total,
+        )
         self.bar.set_postfix(
             loss=f"{loss:.4f}",
             acc=f"{acc:.1f}%",
             lr=f"{lr:.3g}",
             img_s=f"{samples_per_s:.0f}",
+            run_eta="?" if eta is None else tqdm.format_interval(eta),
             refresh=False,
         )
 

@@ -50,7 +50,7 @@ from experiments.schedulefree_support import (
     prepare_evaluation,
     reserved_epoch_batches,
 )
-from experiments.tracking import NullTracker, start_wandb
+from experiments.tracking import NullTracker, run_identity, start_wandb
 
 log = logging.getLogger(__name__)
 
@@ -293,8 +293,14 @@ class TrainingJob:
             self.tracker = start_wandb(
                 OmegaConf.to_container(cfg.logger, resolve=True),
                 run_dir=run_dir.root,
-                group=f"{cfg.experiment_name}/{cfg.data.name}-{cfg.model.name}",
-                name=f"{self.identity.label}-s{cfg.seed}",
+                **run_identity(
+                    experiment=cfg.experiment_name,
+                    dataset=cfg.data.name,
+                    model=cfg.model.name,
+                    label=self.identity.label,
+                    schedule=cfg.scheduler.name,
+                    seed=cfg.seed,
+                ),
                 config=OmegaConf.to_container(cfg, resolve=True),
                 run_id=p.wandb_run_id,
             )
@@ -315,6 +321,7 @@ class TrainingJob:
             self.steps_per_epoch,
             epoch,
             trainer.epochs,
+            past_epoch_s=[m["time/epoch_s"] for m in p.metrics],
         )
         try:
             result = train_epoch(
@@ -394,7 +401,9 @@ class TrainingJob:
             run_dir.append_records(self.measurements_path, measurements)
         self.tracker.log_epoch(record)
         self.tracker.log_measurements(measurements)
-        log.info(format_epoch_line(record, self.cfg.trainer.epochs))
+        epoch_s = [m["time/epoch_s"] for m in self.state.metrics]
+        eta_s = (self.cfg.trainer.epochs - record["epoch"]) * sum(epoch_s) / len(epoch_s)
+        log.info(format_epoch_line(record, self.cfg.trainer.epochs, eta_s))
 
     def write_running_summary(self) -> None:
         """After each epoch's checkpoint: the summary follows the records (atomically)."""
@@ -455,6 +464,6 @@ def run_training(
                 run_dir.write_summary(summary)
             except OSError as error:  # e.g. the disk is full: keep the original error
                 log.error("could not write %s: %s", run_dir.summary_path, error)
-            job.tracker.finish(status)
+            job.tracker.finish(status, summary)
             log.info("run %s: %s", status, run_dir.root)
     return summary

@@ -13,17 +13,24 @@ import logging
 import netrc
 import os
 import secrets
+import shutil
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from experiments.rundir import LOG_FILE, SUMMARY_FILE
+
 log = logging.getLogger(__name__)
 
-SYNC_HINT = "upload it later with `make wandb-sync` (or `wandb sync <run dir>/wandb/offline-run-*`)"
+SYNC_HINT = "`make wandb-sync` uploads offline runs later"
+# Summarised by their minimum (the run summary of a wandb run otherwise holds the last value).
+MIN_METRICS = ("test/err", "test/loss", "train/loss")
 EPOCH_METRIC_PREFIXES = ("step", "lr", "train/*", "test/*", "time/*", "autodrop/*", "angle/*")
 TRACE_STEP = "trace/step"
+# Files of the run directory uploaded with the run (at its end).
+UPLOADED_FILES = (LOG_FILE, SUMMARY_FILE)
 
 
 class NullTracker:
@@ -37,8 +44,26 @@ class NullTracker:
     def log_measurements(self, records: list[Mapping[str, Any]]) -> None:
         pass
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: str, summary: Mapping[str, Any] | None = None) -> None:
         pass
+
+
+def run_identity(
+    *, experiment: str, dataset: str, model: str, label: str, schedule: str, seed: int
+) -> dict[str, Any]:
+    """wandb group, name and tags of a run. The group is task and schedule label, so wandb's
+    grouped view averages the seeds of one schedule and compares schedules side by side."""
+    task = f"{dataset}-{model}"
+    return {
+        "group": f"{experiment}/{task}/{label}",
+        "name": f"{label}-s{seed}",
+        "tags": [
+            f"schedule:{schedule}",
+            f"task:{task}",
+            f"experiment:{experiment}",
+            f"seed:{seed}",
+        ],
+    }
 
 
 def wandb_host() -> str:
@@ -67,7 +92,7 @@ def resolve_mode(requested: str | None) -> tuple[str, str | None]:
             "are online, offline, disabled"
         )
     if mode == "online" and not has_api_key():
-        return "offline", f"no W&B API key found, so this run logs offline; {SYNC_HINT}"
+        return "offline", f"no W&B API key found, so this run logs offline ({SYNC_HINT})"
     return mode, None
 
 
@@ -75,10 +100,13 @@ class WandbTracker:
     """One wandb run: per-epoch records against ``epoch``, AutoDrop measurements against
     ``trace/step`` (the optimizer step of the measurement)."""
 
-    def __init__(self, run: Any) -> None:
+    def __init__(self, run: Any, run_dir: Path | None = None) -> None:
         self.run = run
         self.run_id: str | None = run.id
+        self.run_dir = run_dir
         run.define_metric("epoch")
+        for name in MIN_METRICS:
+            run.define_metric(name, step_metric="epoch", summary="min")
         for prefix in EPOCH_METRIC_PREFIXES:
             run.define_metric(prefix, step_metric="epoch")
         run.define_metric(TRACE_STEP)
@@ -109,9 +137,23 @@ class WandbTracker:
 
         self._guarded("log", log_all)
 
-    def finish(self, status: str) -> None:
+    def upload_run_files(self) -> None:
+        """Copy train.log and summary.json into the wandb run, uploaded when it finishes."""
+        if self.run_dir is None:
+            return
+        for name in UPLOADED_FILES:
+            source = self.run_dir / name
+            if source.is_file():
+                copy = Path(self.run.dir) / name
+                shutil.copyfile(source, copy)
+                self.run.save(str(copy), base_path=self.run.dir, policy="end")
+
+    def finish(self, status: str, summary: Mapping[str, Any] | None = None) -> None:
+        """summary.json's fields into the run summary, the run files uploaded, run closed."""
+
         def close() -> None:
-            self.run.summary["status"] = status
+            self.run.summary.update({**(summary or {}), "status": status})
+            self._guarded("file upload", self.upload_run_files)
             self.run.finish(exit_code=0 if status == "finished" else 1)
 
         self._guarded("finish", close)
@@ -121,6 +163,18 @@ def new_run_id() -> str:
     """A fresh wandb-style run id (8 lowercase letters and digits)."""
     alphabet = string.ascii_lowercase + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+def _started(run: Any, run_dir: Path, reason: str | None = None) -> WandbTracker:
+    """The tracker of a run wandb.init returned; an offline run says (in one line, with the
+    reason it is offline) where it went and how to upload it."""
+    if getattr(run, "offline", False):
+        sync_dir = run.settings.sync_dir
+        why = f"{reason}; " if reason else ""
+        log.info(
+            "wandb: %soffline run in %s; upload it with: wandb sync %s", why, sync_dir, sync_dir
+        )
+    return WandbTracker(run, run_dir)
 
 
 def _init_run(mode: str, options: dict[str, Any], init_timeout_s: float) -> Any:
@@ -149,6 +203,7 @@ def start_wandb(
     run_dir: Path,
     group: str,
     name: str,
+    tags: Sequence[str] = (),
     config: dict[str, Any],
     run_id: str | None,
 ) -> WandbTracker | NullTracker:
@@ -158,8 +213,6 @@ def start_wandb(
     except ValueError as error:
         log.warning("%s; wandb is off for this run", error)
         return NullTracker()
-    if reason:
-        log.warning(reason)
     if mode == "disabled":
         return NullTracker()
     if importlib.util.find_spec("wandb") is None:
@@ -172,7 +225,7 @@ def start_wandb(
         "group": group,
         "name": name,
         "config": config,
-        "tags": list(logger_cfg.get("tags") or []),
+        "tags": [*tags, *(logger_cfg.get("tags") or [])],
         "id": run_id or new_run_id(),
         "resume": "allow",
         "dir": str(run_dir),
@@ -180,7 +233,7 @@ def start_wandb(
     }
     timeout = float(logger_cfg.get("init_timeout_s", 30.0))
     try:
-        return WandbTracker(_init_run(mode, options, timeout))
+        return _started(_init_run(mode, options, timeout), run_dir, reason)
     except Exception as error:  # noqa: BLE001 - any failure: fall back, never crash
         if mode != "online":
             log.warning("wandb.init failed (%s); tracking is off for this run", error)
@@ -188,7 +241,7 @@ def start_wandb(
         log.warning("wandb online init failed (%s); logging offline, %s", error, SYNC_HINT)
         _release_failed_run()
     try:
-        return WandbTracker(_init_run("offline", options, timeout))
+        return _started(_init_run("offline", options, timeout), run_dir)
     except Exception as error:  # noqa: BLE001
         log.warning("wandb offline init failed too (%s); tracking is off for this run", error)
         return NullTracker()

@@ -1,4 +1,5 @@
-"""Hydra entry point: ``python -m experiments.train [-m] experiment=... scheduler=... seed=...``.
+"""Hydra entry point: ``python -m experiments.train [-m] experiment=... scheduler=... seed=...``
+(installed as ``autodrop-train``).
 
 One Hydra job trains one run into its deterministic run directory. A finished run is skipped,
 an unfinished one resumes from its checkpoint; ``trainer.devices=N`` spawns N processes, and a
@@ -20,8 +21,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from torch.multiprocessing import ProcessRaisedException
 
+from experiments import cli
 from experiments import rundir as rd
+from experiments.cli import TrainingFailed
 from experiments.config import (
+    CONF_DIR,
     ConfigError,
     compose_for_identity,
     register_configs,
@@ -45,10 +49,6 @@ from experiments.runtime import configure_cpu_threads, configure_determinism, se
 log = logging.getLogger("experiments.train")
 
 register_configs()
-
-
-class TrainingFailed(RuntimeError):
-    """A worker process of a multi-process run failed (its traceback is in train.log)."""
 
 
 def _worker(
@@ -78,6 +78,8 @@ def _worker(
         if rank == 0:
             log.error("training diverged: %s", error)
         raise
+    except cli.USER_ERRORS:
+        raise  # the entry point prints it in one line
     except BaseException:
         if rank == 0:
             log.exception("training failed")
@@ -173,15 +175,17 @@ def run_job(
         return LaunchResult(action.value, run_dir.root)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def hydra_main(cfg: DictConfig) -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
-    run_job(
-        cfg,
-        OmegaConf.to_container(hydra_cfg.runtime.choices),
-        OmegaConf.to_container(hydra_cfg.overrides.task),
-        hydra_cfg,
-    )
+    choices = OmegaConf.to_container(hydra_cfg.runtime.choices)
+    overrides = OmegaConf.to_container(hydra_cfg.overrides.task)
+    return cli.job_outcome(lambda: run_job(cfg, choices, overrides, hydra_cfg))
+
+
+def main() -> None:
+    """``python -m experiments.train`` and ``autodrop-train``: see ``experiments.cli``."""
+    cli.main(hydra_main)
 
 
 if __name__ == "__main__":

@@ -57,16 +57,34 @@ def write_table(table: tables.Table, out_dir: Path, formats: Sequence[str]) -> l
             frame.to_csv(path, index=False)
         elif fmt == "md":
             text = frame.to_markdown(index=False) if not frame.empty else "(none)"
-            path.write_text(text + (f"\n\n{table.note}\n" if table.note else "\n"))
+            caption = f"Table: {table.caption}\n\n" if table.caption else ""
+            path.write_text(caption + text + (f"\n\n{table.note}\n" if table.note else "\n"))
         elif fmt == "tex":
-            latex = frame.to_latex(index=False, escape=True)
-            latex = latex.replace("±", r"$\pm$").replace("†", r"$\dagger$")
-            note = f"% {table.note}\n" if table.note else ""
-            path.write_text(note + latex)
+            path.write_text(latex_table(table, frame))
         else:
             raise ValueError(f"table format {fmt!r} is not one of csv, md, tex")
         paths.append(path)
     return paths
+
+
+def latex_escape(text: str) -> str:
+    """Plain text for a LaTeX caption (%, &, _, # escaped; ± as $\\pm$)."""
+    for char in "%&_#":
+        text = text.replace(char, "\\" + char)
+    return text.replace("±", r"$\pm$")
+
+
+def latex_table(table: tables.Table, frame: pd.DataFrame) -> str:
+    """A LaTeX table environment: the caption (with the note) above the tabular."""
+    caption = " ".join(filter(None, [table.caption, f"{table.note}." if table.note else ""]))
+    latex = frame.to_latex(
+        index=False,
+        escape=True,
+        caption=latex_escape(caption) if caption else None,
+        label=f"tab:{table.name}",
+        position="t",
+    )
+    return latex.replace("±", r"$\pm$").replace("†", r"$\dagger$")
 
 
 def warn_unfinished(runs: RunSet, stream: TextIO | None = None) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from scripts import seed_statistics
+from scripts.display import display_name, paper_display_name
 from scripts.runs import RunSet, task_keys
 
 PAPER_TABLE2 = Path(__file__).with_name("paper_table2.csv")
@@ -40,8 +41,6 @@ SCHEDULE_ORDER = (
 )
 # Grid-searched baselines: base label -> the setting whose best value Tables 2, 3 and 16 show.
 TUNED_SETTINGS = {"hd": "beta", "schedulefree": "lr_multiplier"}
-# Column and legend names that differ from the schedule label.
-DISPLAY_NAMES = {"tlr": "TLR (reconstruction)"}
 BUDGET_PERCENTS = (25, 50, 75, 100)
 # The paper's AutoDrop defaults (ablation Tables 1, 7-14); window is 640 on ImageNet.
 PAPER_DEFAULTS = {
@@ -69,6 +68,20 @@ class Table:
     display: pd.DataFrame
     values: pd.DataFrame
     note: str = ""
+    caption: str = ""  # what the cells are: metric, unit, statistic and n
+
+
+MIN_ERR = "Minimum test error (%) over the epochs of each run"
+SEED_STATISTIC = "mean ± sample std over seeds"
+
+
+def seeds_phrase(counts) -> str:
+    """'n = 3 seeds per cell', or the range when cells differ; n is also in parentheses."""
+    counts = sorted({int(n) for n in counts if n > 0})
+    if not counts:
+        return "no finished runs"
+    n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"n = {n} seeds per cell (in parentheses)"
 
 
 def format_cell(mean: float, std: float, n: int, digits: int = 2) -> str:
@@ -106,12 +119,6 @@ def _with_cells(stats: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
         for m, s, n in zip(stats["mean"], stats["std"], stats["n"], strict=True)
     ]
     return stats.assign(cell=cells)
-
-
-def display_name(label: str) -> str:
-    """How tables and figure legends name a schedule label ('tlr' -> 'TLR (reconstruction)')."""
-    base, sep, setting = label.partition("-")
-    return DISPLAY_NAMES.get(base, base) + sep + setting
 
 
 def plain_runs(runs: RunSet) -> pd.DataFrame:
@@ -182,7 +189,8 @@ def table2(runs: RunSet) -> Table:
         note = "; ".join(filter(None, [note, tuned_note]))
     if "tlr" in set(stats["scheduler"]):
         note = "; ".join(filter(None, [note, "TLR: a reconstruction (p = 0.33 ep, c = 1/4)"]))
-    return Table("table2", display, stats.drop(columns="cell"), note)
+    caption = f"{MIN_ERR}, {SEED_STATISTIC}; {seeds_phrase(stats['n'])}."
+    return Table("table2", display, stats.drop(columns="cell"), note, caption)
 
 
 def _with_significance(stats: pd.DataFrame, plain: pd.DataFrame) -> pd.DataFrame:
@@ -296,7 +304,7 @@ def table2_vs_paper(ours: Table, paper: pd.DataFrame) -> Table | None:
             ]
         paper_column = [paper_cells.get((row_task[row], schedule), "") for row in rows]
         if any(paper_column):
-            columns[f"{schedule} (paper)"] = paper_column
+            columns[f"{paper_display_name(schedule)} (paper)"] = paper_column
     display = pd.DataFrame(columns, index=pd.Index(rows, name="task"))
     matched = paper[paper["task"].isin(set(stats["task"]))]
     values = stats.merge(
@@ -320,7 +328,11 @@ def table2_vs_paper(ours: Table, paper: pd.DataFrame) -> Table | None:
             ],
         )
     )
-    return Table("table2_vs_paper", display, values, note)
+    caption = (
+        f"{MIN_ERR}: ours ({SEED_STATISTIC}; {seeds_phrase(stats['n'])}) beside the "
+        "paper's Table 2 (mean ± std over 4 seeds; ImageNet: one number)."
+    )
+    return Table("table2_vs_paper", display, values, note, caption)
 
 
 def _paper_cell(mean: float, std: float, seeds: float) -> str:
@@ -360,8 +372,13 @@ def table16(runs: RunSet) -> Table:
     display.insert(0, "epochs", epochs.reindex(display.index))
     order = {label: i for i, label in enumerate(order_labels(stats["scheduler"]))}
     display = display.sort_index(key=lambda ix: ix.map(order) if ix.name == "scheduler" else ix)
+    display = display.rename(index=display_name, level="scheduler")
     display.index.names = ["task", "schedule"]
-    return Table("table16", display.fillna(""), stats.drop(columns="cell"))
+    caption = (
+        "Minimum test error (%) reached within 25, 50, 75 and 100 % of each run's planned "
+        f"epochs, {SEED_STATISTIC}; {seeds_phrase(stats['n'])}."
+    )
+    return Table("table16", display.fillna(""), stats.drop(columns="cell"), caption=caption)
 
 
 def table3(runs: RunSet, baseline: str = "step") -> Table:
@@ -379,17 +396,26 @@ def table3(runs: RunSet, baseline: str = "step") -> Table:
         )
     stats["overhead_pct"] = overhead
     display = _pivot(_with_cells(stats), order_labels(stats["scheduler"]))
+    display.columns = [display_name(column) for column in display.columns]
+    overhead_columns = []
     for variant in ("autodrop", "autodrop_v1"):
         chosen = stats[(stats["scheduler"] == variant) & stats["overhead_pct"].notna()]
         if not chosen.empty:
             pct = chosen.set_index("row")["overhead_pct"].reindex(display.index)
-            display[f"{variant} vs {baseline}"] = [
-                "" if math.isnan(value) else f"{value:+.1f} %" for value in pct
-            ]
-    note = (
-        f"ms per optimizer step (training only); overhead = mean time / mean time of {baseline} - 1"
+            column = f"{display_name(variant)} vs {display_name(baseline)}"
+            display[column] = ["" if math.isnan(value) else f"{value:+.1f} %" for value in pct]
+            overhead_columns.append(column)
+    note = ""
+    if overhead_columns:  # no footer about an overhead the table does not show
+        note = (
+            f"{', '.join(overhead_columns)}: mean time per step / mean time per step of "
+            f"{display_name(baseline)} - 1"
+        )
+    caption = (
+        f"Time per optimizer step (ms, training only), {SEED_STATISTIC}; "
+        f"{seeds_phrase(stats['n'])}."
     )
-    return Table("table3", display, stats, note)
+    return Table("table3", display, stats, note, caption)
 
 
 def ablation_tables(runs: RunSet) -> list[Table]:
@@ -458,7 +484,11 @@ def _ablation_table(base: str, key: str, labelled: pd.DataFrame, plain: pd.DataF
         imagenet = f" ({IMAGENET_WINDOW} on ImageNet)" if key == "window" else ""
         notes.append(f"paper default {key}={paper_default}{imagenet}")
     values = values.drop(columns="cell")
-    return Table(f"ablation_{base}_{key}", display, values, "; ".join(notes))
+    caption = (
+        f"{MIN_ERR} of {display_name(base)} by {key}, {SEED_STATISTIC}; "
+        f"{seeds_phrase(values['n'])}."
+    )
+    return Table(f"ablation_{base}_{key}", display, values, "; ".join(notes), caption)
 
 
 def _default_runs(labelled: pd.DataFrame, plain: pd.DataFrame) -> pd.DataFrame:
@@ -502,4 +532,5 @@ def failed_runs(runs: RunSet) -> Table:
     """Runs that are failed, diverged or still running: listed, never averaged."""
     columns = ["run_id", "status", "epochs_done", "epochs_planned", "message", "source"]
     listed = runs.unfinished()[columns].set_index("run_id")
-    return Table("failed_runs", listed, listed.reset_index())
+    caption = f"Runs left out of every table (failed, diverged or still running): {len(listed)}."
+    return Table("failed_runs", listed, listed.reset_index(), caption=caption)

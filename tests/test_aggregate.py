@@ -154,13 +154,15 @@ def test_runs_frame_has_one_row_per_run_with_status_and_minimum(run_set):
 def test_table2_cells_are_mean_sample_std_and_count(finished):
     table = tables.table2(finished)
     display = table.display
-    assert list(display.columns) == ["cosine", "step", "autodrop_v1", "autodrop"]
+    assert list(display.columns) == ["Cosine", "Step", "AutoDrop (2021 code)", "AutoDrop"]
     assert list(display.index) == ["cifar10/resnet18", "digits/resnet8"]
-    assert display.loc[TASK, "step"] == "6.00 ± 1.00 (3)"
-    assert display.loc[TASK, "autodrop"] == f"4.50 ± {math.sqrt(0.5):.2f} (2)"
-    assert display.loc[TASK, "cosine"] == "8.00 (1)"
-    assert display.loc["digits/resnet8", "step"] == "10.00 (1)"
-    assert display.loc["digits/resnet8", "autodrop"] == ""
+    assert display.loc[TASK, "Step"] == "6.00 ± 1.00 (3)"
+    assert display.loc[TASK, "AutoDrop"] == f"4.50 ± {math.sqrt(0.5):.2f} (2)"
+    assert display.loc[TASK, "Cosine"] == "8.00 (1)"
+    assert display.loc["digits/resnet8", "Step"] == "10.00 (1)"
+    assert display.loc["digits/resnet8", "AutoDrop"] == ""
+    assert table.caption.startswith("Minimum test error (%)")
+    assert "mean ± sample std over seeds; n = 1-3 seeds per cell" in table.caption
     step = table.values.set_index(["row", "scheduler"]).loc[(TASK, "step")]
     assert (step["mean"], step["std"], step["n"]) == (6.0, 1.0, 3)
 
@@ -183,7 +185,7 @@ def test_unfinished_runs_are_listed_and_warned_about_never_averaged(run_set, cap
 
 def test_table16_takes_the_minimum_within_each_budget_fraction(finished):
     display = tables.table16(finished).display
-    step = display.loc[(TASK, "step")]
+    step = display.loc[(TASK, "Step")]
     # cut-offs of an 8-epoch budget: epochs 2, 4, 6, 8 -> final + 6, 4, 2, 0
     assert [step[f"{p} %"] for p in (25, 50, 75, 100)] == [
         "12.00 ± 1.00 (3)",
@@ -191,7 +193,7 @@ def test_table16_takes_the_minimum_within_each_budget_fraction(finished):
         "8.00 ± 1.00 (3)",
         "6.00 ± 1.00 (3)",
     ]
-    cosine = display.loc[(TASK, "cosine")]  # 10 epochs: cut-offs 3, 5, 8, 10
+    cosine = display.loc[(TASK, "Cosine")]  # 10 epochs: cut-offs 3, 5, 8, 10
     assert cosine["epochs"] == "10"
     assert [cosine[f"{p} %"] for p in (25, 50, 75, 100)] == [
         "15.00 (1)",
@@ -204,11 +206,23 @@ def test_table16_takes_the_minimum_within_each_budget_fraction(finished):
 
 
 def test_table3_reports_ms_per_iteration_and_overhead_against_step(finished):
-    display = tables.table3(finished).display
-    assert display.loc[TASK, "step"] == "110.00 ± 10.00 (3)"
-    assert display.loc[TASK, "autodrop vs step"] == "+10.0 %"
-    assert display.loc[TASK, "autodrop_v1 vs step"] == "-10.0 %"
-    assert display.loc["digits/resnet8", "autodrop vs step"] == ""
+    table = tables.table3(finished)
+    display = table.display
+    assert display.loc[TASK, "Step"] == "110.00 ± 10.00 (3)"
+    assert display.loc[TASK, "AutoDrop vs Step"] == "+10.0 %"
+    assert display.loc[TASK, "AutoDrop (2021 code) vs Step"] == "-10.0 %"
+    assert display.loc["digits/resnet8", "AutoDrop vs Step"] == ""
+    assert table.caption.startswith("Time per optimizer step (ms, training only)")
+    assert table.note.startswith("AutoDrop vs Step, AutoDrop (2021 code) vs Step: mean time")
+
+
+def test_table3_has_no_overhead_footer_without_the_baseline(finished):
+    without_step = finished.subset(
+        finished.runs.loc[finished.runs["scheduler"] != "step", "run_id"]
+    )
+    table = tables.table3(without_step)
+    assert "Step" not in table.display and not any("vs" in c for c in table.display.columns)
+    assert table.note == "" and table.caption
 
 
 def test_ablation_table_places_default_run_at_its_value_and_marks_it(finished):
@@ -251,11 +265,11 @@ def test_paper_numbers_sit_beside_ours_where_the_task_matches(finished):
         "hd", "tlr", "clr", "onecycle", "exp", "step", "autodrop"
     }  # fmt: skip
     display = tables.table2_vs_paper(tables.table2(finished), paper).display
-    assert display.loc[TASK, "step (ours)"] == "6.00 ± 1.00 (3)"
-    assert display.loc[TASK, "step (paper)"] == "4.79 ± 0.17 (4)"
-    assert display.loc[TASK, "hd (paper)"] == "6.78 ± 0.23 (4)"
-    assert display.loc[TASK, "autodrop (paper)"] == "4.79 ± 0.99 (4)"
-    assert "cosine (paper)" not in display and "hd (ours)" not in display
+    assert display.loc[TASK, "Step (ours)"] == "6.00 ± 1.00 (3)"
+    assert display.loc[TASK, "Step (paper)"] == "4.79 ± 0.17 (4)"
+    assert display.loc[TASK, "HD (paper)"] == "6.78 ± 0.23 (4)"
+    assert display.loc[TASK, "AutoDrop (paper)"] == "4.79 ± 0.99 (4)"
+    assert "Cosine (paper)" not in display and "HD (ours)" not in display
     assert display.loc["digits/resnet8"].filter(like="(paper)").eq("").all()
 
 
@@ -266,8 +280,8 @@ def test_imagenet_paper_numbers_are_single_values(tmp_path):
     )  # fmt: skip
     ours = tables.table2(load_runs(tmp_path))
     display = tables.table2_vs_paper(ours, tables.load_paper_table2()).display
-    assert display.loc["imagenet/resnet18_imagenet", "step (paper)"] == "29.74"
-    assert display.loc["imagenet/resnet18_imagenet", "step (ours)"] == "30.00 (1)"
+    assert display.loc["imagenet/resnet18_imagenet", "Step (paper)"] == "29.74"
+    assert display.loc["imagenet/resnet18_imagenet", "Step (ours)"] == "30.00 (1)"
 
 
 def test_no_paper_table_when_no_task_matches(tmp_path):
@@ -288,7 +302,7 @@ def test_same_task_in_two_experiments_is_never_pooled(tmp_path):
             scheduler="step", seed=0, test_errs=[final],
         )  # fmt: skip
     display = tables.table2(load_runs(tmp_path)).display
-    assert display["step"].to_dict() == {
+    assert display["Step"].to_dict() == {
         "digits/resnet8 [adhoc]": "9.00 (1)",
         "digits/resnet8 [quick/digits]": "3.00 (1)",
     }
@@ -303,9 +317,15 @@ def test_aggregate_cli_writes_every_table_in_three_formats(runs_dir, tmp_path, c
     assert {"runs.csv", "failed_runs.csv", "failed_runs.md"} <= written
     assert len(pd.read_csv(out / "tables" / "runs.csv")) == 17
     table2_csv = pd.read_csv(out / "tables" / "table2.csv", keep_default_na=False)
-    assert table2_csv.set_index("task").loc[TASK, "step"] == "6.00 ± 1.00 (3)"
+    assert table2_csv.set_index("task").loc[TASK, "Step"] == "6.00 ± 1.00 (3)"
     assert "6.00 $\\pm$ 1.00 (3)" in (out / "tables" / "table2.tex").read_text()
     assert "| 6.00 ± 1.00 (3)" in (out / "tables" / "table2.md").read_text()
+    for name in ("table2", "table2_vs_paper", "table16", "table3", "ablation_autodrop_window"):
+        markdown = (out / "tables" / f"{name}.md").read_text()
+        assert markdown.startswith("Table: ") and " over seeds; n = " in markdown, name
+        latex = (out / "tables" / f"{name}.tex").read_text()
+        assert "\\caption{" in latex and "\\label{tab:" + name + "}" in latex, name
+        assert "seeds; n = " in latex and ("(\\%)" in latex or "(ms, " in latex), name
     assert capsys.readouterr().err.count("warning: run ") == 3
 
 

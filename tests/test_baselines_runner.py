@@ -195,9 +195,9 @@ def baseline_runs(tmp_path):
 def test_table2_shows_the_best_setting_of_grid_searched_baselines(baseline_runs) -> None:
     table = tables.table2(baseline_runs)
     display = table.display
-    assert list(display.columns) == ["hd", "TLR (reconstruction)", "schedulefree", "step"]
-    assert display.loc[TASK, "hd"] == "7.10 ± 0.14 (2) [beta=0.0001]"
-    assert display.loc[TASK, "schedulefree"] == "5.70 ± 0.28 (2) [lr_multiplier=50]"
+    assert list(display.columns) == ["HD", "TLR (reconstruction)", "Schedule-free", "Step"]
+    assert display.loc[TASK, "HD"] == "7.10 ± 0.14 (2) [beta=0.0001]"
+    assert display.loc[TASK, "Schedule-free"] == "5.70 ± 0.28 (2) [lr_multiplier=50]"
     assert display.loc[TASK, "TLR (reconstruction)"] == "6.60 ± 0.14 (2)"
     assert "lowest mean minimum test error" in table.note and "reconstruction" in table.note
     chosen = table.values.set_index("scheduler").loc["hd"]
@@ -207,11 +207,11 @@ def test_table2_shows_the_best_setting_of_grid_searched_baselines(baseline_runs)
 def test_table2_vs_paper_puts_the_paper_hd_and_tlr_beside_ours(baseline_runs) -> None:
     paper = tables.load_paper_table2()
     display = tables.table2_vs_paper(tables.table2(baseline_runs), paper).display
-    assert display.loc[TASK, "hd (paper)"] == "6.78 ± 0.23 (4)"
-    assert display.loc[TASK, "tlr (paper)"] == "5.70 ± 0.19 (4)"
-    assert display.loc[TASK, "hd (ours)"].endswith("[beta=0.0001]")
+    assert display.loc[TASK, "HD (paper)"] == "6.78 ± 0.23 (4)"
+    assert display.loc[TASK, "TLR (paper)"] == "5.70 ± 0.19 (4)"
+    assert display.loc[TASK, "HD (ours)"].endswith("[beta=0.0001]")
     assert display.loc[TASK, "TLR (reconstruction) (ours)"] == "6.60 ± 0.14 (2)"
-    assert "schedulefree (ours)" in display.columns
+    assert "Schedule-free (ours)" in display.columns
 
 
 def test_every_setting_keeps_its_ablation_style_table(baseline_runs) -> None:
@@ -223,10 +223,11 @@ def test_every_setting_keeps_its_ablation_style_table(baseline_runs) -> None:
 
 def test_figure_legend_names_tlr_a_reconstruction(baseline_runs) -> None:
     fig = task_figure(baseline_runs, "ResNet-18 / CIFAR-10")
-    legend = [text.get_text() for text in fig.axes[0].get_legend().get_texts()]
+    (legend,) = fig.legends
+    labels = [text.get_text() for text in legend.get_texts()]
     plt.close(fig)
-    assert "TLR (reconstruction)" in legend and "tlr" not in legend
-    assert "hd-beta=0.0001" in legend
+    assert "TLR (reconstruction)" in labels and "tlr" not in labels
+    assert "HD (beta=0.0001)" in labels
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -11,9 +11,10 @@ import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_hex
 
+from scripts.display import display_name
 from scripts.fake_runs import write_fake_run
-from scripts.figures import curves, summary
-from scripts.figures.common import schedule_color
+from scripts.figures import curves, summary, theory
+from scripts.figures.common import save_figure, schedule_color
 from scripts.runs import load_runs
 
 EPOCHS = 8
@@ -88,6 +89,30 @@ def axes_by_title(fig) -> dict:
     return {ax.get_title(): ax for ax in fig.axes}
 
 
+def legend_entries(fig) -> dict:
+    """label -> handle of the figure's one legend (no panel has a legend of its own)."""
+    (legend,) = fig.legends
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    texts = [text.get_text() for text in legend.get_texts()]
+    return dict(zip(texts, legend.legend_handles, strict=True))
+
+
+def assert_camera_ready(fig, series: list[str]) -> None:
+    """One legend, outside every panel; whole-number epoch ticks; a distinct colour for each
+    of ``series`` (legend labels)."""
+    entries = legend_entries(fig)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend_box = fig.legends[0].get_window_extent(renderer)
+    for ax in fig.axes:
+        assert not legend_box.overlaps(ax.get_window_extent(renderer)), ax.get_title()
+        if ax.get_xlabel() == "epoch":
+            ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    colors = [to_hex(entries[label].get_color()) for label in series]
+    assert len(set(colors)) == len(colors), dict(zip(series, colors, strict=True))
+
+
 def test_seed_band_is_mean_min_max_over_seeds(task_runs):
     ids = task_runs.runs.loc[task_runs.runs["scheduler"] == "step", "run_id"]
     band = curves.seed_band(task_runs, ids, "test/err")
@@ -111,10 +136,13 @@ def test_task_figure_panels_lines_colours_and_bands(task_runs):
     }  # fmt: skip
     assert all(ax.get_xlabel() == "epoch" for ax in fig.axes)
     assert panels["test error"].get_ylabel() == "error (%)"
-    handles, labels = panels["learning rate"].get_legend_handles_labels()
-    assert labels == ["cosine", "step", "autodrop"]  # the diverged step run draws nothing
-    for handle, label in zip(handles, labels, strict=True):
-        assert to_hex(handle.get_color()) == schedule_color(label)
+    entries = legend_entries(fig)  # the diverged step run draws nothing
+    assert list(entries) == [
+        "Cosine", "Step", "AutoDrop", "line: mean over seeds", "band: min-max over seeds",
+    ]  # fmt: skip
+    for label in ("cosine", "step", "autodrop"):
+        assert to_hex(entries[display_name(label)].get_color()) == schedule_color(label)
+    assert_camera_ready(fig, ["Cosine", "Step", "AutoDrop"])
     for ax in fig.axes:  # one mean line per schedule, a band only where there are 2 seeds
         assert len(ax.get_lines()) == 3
         assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 2
@@ -143,6 +171,7 @@ def test_fixed_lr_angle_figure_one_line_per_lr(runs_dir):
     assert loss_ax.get_ylabel() == "training loss" and loss_ax.get_yscale() == "log"
     assert angle_ax.get_ylabel() == "angular velocity (degrees)"
     assert angle_ax.get_legend_handles_labels()[1] == ["lr=0.1", "lr=0.01"]
+    assert_camera_ready(fig, ["lr=0.1", "lr=0.01"])
     lines = angle_ax.get_lines()
     np.testing.assert_allclose(lines[0].get_xdata(), [3, 4, 5])  # null for the first two epochs
     np.testing.assert_allclose(lines[1].get_ydata(), [20.0, 35.0, 45.0])
@@ -155,9 +184,13 @@ def test_autodrop_trace_figure_omega_smoothed_lr_and_drop_lines(task_runs):
     fig = curves.autodrop_trace_figure(task_runs.subset(autodrop[:1]), title="trace")
     omega_ax, lr_ax = fig.axes
     assert omega_ax.get_legend_handles_labels()[1] == [
-        "autodrop seed=0: omega",
-        "autodrop seed=0: smoothed",
+        "AutoDrop seed=0: omega",
+        "AutoDrop seed=0: smoothed",
     ]
+    smoothed = omega_ax.get_lines()[1]  # one line: windows without a value are left out
+    np.testing.assert_allclose(smoothed.get_xdata(), [50 + 10 * i for i in range(8)])
+    assert not np.isnan(np.asarray(smoothed.get_ydata(), dtype=float)).any()
+    assert "lr drop" in legend_entries(fig)
     assert lr_ax.get_yscale() == "log" and lr_ax.get_xlabel() == "optimizer step"
     for ax in (omega_ax, lr_ax):  # axvline: a line with constant x = the drop step
         verticals = [line for line in ax.get_lines() if len(set(line.get_xdata())) == 1]
@@ -249,3 +282,58 @@ def test_lr_sensitivity_figure_log_x_one_line_per_schedule():
     assert list(lines["step"].get_data()[0]) == [0.0125, 0.2]
     assert list(lines["step"].get_data()[1]) == [4.0, 2.0]
     plt.close(fig)
+
+
+def test_the_same_figure_is_the_same_file(tmp_path):
+    def draw():
+        fig, ax = plt.subplots(figsize=(2, 2))
+        ax.plot([1, 2, 3], [3, 1, 2])
+        return fig
+
+    first = save_figure(draw(), tmp_path / "a", "fig")
+    second = save_figure(draw(), tmp_path / "b", "fig")
+    for one, other in zip(first, second, strict=True):
+        assert one.read_bytes() == other.read_bytes(), one.name
+    assert b"CreationDate" not in first[1].read_bytes()
+
+
+def test_autodrop_v1_change_of_angle_has_its_own_axis(runs_dir, tmp_path):
+    v1_trace = [
+        {"step": 10 * e, "omega": 88.0 + e % 2, "smoothed": None if e < 2 else 0.1 * (-1) ** e,
+         "lr": 0.1, "dropped": False}
+        for e in range(1, 7)
+    ]  # fmt: skip
+    write_fake_run(
+        tmp_path, experiment="x", scheduler="autodrop_v1", seed=0, test_errs=[30.0] * 6,
+        trace=v1_trace, **COMMON,
+    )  # fmt: skip
+    runs = load_runs(tmp_path).finished()
+    fig = curves.autodrop_trace_figure(runs, title="trace")
+    omega_ax, diff_ax, lr_ax = fig.axes
+    assert "angle change" in diff_ax.get_ylabel() and lr_ax.get_yscale() == "log"
+    (diff_line,) = [line for line in diff_ax.get_lines() if line.get_label()[0] != "_"]
+    np.testing.assert_allclose(diff_line.get_ydata(), [0.1, -0.1, 0.1, -0.1, 0.1])
+    assert [line.get_label() for line in omega_ax.get_lines()] == [
+        "AutoDrop (2021 code) seed=0: omega"
+    ]
+    plt.close(fig)
+
+
+def test_theory_figures_are_camera_ready():
+    from experiments import nqm
+
+    fixed = nqm.simulate_fixed_lr(list(nqm.FIG1_LRS), iterations=100, seed=0)
+    fig1 = theory.fig1_nqm_fixed_lr(fixed, window=10)
+    assert_camera_ready(fig1, [f"lr = {lr:g}" for lr in nqm.FIG1_LRS])
+    assert "limiting angle (Theorem 3.2)" in legend_entries(fig1)
+    references = nqm.simulate_fixed_lr([0.06, 0.001], 100, seed=0)
+    drop_rule = nqm.simulate_drop_rule(iterations=100, seed=0)
+    fig2 = theory.fig2_nqm_drop_rule(drop_rule, references)
+    assert_camera_ready(fig2, ["drop rule", "fixed lr = 0.06", "fixed lr = 0.001"])
+    fig4 = theory.fig4_velocity_model(iterations=200)
+    assert_camera_ready(fig4, [f"lr = {lr:g}" for lr in nqm.FIG1_LRS])
+    fig5 = theory.fig5_idealised_algorithm(theory.idealised_run(num_drops=2))
+    assert_camera_ready(fig5, ["v(t)"])
+    assert {"limit of v(t) at the current lr", "lr drop"} <= set(legend_entries(fig5))
+    for fig in (fig1, fig2, fig4, fig5):
+        plt.close(fig)

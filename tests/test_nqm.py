@@ -281,7 +281,7 @@ def test_fig2_content() -> None:
     ax_lr, ax_loss, ax_angle = fig.axes
     assert ax_lr.get_ylabel() == "learning rate" and ax_angle.get_xlabel() == "iteration"
     assert "loss" in ax_loss.get_ylabel() and "angle" in ax_angle.get_ylabel()
-    markers = [line for line in ax_lr.get_lines() if line.get_label() == "drop"]
+    markers = [line for line in ax_lr.get_lines() if line.get_label() == "drop (dotted lines)"]
     assert len(markers) == 1 and markers[0].get_marker() == "v"
     np.testing.assert_array_equal(markers[0].get_xdata(), trace.drop_iterations)
     for ax in fig.axes:

@@ -4,6 +4,7 @@ transaction log (read back below) holds the per-epoch metrics and the AutoDrop t
 from __future__ import annotations
 
 import json
+import logging
 import zlib
 from pathlib import Path
 
@@ -69,12 +70,23 @@ def _wandb_logs(run_dir: Path) -> list[Path]:
     return sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
 
 
+def _summary_updates(records: list[wandb_internal_pb2.Record]) -> dict:
+    """The run summary as the records leave it: the last update of every key."""
+    summary = {}
+    for record in records:
+        if record.WhichOneof("record_type") == "summary":
+            for item in record.summary.update:
+                summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return summary
+
+
 def test_offline_run_logs_epochs_and_trace_and_no_secret(
-    train_in_process, killed_at_checkpoint, monkeypatch: pytest.MonkeyPatch
+    train_in_process, killed_at_checkpoint, monkeypatch: pytest.MonkeyPatch, caplog
 ) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_API_KEY", SECRET)
-    run_dir = train_in_process([*TINY_RUN, "logger=wandb", "scheduler=autodrop"])
+    with caplog.at_level(logging.INFO, logger="experiments.tracking"):
+        run_dir = train_in_process([*TINY_RUN, "logger=wandb", "scheduler=autodrop"])
     summary = json.loads((run_dir / "summary.json").read_text())
     (log_file,) = _wandb_logs(run_dir)
     records = read_wandb_log(log_file)
@@ -83,15 +95,40 @@ def test_offline_run_logs_epochs_and_trace_and_no_secret(
     assert run.run_id == summary["wandb_run_id"] and log_file.name == f"run-{run.run_id}.wandb"
     assert (run.project, run.run_group, run.display_name) == (
         "autodrop-bench",
-        "quick/digits/digits-resnet8",
+        "quick/digits/digits-resnet8/autodrop,data.image_size=8,trainer.epochs=2",
         "autodrop,data.image_size=8,trainer.epochs=2-s0",
     )
+    assert list(run.tags) == [
+        "schedule:autodrop",
+        "task:digits-resnet8",
+        "experiment:quick/digits",
+        "seed:0",
+    ]
+    (offline_line,) = [r.getMessage() for r in caplog.records if "wandb sync" in r.getMessage()]
+    assert offline_line.endswith(f"upload it with: wandb sync {log_file.parent}")
+
+    final = _summary_updates(records)
+    metrics = read_records(run_dir / "metrics.jsonl")
+    for key in ("test/err", "test/loss", "train/loss"):
+        assert final[key] == {"min": pytest.approx(min(m[key] for m in metrics), rel=1e-12)}
+    for key in ("status", "min_test_err", "min_test_err_epoch", "final_test_err", "epochs_done"):
+        assert final[key] == summary[key], key
+    uploaded = {
+        (f.path, f.policy)
+        for r in records
+        if r.WhichOneof("record_type") == "files"
+        for f in r.files.files
+    }
+    end = wandb_internal_pb2.FilesItem.PolicyType.END
+    assert {("train.log", end), ("summary.json", end)} <= uploaded
+    assert (log_file.parent / "files/summary.json").read_text() == (
+        run_dir / "summary.json"
+    ).read_text()
     config = {item.key: json.loads(item.value_json) for item in run.config.update}
     assert config["scheduler"]["window"] == 4 and config["experiment_name"] == "quick/digits"
 
     history = _history(records)
     epochs = [row for row in history if "epoch" in row]
-    metrics = read_records(run_dir / "metrics.jsonl")
     assert [row["epoch"] for row in epochs] == [1, 2]
     for row, record in zip(epochs, metrics, strict=True):
         for key in (
@@ -167,7 +204,9 @@ class FakeRun:
         self.logged: list[dict] = []
         self.exit_code: int | None = None
 
-    def define_metric(self, name: str, step_metric: str | None = None) -> None:
+    def define_metric(
+        self, name: str, step_metric: str | None = None, summary: str | None = None
+    ) -> None:
         pass
 
     def log(self, values: dict) -> None:
@@ -226,3 +265,21 @@ def test_logging_errors_never_reach_training_and_finish_is_always_called() -> No
         [{"step": 4, "omega": None, "lr": 0.1, "dropped": True}]
     )
     assert healthy.logged == [{"trace/step": 4, "trace/lr": 0.1, "trace/dropped": 1.0}]
+
+
+def test_without_a_key_one_line_says_why_where_and_how_to_sync(monkeypatch, tmp_path, caplog):
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("NETRC", str(tmp_path / "missing-netrc"))
+
+    def init(mode: str, options: dict, timeout: float) -> FakeRun:
+        run = FakeRun(options["id"])
+        run.offline = mode == "offline"
+        run.settings = type("Settings", (), {"sync_dir": str(tmp_path / "offline-run-x")})
+        return run
+
+    monkeypatch.setattr(tracking, "_init_run", init)
+    with caplog.at_level(logging.INFO, logger="experiments.tracking"):
+        _start(tmp_path, mode=None)
+    (line,) = [record.getMessage() for record in caplog.records]
+    assert line.startswith("wandb: no W&B API key found, so this run logs offline")
+    assert line.endswith(f"upload it with: wandb sync {tmp_path / 'offline-run-x'}")

@@ -103,8 +103,8 @@ def _release(kind: str) -> CifarRelease:
 
 def _how_to_get(release: CifarRelease, root: Path) -> str:
     return (
-        f"Run with download=True to fetch it, or download {release.url} (md5 {release.md5}) "
-        f"yourself and extract it into {root}."
+        f"Run with data.download=true (download=True in Python) to fetch it, or download "
+        f"{release.url} (md5 {release.md5}) yourself and extract it into {root}."
     )
 
 
@@ -136,7 +136,7 @@ def ensure_cifar_files(root: str | Path, kind: str, download: bool = False) -> P
     if folder.exists():
         raise DatasetUnavailableError(
             f"{layout}, but {folder} lacks {', '.join(lacking)}. Delete {folder} and run with "
-            f"download=True, or extract {release.url} (md5 {release.md5}) into {root} again."
+            f"data.download=true, or extract {release.url} (md5 {release.md5}) into {root} again."
         )
     raise DatasetUnavailableError(
         f"{layout}, and {folder} does not exist. {_how_to_get(release, root)}"

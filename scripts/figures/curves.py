@@ -20,12 +20,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
+from scripts.display import display_name
 from scripts.figures import summary
-from scripts.figures.common import save_figure, schedule_color
+from scripts.figures.common import integer_ticks, save_figure, schedule_color, shared_legend
 from scripts.runs import NoRunsError, RunSet, load_runs, task_keys
-from scripts.tables import display_name, order_labels
+from scripts.tables import order_labels
 
 ZOOM_FRACTION = 0.25
 ANGLE_KEY = "angle/epoch"
@@ -78,6 +82,17 @@ def _draw_band(ax: Axes, band: pd.DataFrame, label: str, color: str, style: obje
         )
 
 
+def band_entries(fig: Figure) -> list[tuple[object, str]]:
+    """Legend entries explaining the lines and (if any is drawn) the seed bands."""
+    entries: list[tuple[object, str]] = [
+        (Line2D([], [], color="grey", linewidth=1.4), "line: mean over seeds")
+    ]
+    if any(isinstance(c, PolyCollection) for ax in fig.axes for c in ax.collections):
+        band = Patch(color="grey", alpha=BAND_ALPHA, linewidth=0)
+        entries.append((band, "band: min-max over seeds"))
+    return entries
+
+
 def _zoom(ax: Axes, bands: list[pd.DataFrame], epochs: tuple[int, int]) -> None:
     start, end = epochs
     inside = [band.loc[start:end, ["min", "max", "mean"]] for band in bands]
@@ -97,8 +112,8 @@ def task_figure(runs: RunSet, title: str, zoom_fraction: float = ZOOM_FRACTION) 
     seeds, min-max band), plus the last ``zoom_fraction`` of test loss and test error."""
     fig, axes = plt.subplot_mosaic(
         [["lr", "test_loss", "test_err"], ["train_loss", "test_loss_zoom", "test_err_zoom"]],
-        figsize=(15, 8),
-        gridspec_kw={"wspace": 0.25, "hspace": 0.32},
+        figsize=(15, 8.6),
+        layout="constrained",
     )
     labels = order_labels(runs.runs["scheduler"])
     styles = _line_styles(labels)
@@ -122,7 +137,8 @@ def task_figure(runs: RunSet, title: str, zoom_fraction: float = ZOOM_FRACTION) 
             _zoom(ax, bands, epochs)
         if name == "train_loss" and bands:
             ax.set_yscale("log")
-    axes["lr"].legend(title="schedule", fontsize="small")
+    integer_ticks(fig.axes)
+    shared_legend(fig, title="schedule", extra=band_entries(fig), columns=8)
     fig.suptitle(title)
     return fig
 
@@ -138,7 +154,7 @@ def _run_lr(runs: RunSet, run: pd.Series) -> float:
 def fixed_lr_angle_figure(runs: RunSet, title: str) -> Figure:
     """Figure 3: training loss and per-epoch angular velocity vs epoch, one line per fixed lr."""
     fig, (loss_ax, angle_ax) = plt.subplots(
-        1, 2, figsize=(11, 4.2), sharex=True, gridspec_kw={"wspace": 0.25}
+        1, 2, figsize=(11, 4.6), sharex=True, layout="constrained"
     )
     lrs = pd.Series(
         [_run_lr(runs, run) for _, run in runs.runs.iterrows()], index=runs.runs["run_id"]
@@ -157,59 +173,68 @@ def fixed_lr_angle_figure(runs: RunSet, title: str) -> Figure:
     for ax in (loss_ax, angle_ax):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    angle_ax.legend(title="fixed learning rate", fontsize="small")
+    integer_ticks(fig.axes)
+    shared_legend(fig, title="fixed learning rate", extra=band_entries(fig))
     fig.suptitle(title)
     return fig
 
 
+def _is_v1(label: str) -> bool:
+    return label.split("-")[0] == "autodrop_v1"
+
+
 def autodrop_trace_figure(runs: RunSet, title: str) -> Figure:
-    """AutoDrop's measurements: omega and its smoothed value (top), lr on a log scale (bottom)
-    vs optimizer step, with every drop as a vertical line; one colour per run."""
-    fig, (omega_ax, lr_ax) = plt.subplots(
-        2, 1, figsize=(10, 6.5), sharex=True, gridspec_kw={"hspace": 0.08}
-    )
+    """AutoDrop's measurements vs optimizer step, one colour per run: the angle omega and
+    AutoDrop's smoothed value (a line over the windows that have one); AutoDropV1's change of
+    the angle between epochs on its own axis (it is near 0 degrees); the lr on a log scale;
+    every drop as a dotted vertical line."""
     trace_runs = runs.runs[runs.runs["run_id"].isin(set(runs.traces["run_id"]))]
-    names = [f"{run.scheduler} seed={run.seed}" for run in trace_runs.itertuples(index=False)]
+    with_v1 = any(_is_v1(label) for label in trace_runs["scheduler"])
+    panels = ["omega", "v1_diff", "lr"] if with_v1 else ["omega", "lr"]
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(10, 2.6 * len(panels) + 1.2), sharex=True, layout="constrained"
+    )
+    ax_of = dict(zip(panels, axes, strict=True))
+    names = [
+        f"{display_name(run.scheduler)} seed={run.seed}"
+        for run in trace_runs.itertuples(index=False)
+    ]
     colors = [schedule_color(run.scheduler) for run in trace_runs.itertuples(index=False)]
     if len(set(colors)) < len(colors):  # e.g. several seeds or ablation values of one schedule
         cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         colors = [cycle[i % len(cycle)] for i in range(len(colors))]
-    for run_id, name, color in zip(trace_runs["run_id"], names, colors, strict=True):
-        trace = runs.traces[runs.traces["run_id"] == run_id].sort_values("step")
-        omega_ax.plot(
-            trace["step"],
-            trace["omega"],
-            color=color,
-            alpha=0.45,
-            linewidth=0.8,
+    for run, name, color in zip(trace_runs.itertuples(index=False), names, colors, strict=True):
+        trace = runs.traces[runs.traces["run_id"] == run.run_id].sort_values("step")
+        ax_of["omega"].plot(
+            trace["step"], trace["omega"], color=color, alpha=0.45, linewidth=0.8,
             label=f"{name}: omega",
-        )
-        if trace["smoothed"].notna().any():
-            omega_ax.plot(
-                trace["step"],
-                trace["smoothed"],
-                color=color,
-                linewidth=1.8,
-                label=f"{name}: smoothed",
-            )
-        lr_ax.plot(
-            trace["step"],
-            trace["lr"],
-            color=color,
-            linewidth=1.4,
-            label=name,
+        )  # fmt: skip
+        smoothed = trace.dropna(subset=["smoothed"])
+        if not smoothed.empty:
+            v1 = _is_v1(run.scheduler)
+            ax = ax_of["v1_diff"] if v1 else ax_of["omega"]
+            label = f"{name}: change since last epoch" if v1 else f"{name}: smoothed"
+            ax.plot(smoothed["step"], smoothed["smoothed"], color=color, linewidth=1.8,
+                    marker="." if v1 else None, label=label)  # fmt: skip
+        ax_of["lr"].plot(
+            trace["step"], trace["lr"], color=color, linewidth=1.4, label=name,
             drawstyle="steps-post",
-        )
-        for ax in (omega_ax, lr_ax):
+        )  # fmt: skip
+        for ax in axes:
             for step in trace.loc[trace["dropped"], "step"]:
                 ax.axvline(step, color=color, linestyle=":", alpha=0.6, linewidth=0.9)
-    omega_ax.set_ylabel("angle (degrees)")
-    lr_ax.set_ylabel("learning rate")
-    lr_ax.set_yscale("log")
-    lr_ax.set_xlabel("optimizer step")
-    for ax in (omega_ax, lr_ax):
+    ax_of["omega"].set_ylabel("angle (degrees)")
+    if with_v1:
+        ax_of["v1_diff"].axhline(0.0, color="grey", linewidth=0.6)
+        ax_of["v1_diff"].set_ylabel("V1: angle change (deg.)")
+    ax_of["lr"].set_ylabel("learning rate")
+    ax_of["lr"].set_yscale("log")
+    ax_of["lr"].set_xlabel("optimizer step")
+    for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+    integer_ticks(axes)
+    drop = Line2D([], [], color="grey", linestyle=":", linewidth=0.9)
+    shared_legend(fig, extra=[(drop, "lr drop")], columns=3)
     fig.suptitle(title)
     return fig
 

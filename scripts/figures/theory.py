@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from experiments.nqm import (
     DROP_RULE_ITERATIONS,
@@ -39,13 +40,18 @@ from experiments.nqm import (
     simulate_drop_rule,
     simulate_fixed_lr,
 )
-from scripts.figures.common import save_figure, schedule_color
+from scripts.figures.common import save_figure, schedule_color, shared_legend
 
 VELOCITY_GAMMA = 2.6
 SMOOTHING_WINDOW = 50
 # The plotted loss is the expected loss minus its irreducible part 1/2 tr(A Sigma) = 100, so
 # the stationary differences between learning rates stay visible on a log axis.
 EXCESS_LOSS_LABEL = "excess loss  $\\frac{1}{2} x^T A x$"
+
+
+def _style_entry(label: str, **style) -> tuple[Line2D, str]:
+    """A legend entry explaining a line style (drawn grey, so it is not read as a series)."""
+    return Line2D([], [], color=style.pop("color", "grey"), **style), label
 
 
 def velocity_model_eps() -> float:
@@ -163,8 +169,15 @@ def fig1_nqm_fixed_lr(trace: FixedLRTrace, window: int = SMOOTHING_WINDOW) -> Fi
     ax_angle.set(
         xscale="log", xlabel="iteration", ylabel="angle between steps (degrees)", ylim=(0, 130)
     )
-    ax_loss.legend(fontsize="small")
-    ax_angle.legend(fontsize="small", loc="lower right", title=f"{window}-it. mean; --: Thm 3.2")
+    shared_legend(
+        fig,
+        extra=[
+            _style_entry("angle per iteration", alpha=0.3, linewidth=0.5),
+            _style_entry(f"angle, {window}-iteration mean"),
+            _style_entry("limiting angle (Theorem 3.2)", linestyle="--"),
+        ],
+        columns=len(trace.lrs) + 3,
+    )
     fig.suptitle("NQM, fixed learning rates")
     return fig
 
@@ -179,14 +192,15 @@ def fig2_nqm_drop_rule(
     color = schedule_color("autodrop")
     ax_lr.plot(iterations, trace.lr, color=color, drawstyle="steps-post", label="drop rule")
     drops = trace.drop_iterations
-    ax_lr.plot(drops, trace.lr[drops - 1], "v", color="black", label="drop")
+    ax_lr.plot(drops, trace.lr[drops - 1], "v", color="black", label="drop (dotted lines)")
     ax_loss.plot(iterations, trace.loss - trace.noise_floor, color=color, label="drop rule")
     if references is not None:
+        reference_colors = _lr_colors(references.lrs)
         for i, (lr, loss) in enumerate(zip(references.lrs, references.loss[:, 0], strict=True)):
             ax_loss.plot(
                 np.arange(1, len(loss) + 1),
                 loss - references.noise_floor,
-                color=schedule_color("constant"),
+                color=reference_colors[i],
                 linestyle=("--", "-.")[i % 2],
                 label=f"fixed lr = {lr:g}",
             )
@@ -198,8 +212,13 @@ def fig2_nqm_drop_rule(
     ax_lr.set(yscale="log", ylabel="learning rate")
     ax_loss.set(yscale="log", ylabel=EXCESS_LOSS_LABEL)
     ax_angle.set(xlabel="iteration", ylabel="angle between steps (degrees)", ylim=(0, 130))
-    ax_lr.legend(fontsize="small")
-    ax_loss.legend(fontsize="small")
+    shared_legend(
+        fig,
+        extra=[
+            _style_entry("angle per iteration", color=color, alpha=0.2, linewidth=0.5),
+        ],
+        columns=5,
+    )
     fig.suptitle("NQM, toy drop rule: halve lr when the 20-iteration mean angle stops growing")
     return fig
 
@@ -218,7 +237,7 @@ def fig4_velocity_model(
                 label=f"lr = {lr:g}")  # fmt: skip
         ax.axhline(90.0 * (1 + eps * lr), color=color, linestyle="--")
     ax.set(xlabel="iteration t", ylabel="angular velocity v(t) (degrees)", ylim=(0, 130))
-    ax.legend(fontsize="small", loc="lower right")
+    shared_legend(fig, extra=[_style_entry("limit (pi/2)(1 + eps lr)", linestyle="--")])
     ax.set_title(f"v(t) model, eps = {eps:.2f}, gamma = {gamma:g}")
     return fig
 
@@ -233,12 +252,19 @@ def fig5_idealised_algorithm(run: IdealisedRun | None = None) -> Figure:
     ax_v.plot(run.t, run.velocity_deg, color=color, label="v(t)")
     for limit in run.limits_deg:
         ax_v.axhline(limit, color="grey", linestyle="--", linewidth=0.8)
-    ax_lr.plot(run.t, run.lr, color=color, drawstyle="steps-post")
+    ax_lr.plot(run.t, run.lr, color=color, drawstyle="steps-post", label="learning rate")
     for drop in run.drop_times:
         for ax in (ax_v, ax_lr):
             ax.axvline(drop, color="black", linestyle=":", linewidth=0.8)
     ax_v.set(ylabel="angular velocity v(t) (degrees)", ylim=(0, 130))
     ax_lr.set(xlabel="iteration", ylabel="learning rate", yscale="log")
+    shared_legend(
+        fig,
+        extra=[
+            _style_entry("limit of v(t) at the current lr", linestyle="--", linewidth=0.8),
+            _style_entry("lr drop", color="black", linestyle=":", linewidth=0.8),
+        ],
+    )
     ax_v.set_title("Idealised algorithm: drop once v(t) saturates")
     return fig
 

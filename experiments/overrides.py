@@ -1,0 +1,135 @@
+"""Command-line overrides checked against the config schemas before Hydra composes anything.
+
+Hydra refuses a misspelt key with a multi-line message and a hint to add it with ``+`` (which it
+then accepts and the runner ignores). Here every key, also one added with ``+``, is checked
+against the schemas with a did-you-mean, every value against its field's type, and every group
+choice against the files of its group, so a mistake costs one line (see ``experiments.cli``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, ValueType
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from experiments.config import (
+    CHOSEN_SCHEMAS,
+    CONF_DIR,
+    FREE_FORM_KEYS,
+    TOP_LEVEL_KEYS,
+    Config,
+    ConfigError,
+    known_keys,
+    schema_keys,
+    section_schemas,
+    unknown_key_message,
+)
+
+# Groups chosen on the command line whose options are the YAML files below conf/<group>.
+CHECKED_GROUPS = ("experiment", "data", "model", "optimizer", "scheduler", "trainer", "logger")
+
+
+def group_options(group: str) -> list[str]:
+    folder = CONF_DIR / group
+    return sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml"))
+
+
+def _values(override: Override) -> list[Any]:
+    """The values an override sets (each of a choice or range sweep); [] when not enumerable."""
+    if override.is_delete() or override.value_type == ValueType.GLOB_CHOICE_SWEEP:
+        return []  # a glob is matched against the group's options by Hydra itself
+    if override.is_discrete_sweep():
+        return list(override.sweep_iterator())
+    if override.is_sweep_override():
+        return []
+    return [override.value()]
+
+
+def _is_interpolation(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("${")
+
+
+def _check_group(group: str, values: Iterable[Any]) -> None:
+    options = group_options(group)
+    for value in values:
+        if value is not None and str(value) not in options:
+            raise ConfigError(
+                f"{group}={value} is invalid: allowed values are {', '.join(options)}"
+            )
+
+
+def _check_value(key: str, value: Any, schemas: Sequence[type]) -> None:
+    """Refuse ``value`` when no schema that has ``key`` accepts it (OmegaConf's own rules)."""
+    field_name = key.rpartition(".")[2]
+    problems = []
+    for schema in schemas:
+        node = OmegaConf.structured(schema)
+        if field_name not in node:
+            continue
+        try:
+            node[field_name] = value
+            return
+        except OmegaConfBaseException as error:
+            problems.append(str(error).splitlines()[0])
+    if problems:
+        raise ConfigError(f"{key}={value!r} is invalid: {problems[0]}")
+
+
+def _chosen_options(overrides: Sequence[Override]) -> dict[str, list[str]]:
+    """section -> the options chosen for it on the command line (scheduler=step,cosine)."""
+    chosen: dict[str, list[str]] = {}
+    for override in overrides:
+        if override.key_or_group in CHOSEN_SCHEMAS and override.package is None:
+            chosen[override.key_or_group] = [str(v) for v in _values(override)]
+    return chosen
+
+
+def _check_key(override: Override, chosen: dict[str, list[str]]) -> None:
+    key = override.key_or_group
+    if any(key.startswith(f"{free}.") for free in FREE_FORM_KEYS):
+        return
+    if key in TOP_LEVEL_KEYS:
+        for value in _values(override):
+            _check_value(key, value, [Config])
+        return
+    section, _, rest = key.partition(".")
+    field_key = f"{section}.{rest.split('.')[0].split('[')[0]}"
+    if field_key not in known_keys():
+        raise ConfigError(unknown_key_message(key, known_keys()))
+    for option in chosen.get(section, [None]):
+        if field_key not in schema_keys(section, option):
+            raise ConfigError(
+                f"unknown key {key} for {section}={option}: its keys are "
+                f"{', '.join(k.partition('.')[2] for k in schema_keys(section, option))}"
+            )
+    schemas = [
+        schema
+        for option in chosen.get(section, [None])
+        for schema in section_schemas(section, option)
+    ]
+    if field_key == key:  # a whole field, not an element of a list field
+        for value in _values(override):
+            if not _is_interpolation(value):
+                _check_value(key, value, schemas)
+
+
+def check_overrides(arguments: Sequence[str]) -> None:
+    """Raise ConfigError for the first override that names an unknown key or group option, or
+    gives a value its field cannot hold. ``hydra.*`` overrides are left to Hydra."""
+    try:
+        overrides = OverridesParser.create().parse_overrides(list(arguments))
+    except HydraException as error:
+        raise ConfigError(str(error).splitlines()[0]) from error
+    chosen = _chosen_options(overrides)
+    for override in overrides:
+        if override.is_hydra_override() or override.package is not None:
+            continue
+        if override.key_or_group in CHECKED_GROUPS:
+            _check_group(override.key_or_group, _values(override))
+        elif not override.key_or_group.endswith("_preset"):
+            _check_key(override, chosen)
