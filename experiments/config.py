@@ -278,12 +278,23 @@ OPTIMIZER_SCHEMAS: dict[str, type] = {
     "schedulefree_sgd": ScheduleFreeSGDConfig,
 }
 LOGGER_SCHEMAS: dict[str, type] = {"wandb": WandbConfig, "none": NoLoggerConfig}
+@dataclass
+class LRSweepConfig:
+    """A sweep over the initial lr (experiment=ablation/lr_sensitivity): a preset sets
+    ``optimizer.lr: ${mul:${lr_sweep.base_lr},${lr_sweep.multiplier}}`` and sweeps
+    ``lr_sweep.multiplier``. Unused (and without effect) elsewhere."""
+
+    base_lr: float | None = None
+    multiplier: float = 1.0
+
+
 TOP_LEVEL_KEYS = ("experiment_name", "seed")
 FIXED_SCHEMAS: dict[str, type] = {
     "paths": PathsConfig,
     "data": DataConfig,
     "model": ModelConfig,
     "trainer": TrainerConfig,
+    "lr_sweep": LRSweepConfig,
 }
 # Config sections whose schema depends on the chosen option (its ``name``).
 CHOSEN_SCHEMAS: dict[str, dict[str, type]] = {
@@ -293,16 +304,6 @@ CHOSEN_SCHEMAS: dict[str, dict[str, type]] = {
 }
 # Keys below these hold free-form options (passed on as keyword arguments).
 FREE_FORM_KEYS = ("model.options",)
-
-
-@dataclass
-class LRSweepConfig:
-    """A sweep over the initial lr (experiment=ablation/lr_sensitivity): a preset sets
-    ``optimizer.lr: ${mul:${lr_sweep.base_lr},${lr_sweep.multiplier}}`` and sweeps
-    ``lr_sweep.multiplier``. Unused (and without effect) elsewhere."""
-
-    base_lr: float | None = None
-    multiplier: float = 1.0
 
 
 @dataclass

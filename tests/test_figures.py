@@ -254,12 +254,13 @@ def test_performance_profile_figure_one_step_line_per_schedule():
     fig = summary.performance_profile_figure(scores_frame(), "profile")
     (ax,) = fig.axes
     lines = {line.get_label(): line for line in ax.get_lines()}
-    assert set(lines) == {"autodrop", "step"}
-    assert to_hex(lines["autodrop"].get_color()) == schedule_color("autodrop")
-    x, y = (np.asarray(v) for v in lines["autodrop"].get_data())
+    assert set(lines) == {"AutoDrop", "Step"}
+    assert to_hex(lines["AutoDrop"].get_color()) == schedule_color("autodrop")
+    x, y = (np.asarray(v) for v in lines["AutoDrop"].get_data())
     assert y[0] == 0.5 and y[-1] == 1.0  # best on one of two tasks; 1 point behind on t2
     assert x[np.argmax(y == 1.0)] >= 1.0
-    assert lines["step"].get_data()[1][0] == 0.5
+    assert lines["Step"].get_data()[1][0] == 0.5
+    assert_camera_ready(fig, ["AutoDrop", "Step"])
     plt.close(fig)
 
 
@@ -278,9 +279,9 @@ def test_lr_sensitivity_figure_log_x_one_line_per_schedule():
     (ax,) = fig.axes
     assert ax.get_xscale() == "log"
     lines = {bars.get_label(): bars.lines[0] for bars in ax.containers}
-    assert set(lines) == {"step", "autodrop"}
-    assert list(lines["step"].get_data()[0]) == [0.0125, 0.2]
-    assert list(lines["step"].get_data()[1]) == [4.0, 2.0]
+    assert set(lines) == {"Step", "AutoDrop"}
+    assert list(lines["Step"].get_data()[0]) == [0.0125, 0.2]
+    assert list(lines["Step"].get_data()[1]) == [4.0, 2.0]
     plt.close(fig)
 
 

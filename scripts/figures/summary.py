@@ -21,7 +21,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from scripts import seed_statistics, tables
-from scripts.figures.common import save_figure, schedule_color
+from scripts.display import display_name
+from scripts.figures.common import save_figure, schedule_color, shared_legend
 from scripts.runs import NoRunsError, RunSet, load_runs
 
 PROFILE_POINTS = 200
@@ -37,7 +38,7 @@ def profile_thresholds(scores: pd.DataFrame, score: str = "iqm") -> np.ndarray:
 def performance_profile_figure(scores: pd.DataFrame, title: str) -> Figure:
     """One step line per schedule: fraction of task rows within x points of the row's best."""
     profile = seed_statistics.performance_profile(scores, profile_thresholds(scores))
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = plt.subplots(figsize=(6.5, 4.6), layout="constrained")
     for label in tables.order_labels(profile["scheduler"]):
         line = profile[profile["scheduler"] == label]
         ax.step(
@@ -45,7 +46,7 @@ def performance_profile_figure(scores: pd.DataFrame, title: str) -> Figure:
             line["fraction"],
             where="post",
             color=schedule_color(label),
-            label=tables.display_name(label),
+            label=display_name(label),
             linewidth=1.6,
         )
     tasks = scores["row"].nunique()
@@ -53,7 +54,7 @@ def performance_profile_figure(scores: pd.DataFrame, title: str) -> Figure:
     ax.set_ylabel(f"fraction of tasks within x (of {tasks})")
     ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
-    ax.legend(title="schedule", fontsize="small")
+    shared_legend(fig, title="schedule")
     fig.suptitle(title)
     return fig
 
@@ -61,7 +62,7 @@ def performance_profile_figure(scores: pd.DataFrame, title: str) -> Figure:
 def lr_sensitivity_figure(values: pd.DataFrame, title: str) -> Figure:
     """Minimum test error (mean over seeds, ± std bars) vs initial lr on a log axis, one line
     per schedule; ``values`` is one task row of :func:`scripts.tables.lr_sensitivity`'s."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = plt.subplots(figsize=(6.5, 4.6), layout="constrained")
     for label in tables.order_labels(values["scheduler"]):
         line = values[values["scheduler"] == label].sort_values("lr")
         ax.errorbar(
@@ -69,7 +70,7 @@ def lr_sensitivity_figure(values: pd.DataFrame, title: str) -> Figure:
             line["mean"],
             yerr=line["std"].fillna(0.0),
             color=schedule_color(label),
-            label=tables.display_name(label),
+            label=display_name(label),
             marker="o",
             capsize=3,
             linewidth=1.4,
@@ -81,7 +82,7 @@ def lr_sensitivity_figure(values: pd.DataFrame, title: str) -> Figure:
     ax.set_xlabel("initial learning rate (optimizer.lr)")
     ax.set_ylabel("minimum test error (%)")
     ax.grid(alpha=0.3)
-    ax.legend(title="schedule", fontsize="small")
+    shared_legend(fig, title="schedule; bars: ± std over seeds")
     fig.suptitle(title)
     return fig
 
