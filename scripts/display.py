@@ -27,14 +27,17 @@ PAPER_DISPLAY_NAMES = {"tlr": "TLR"}
 
 
 def display_name(label: str) -> str:
-    """The display name of a schedule label (unknown names are shown as they are)."""
-    base, _, setting = label.partition("-")
+    """The display name of a schedule label (unknown names are shown as they are). A run label's
+    identity suffix ('step,optimizer.lr=0.1') follows the name: 'Step (optimizer.lr=0.1)'."""
+    head, _, suffix = label.partition(",")
+    base, _, setting = head.partition("-")
     name = DISPLAY_NAMES.get(base, base)
-    if not setting:
+    settings = ", ".join(filter(None, [setting, suffix.replace(",", ", ")]))
+    if not settings:
         return name
     if name.endswith(")"):
-        return f"{name[:-1]}, {setting})"
-    return f"{name} ({setting})"
+        return f"{name[:-1]}, {settings})"
+    return f"{name} ({settings})"
 
 
 def paper_display_name(schedule: str) -> str:

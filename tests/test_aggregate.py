@@ -123,8 +123,8 @@ def test_a_label_with_an_identity_suffix_is_its_own_column(tmp_path):
     assert parse_label("autodrop-window=32,trainer.epochs=3")[1:] == (None, None)
     table = tables.table2(load_runs(tmp_path).finished())
     cells = table.display.iloc[0]
-    assert cells["step"] == "5.50 ± 0.71 (2)"
-    assert cells["step,optimizer.lr=0.1"] == "9.50 ± 0.71 (2)"
+    assert cells["Step"] == "5.50 ± 0.71 (2)"
+    assert cells["Step (optimizer.lr=0.1)"] == "9.50 ± 0.71 (2)"
 
 
 def test_runs_frame_has_one_row_per_run_with_status_and_minimum(run_set):
