@@ -70,8 +70,9 @@ class SGDHD(Optimizer):
     the parameters' device in each group's ``lr`` and is adapted by ``beta`` (the hypergradient
     learning rate) every step without a host synchronisation (``.lr`` reads it as a float, a
     synchronisation, when asked). The other options may differ per group. alpha may become
-    negative (the paper's fidelity mode: no clipping). ``.grad`` is never modified; parameters without a gradient are skipped, and
-    a parameter skipped at step t-1 contributes nothing to the hypergradient at step t.
+    negative (the paper's fidelity mode: no clipping). ``.grad`` is never modified; parameters
+    without a gradient are skipped, and a parameter skipped at step t-1 contributes nothing to
+    the hypergradient at step t.
     """
 
     label = "HD"

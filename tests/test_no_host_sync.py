@@ -35,8 +35,10 @@ def model_and_batches(steps: int = 6):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
     g = torch.Generator().manual_seed(1)
-    data = [(torch.randn(16, 4, generator=g), torch.randint(0, 3, (16,), generator=g))
-            for _ in range(steps)]
+    data = [
+        (torch.randn(16, 4, generator=g), torch.randint(0, 3, (16,), generator=g))
+        for _ in range(steps)
+    ]
     return model, data
 
 
@@ -45,8 +47,14 @@ def test_the_guard_catches_a_sync():
         torch.ones(()).item()
 
 
-@pytest.mark.parametrize("options", [dict(momentum=0.0), dict(momentum=0.9, nesterov=True),
-                                     dict(momentum=0.9, dampening=0.1, weight_decay=5e-4)])
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(momentum=0.0),
+        dict(momentum=0.9, nesterov=True),
+        dict(momentum=0.9, dampening=0.1, weight_decay=5e-4),
+    ],
+)
 def test_hd_steps_without_a_host_sync(options):
     model, data = model_and_batches()
     hd = SGDHD(model.parameters(), lr=0.05, beta=1e-3, **options)
@@ -114,8 +122,10 @@ def test_hd_trajectory_matches_the_float_lr_reference():
             buffers[i] = g.clone() if buffers[i] is None else buffers[i] * 0.9 + g
             directions.append(g + 0.9 * buffers[i])
         if previous is not None:
-            alpha += 1e-2 * sum(torch.dot(g.reshape(-1), d.reshape(-1)).item()
-                                for g, d in zip(grads, previous, strict=True))
+            alpha += 1e-2 * sum(
+                torch.dot(g.reshape(-1), d.reshape(-1)).item()
+                for g, d in zip(grads, previous, strict=True)
+            )
         for ref, d in zip(reference, directions, strict=True):
             ref.add_(d, alpha=-alpha)
         previous = directions
