@@ -22,16 +22,18 @@ from experiments import rundir as rd
 from experiments.angle_tracker import EpochAngleTracker
 from experiments.checkpoint import (
     CHECKPOINT_FORMAT,
+    CheckpointSchedule,
+    CheckpointWriter,
     capture_rng_state,
     load_checkpoint,
     load_latest_checkpoint,
     restore_rng_state,
-    save_checkpoint,
 )
 from experiments.components import (
     build_network,
     build_optimizer,
     build_schedule,
+    compile_model,
     is_autodrop,
     measurement_file,
     method_options,
@@ -40,9 +42,15 @@ from experiments.components import (
 from experiments.config import ConfigError
 from experiments.console import EpochProgress, format_epoch_line, use_progress_bar
 from experiments.distributed import DistContext, broadcast_object, gather_objects
+from experiments.gpu_slots import recorded_gpus
 from experiments.loop import TrainingDiverged, evaluate, train_epoch
 from experiments.provenance import git_commit, hardware_description, package_versions
-from experiments.runtime import autocast_factory, seed_everything
+from experiments.runtime import (
+    autocast_factory,
+    processes_per_node,
+    seed_everything,
+    with_device_defaults,
+)
 from experiments.schedulefree_support import (
     current_lr,
     prepare_evaluation,
@@ -160,6 +168,8 @@ class TrainingJob:
     def __init__(
         self, cfg: DictConfig, run_dir: rd.RunDir, ctx: DistContext, device: torch.device
     ) -> None:
+        sharing = processes_per_node(ctx.world_size, cfg.trainer.gpu_slots // cfg.trainer.devices)
+        cfg = with_device_defaults(cfg, device, sharing)  # channels_last, num_workers: auto
         self.cfg, self.run_dir, self.ctx, self.device = cfg, run_dir, ctx, device
         trainer = cfg.trainer
         seed_everything(cfg.seed)
@@ -186,19 +196,23 @@ class TrainingJob:
         self.tracker: Any = NullTracker()
         self.git_commit: str | None = None
         self.started = time.perf_counter()
+        # Written in a background thread from a host copy; see experiments.checkpoint.
+        self.checkpoint_writer = CheckpointWriter(run_dir.checkpoint_path)
 
     # ----------------------------------------------------------------- checkpoint / resume
     def resume_if_possible(self) -> bool:
         # Rank 0 picks the newest checkpoint that passes the integrity check; the others read it.
         found = (
-            load_latest_checkpoint(self.run_dir.checkpoint_path, map_location=self.device)
+            # To the CPU: load_state_dict moves model/optimizer/schedule state to the device,
+            # and RNG states must be host tensors.
+            load_latest_checkpoint(self.run_dir.checkpoint_path, map_location="cpu")
             if self.ctx.is_main
             else None
         )
         chosen = broadcast_object(None if found is None else str(found[0]), self.ctx)
         if chosen is None:
             return False
-        state = found[1] if found else load_checkpoint(Path(chosen), map_location=self.device)
+        state = found[1] if found else load_checkpoint(Path(chosen), map_location="cpu")
         if Path(chosen) != self.run_dir.checkpoint_path and self.ctx.is_main:
             log.warning("resuming from the fallback checkpoint %s", chosen)
         differences = _setup_differences(state["setup"], run_setup(self.cfg))
@@ -237,8 +251,7 @@ class TrainingJob:
         if not self.ctx.is_main:
             return
         p = self.state
-        save_checkpoint(
-            self.run_dir.checkpoint_path,
+        self.checkpoint_writer.save(
             {
                 "format": CHECKPOINT_FORMAT,
                 "epoch": p.epoch,
@@ -283,6 +296,7 @@ class TrainingJob:
             "batch_size": cfg.trainer.batch_size,
             "hardware": hardware_description(self.device, self.ctx.world_size),
             "world_size": self.ctx.world_size,
+            "gpus": recorded_gpus(self.device.type, torch.cuda.device_count()),
             "versions": package_versions(),
             "git_commit": self.git_commit,
             "wandb_run_id": self.state.wandb_run_id,
@@ -412,11 +426,25 @@ class TrainingJob:
     def train(self) -> None:
         trainer = self.cfg.trainer
         train_model = wrap_for_training(self.model, trainer, self.device, self.ctx)
-        eval_model = torch.compile(self.model) if trainer.compile else self.model
-        for epoch in range(self.state.epoch + 1, trainer.epochs + 1):
-            record, measurements = self.run_epoch(epoch, train_model, eval_model)
-            self.write_epoch(record, measurements)
-            self.save_checkpoint()
+        eval_model = compile_model(self.model) if trainer.compile else self.model
+        when = CheckpointSchedule(
+            trainer.checkpoint_every_epochs, trainer.checkpoint_every_minutes, trainer.epochs
+        )
+        try:
+            for epoch in range(self.state.epoch + 1, trainer.epochs + 1):
+                record, measurements = self.run_epoch(epoch, train_model, eval_model)
+                self.write_epoch(record, measurements)
+                # Rank 0's clock decides, so every rank joins the same collectives.
+                if broadcast_object(when.due(epoch), self.ctx):
+                    self.save_checkpoint()
+                    when.saved()
+        except BaseException:
+            try:  # a checkpoint write in flight still completes (it is the run's last good one)
+                self.checkpoint_writer.wait()
+            except OSError as error:
+                log.error("the last checkpoint write failed too: %s", error)
+            raise
+        self.checkpoint_writer.wait()  # the run is finished only once its checkpoint is on disk
 
 
 def run_training(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,12 @@ from experiments.distributed import (
     LaunchPlan,
     backend_for,
     destroy_process_group,
+    free_port,
     init_process_group,
     plan_launch,
     spawn,
 )
+from experiments.gpu_slots import SLOT_DIR_NAME, SlotPool, claim_slot, visible_gpus
 from experiments.loop import TrainingDiverged
 from experiments.runtime import configure_cpu_threads, configure_determinism, select_device
 
@@ -83,12 +86,18 @@ def run_job(cfg: DictConfig, output_dir: Path) -> str:
     """Validate, then skip, resume or start the run in ``output_dir``; return what was done."""
     validate_config(cfg)
     plan = plan_launch(cfg.trainer.devices)
+    if cfg.trainer.gpu_slots and plan.kind not in ("single", "spawn"):
+        raise ConfigError(
+            f"trainer.gpu_slots={cfg.trainer.gpu_slots} is invalid under a {plan.kind} launch, "
+            "which assigns the GPUs itself: use it with hydra/launcher=gpus (or basic/joblib)"
+        )
     if cfg.trainer.batch_size % plan.world_size:
         raise ConfigError(
             f"trainer.batch_size={cfg.trainer.batch_size} is invalid: the global batch must be "
             f"divisible by the {plan.world_size} processes of this {plan.kind} launch"
         )
-    if plan.kind == "spawn" and cfg.trainer.accelerator != "cpu" and torch.cuda.is_available():
+    spawned = plan.kind == "spawn" and not cfg.trainer.gpu_slots  # slots: checked by the pool
+    if spawned and cfg.trainer.accelerator != "cpu" and torch.cuda.is_available():
         if plan.world_size > torch.cuda.device_count():
             raise ConfigError(
                 f"trainer.devices={plan.world_size} is invalid: only "
@@ -102,14 +111,31 @@ def run_job(cfg: DictConfig, output_dir: Path) -> str:
             log.info("already finished, nothing to do: results in %s", run_dir.root)
             return action.value
         config = OmegaConf.to_container(cfg, resolve=True)
-        if plan.kind == "spawn":
-            try:
-                spawn(plan, _worker, (config, str(run_dir.root)))
-            except ProcessRaisedException as error:
-                _raise_from_summary(run_dir, error)
-        else:
-            _worker(plan, plan.rank, plan.local_rank, config, str(run_dir.root))
+        with _gpu_slot(cfg) as slot_plan:
+            plan = slot_plan or plan
+            if plan.kind == "spawn":
+                try:
+                    spawn(plan, _worker, (config, str(run_dir.root)))
+                except ProcessRaisedException as error:
+                    _raise_from_summary(run_dir, error)
+            else:
+                _worker(plan, plan.rank, plan.local_rank, config, str(run_dir.root))
         return action.value
+
+
+@contextlib.contextmanager
+def _gpu_slot(cfg: DictConfig) -> Iterator[LaunchPlan | None]:
+    """With ``trainer.gpu_slots``: hold a slot of the node's GPUs and yield a plan that trains
+    in fresh processes seeing only the slot's GPUs; otherwise yield None."""
+    if not cfg.trainer.gpu_slots:
+        yield None
+        return
+    devices = cfg.trainer.devices
+    pool = SlotPool(Path(cfg.paths.results_dir) / SLOT_DIR_NAME, cfg.trainer.gpu_slots, devices)
+    with claim_slot(pool) as gpus, visible_gpus(gpus):
+        log.info("GPU slot: CUDA_VISIBLE_DEVICES=%s", ",".join(map(str, gpus)))
+        # A fresh process even for one device: this one may have initialised CUDA already.
+        yield LaunchPlan(kind="spawn", world_size=devices, master_port=free_port())
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
