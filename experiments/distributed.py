@@ -177,4 +177,8 @@ def spawn(plan: LaunchPlan, worker: Callable[..., Any], args: tuple[Any, ...]) -
 
     ``worker`` and ``args`` must be picklable (module-level function, plain data).
     """
+    if mp.get_start_method(allow_none=True) not in (None, "spawn", "fork", "forkserver"):
+        # A joblib (loky) worker's start method is "loky", which the children, plain
+        # interpreters, cannot restore: give them the standard one.
+        mp.set_start_method("spawn", force=True)
     mp.spawn(_spawned_entry, args=(plan, worker, args), nprocs=plan.world_size, join=True)

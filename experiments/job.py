@@ -145,6 +145,7 @@ def _build_data(cfg: DictConfig, device: torch.device, ctx: DistContext) -> Any:
         channels_last=cfg.trainer.channels_last,
         crop_size=cfg.data.crop_size,
         resize_size=cfg.data.resize_size,
+        decode=cfg.data.decode,
     )
     if not (cfg.data.download and ctx.is_distributed):
         return build_data(cfg.data.name, **kwargs)

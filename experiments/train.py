@@ -8,6 +8,7 @@ torchrun or SLURM launch is joined instead (see ``experiments.distributed``).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,6 +75,12 @@ def _worker(
         detach_log_file(run_dir.log_path)
 
 
+def _importable_worker() -> Any:
+    """``_worker`` as the spawned processes can import it: under ``python -m experiments.train``
+    this module is ``__main__``, and in a joblib (loky) worker that name means another module."""
+    return importlib.import_module("experiments.train")._worker
+
+
 def _raise_from_summary(run_dir: rd.RunDir, error: BaseException) -> None:
     summary = run_dir.read_summary() or {}
     message = summary.get("message") or str(error)
@@ -115,7 +122,7 @@ def run_job(cfg: DictConfig, output_dir: Path) -> str:
             plan = slot_plan or plan
             if plan.kind == "spawn":
                 try:
-                    spawn(plan, _worker, (config, str(run_dir.root)))
+                    spawn(plan, _importable_worker(), (config, str(run_dir.root)))
                 except ProcessRaisedException as error:
                     _raise_from_summary(run_dir, error)
             else:

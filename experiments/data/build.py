@@ -9,6 +9,7 @@ from experiments.data.bundle import DataBundle
 from experiments.data.cifar import CIFAR_SIDE, load_cifar
 from experiments.data.device_loader import DeviceEvalLoader, DeviceTrainLoader
 from experiments.data.digits import load_digits_splits
+from experiments.data.gpu_decode import check_decode
 from experiments.data.imagenet import build_imagenet
 from experiments.data.sharding import EpochPlanner, eval_shard, train_steps_per_epoch
 from experiments.data.worker_loader import (
@@ -90,6 +91,7 @@ def build_data(
     channels_last: bool = False,
     crop_size: int = 224,
     resize_size: int = 256,
+    decode: str = "cpu",
 ) -> DataBundle:
     """Train and test loaders for ``name`` on ``device`` for this rank.
 
@@ -111,6 +113,7 @@ def build_data(
         crop_size=crop_size,
         resize_size=resize_size,
     )
+    check_decode(decode, name, torch.device(device))
     common = dict(
         batch_size=batch_size,
         eval_batch_size=eval_batch_size,
@@ -124,7 +127,9 @@ def build_data(
         channels_last=channels_last,
     )
     if name == "imagenet":
-        bundle = build_imagenet(root, crop_size=crop_size, resize_size=resize_size, **common)
+        bundle = build_imagenet(
+            root, crop_size=crop_size, resize_size=resize_size, decode=decode, **common
+        )
     else:
         splits = (
             load_digits_splits(image_size) if name == "digits" else load_cifar(root, name, download)

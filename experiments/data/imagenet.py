@@ -17,6 +17,7 @@ from experiments.data.bundle import DataBundle
 from experiments.data.errors import DatasetUnavailableError
 from experiments.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from experiments.data.sharding import eval_shard
+from experiments.data.staging import OnDeviceNormalize
 from experiments.data.worker_loader import (
     PerSampleSeededDataset,
     SampleSeedSampler,
@@ -69,18 +70,29 @@ def _preview(names: list[str], limit: int = 5) -> str:
     return f"{shown}, ... ({len(names)} in all)" if len(names) > limit else shown
 
 
-def _image_folder(split_dir: Path, transform: transforms.Compose) -> datasets.ImageFolder:
+def _image_folder(split_dir: Path, transform: transforms.Compose | None) -> datasets.ImageFolder:
     try:
         return datasets.ImageFolder(str(split_dir), transform=transform)
     except FileNotFoundError as exc:  # a class folder without any image file
         raise DatasetUnavailableError(f"{exc}. {_expected_layout(split_dir.parent)}") from exc
 
 
+WORKER_OUTPUTS = ("uint8", "float32")
+
+
 def imagenet_transforms(
-    crop_size: int, resize_size: int, augment: bool
+    crop_size: int, resize_size: int, augment: bool, output: str = "uint8"
 ) -> tuple[transforms.Compose, transforms.Compose]:
-    """(train, eval) transforms; without ``augment`` the train split gets the eval transform."""
-    normalize = [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    """(train, eval) transforms; without ``augment`` the train split gets the eval transform.
+
+    ``output``: "uint8" crops (normalised later on the device by ``OnDeviceNormalize``) or
+    "float32" (ToTensor + Normalize in the worker: 4x the bytes, same values)."""
+    if output not in WORKER_OUTPUTS:
+        raise ValueError(f"output={output!r} is invalid: valid: {', '.join(WORKER_OUTPUTS)}")
+    if output == "uint8":
+        normalize: list = [transforms.PILToTensor()]
+    else:
+        normalize = [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     eval_tf = transforms.Compose(
         [transforms.Resize(resize_size), transforms.CenterCrop(crop_size), *normalize]
     )
@@ -107,10 +119,34 @@ def build_imagenet(
     channels_last: bool = False,
     crop_size: int = 224,
     resize_size: int = 256,
+    output: str = "uint8",
+    decode: str = "cpu",
 ) -> DataBundle:
+    """``output``: what the workers produce (see ``imagenet_transforms``). ``decode="gpu"``:
+    the workers only read the JPEG bytes; decoding and crops run on the CUDA device."""
     root = Path(root).expanduser()
     classes = check_imagenet_layout(root)
-    train_tf, eval_tf = imagenet_transforms(crop_size, resize_size, augment)
+    if decode == "gpu":
+        from experiments.data.gpu_decode import build_gpu_decoded_imagenet
+
+        return build_gpu_decoded_imagenet(
+            _image_folder(root / "train", None),
+            _image_folder(root / "val", None),
+            num_classes=len(classes),
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            device=device,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            num_workers=num_workers,
+            augment=augment,
+            drop_last=drop_last,
+            channels_last=channels_last,
+            crop_size=crop_size,
+            resize_size=resize_size,
+        )
+    train_tf, eval_tf = imagenet_transforms(crop_size, resize_size, augment, output)
     train_set = _image_folder(root / "train", train_tf)
     val_set = _image_folder(root / "val", eval_tf)
     sampler = SampleSeedSampler(
@@ -138,9 +174,14 @@ def build_imagenet(
         batch_size=eval_batch_size,
         **common,
     )
+    normalize = (
+        OnDeviceNormalize(IMAGENET_MEAN, IMAGENET_STD, torch.device(device))
+        if output == "uint8"
+        else None
+    )
     return DataBundle(
-        train=WorkerTrainLoader(train_loader, sampler, device, channels_last),
-        test=WorkerEvalLoader(val_loader, device, channels_last),
+        train=WorkerTrainLoader(train_loader, sampler, device, channels_last, normalize),
+        test=WorkerEvalLoader(val_loader, device, channels_last, normalize),
         num_classes=len(classes),
         num_train=len(train_set),
         num_test=len(val_set),
