@@ -127,6 +127,10 @@ def init_process_group(plan: LaunchPlan, rank: int, local_rank: int, backend: st
     """Join the job's process group (a no-op context for a single process)."""
     if plan.world_size == 1:
         return DistContext()
+    if plan.kind == "torchrun" and dist.is_initialized():
+        # The next job of a ``-m`` sweep under torchrun: the group lives for the whole launch
+        # (a second init_process_group on torchrun's store hangs).
+        return DistContext(rank=rank, local_rank=local_rank, world_size=plan.world_size)
     os.environ["MASTER_ADDR"] = plan.master_addr
     if plan.master_port is not None:
         os.environ["MASTER_PORT"] = str(plan.master_port)
@@ -136,7 +140,10 @@ def init_process_group(plan: LaunchPlan, rank: int, local_rank: int, backend: st
     return DistContext(rank=rank, local_rank=local_rank, world_size=plan.world_size)
 
 
-def destroy_process_group() -> None:
+def destroy_process_group(plan: LaunchPlan | None = None) -> None:
+    """Leave the job's group; under torchrun it is kept for the launch's next job."""
+    if plan is not None and plan.kind == "torchrun":
+        return
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

@@ -62,7 +62,7 @@ def _worker(
         try:
             run_training(cfg, run_dir, ctx, device)
         finally:
-            destroy_process_group()
+            destroy_process_group(plan)
     except TrainingDiverged as error:
         if rank == 0:
             log.error("training diverged: %s", error)
