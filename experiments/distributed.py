@@ -119,7 +119,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Overrides the process-group backend (e.g. gloo for two ranks sharing one GPU in a check).
+BACKEND_ENV = "AUTODROP_DIST_BACKEND"
+
+
 def backend_for(device_type: str) -> str:
+    forced = os.environ.get(BACKEND_ENV)
+    if forced:
+        return forced
     return "nccl" if device_type == "cuda" else "gloo"
 
 
