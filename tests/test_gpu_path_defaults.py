@@ -156,3 +156,16 @@ def test_torch_sync_batchnorm_refuses_cpu_so_global_batchnorm_stays(tmp_path) ->
     # If this fails because torch accepts CPU tensors, GlobalBatchNorm can go (issue 14, item 3).
     assert all("expected input tensor to be on GPU" in m for m in torch_lines), torch_lines
     assert [m for _, m in messages if m.startswith("ours")] == ["ours ok (4, 3, 5, 5)"] * 2
+
+
+def test_deterministic_mode_warns_on_flagged_cuda_ops_instead_of_stopping() -> None:
+    from experiments.runtime import configure_determinism
+
+    try:
+        configure_determinism(True, cudnn_benchmark=True)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    finally:
+        configure_determinism(False, cudnn_benchmark=True)
+    assert not torch.are_deterministic_algorithms_enabled()
