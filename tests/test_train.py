@@ -56,6 +56,7 @@ SUMMARY_KEYS = [
     "batch_size",
     "hardware",
     "world_size",
+    "gpus",
     "versions",
     "git_commit",
     "wandb_run_id",
