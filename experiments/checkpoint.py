@@ -87,10 +87,15 @@ class _HashingFile:
     def __init__(self, handle: BinaryIO) -> None:
         self.handle = handle
         self.digest = hashlib.sha256()
+        self.error: OSError | None = None
 
     def write(self, data: bytes | memoryview) -> int:
         self.digest.update(data)
-        return self.handle.write(data)
+        try:
+            return self.handle.write(data)
+        except OSError as error:  # torch's writer reports it as a bare RuntimeError: keep it
+            self.error = error
+            raise
 
     def flush(self) -> None:
         self.handle.flush()
@@ -112,7 +117,12 @@ def save_checkpoint(path: Path, state: dict[str, Any], *, current_digest: str | 
 
     def write(handle: BinaryIO) -> None:
         hashed.append(_HashingFile(handle))
-        torch.save(state, hashed[0])
+        try:
+            torch.save(state, hashed[0])
+        except RuntimeError:
+            if hashed[0].error is not None:  # a full disk stays an OSError (ENOSPC, EFBIG)
+                raise hashed[0].error from None
+            raise
 
     write_atomically(staging, write, binary=True)  # temp file, fsync, rename
     new_digest = hashed[0].digest.hexdigest()

@@ -104,6 +104,29 @@ def test_a_background_error_is_raised_by_the_next_wait(tmp_path, monkeypatch) ->
     writer.wait()  # reported once
 
 
+class _FillsUp:
+    """A file on a disk that fills up after ``room`` bytes."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_full_disk_mid_serialisation_stays_an_oserror(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(ckpt, "write_atomically", lambda path, write, binary: write(_FillsUp(4096)))
+    with pytest.raises(OSError, match="No space") as raised:
+        save_checkpoint(tmp_path / "last.pt", _state(1, size=100_000))
+    assert raised.value.errno == errno.ENOSPC
+
+
 KILL_MID_WRITE = textwrap.dedent(
     """
     import os, signal, sys, torch
