@@ -36,12 +36,22 @@ def sum_of_dots(xs: list[Tensor], ys: list[Tensor]) -> Tensor:
     """<xs, ys> of two tensor lists viewed as flat vectors: a 0-d float64 tensor on the device
     of ``xs[0]`` (no host synchronisation; 0 for empty lists).
 
-    Three kernel launches whatever the number of tensors: one fused elementwise product over
-    the lists (``torch._foreach_mul``), one concatenation, one float64 sum."""
+    On an accelerator, three kernel launches whatever the number of tensors (``fused_dots``);
+    on the CPU, where a launch costs nothing, one BLAS dot per tensor (in its own dtype, summed
+    in float64), which needs no temporaries."""
     if len(xs) != len(ys):
         raise ValueError(f"tensor lists differ in length: {len(xs)} != {len(ys)}")
     if not xs:
         return torch.zeros((), dtype=torch.float64)
+    if xs[0].device.type != "cpu":
+        return fused_dots(xs, ys)
+    dots = [torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(xs, ys, strict=True)]
+    return torch.stack(dots).sum(dtype=torch.float64)
+
+
+def fused_dots(xs: list[Tensor], ys: list[Tensor]) -> Tensor:
+    """``sum_of_dots`` in three kernels: one fused elementwise product over the lists
+    (``torch._foreach_mul``), one concatenation, one float64 sum."""
     products = torch._foreach_mul(xs, ys)
     return torch.cat([p.reshape(-1) for p in products]).sum(dtype=torch.float64)
 

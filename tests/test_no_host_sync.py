@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from autodrop.hd import SGDHD, FollowOptimizerLR, sum_of_dots
+from autodrop.hd import SGDHD, FollowOptimizerLR, fused_dots, sum_of_dots
 from autodrop.tlr import TrainableLR
 
 # Every way a tensor's value reaches Python: each one waits for the device.
@@ -92,13 +92,14 @@ def per_parameter_sum_of_dots(xs, ys):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_fused_sum_of_dots_matches_the_per_parameter_loop(dtype):
+def test_fused_dots_match_the_per_parameter_loop(dtype):
     g = torch.Generator().manual_seed(0)
     shapes = [(64, 3, 3, 3), (64,), (128, 64), (10,)]
     xs = [torch.randn(s, generator=g, dtype=dtype) for s in shapes]
     ys = [torch.randn(s, generator=g, dtype=dtype) for s in shapes]
-    fused, looped = sum_of_dots(xs, ys), per_parameter_sum_of_dots(xs, ys)
+    fused, looped = fused_dots(xs, ys), per_parameter_sum_of_dots(xs, ys)
     assert fused.dtype == torch.float64 and fused.shape == ()
+    assert torch.equal(sum_of_dots(xs, ys), looped)  # the CPU keeps the per-tensor BLAS dots
     rel = 1e-12 if dtype == torch.float64 else 1e-5
     torch.testing.assert_close(fused, looped, rtol=rel, atol=0)
 
