@@ -8,13 +8,16 @@ PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
 
 # make reproduce knobs
-LAUNCHER ?= local
-GPUS     ?= 1
+LAUNCHER     ?= local
+GPUS         ?= 1
+GPUS_PER_RUN ?= 1
 DATA_DIR ?= data
 SEEDS    ?= 0,1,2,3
 RESULTS  ?= results
 
-PAPER_TASKS    := resnet18_cifar10 wrn28_10_cifar10 resnet34_cifar100 wrn40_10_cifar100 resnet18_imagenet resnet50_imagenet
+CIFAR_TASKS    := resnet18_cifar10 wrn28_10_cifar10 resnet34_cifar100 wrn40_10_cifar100
+IMAGENET_TASKS := resnet18_imagenet resnet50_imagenet
+PAPER_TASKS    := $(CIFAR_TASKS) $(IMAGENET_TASKS)
 PAPER_SCHEDULES := autodrop,autodrop_v1,step,cosine,onecycle,clr,exp,tlr
 # Grid-searched baselines, one sweep each (Table 2 shows each task's best setting):
 # HD's hypergradient lr (the paper's grid) and schedule-free's lr multiplier (BASELINES.md §3.6).
@@ -29,9 +32,13 @@ QUICK_OUT       ?= $(RESULTS)/local/quick
 # quick/* runs use one torch thread each: two jobs at once fill this 2-core class of machine.
 QUICK_JOBS      := 2
 QUICK_PARALLEL  := hydra/launcher=joblib hydra.launcher.n_jobs=$(QUICK_JOBS)
-LAUNCH_local   :=
-LAUNCH_joblib  := hydra/launcher=joblib
-LAUNCH_slurm   := hydra/launcher=slurm
+# local: this node's GPUS GPUs. CIFAR runs GPUS_PER_RUN GPUs each, GPUS/GPUS_PER_RUN at once
+# (hydra/launcher=gpus: a GPU slot per job); ImageNet runs one at a time with DDP over all GPUS.
+# slurm: one SLURM job per run, with GPUS_PER_RUN (CIFAR) or GPUS (ImageNet) GPUs.
+LAUNCH_CIFAR_local    := hydra/launcher=gpus trainer.gpu_slots=$(GPUS) trainer.devices=$(GPUS_PER_RUN)
+LAUNCH_IMAGENET_local := trainer.devices=$(GPUS)
+LAUNCH_CIFAR_slurm    := hydra/launcher=slurm trainer.devices=$(GPUS_PER_RUN)
+LAUNCH_IMAGENET_slurm := hydra/launcher=slurm trainer.devices=$(GPUS)
 TRAIN := $(PY) -m experiments.train
 # make status / make reproduce DRY_RUN=1: the grids above, as scripts.status reads them.
 STATUS       := $(PY) -m scripts.status --runs $(RESULTS)/runs
@@ -43,12 +50,12 @@ STATUS_quick  = $(STATUS) --experiments quick/fixed_lr --gpus $(QUICK_JOBS) && \
 STATUS_lr-sensitivity = $(STATUS) --experiments ablation/lr_sensitivity \
                   --grid "scheduler=$(QUICK_SCHEDULES)" --seeds $(QUICK_SEEDS) --gpus $(QUICK_JOBS)
 
-.PHONY: help install test test-fast lint format bench faults quick quick-update reproduce ablations lr-sensitivity status tables figures wandb-sync clean
+.PHONY: help install test test-fast lint format bench faults gpu-check quick quick-update reproduce ablations lr-sensitivity status tables figures wandb-sync clean
 
 help: ## Show this help
 	@echo "AutoDrop benchmark suite. Targets:"
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
-	@echo "Variables: LAUNCHER=local|joblib|slurm GPUS=N DATA_DIR=path SEEDS=0,1,2,3 RESULTS=dir DRY_RUN=1"
+	@echo "Variables: LAUNCHER=local|slurm GPUS=N GPUS_PER_RUN=N DATA_DIR=path SEEDS=0,1,2,3 RESULTS=dir DRY_RUN=1"
 
 $(STAMP): pyproject.toml
 	$(PYTHON_BOOT) -m venv $(VENV)
@@ -78,6 +85,9 @@ bench: $(STAMP) ## Benchmarks: AutoDrop / HD / TLR / schedule-free overhead, dat
 faults: $(STAMP) ## Fault-injection campaign on real training runs (~15 min on 2 CPU cores)
 	$(PY) -m scripts.faults
 
+gpu-check: $(STAMP) ## Check and measure the GPU path on this machine's GPU (<= 8 min) -> results/gpu_check/
+	$(PY) -m scripts.gpu_check --out $(RESULTS)/gpu_check
+
 quick: $(STAMP) ## CPU-sized reproduction on the embedded digits data -> results/local/quick/ (minutes)
 	$(PY) -m scripts.figures.theory --out $(QUICK_OUT)/figures
 	$(TRAIN) -m experiment=quick/fixed_lr paths.results_dir=$(RESULTS) logger=none $(QUICK_PARALLEL)
@@ -96,8 +106,9 @@ else
 	@# A sweep with a diverged run (expected at the top of the HD grid) exits non-zero: carry on
 	@# with the other sweeps, draw the tables (which list failed runs), then report the failure.
 	status=0; for task in $(PAPER_TASKS); do for grid in $(PAPER_GRIDS); do \
+	  case $$task in *imagenet) launch="$(LAUNCH_IMAGENET_$(LAUNCHER))";; *) launch="$(LAUNCH_CIFAR_$(LAUNCHER))";; esac; \
 	  $(TRAIN) -m experiment=paper/$$task $$grid seed=$(SEEDS) \
-	    trainer.devices=$(GPUS) paths.data_dir=$(DATA_DIR) paths.results_dir=$(RESULTS) $(LAUNCH_$(LAUNCHER)) \
+	    paths.data_dir=$(DATA_DIR) paths.results_dir=$(RESULTS) $$launch \
 	    || status=1; \
 	done; done; \
 	$(MAKE) tables figures PRESET=paper && exit $$status
@@ -105,8 +116,8 @@ endif
 
 ablations: $(STAMP) ## The paper's window / buffer / rho ablations (ResNet-18 CIFAR-10)
 	set -e; for grid in window buffer_size rho; do \
-	  $(TRAIN) -m experiment=ablation/$$grid seed=$(SEEDS) trainer.devices=$(GPUS) \
-	    paths.data_dir=$(DATA_DIR) paths.results_dir=$(RESULTS) $(LAUNCH_$(LAUNCHER)); \
+	  $(TRAIN) -m experiment=ablation/$$grid seed=$(SEEDS) \
+	    paths.data_dir=$(DATA_DIR) paths.results_dir=$(RESULTS) $(LAUNCH_CIFAR_$(LAUNCHER)); \
 	done
 	$(MAKE) tables PRESET=paper
 

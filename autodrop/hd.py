@@ -34,14 +34,33 @@ _SHARED_OPTIONS = ("lr", "beta")
 
 def sum_of_dots(xs: list[Tensor], ys: list[Tensor]) -> Tensor:
     """<xs, ys> of two tensor lists viewed as flat vectors: a 0-d float64 tensor on the device
-    of ``xs[0]`` (no host synchronisation; 0 for empty lists). Each tensor's dot is taken in its
-    own dtype, their sum in float64."""
+    of ``xs[0]`` (no host synchronisation; 0 for empty lists).
+
+    On an accelerator, three kernel launches whatever the number of tensors (``fused_dots``);
+    on the CPU, where a launch costs nothing, one BLAS dot per tensor (in its own dtype, summed
+    in float64), which needs no temporaries."""
     if len(xs) != len(ys):
         raise ValueError(f"tensor lists differ in length: {len(xs)} != {len(ys)}")
     if not xs:
         return torch.zeros((), dtype=torch.float64)
+    if xs[0].device.type != "cpu":
+        return fused_dots(xs, ys)
     dots = [torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(xs, ys, strict=True)]
     return torch.stack(dots).sum(dtype=torch.float64)
+
+
+def fused_dots(xs: list[Tensor], ys: list[Tensor]) -> Tensor:
+    """``sum_of_dots`` in three kernels: one fused elementwise product over the lists
+    (``torch._foreach_mul``), one concatenation, one float64 sum."""
+    products = torch._foreach_mul(xs, ys)
+    return torch.cat([p.reshape(-1) for p in products]).sum(dtype=torch.float64)
+
+
+def _lr_tensor(value: float | Tensor, device: torch.device) -> Tensor:
+    """alpha as a 0-d float64 tensor on ``device`` (where the parameters are)."""
+    if isinstance(value, Tensor):
+        return value.detach().to(device=device, dtype=torch.float64).reshape(())
+    return torch.tensor(float(value), dtype=torch.float64, device=device)
 
 
 class _GroupWork(NamedTuple):
@@ -57,11 +76,13 @@ class _GroupWork(NamedTuple):
 class SGDHD(Optimizer):
     """SGD-HD, SGDN-HD (``nesterov=True``) or heavy-ball SGDM-HD (``momentum > 0``).
 
-    One learning rate alpha is shared by every param group; it lives as a Python float in each
-    group's ``lr`` and is adapted by ``beta`` (the hypergradient learning rate) every step. The
-    other options may differ per group. alpha may become negative (the paper's fidelity mode:
-    no clipping). ``.grad`` is never modified; parameters without a gradient are skipped, and
-    a parameter skipped at step t-1 contributes nothing to the hypergradient at step t.
+    One learning rate alpha is shared by every param group; it lives as a 0-d float64 tensor on
+    the parameters' device in each group's ``lr`` and is adapted by ``beta`` (the hypergradient
+    learning rate) every step without a host synchronisation (``.lr`` reads it as a float, a
+    synchronisation, when asked). The other options may differ per group. alpha may become
+    negative (the paper's fidelity mode: no clipping). ``.grad`` is never modified; parameters
+    without a gradient are skipped, and a parameter skipped at step t-1 contributes nothing to
+    the hypergradient at step t.
     """
 
     label = "HD"
@@ -86,6 +107,24 @@ class SGDHD(Optimizer):
             hd_step=0,
         )
         super().__init__(params, defaults)
+        self._move_lr_to_device()
+
+    def _device(self) -> torch.device:
+        for group in self.param_groups:
+            for p in group["params"]:
+                return p.device
+        return torch.device("cpu")
+
+    def _move_lr_to_device(self) -> None:
+        alpha = _lr_tensor(self.param_groups[0]["lr"], self._device())
+        for group in self.param_groups:
+            group["lr"] = alpha
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # A checkpoint loaded to the CPU (or one from before alpha was a tensor) brings alpha
+        # back to the parameters' device.
+        super().load_state_dict(state_dict)
+        self._move_lr_to_device()
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         first = self.param_groups[0] if self.param_groups else None
@@ -97,6 +136,8 @@ class SGDHD(Optimizer):
         except ValueError:
             self.param_groups.pop()
             raise
+        if first is not None:
+            self.param_groups[-1]["lr"] = first["lr"]
 
     @property
     def lr(self) -> float:
@@ -111,13 +152,14 @@ class SGDHD(Optimizer):
                 loss = closure()
         step = self.param_groups[0]["hd_step"] + 1
         work = [self._gather(group, step) for group in self.param_groups]
-        alpha = float(self.param_groups[0]["lr"])
+        alpha = self.param_groups[0]["lr"]
         beta = float(self.param_groups[0]["beta"])
         if beta != 0.0:
             grads = [g for batch in work for g in batch.h_grads]
             directions = [d for batch in work for d in batch.h_directions]
             if grads:
-                alpha = alpha + beta * sum_of_dots(grads, directions).item()
+                # A new tensor (not in place): lrs recorded from earlier steps keep their value.
+                alpha = alpha + beta * sum_of_dots(grads, directions).to(alpha.device)
         for group, batch in zip(self.param_groups, work, strict=True):
             group["lr"] = alpha
             group["hd_step"] = step
@@ -142,7 +184,7 @@ class SGDHD(Optimizer):
                 h_directions.append(_direction_buffer(state, group))
         return _GroupWork(params, grads, h_grads, h_directions)
 
-    def _update(self, group: dict[str, Any], batch: _GroupWork, alpha: float, step: int) -> None:
+    def _update(self, group: dict[str, Any], batch: _GroupWork, alpha: Tensor, step: int) -> None:
         if not batch.params:
             return
         states = [self.state[p] for p in batch.params]
@@ -156,7 +198,8 @@ class SGDHD(Optimizer):
                 torch._foreach_add_(directions, buffers, alpha=momentum)
             else:
                 directions = buffers
-        torch._foreach_add_(batch.params, directions, alpha=-alpha)
+        # theta -= alpha * d with alpha on the device (torch.optim.SGD's tensor-lr arithmetic).
+        torch._foreach_add_(batch.params, torch._foreach_mul(directions, -alpha))
         for state in states:
             state["last_step"] = step
 
@@ -177,15 +220,21 @@ def _validate_group(group: dict[str, Any], first: dict[str, Any] | None, index: 
             f"momentum={group['momentum']!r}, dampening={group['dampening']!r}"
         )
     if first is None:
-        group["lr"] = check_float("lr", group["lr"], low=0.0)
+        lr = group["lr"]
+        group["lr"] = check_float("lr", float(lr) if isinstance(lr, Tensor) else lr, low=0.0)
         return
     for key in _SHARED_OPTIONS:
-        if group[key] != first[key]:
+        mine, shared = (_plain(group[key]), _plain(first[key]))
+        if mine != shared:
             raise ValueError(
-                f"param group {index} has {key}={group[key]!r}: HD adapts one {key} shared by "
-                f"every group, expected {first[key]!r} (the value of group 0)"
+                f"param group {index} has {key}={mine!r}: HD adapts one {key} shared by "
+                f"every group, expected {shared!r} (the value of group 0)"
             )
     group["hd_step"] = first["hd_step"]
+
+
+def _plain(value: float | Tensor) -> float:
+    return float(value) if isinstance(value, Tensor) else value
 
 
 def _direction_buffer(state: dict[str, Any], group: dict[str, Any]) -> Tensor:
@@ -237,3 +286,9 @@ class FollowOptimizerLR(ScheduleHooks, LRScheduler):
 
     def get_lr(self) -> list[float]:
         return [group["lr"] for group in self.optimizer.param_groups]
+
+    def step(self, epoch: int | None = None) -> None:  # type: ignore[override]
+        # Count the step; the lr is the optimizer's (no copy onto itself, no host sync).
+        self._step_count += 1
+        self.last_epoch += 1
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]

@@ -159,20 +159,21 @@ class TrainableLR(ScheduleHooks, LRScheduler):
             self._end_gap()
 
     def _gradients(self) -> tuple[list[int], list[Tensor]]:
-        """Indices of the parameters with a gradient and their g_t = grad + wd * theta_t."""
+        """Indices of the parameters with a gradient and their g_t = grad + wd * theta_t (one
+        fused ``_foreach_add`` per group with weight decay, not one kernel per parameter)."""
         with_grad: list[int] = []
         grads: list[Tensor] = []
-        index = 0
+        start = 0
         for group, params in zip(self.optimizer.param_groups, self.groups, strict=True):
+            indices = [start + i for i, p in enumerate(params) if p.grad is not None]
+            group_grads = [self.params[i].grad for i in indices]
             weight_decay = group.get("weight_decay", 0.0)
-            for p in params:
-                if p.grad is not None:
-                    with_grad.append(index)
-                    g = p.grad
-                    if weight_decay:
-                        g = g.add(self.params_before[index], alpha=weight_decay)
-                    grads.append(g)
-                index += 1
+            if weight_decay and indices:
+                before = [self.params_before[i] for i in indices]
+                group_grads = torch._foreach_add(group_grads, before, alpha=weight_decay)
+            with_grad += indices
+            grads += group_grads
+            start += len(params)
         return with_grad, grads
 
     def _store_direction(self, lr: float) -> None:

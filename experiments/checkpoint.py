@@ -13,13 +13,14 @@ that fills up) always leaves at least one checkpoint whose digest matches its si
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import os
 import pickle
 import random
+import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -79,25 +80,158 @@ def _is_verified(path: Path) -> bool:
     return True
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` and keep the checkpoint it replaces as ``prev.pt``.
+class _HashingFile:
+    """A binary file that also feeds every byte written to a sha256, so a checkpoint is hashed
+    as it is written, never read back."""
 
-    A failure (a full disk, a kill) leaves ``path`` and ``prev.pt`` as they were, or with the
-    previous checkpoint already moved to ``prev.pt``: never without a verified checkpoint.
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+        self.digest = hashlib.sha256()
+        self.error: OSError | None = None
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.digest.update(data)
+        try:
+            return self.handle.write(data)
+        except OSError as error:  # torch's writer reports it as a bare RuntimeError: keep it
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def save_checkpoint(path: Path, state: dict[str, Any], *, current_digest: str | None = None) -> str:
+    """Write ``state`` to ``path`` and keep the checkpoint it replaces as ``prev.pt``; return
+    the new file's sha256 (hex).
+
+    ``current_digest``: the sha256 of the ``path`` on disk, as this process wrote it. When
+    given, that file becomes ``prev.pt`` without being read; otherwise (the first save of a
+    process) it is verified against its sidecar first, so an unverified file never replaces a
+    good ``prev.pt``. A failure (a full disk, a kill) leaves ``path`` and ``prev.pt`` as they
+    were, or with the previous checkpoint already moved to ``prev.pt``: never without a
+    verified checkpoint.
     """
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    data = buffer.getvalue()
     staging = path.with_name(STAGING_NAME)
-    write_atomically(staging, lambda handle: handle.write(data), binary=True)
+    hashed: list[_HashingFile] = []
+
+    def write(handle: BinaryIO) -> None:
+        hashed.append(_HashingFile(handle))
+        try:
+            torch.save(state, hashed[0])
+        except RuntimeError:
+            if hashed[0].error is not None:  # a full disk stays an OSError (ENOSPC, EFBIG)
+                raise hashed[0].error from None
+            raise
+
+    write_atomically(staging, write, binary=True)  # temp file, fsync, rename
+    new_digest = hashed[0].digest.hexdigest()
     previous = previous_path(path)
-    if _is_verified(path):
-        write_atomically(digest_path(previous), lambda f: f.write(digest_path(path).read_text()))
-        os.replace(path, previous)
-    new_digest = hashlib.sha256(data).hexdigest() + "\n"
-    write_atomically(digest_path(path), lambda f: f.write(new_digest))
+    if path.is_file():
+        if current_digest is not None:
+            write_atomically(digest_path(previous), lambda f: f.write(current_digest + "\n"))
+            os.replace(path, previous)
+        elif _is_verified(path):
+            sidecar = digest_path(path).read_text()
+            write_atomically(digest_path(previous), lambda f: f.write(sidecar))
+            os.replace(path, previous)
+    write_atomically(digest_path(path), lambda f: f.write(new_digest + "\n"))
     os.replace(staging, path)
     fsync_directory(path.parent)
+    return new_digest
+
+
+class CheckpointSchedule:
+    """When to checkpoint: every ``every_epochs`` epochs, and also once ``every_minutes`` have
+    passed since the last checkpoint (0: no time rule); always after the last epoch."""
+
+    def __init__(self, every_epochs: int, every_minutes: float, last_epoch: int) -> None:
+        self.every_epochs, self.every_minutes, self.last_epoch = (
+            every_epochs,
+            every_minutes,
+            last_epoch,
+        )
+        self.last_save = time.monotonic()
+
+    def due(self, epoch: int) -> bool:
+        minutes = (time.monotonic() - self.last_save) / 60.0
+        return (
+            epoch % self.every_epochs == 0
+            or epoch == self.last_epoch
+            or (self.every_minutes > 0 and minutes >= self.every_minutes)
+        )
+
+    def saved(self) -> None:
+        self.last_save = time.monotonic()
+
+
+def host_copy(value: Any) -> Any:
+    """``value`` with every tensor copied to (unshared) CPU memory and every list and dict
+    rebuilt, so training can go on changing the originals while the copy is written."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach()
+        return value.clone() if value.device.type == "cpu" else value.to("cpu")
+    if isinstance(value, dict):
+        return {key: host_copy(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(host_copy(item) for item in value)
+    return value
+
+
+class CheckpointWriter:
+    """Saves the checkpoints of one run, each in a background thread once its tensors are in
+    host memory, so the next epoch trains while the file is serialised, hashed and fsynced.
+
+    At most one write is in flight: ``save`` waits for the previous one first. ``wait``
+    re-raises what a background write raised (a full disk, say); call it (or ``close``) before
+    the run counts as finished. The digest of the last file written stays in memory, so a save
+    never re-reads the previous checkpoint.
+    """
+
+    def __init__(self, path: Path, *, background: bool = True) -> None:
+        self.path = path
+        self.background = background
+        self.digest: str | None = None
+        self.last_save_s: float | None = None  # wall seconds of the last completed write
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, state: dict[str, Any]) -> None:
+        self.wait()
+        snapshot = host_copy(state)
+        if not self.background:
+            self._write(snapshot)
+            self._raise_pending()
+            return
+        self._thread = threading.Thread(
+            target=self._write, args=(snapshot,), name="checkpoint-writer"
+        )
+        self._thread.start()
+
+    def _write(self, snapshot: dict[str, Any]) -> None:
+        start = time.perf_counter()
+        try:
+            self.digest = save_checkpoint(self.path, snapshot, current_digest=self.digest)
+        except BaseException as error:  # handed to the training thread by wait()
+            self._error = error
+            return
+        self.last_save_s = time.perf_counter() - start
+
+    def wait(self) -> None:
+        """Block until the write in flight (if any) is on disk; re-raise its error."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._raise_pending()
+
+    def _raise_pending(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
 
 def load_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
@@ -146,12 +280,14 @@ def load_latest_checkpoint(
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """Every RNG this process uses (torch CPU, CUDA, numpy, python) as tensors and lists."""
+    """Every RNG this process uses (torch CPU, this process's CUDA device, numpy, python) as
+    tensors and lists."""
     numpy_state = np.random.get_state(legacy=False)  # noqa: NPY002 - the global RNG itself
     python_version, python_internal, python_gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        # One state per process: the device it trains on (each rank stores its own).
+        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_initialized() else [],
         "numpy": {
             "bit_generator": numpy_state["bit_generator"],
             "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
@@ -167,13 +303,39 @@ def capture_rng_state() -> dict[str, Any]:
     }
 
 
+def rng_state_on_cpu(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` with every tensor on the CPU: RNG states are host data wherever a checkpoint
+    was mapped to (``torch.set_rng_state`` and numpy need CPU tensors)."""
+    tensors_on = {t.device.type for t in _tensors(state)}
+    if "meta" in tensors_on:
+        raise CheckpointError(
+            "RNG states were loaded to the meta device and hold no values: load checkpoints "
+            "with map_location='cpu'"
+        )
+    return host_copy(state)
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in _tensors(item)]
+    if isinstance(value, list | tuple):
+        return [t for item in value for t in _tensors(item)]
+    return []
+
+
 def restore_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of ``capture_rng_state``; CUDA states are restored for the devices present."""
-    torch.set_rng_state(state["torch"].cpu())
+    """Inverse of ``capture_rng_state``. The CUDA state goes to this process's current device
+    (a checkpoint of the older format, with every visible device's state, gives the state at
+    the current device's index)."""
+    state = rng_state_on_cpu(state)
+    torch.set_rng_state(state["torch"])
     cuda_states = state["cuda"]
     if cuda_states and torch.cuda.is_available():
-        for index, cuda_state in enumerate(cuda_states[: torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(cuda_state.cpu(), index)
+        device = torch.cuda.current_device()
+        index = device if len(cuda_states) > 1 and device < len(cuda_states) else 0
+        torch.cuda.set_rng_state(cuda_states[index], device)
     numpy_state = state["numpy"]
     np.random.set_state(  # noqa: NPY002 - the global RNG itself
         {

@@ -31,12 +31,13 @@ def build_network(
     """The bare model on ``device`` (BatchNorm synchronised across ranks if asked)."""
     options = OmegaConf.to_container(model_cfg.options, resolve=True)
     model = build_model(model_cfg.name, num_classes, **options)
-    if trainer_cfg.sync_bn:
+    if trainer_cfg.sync_bn and ctx.is_distributed:
+        # Statistics over the global batch, so 1 and N processes train the same model.
         if device.type == "cuda":
-            if ctx.is_distributed:
-                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         else:
-            # The same arithmetic for 1 and N processes, so runs compare number for number.
+            # torch's SyncBatchNorm refuses CPU tensors (ValueError "expected input tensor to
+            # be on GPU", torch 2.14; tests/test_sync_batchnorm_cpu.py): gloo runs need ours.
             model = convert_to_global_batchnorm(model)
     model = model.to(device)
     if trainer_cfg.channels_last:
@@ -53,8 +54,15 @@ def wrap_for_training(
         device_ids = [device.index] if device.type == "cuda" else None
         wrapped = DistributedDataParallel(model, device_ids=device_ids)
     if trainer_cfg.compile:
-        wrapped = torch.compile(wrapped)
+        wrapped = compile_model(wrapped)
     return wrapped
+
+
+def compile_model(model: nn.Module, backend: str = "inductor") -> nn.Module:
+    """``torch.compile`` with static shapes: one graph per batch shape, compiled once and then
+    reused every epoch (a short last batch or eval batch gets its own graph instead of turning
+    the model into a slower dynamic-shape graph)."""
+    return torch.compile(model, dynamic=False, backend=backend)
 
 
 def build_optimizer(

@@ -41,6 +41,7 @@ ACCELERATORS = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
 LOADERS = ("device", "classic")
 PROGRESS_MODES = ("auto", "bar", "plain")
+DECODERS = ("cpu", "gpu")
 WANDB_MODES = ("online", "offline", "disabled")
 CIFAR_IMAGE_SIZE = 32
 
@@ -69,6 +70,7 @@ class DataConfig:
     follow_links: bool = False  # imagenet: read links that leave the dataset root
     skip_bad_images: bool = False  # imagenet: replace unreadable images instead of failing
     max_image_pixels: int = 40_000_000  # imagenet: larger images are refused before decoding
+    decode: str = "cpu"  # imagenet JPEG decoding: cpu (PIL in the workers) | gpu (nvjpeg)
 
 
 @dataclass
@@ -242,17 +244,20 @@ class TrainerConfig:
     devices: int = 1
     accelerator: str = "auto"
     precision: str = "auto"
-    channels_last: bool = False
+    channels_last: bool | None = None  # None (auto): on for CUDA, off on the CPU
     compile: bool = False
     cudnn_benchmark: bool = True
     deterministic: bool = False
-    num_workers: int = 4
+    num_workers: int = -1  # -1 (auto): the CPUs available to the process minus two
     cpu_threads: int = 0  # torch intra-op threads per process; 0: torch's default / processes
     loader: str = "device"
     track_angle: bool = False
     progress: str = "auto"
-    sync_bn: bool = False
-    nan_check_every: int = 0  # optimizer steps between loss checks; 0 = at epoch end only
+    sync_bn: bool = True  # BatchNorm over the global batch whenever world_size > 1
+    nan_check_every: int = 200  # optimizer steps between loss checks; 0 = at epoch end only
+    checkpoint_every_epochs: int = 1
+    checkpoint_every_minutes: float = 0.0  # also once this long since the last one; 0: off
+    gpu_slots: int = 0  # >0: share this many GPUs of the node among the jobs of a sweep
     allow_code_change: bool = False  # resume a run that other code started (recorded)
 
 
@@ -576,7 +581,17 @@ def validate_config(cfg: DictConfig) -> None:
             trainer.batch_size,
             f"the global batch must be divisible by trainer.devices={trainer.devices}",
         )
-    _check_at_least("trainer.num_workers", trainer.num_workers, 0)
+    _check_at_least("trainer.num_workers", trainer.num_workers, -1)
+    _check_at_least("trainer.checkpoint_every_epochs", trainer.checkpoint_every_epochs, 1)
+    _check_at_least("trainer.checkpoint_every_minutes", trainer.checkpoint_every_minutes, 0.0)
+    _check_at_least("trainer.gpu_slots", trainer.gpu_slots, 0)
+    if trainer.gpu_slots and trainer.gpu_slots % trainer.devices:
+        _fail(
+            "trainer.gpu_slots",
+            trainer.gpu_slots,
+            f"must be a multiple of trainer.devices={trainer.devices} (each job claims that many)",
+        )
+    _check_choice("data.decode", cfg.data.decode, DECODERS)
     _check_at_least("trainer.cpu_threads", trainer.cpu_threads, 0)
     _check_at_least("trainer.nan_check_every", trainer.nan_check_every, 0)
     _check_choice("trainer.accelerator", trainer.accelerator, ACCELERATORS)

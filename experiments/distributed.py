@@ -119,7 +119,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Overrides the process-group backend (e.g. gloo for two ranks sharing one GPU in a check).
+BACKEND_ENV = "AUTODROP_DIST_BACKEND"
+
+
 def backend_for(device_type: str) -> str:
+    forced = os.environ.get(BACKEND_ENV)
+    if forced:
+        return forced
     return "nccl" if device_type == "cuda" else "gloo"
 
 
@@ -127,6 +134,10 @@ def init_process_group(plan: LaunchPlan, rank: int, local_rank: int, backend: st
     """Join the job's process group (a no-op context for a single process)."""
     if plan.world_size == 1:
         return DistContext()
+    if plan.kind == "torchrun" and dist.is_initialized():
+        # The next job of a ``-m`` sweep under torchrun: the group lives for the whole launch
+        # (a second init_process_group on torchrun's store hangs).
+        return DistContext(rank=rank, local_rank=local_rank, world_size=plan.world_size)
     os.environ["MASTER_ADDR"] = plan.master_addr
     if plan.master_port is not None:
         os.environ["MASTER_PORT"] = str(plan.master_port)
@@ -136,7 +147,10 @@ def init_process_group(plan: LaunchPlan, rank: int, local_rank: int, backend: st
     return DistContext(rank=rank, local_rank=local_rank, world_size=plan.world_size)
 
 
-def destroy_process_group() -> None:
+def destroy_process_group(plan: LaunchPlan | None = None) -> None:
+    """Leave the job's group; under torchrun it is kept for the launch's next job."""
+    if plan is not None and plan.kind == "torchrun":
+        return
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -177,4 +191,8 @@ def spawn(plan: LaunchPlan, worker: Callable[..., Any], args: tuple[Any, ...]) -
 
     ``worker`` and ``args`` must be picklable (module-level function, plain data).
     """
+    if mp.get_start_method(allow_none=True) not in (None, "spawn", "fork", "forkserver"):
+        # A joblib (loky) worker's start method is "loky", which the children, plain
+        # interpreters, cannot restore: give them the standard one.
+        mp.set_start_method("spawn", force=True)
     mp.spawn(_spawned_entry, args=(plan, worker, args), nprocs=plan.world_size, join=True)

@@ -50,6 +50,7 @@ EXECUTION_KEYS = (
     "trainer.allow_code_change",
     "trainer.checkpoint_every_epochs",
     "trainer.checkpoint_every_minutes",
+    "trainer.gpu_slots",
     "scheduler.label",
 )
 # Defining, but already spelled in the directory path itself.

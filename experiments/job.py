@@ -22,16 +22,18 @@ from experiments import rundir as rd
 from experiments.angle_tracker import EpochAngleTracker
 from experiments.checkpoint import (
     CHECKPOINT_FORMAT,
+    CheckpointSchedule,
+    CheckpointWriter,
     capture_rng_state,
     load_checkpoint,
     load_latest_checkpoint,
     restore_rng_state,
-    save_checkpoint,
 )
 from experiments.components import (
     build_network,
     build_optimizer,
     build_schedule,
+    compile_model,
     is_autodrop,
     measurement_file,
     method_options,
@@ -40,11 +42,17 @@ from experiments.components import (
 from experiments.config import ConfigError
 from experiments.console import EpochProgress, format_epoch_line, use_progress_bar
 from experiments.distributed import DistContext, broadcast_object, gather_objects
+from experiments.gpu_slots import recorded_gpus
 from experiments.identity import setup_differences
 from experiments.launch import RunIdentity
 from experiments.loop import TrainingDiverged, evaluate, train_epoch
 from experiments.provenance import hardware_description, package_versions
-from experiments.runtime import autocast_factory, seed_everything
+from experiments.runtime import (
+    autocast_factory,
+    processes_per_node,
+    seed_everything,
+    with_device_defaults,
+)
 from experiments.schedulefree_support import (
     current_lr,
     prepare_evaluation,
@@ -104,6 +112,7 @@ def _build_data(cfg: DictConfig, device: torch.device, ctx: DistContext) -> Any:
         follow_links=cfg.data.follow_links,
         skip_bad_images=cfg.data.skip_bad_images,
         max_image_pixels=cfg.data.max_image_pixels,
+        decode=cfg.data.decode,
     )
     if not (cfg.data.download and ctx.is_distributed):
         return build_data(cfg.data.name, **kwargs)
@@ -132,6 +141,8 @@ class TrainingJob:
         device: torch.device,
         identity: RunIdentity,
     ) -> None:
+        sharing = processes_per_node(ctx.world_size, cfg.trainer.gpu_slots // cfg.trainer.devices)
+        cfg = with_device_defaults(cfg, device, sharing)  # channels_last, num_workers: auto
         self.cfg, self.run_dir, self.ctx, self.device = cfg, run_dir, ctx, device
         self.identity = identity
         trainer = cfg.trainer
@@ -158,19 +169,23 @@ class TrainingJob:
         self.measurements_path = run_dir.root / records_file if records_file else None
         self.tracker: Any = NullTracker()
         self.started = time.perf_counter()
+        # Written in a background thread from a host copy; see experiments.checkpoint.
+        self.checkpoint_writer = CheckpointWriter(run_dir.checkpoint_path)
 
     # ----------------------------------------------------------------- checkpoint / resume
     def resume_if_possible(self) -> bool:
         # Rank 0 picks the newest checkpoint that passes the integrity check; the others read it.
         found = (
-            load_latest_checkpoint(self.run_dir.checkpoint_path, map_location=self.device)
+            # To the CPU: load_state_dict moves model/optimizer/schedule state to the device,
+            # and RNG states must be host tensors.
+            load_latest_checkpoint(self.run_dir.checkpoint_path, map_location="cpu")
             if self.ctx.is_main
             else None
         )
         chosen = broadcast_object(None if found is None else str(found[0]), self.ctx)
         if chosen is None:
             return False
-        state = found[1] if found else load_checkpoint(Path(chosen), map_location=self.device)
+        state = found[1] if found else load_checkpoint(Path(chosen), map_location="cpu")
         if Path(chosen) != self.run_dir.checkpoint_path and self.ctx.is_main:
             log.warning("resuming from the fallback checkpoint %s", chosen)
         differences = setup_differences(state.get("setup") or {}, self.identity.setup)
@@ -209,8 +224,7 @@ class TrainingJob:
         if not self.ctx.is_main:
             return
         p = self.state
-        save_checkpoint(
-            self.run_dir.checkpoint_path,
+        self.checkpoint_writer.save(
             {
                 "format": CHECKPOINT_FORMAT,
                 "epoch": p.epoch,
@@ -257,6 +271,7 @@ class TrainingJob:
             "batch_size": cfg.trainer.batch_size,
             "hardware": hardware_description(self.device, self.ctx.world_size),
             "world_size": self.ctx.world_size,
+            "gpus": recorded_gpus(self.device.type, torch.cuda.device_count()),
             "versions": package_versions(),
             "git_commit": self.identity.code_version.get("commit"),
             "code_version": self.identity.code_version,
@@ -413,12 +428,26 @@ class TrainingJob:
     def train(self) -> None:
         trainer = self.cfg.trainer
         train_model = wrap_for_training(self.model, trainer, self.device, self.ctx)
-        eval_model = torch.compile(self.model) if trainer.compile else self.model
-        for epoch in range(self.state.epoch + 1, trainer.epochs + 1):
-            record, measurements = self.run_epoch(epoch, train_model, eval_model)
-            self.write_epoch(record, measurements)
-            self.save_checkpoint()
-            self.write_running_summary()
+        eval_model = compile_model(self.model) if trainer.compile else self.model
+        when = CheckpointSchedule(
+            trainer.checkpoint_every_epochs, trainer.checkpoint_every_minutes, trainer.epochs
+        )
+        try:
+            for epoch in range(self.state.epoch + 1, trainer.epochs + 1):
+                record, measurements = self.run_epoch(epoch, train_model, eval_model)
+                self.write_epoch(record, measurements)
+                self.write_running_summary()
+                # Rank 0's clock decides, so every rank joins the same collectives.
+                if broadcast_object(when.due(epoch), self.ctx):
+                    self.save_checkpoint()
+                    when.saved()
+        except BaseException:
+            try:  # a checkpoint write in flight still completes (it is the run's last good one)
+                self.checkpoint_writer.wait()
+            except OSError as error:
+                log.error("the last checkpoint write failed too: %s", error)
+            raise
+        self.checkpoint_writer.wait()  # the run is finished only once its checkpoint is on disk
 
 
 def run_training(

@@ -69,6 +69,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _step_lr(optimizer: Optimizer) -> float | Tensor:
+    """The lr the step ended with, without a host sync: a float, or a device tensor (HD)."""
+    lr = optimizer.param_groups[0]["lr"]
+    return lr.detach() if isinstance(lr, Tensor) else current_lr(optimizer)
+
+
 @dataclass(frozen=True)
 class TrainResult:
     totals: Totals
@@ -111,7 +117,7 @@ def train_epoch(
         optimizer.step()
         schedule.step()
         _accumulate(sums, loss * labels.shape[0], logits, labels)
-        lr_sum += current_lr(optimizer)  # a Python float for every optimizer: no sync
+        lr_sum = lr_sum + _step_lr(optimizer)  # HD's device tensor stays on the device
         steps += 1
         progress.advance()
         if nan_check_every and steps % nan_check_every == 0:
@@ -127,7 +133,7 @@ def train_epoch(
             )
     _sync(device)
     seconds = time.perf_counter() - start
-    return TrainResult(_totals(sums, ctx), steps, seconds, lr_sum / max(steps, 1))
+    return TrainResult(_totals(sums, ctx), steps, seconds, float(lr_sum) / max(steps, 1))
 
 
 @torch.no_grad()

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import errno
 import fcntl
 import json
+import logging
 import math
 import os
 import stat
@@ -31,6 +33,10 @@ PREVIOUS_CHECKPOINT = "prev.pt"  # the fallback kept beside last.pt (experiments
 LOG_FILE = "train.log"
 LOCK_FILE = ".lock"
 HYDRA_DIR = ".hydra"
+# What flock fails with on filesystems that do not support it (some Lustre/GPFS/NFS mounts).
+NO_FLOCK_ERRNOS = (errno.ENOLCK, errno.EOPNOTSUPP)
+
+log = logging.getLogger(__name__)
 
 RUNNING, FINISHED, FAILED, DIVERGED = "running", "finished", "failed", "diverged"
 STATUSES = (RUNNING, FINISHED, FAILED, DIVERGED)
@@ -153,6 +159,16 @@ class RunDir:
                     f"{self.root} is being trained by another process (pid {holder}): this "
                     "launch exits without touching it; relaunch once that process has ended"
                 ) from None
+            except OSError as error:
+                if error.errno not in NO_FLOCK_ERRNOS:
+                    raise
+                # Lustre/GPFS/NFS mounts without flock: train unlocked rather than not at all.
+                log.warning(
+                    "%s: this filesystem does not support file locks (%s): training without "
+                    "the run-directory lock, so do not launch this run twice at once",
+                    self.root,
+                    errno.errorcode.get(error.errno, error.errno),
+                )
             self._lock_fd = fd
             yield
         finally:

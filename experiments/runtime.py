@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import random
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from contextlib import AbstractContextManager
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
 # cuBLAS needs this before its first use to be deterministic (CUDA docs, "Reproducibility").
 CUBLAS_WORKSPACE = ":4096:8"
@@ -57,7 +59,10 @@ def configure_determinism(deterministic: bool, cudnn_benchmark: bool) -> None:
     """Deterministic kernels on request (opt-in: slower); otherwise cuDNN autotuning as asked."""
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
-        torch.use_deterministic_algorithms(True)
+        # warn_only: torch flags every CUDA adaptive_avg_pool2d backward as nondeterministic
+        # (it uses atomicAdd) and would stop the run, yet the models' global pooling gives each
+        # input exactly one contribution, which is deterministic; other flagged ops warn.
+        torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     else:
@@ -81,3 +86,49 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 - libraries may draw from the global RNG
     torch.manual_seed(seed)  # seeds every CUDA device too
+
+
+# trainer.num_workers: this value asks for the CPUs available to the process minus two.
+AUTO_WORKERS = -1
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: a SLURM/cgroup allocation, taskset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def data_workers(requested: int, processes_sharing_cpus: int = 1) -> int:
+    """DataLoader workers: ``requested``, or for ``AUTO_WORKERS`` this process's share of the
+    available CPUs minus two (the training process and the pinning thread), at least one."""
+    if requested != AUTO_WORKERS:
+        return requested
+    return max(1, available_cpus() // max(1, processes_sharing_cpus) - 2)
+
+
+def processes_per_node(world_size: int, concurrent_jobs: int = 1) -> int:
+    """Training processes sharing this node's CPUs: this job's ranks on the node (torchrun's
+    LOCAL_WORLD_SIZE, SLURM's tasks per node, else the whole world) times the jobs running
+    side by side (a sweep sharing the node's GPUs)."""
+    local = os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("SLURM_NTASKS_PER_NODE")
+    ranks = int(local) if local and local.isdigit() else world_size
+    return max(1, ranks) * max(1, concurrent_jobs)
+
+
+def use_channels_last(requested: bool | None, device: torch.device) -> bool:
+    """``trainer.channels_last``: null (auto) is on for CUDA (bf16 convolutions in NHWC run on
+    tensor cores without layout transposes) and off on the CPU."""
+    return device.type == "cuda" if requested is None else bool(requested)
+
+
+def with_device_defaults(
+    cfg: DictConfig, device: torch.device, processes_sharing_cpus: int
+) -> DictConfig:
+    """A copy of ``cfg`` whose device-dependent trainer settings (``channels_last`` null,
+    ``num_workers`` -1) are resolved for ``device``; neither is part of the run's identity."""
+    resolved = copy.deepcopy(cfg)
+    resolved.trainer.channels_last = use_channels_last(cfg.trainer.channels_last, device)
+    resolved.trainer.num_workers = data_workers(cfg.trainer.num_workers, processes_sharing_cpus)
+    return resolved

@@ -9,8 +9,9 @@ torchrun or SLURM launch is joined instead (see ``experiments.distributed``).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,12 @@ from experiments.distributed import (
     LaunchPlan,
     backend_for,
     destroy_process_group,
+    free_port,
     init_process_group,
     plan_launch,
     spawn,
 )
+from experiments.gpu_slots import SLOT_DIR_NAME, SlotPool, claim_slot, visible_gpus
 from experiments.identity import name_suffix, run_directory, run_setup
 from experiments.launch import RunIdentity, decide
 from experiments.loop import TrainingDiverged
@@ -73,7 +76,7 @@ def _worker(
         try:
             run_training(cfg, run_dir, ctx, device, identity)
         finally:
-            destroy_process_group()
+            destroy_process_group(plan)
     except TrainingDiverged as error:
         if rank == 0:
             log.error("training diverged: %s", error)
@@ -86,6 +89,12 @@ def _worker(
         raise
     finally:
         detach_log_file(run_dir.log_path)
+
+
+def _importable_worker() -> Any:
+    """``_worker`` as the spawned processes can import it: under ``python -m experiments.train``
+    this module is ``__main__``, and in a joblib (loky) worker that name means another module."""
+    return importlib.import_module("experiments.train")._worker
 
 
 def _raise_from_summary(run_dir: rd.RunDir, error: BaseException) -> None:
@@ -141,12 +150,18 @@ def run_job(
     """
     validate_config(cfg)
     plan = plan_launch(cfg.trainer.devices)
+    if cfg.trainer.gpu_slots and plan.kind not in ("single", "spawn"):
+        raise ConfigError(
+            f"trainer.gpu_slots={cfg.trainer.gpu_slots} is invalid under a {plan.kind} launch, "
+            "which assigns the GPUs itself: use it with hydra/launcher=gpus (or basic/joblib)"
+        )
     if cfg.trainer.batch_size % plan.world_size:
         raise ConfigError(
             f"trainer.batch_size={cfg.trainer.batch_size} is invalid: the global batch must be "
             f"divisible by the {plan.world_size} processes of this {plan.kind} launch"
         )
-    if plan.kind == "spawn" and cfg.trainer.accelerator != "cpu" and torch.cuda.is_available():
+    spawned = plan.kind == "spawn" and not cfg.trainer.gpu_slots  # slots: checked by the pool
+    if spawned and cfg.trainer.accelerator != "cpu" and torch.cuda.is_available():
         if plan.world_size > torch.cuda.device_count():
             raise ConfigError(
                 f"trainer.devices={plan.world_size} is invalid: only "
@@ -165,14 +180,31 @@ def run_job(
             _write_hydra_files(run_dir, cfg, overrides, hydra_cfg)
         config = OmegaConf.to_container(cfg, resolve=True)
         args = (config, str(run_dir.root), identity)
-        if plan.kind == "spawn":
-            try:
-                spawn(plan, _worker, args)
-            except ProcessRaisedException as error:
-                _raise_from_summary(run_dir, error)
-        else:
-            _worker(plan, plan.rank, plan.local_rank, *args)
+        with _gpu_slot(cfg) as slot_plan:
+            plan = slot_plan or plan
+            if plan.kind == "spawn":
+                try:
+                    spawn(plan, _importable_worker(), args)
+                except ProcessRaisedException as error:
+                    _raise_from_summary(run_dir, error)
+            else:
+                _worker(plan, plan.rank, plan.local_rank, *args)
         return LaunchResult(action.value, run_dir.root)
+
+
+@contextlib.contextmanager
+def _gpu_slot(cfg: DictConfig) -> Iterator[LaunchPlan | None]:
+    """With ``trainer.gpu_slots``: hold a slot of the node's GPUs and yield a plan that trains
+    in fresh processes seeing only the slot's GPUs; otherwise yield None."""
+    if not cfg.trainer.gpu_slots:
+        yield None
+        return
+    devices = cfg.trainer.devices
+    pool = SlotPool(Path(cfg.paths.results_dir) / SLOT_DIR_NAME, cfg.trainer.gpu_slots, devices)
+    with claim_slot(pool) as gpus, visible_gpus(gpus):
+        log.info("GPU slot: CUDA_VISIBLE_DEVICES=%s", ",".join(map(str, gpus)))
+        # A fresh process even for one device: this one may have initialised CUDA already.
+        yield LaunchPlan(kind="spawn", world_size=devices, master_port=free_port())
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

@@ -11,6 +11,10 @@ classes ``build_data`` uses, it prints:
    processes hits them alike; classic loaders with workers run alone (they prefetch).
 
     python -m scripts.bench_data [--images 10000] [--epochs 1] [--rounds 1] [--workers 0 2]
+    python -m scripts.bench_data --imagenet [--jpegs 512] [--workers 0 2] [--rounds 3]
+
+With ``--imagenet`` it measures instead the ImageNet JPEG pipeline with uint8 worker output
+(normalised on the device) against float32 worker output, side by side, and prints the ratio.
 
 On a CPU the training process runs with 1 torch thread unless ``--threads`` says otherwise
 (DataLoader workers use 1 each anyway): on a shared machine busier than its cores, every OpenMP
@@ -204,6 +208,67 @@ def compare_training(trainer, device_loader, classic, loader_alone: float, args)
     )
 
 
+def imagenet_epoch_seconds(bundle, epoch: int, device: torch.device) -> float:
+    bundle.train.set_epoch(epoch)
+    sync(device)
+    start = time.perf_counter()
+    for images, _ in bundle.train:
+        assert images.dtype == torch.float32  # normalised, whatever the workers shipped
+    sync(device)
+    return time.perf_counter() - start
+
+
+def compare_imagenet_outputs(args) -> None:
+    """uint8 vs float32 ImageNet worker output, side by side, on a folder of JPEGs."""
+    import tempfile
+    from pathlib import Path
+
+    from experiments.data.imagenet import build_imagenet
+    from scripts.gpu_check import write_jpeg_folder
+
+    device = torch.device(args.device)
+    per_class = max(1, args.jpegs // 8)
+    with tempfile.TemporaryDirectory(prefix="bench_imagenet_") as root:
+        write_jpeg_folder(Path(root), classes=8, per_class=per_class)
+        images = 8 * per_class
+        print(
+            f"{images} JPEGs of 500x375 (8 classes), RandomResizedCrop 224 + flip, batch "
+            f"{args.batch_size}, device {device}, best of {args.rounds} round(s), load "
+            f"average {os.getloadavg()[0]:.1f}\n"
+        )
+        rows = {}
+        for workers in args.workers:
+            bundles = {
+                output: build_imagenet(
+                    root,
+                    batch_size=args.batch_size,
+                    eval_batch_size=args.batch_size,
+                    device=device,
+                    seed=args.seed,
+                    num_workers=workers,
+                    output=output,
+                )
+                for output in ("uint8", "float32")
+            }
+            for bundle in bundles.values():
+                imagenet_epoch_seconds(bundle, 0, device)  # start the persistent workers
+            best = {output: math.inf for output in bundles}
+            for round_index in range(args.rounds):
+                for output, bundle in bundles.items():  # interleaved: load hits both alike
+                    seconds = imagenet_epoch_seconds(bundle, round_index + 1, device)
+                    best[output] = min(best[output], seconds)
+            rows[workers] = {output: images / value for output, value in best.items()}
+    batch_mb = {"uint8": 1, "float32": 4}
+    print("ImageNet worker output (images/s through the loader, normalised on the device)")
+    print(f"  {'workers':<9}{'uint8':>10}{'float32':>10}{'uint8 / float32':>18}{'MB/batch':>16}")
+    for workers, rates in rows.items():
+        mb = [args.batch_size * 3 * 224 * 224 * batch_mb[o] / 2**20 for o in ("uint8", "float32")]
+        print(
+            f"  {workers:<9}{rates['uint8']:>10,.0f}{rates['float32']:>10,.0f}"
+            f"{rates['uint8'] / rates['float32']:>17.2f}x{mb[0]:>8.1f} / {mb[1]:.1f}"
+        )
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=10_000, help="synthetic train images")
@@ -221,6 +286,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--rounds", type=int, default=1, help="interleaved repetitions; the best one is shown"
     )
     parser.add_argument("--skip-training", action="store_true", help="loader throughput only")
+    parser.add_argument(
+        "--imagenet",
+        action="store_true",
+        help="instead: ImageNet JPEG pipeline, uint8 vs float32 worker output side by side",
+    )
+    parser.add_argument("--jpegs", type=int, default=512, help="JPEGs written for --imagenet")
     args = parser.parse_args(argv)
     for name in ("images", "epochs", "batch_size", "rounds"):
         if getattr(args, name) < 1:
@@ -237,6 +308,9 @@ def main(argv=None) -> None:
     device = torch.device(args.device)
     if args.threads is not None or device.type == "cpu":
         torch.set_num_threads(args.threads or 1)
+    if args.imagenet:
+        compare_imagenet_outputs(args)
+        return
     splits = synthetic_cifar(args.images, args.seed)
     print(
         f"{args.images:,} synthetic 32x32 images, batch {args.batch_size}, augmentation on, "

@@ -109,17 +109,18 @@ def child_main() -> None:
         os.fsync = slow_fsync
     kill_after = int(os.environ.get(KILL_AFTER_SAVES_ENV, "0"))
     if kill_after > 0:
-        from experiments import job
+        from experiments import checkpoint
 
-        real_save = job.save_checkpoint
+        real_save = checkpoint.save_checkpoint
         saves = itertools.count(1)
 
-        def save_then_die(path: Path, state: dict[str, Any]) -> None:
-            real_save(path, state)
+        def save_then_die(path: Path, state: dict[str, Any], **kwargs: Any) -> str:
+            digest = real_save(path, state, **kwargs)
             if next(saves) == kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
+            return digest
 
-        job.save_checkpoint = save_then_die
+        checkpoint.save_checkpoint = save_then_die
     trusted = json.loads(os.environ.get(TRUSTED_CIFAR_MD5_ENV, "{}"))
     if trusted:
         from experiments.data import cifar

@@ -57,6 +57,7 @@ SUMMARY_KEYS = [
     "batch_size",
     "hardware",
     "world_size",
+    "gpus",
     "versions",
     "git_commit",
     "code_version",

@@ -9,6 +9,7 @@ from experiments.data.bundle import DataBundle
 from experiments.data.cifar import CIFAR_SIDE, load_cifar
 from experiments.data.device_loader import DeviceEvalLoader, DeviceTrainLoader
 from experiments.data.digits import load_digits_splits
+from experiments.data.gpu_decode import check_decode
 from experiments.data.imagenet import FolderOptions, build_imagenet
 from experiments.data.sharding import EpochPlanner, eval_shard, train_steps_per_epoch
 from experiments.data.worker_loader import (
@@ -96,6 +97,7 @@ def build_data(
     follow_links: bool = False,
     skip_bad_images: bool = False,
     max_image_pixels: int = FolderOptions.max_image_pixels,
+    decode: str = "cpu",
 ) -> DataBundle:
     """Train and test loaders for ``name`` on ``device`` for this rank.
 
@@ -121,6 +123,7 @@ def build_data(
         resize_size=resize_size,
         max_image_pixels=max_image_pixels,
     )
+    check_decode(decode, name, torch.device(device))
     common = dict(
         batch_size=batch_size,
         eval_batch_size=eval_batch_size,
@@ -136,7 +139,12 @@ def build_data(
     if name == "imagenet":
         options = FolderOptions(follow_links, skip_bad_images, max_image_pixels)
         bundle = build_imagenet(
-            root, crop_size=crop_size, resize_size=resize_size, folder_options=options, **common
+            root,
+            crop_size=crop_size,
+            resize_size=resize_size,
+            folder_options=options,
+            decode=decode,
+            **common,
         )
     else:
         splits = (

@@ -22,6 +22,7 @@ from experiments.data.errors import DatasetUnavailableError
 from experiments.data.image_folder import IMAGE_EXTENSIONS, CheckedImageFolder, scan_split
 from experiments.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from experiments.data.sharding import eval_shard
+from experiments.data.staging import OnDeviceNormalize
 from experiments.data.worker_loader import (
     PerSampleSeededDataset,
     SampleSeedSampler,
@@ -87,7 +88,7 @@ def _image_folder(
     root: Path,
     split: str,
     classes: list[str],
-    transform: transforms.Compose,
+    transform: transforms.Compose | None,
     options: FolderOptions,
 ) -> CheckedImageFolder:
     scan = scan_split(root, root / split, classes, options.follow_links)
@@ -106,11 +107,22 @@ def _image_folder(
     )
 
 
+WORKER_OUTPUTS = ("uint8", "float32")
+
+
 def imagenet_transforms(
-    crop_size: int, resize_size: int, augment: bool
+    crop_size: int, resize_size: int, augment: bool, output: str = "uint8"
 ) -> tuple[transforms.Compose, transforms.Compose]:
-    """(train, eval) transforms; without ``augment`` the train split gets the eval transform."""
-    normalize = [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    """(train, eval) transforms; without ``augment`` the train split gets the eval transform.
+
+    ``output``: "uint8" crops (normalised later on the device by ``OnDeviceNormalize``) or
+    "float32" (ToTensor + Normalize in the worker: 4x the bytes, same values)."""
+    if output not in WORKER_OUTPUTS:
+        raise ValueError(f"output={output!r} is invalid: valid: {', '.join(WORKER_OUTPUTS)}")
+    if output == "uint8":
+        normalize: list = [transforms.PILToTensor()]
+    else:
+        normalize = [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     eval_tf = transforms.Compose(
         [transforms.Resize(resize_size), transforms.CenterCrop(crop_size), *normalize]
     )
@@ -138,10 +150,34 @@ def build_imagenet(
     crop_size: int = 224,
     resize_size: int = 256,
     folder_options: FolderOptions = FolderOptions(),
+    output: str = "uint8",
+    decode: str = "cpu",
 ) -> DataBundle:
+    """``output``: what the workers produce (see ``imagenet_transforms``). ``decode="gpu"``:
+    the workers only read the JPEG bytes; decoding and crops run on the CUDA device."""
     root = Path(root).expanduser()
     classes = check_imagenet_layout(root)
-    train_tf, eval_tf = imagenet_transforms(crop_size, resize_size, augment)
+    if decode == "gpu":
+        from experiments.data.gpu_decode import build_gpu_decoded_imagenet
+
+        return build_gpu_decoded_imagenet(
+            _image_folder(root, "train", classes, None, folder_options),
+            _image_folder(root, "val", classes, None, folder_options),
+            num_classes=len(classes),
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            device=device,
+            seed=seed,
+            rank=rank,
+            world_size=world_size,
+            num_workers=num_workers,
+            augment=augment,
+            drop_last=drop_last,
+            channels_last=channels_last,
+            crop_size=crop_size,
+            resize_size=resize_size,
+        )
+    train_tf, eval_tf = imagenet_transforms(crop_size, resize_size, augment, output)
     train_set = _image_folder(root, "train", classes, train_tf, folder_options)
     val_set = _image_folder(root, "val", classes, eval_tf, folder_options)
     sampler = SampleSeedSampler(
@@ -169,9 +205,14 @@ def build_imagenet(
         batch_size=eval_batch_size,
         **common,
     )
+    normalize = (
+        OnDeviceNormalize(IMAGENET_MEAN, IMAGENET_STD, torch.device(device))
+        if output == "uint8"
+        else None
+    )
     return DataBundle(
-        train=WorkerTrainLoader(train_loader, sampler, device, channels_last),
-        test=WorkerEvalLoader(val_loader, device, channels_last),
+        train=WorkerTrainLoader(train_loader, sampler, device, channels_last, normalize),
+        test=WorkerEvalLoader(val_loader, device, channels_last, normalize),
         num_classes=len(classes),
         num_train=len(train_set),
         num_test=len(val_set),

@@ -9,8 +9,8 @@ an epoch is identical for any ``num_workers``, with persistent workers, and afte
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import NamedTuple, Protocol
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from PIL import Image
@@ -20,8 +20,10 @@ from torchvision import transforms
 from experiments.data.arrays import ImageArrays
 from experiments.data.augment import crop_flip_image
 from experiments.data.sharding import SEED_MASK, EpochPlanner, epoch_sample_seed_base
+from experiments.data.staging import OnDeviceNormalize, stage_batches
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+PREFETCH_BATCHES = 4  # per worker (torch's default is 2): rides out slow JPEGs
 
 
 class PlannedSample(NamedTuple):
@@ -147,8 +149,10 @@ def make_dataloader(
     device: torch.device,
     seed: int,
     drop_last: bool = False,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
 ) -> DataLoader:
-    """A DataLoader with persistent workers and pinned memory on CUDA.
+    """A DataLoader with persistent workers, ``PREFETCH_BATCHES`` batches in flight per worker
+    and pinned memory on CUDA.
 
     It gets its own generator so that creating an iterator never consumes the global torch RNG
     (which would shift the training process' random stream).
@@ -160,27 +164,40 @@ def make_dataloader(
         num_workers=num_workers,
         pin_memory=torch.device(device).type == "cuda",
         persistent_workers=num_workers > 0,
+        prefetch_factor=PREFETCH_BATCHES if num_workers > 0 else None,
         drop_last=drop_last,
         generator=torch.Generator().manual_seed(seed),
+        collate_fn=collate_fn,
     )
 
 
 class _ToDevice:
-    def __init__(self, loader: DataLoader, device: torch.device, channels_last: bool) -> None:
+    """Batches of a DataLoader moved to ``device`` (see ``experiments.data.staging``); uint8
+    worker output is normalised there when ``normalize`` is given."""
+
+    def __init__(
+        self,
+        loader: DataLoader,
+        device: torch.device,
+        channels_last: bool,
+        normalize: OnDeviceNormalize | None = None,
+    ) -> None:
         self.loader = loader
         self.device = torch.device(device)
         self.channels_last = channels_last
+        self.normalize = normalize
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[Batch]:
-        non_blocking = self.loader.pin_memory
-        for images, labels in self.loader:
-            images = images.to(self.device, non_blocking=non_blocking)
-            if self.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            yield images, labels.to(self.device, non_blocking=non_blocking)
+        return stage_batches(
+            self.loader,
+            self.device,
+            normalize=self.normalize,
+            channels_last=self.channels_last,
+            non_blocking=self.loader.pin_memory,
+        )
 
 
 class WorkerTrainLoader(_ToDevice):
@@ -192,8 +209,9 @@ class WorkerTrainLoader(_ToDevice):
         sampler: EpochSampler,
         device: torch.device,
         channels_last: bool = False,
+        normalize: OnDeviceNormalize | None = None,
     ) -> None:
-        super().__init__(loader, device, channels_last)
+        super().__init__(loader, device, channels_last, normalize)
         self.sampler = sampler
 
     def set_epoch(self, epoch: int) -> None:

@@ -1,0 +1,171 @@
+"""The GPU path's defaults and data path, tested on CPU: uint8 ImageNet worker output equals the
+float path once normalised on the device; data.decode=gpu is refused without CUDA; the
+device-dependent defaults (channels_last, num_workers) resolve; compiled models keep one graph
+per batch shape; torch's SyncBatchNorm still refuses CPU tensors (why GlobalBatchNorm stays)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from experiments.components import compile_model
+from experiments.data import build_data
+from experiments.data.gpu_decode import check_decode
+from experiments.data.imagenet import build_imagenet
+from experiments.data.staging import OnDeviceNormalize, stage_batches
+from experiments.runtime import AUTO_WORKERS, data_workers, use_channels_last
+from experiments.sync_batchnorm import GlobalBatchNorm
+from tests.fake_datasets import write_fake_imagenet
+
+
+def _epoch(bundle, epoch: int = 0):
+    bundle.train.set_epoch(epoch)
+    return list(bundle.train), list(bundle.test)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_uint8_worker_output_equals_the_float_path(tmp_path, workers) -> None:
+    write_fake_imagenet(tmp_path, classes=2, per_class=5, size=48)
+    common = dict(
+        batch_size=4,
+        eval_batch_size=3,
+        device=torch.device("cpu"),
+        seed=3,
+        crop_size=32,
+        resize_size=36,
+        num_workers=workers,
+    )
+    as_uint8 = build_imagenet(tmp_path, output="uint8", **common)
+    as_float = build_imagenet(tmp_path, output="float32", **common)
+    for uint8_batches, float_batches in zip(_epoch(as_uint8), _epoch(as_float), strict=True):
+        assert len(uint8_batches) == len(float_batches) > 1
+        for (xu, yu), (xf, yf) in zip(uint8_batches, float_batches, strict=True):
+            assert xu.dtype == xf.dtype == torch.float32
+            assert torch.equal(xu, xf) and torch.equal(yu, yf)
+
+
+def test_the_workers_ship_uint8(tmp_path) -> None:
+    write_fake_imagenet(tmp_path, classes=2, per_class=2, size=40)
+    bundle = build_imagenet(
+        tmp_path,
+        batch_size=2,
+        eval_batch_size=2,
+        device="cpu",
+        seed=0,
+        num_workers=0,
+        crop_size=32,
+        resize_size=32,
+    )
+    images, _ = next(iter(bundle.train.loader))  # what crosses from the workers
+    assert images.dtype == torch.uint8 and images.shape == (2, 3, 32, 32)
+
+
+def test_staging_normalises_and_converts_layout() -> None:
+    batch = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8), torch.tensor([0, 1])
+    norm = OnDeviceNormalize((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), torch.device("cpu"))
+    ((images, labels),) = list(
+        stage_batches([batch], torch.device("cpu"), normalize=norm, channels_last=True)
+    )
+    expected = (batch[0].float() / 255 - 0.5) / 0.25
+    torch.testing.assert_close(images, expected)
+    assert images.is_contiguous(memory_format=torch.channels_last)
+    with pytest.raises(TypeError, match="expected uint8"):
+        norm(expected)
+
+
+def test_gpu_decoding_is_refused_without_cuda(tmp_path) -> None:
+    write_fake_imagenet(tmp_path, classes=2, per_class=2)
+    with pytest.raises(ValueError, match=r"data.decode='gpu' needs a CUDA device.*valid: cpu, gpu"):
+        build_data(
+            "imagenet",
+            root=str(tmp_path),
+            batch_size=2,
+            eval_batch_size=2,
+            device="cpu",
+            seed=0,
+            loader="classic",
+            num_workers=0,
+            decode="gpu",
+        )
+    with pytest.raises(ValueError, match=r"data.decode='nvjpeg' is invalid: valid: cpu, gpu"):
+        check_decode("nvjpeg", "imagenet", torch.device("cpu"))
+
+
+def test_device_dependent_defaults(monkeypatch) -> None:
+    assert use_channels_last(None, torch.device("cuda", 0)) is True
+    assert use_channels_last(None, torch.device("cpu")) is False
+    assert use_channels_last(False, torch.device("cuda", 0)) is False
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert data_workers(AUTO_WORKERS) == 14
+    assert data_workers(AUTO_WORKERS, processes_sharing_cpus=8) == 1
+    assert data_workers(3) == 3
+
+
+def test_compiled_model_keeps_one_graph_per_batch_shape() -> None:
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(2))
+    model(torch.zeros(2, 3, 8, 8))  # materialise the lazy layer
+    compiled = compile_model(model, backend="eager")
+    graphs_after = []
+    for _epoch_index in range(3):
+        model.train()
+        for batch in (8, 8, 5):  # a short last batch, as without drop_last
+            compiled(torch.randn(batch, 3, 8, 8)).sum().backward()
+        model.eval()
+        with torch.no_grad():
+            for batch in (16, 3):  # the eval set's short last batch
+                compiled(torch.randn(batch, 3, 8, 8))
+        graphs_after.append(counters["stats"]["unique_graphs"])
+    assert graphs_after[0] == graphs_after[1] == graphs_after[2]  # nothing after epoch 1
+    assert graphs_after[0] <= 4  # train full/short, eval full/short
+
+
+def _sync_bn_on_cpu(rank: int, init_file: str, results) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        x = torch.randn(4, 3, 5, 5, generator=torch.Generator().manual_seed(rank))
+        try:
+            nn.SyncBatchNorm(3)(x).sum().backward()
+            results.put((rank, "torch ok"))
+        except ValueError as error:
+            results.put((rank, f"torch refused: {error}"))
+        ours = GlobalBatchNorm(3)
+        y = ours(x.requires_grad_())
+        y.sum().backward()
+        results.put((rank, f"ours ok {tuple(y.shape)}"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two gloo processes: ~10 s
+def test_torch_sync_batchnorm_refuses_cpu_so_global_batchnorm_stays(tmp_path) -> None:
+    context = mp.get_context("spawn")
+    results = context.Queue()
+    mp.start_processes(
+        _sync_bn_on_cpu, args=(str(tmp_path / "init"), results), nprocs=2, start_method="spawn"
+    )
+    messages = sorted(results.get(timeout=60) for _ in range(4))
+    torch_lines = [m for _, m in messages if m.startswith("torch")]
+    # If this fails because torch accepts CPU tensors, GlobalBatchNorm can go (issue 14, item 3).
+    assert all("expected input tensor to be on GPU" in m for m in torch_lines), torch_lines
+    assert [m for _, m in messages if m.startswith("ours")] == ["ours ok (4, 3, 5, 5)"] * 2
+
+
+def test_deterministic_mode_warns_on_flagged_cuda_ops_instead_of_stopping() -> None:
+    from experiments.runtime import configure_determinism
+
+    try:
+        configure_determinism(True, cudnn_benchmark=True)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    finally:
+        configure_determinism(False, cudnn_benchmark=True)
+    assert not torch.are_deterministic_algorithms_enabled()

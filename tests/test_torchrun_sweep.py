@@ -1,0 +1,45 @@
+"""A Hydra ``-m`` sweep launched under torchrun: every process runs the jobs in turn and they
+share one process group for the whole launch (a second init_process_group on torchrun's store
+used to hang the second job)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments.distributed import free_port
+from tests.conftest import TINY_RUN
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow  # two gloo processes, two jobs: ~40 s on two cores
+def test_a_two_job_sweep_under_torchrun_trains_both_jobs_on_both_ranks(results_dir) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={free_port()}",
+        "-m",
+        "experiments.train",
+        "-m",
+        *TINY_RUN,
+        "trainer.epochs=1",
+        "scheduler=constant,step",
+        f"paths.results_dir={results_dir}",
+    ]
+    result = subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    base = results_dir / "runs/quick/digits/digits-resnet8"
+    for label in ("constant", "step"):
+        summary = json.loads((base / label / "seed=0" / "summary.json").read_text())
+        assert summary["status"] == "finished" and summary["world_size"] == 2
