@@ -105,6 +105,7 @@ def test_a_malicious_pickle_is_refused_and_its_code_never_runs(tmp_path, forge_c
 def test_a_second_lock_on_a_run_directory_is_refused_at_once(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
     with run.lock():
+        run.record_lock_owner()  # a launch that trains names itself in the lock file
         with pytest.raises(RunLocked, match=f"another process \\(pid {os.getpid()}\\)"):
             with run.lock():
                 pass
