@@ -126,13 +126,13 @@ def test_missing_columns_are_named():
 def test_table2_marks_entries_worse_than_the_rows_best(runs_dir):
     table = tables.table2(load_runs(runs_dir).finished())
     cells = table.display.loc[TASK]
-    assert not cells["autodrop"].endswith(tables.SIGNIFICANT_MARK)  # the best
-    assert cells["step"].endswith(tables.SIGNIFICANT_MARK)  # 2 points worse, 8 seeds
-    assert cells["onecycle"].endswith(tables.SIGNIFICANT_MARK)
+    assert not cells["AutoDrop"].endswith(tables.SIGNIFICANT_MARK)  # the best
+    assert cells["Step"].endswith(tables.SIGNIFICANT_MARK)  # 2 points worse, 8 seeds
+    assert cells["One-cycle"].endswith(tables.SIGNIFICANT_MARK)
     assert tables.SIGNIFICANT_MARK.strip() in table.note and "excludes 0" in table.note
     beside = tables.table2_vs_paper(table, tables.load_paper_table2()).display.loc[TASK]
-    assert beside["step (ours)"].endswith(tables.SIGNIFICANT_MARK)
-    assert not beside["autodrop (ours)"].endswith(tables.SIGNIFICANT_MARK)
+    assert beside["Step (ours)"].endswith(tables.SIGNIFICANT_MARK)
+    assert not beside["AutoDrop (ours)"].endswith(tables.SIGNIFICANT_MARK)
 
 
 def test_table2_marks_nothing_when_no_difference_is_clear(tmp_path):
@@ -173,7 +173,7 @@ def test_interquartile_mean_trims_a_quarter_at_each_end():
 
 def test_iqm_table_has_one_cell_per_task_and_schedule(runs_dir):
     table = tables.iqm_table(load_runs(runs_dir).finished())
-    assert table.display.loc[TASK, "onecycle"].endswith("(7)")
+    assert table.display.loc[TASK, "One-cycle"].endswith("(7)")
     assert set(table.values["scheduler"]) == {"autodrop", "step", "cosine", "onecycle"}
 
 
