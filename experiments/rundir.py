@@ -13,6 +13,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,13 @@ LOG_FILE = "train.log"
 LOCK_FILE = ".lock"
 
 RUNNING, FINISHED, FAILED, DIVERGED = "running", "finished", "failed", "diverged"
-STATUSES = (RUNNING, FINISHED, FAILED, DIVERGED)
+# Stopped on a signal after a checkpoint (experiments.preemption); requeued: and the scheduler
+# (submitit) put the job back in its queue. Both resume on relaunch.
+INTERRUPTED, REQUEUED = "interrupted", "requeued"
+# Never written: what ``effective_status`` reports for a "running" run nobody holds the lock of.
+STALE = "stale"
+STATUSES = (RUNNING, FINISHED, FAILED, DIVERGED, INTERRUPTED, REQUEUED, STALE)
+LOCK_ATTEMPTS, LOCK_RETRY_S = 5, 0.02
 
 
 class RunLocked(RuntimeError):
@@ -143,9 +150,7 @@ class RunDir:
         path = self.root / LOCK_FILE
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not _try_exclusive_flock(fd):
                 holder = path.read_text().strip() or "unknown"
                 raise RunLocked(
                     f"{self.root} is being trained by another process (pid {holder}): this "
@@ -182,6 +187,54 @@ class RunDir:
         """A fresh start: drop record files left by an earlier attempt without a checkpoint."""
         for path in (self.metrics_path, self.autodrop_path, self.root / TLR_FILE):
             path.unlink(missing_ok=True)
+
+
+def _try_exclusive_flock(fd: int) -> bool:
+    # A few quick attempts: ``lock_is_held`` probes hold the lock for microseconds.
+    for attempt in range(LOCK_ATTEMPTS):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt + 1 < LOCK_ATTEMPTS:
+                time.sleep(LOCK_RETRY_S)
+    return False
+
+
+def lock_is_held(run_root: Path | str) -> bool:
+    """Whether a live process holds the run directory's lock (a non-blocking probe).
+
+    The OS drops a flock when its holder dies, so a run whose process was killed shows False.
+    """
+    path = Path(run_root) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def effective_status(run_root: Path | str, summary: Mapping[str, Any] | None = None) -> str:
+    """The run's status as listings must show it: summary.json's, except that a run that says
+    (or, with no summary yet, seems) ``running`` while no process holds its lock is ``stale``:
+    its last process died without recording why. A relaunch resumes it.
+
+    ``summary``: the run's summary when the caller has read it already.
+    """
+    if summary is None:
+        summary = RunDir(run_root).read_summary()
+    status = str((summary or {}).get("status") or RUNNING)
+    if status == RUNNING and not lock_is_held(run_root):
+        return STALE
+    return status
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
