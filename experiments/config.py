@@ -246,6 +246,7 @@ class TrainerConfig:
     progress: str = "auto"
     sync_bn: bool = False
     nan_check_every: int = 0  # optimizer steps between loss checks; 0 = at epoch end only
+    stop_check_every: int = 10  # steps between the ranks' agreement to stop on a signal
 
 
 @dataclass
@@ -443,6 +444,7 @@ def validate_config(cfg: DictConfig) -> None:
     _check_at_least("trainer.num_workers", trainer.num_workers, 0)
     _check_at_least("trainer.cpu_threads", trainer.cpu_threads, 0)
     _check_at_least("trainer.nan_check_every", trainer.nan_check_every, 0)
+    _check_at_least("trainer.stop_check_every", trainer.stop_check_every, 1)
     _check_choice("trainer.accelerator", trainer.accelerator, ACCELERATORS)
     _check_choice("trainer.precision", trainer.precision, PRECISIONS)
     _check_choice("trainer.loader", trainer.loader, LOADERS)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import logging
 import math
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,8 @@ from experiments.components import (
 from experiments.config import ConfigError
 from experiments.console import EpochProgress, format_epoch_line, use_progress_bar
 from experiments.distributed import DistContext, broadcast_object, gather_objects
-from experiments.loop import TrainingDiverged, evaluate, train_epoch
+from experiments.loop import PartialEpoch, TrainingDiverged, evaluate, train_epoch
+from experiments.preemption import StopPoll, StopSignals, TrainingInterrupted
 from experiments.provenance import git_commit, hardware_description, package_versions
 from experiments.runtime import autocast_factory, seed_everything
 from experiments.schedulefree_support import (
@@ -68,6 +70,16 @@ SETUP_KEYS = (
 
 
 @dataclass
+class StoppedEpoch:
+    """An epoch stopped between two optimizer steps (a signal): this rank's place in it and
+    the schedule's measurement records of its first part, written with the epoch's records."""
+
+    epoch: int
+    position: PartialEpoch
+    measurements: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
 class RunState:
     """What a checkpoint restores besides the model, optimizer and schedule."""
 
@@ -79,6 +91,8 @@ class RunState:
     autodrop_records: list[dict[str, Any]] = field(default_factory=list)
     wandb_run_id: str | None = None
     elapsed_s: float = 0.0
+    stopped: StoppedEpoch | None = None  # set by a mid-epoch checkpoint, cleared when done
+    resumes: list[dict[str, Any]] = field(default_factory=list)  # rank 0: summary's provenance
 
 
 def _flatten(value: Any, prefix: str) -> dict[str, Any]:
@@ -158,9 +172,16 @@ class TrainingJob:
     """Everything one rank holds for a run."""
 
     def __init__(
-        self, cfg: DictConfig, run_dir: rd.RunDir, ctx: DistContext, device: torch.device
+        self,
+        cfg: DictConfig,
+        run_dir: rd.RunDir,
+        ctx: DistContext,
+        device: torch.device,
+        signals: StopSignals | None = None,
     ) -> None:
         self.cfg, self.run_dir, self.ctx, self.device = cfg, run_dir, ctx, device
+        self.stop = StopPoll(signals or StopSignals(), ctx, device, cfg.trainer.stop_check_every)
+        self.interruption: dict[str, Any] | None = None
         trainer = cfg.trainer
         seed_everything(cfg.seed)
         self.data = _build_data(cfg, device, ctx)
@@ -230,10 +251,72 @@ class TrainingJob:
             wandb_run_id=state["wandb_run_id"],
             elapsed_s=state["elapsed_s"],
         )
+        self.state.stopped = self._restore_stopped_epoch(state.get("stopped_epoch"))
         return True
+
+    def _restore_stopped_epoch(self, saved: dict[str, Any] | None) -> StoppedEpoch | None:
+        """This rank's part of a mid-epoch checkpoint (None for an epoch-end checkpoint)."""
+        if saved is None:
+            return None
+        positions = [PartialEpoch.from_state(rank) for rank in saved["ranks"]]
+        if len(positions) == self.ctx.world_size:
+            position = positions[self.ctx.rank]
+        else:  # the sums only matter summed over ranks: rank 0 carries them all
+            log.warning(
+                "mid-epoch checkpoint of %d ranks resumed by %d: the epoch's running sums "
+                "are kept, their summation order changes",
+                len(positions),
+                self.ctx.world_size,
+            )
+            sums = [sum(p.sums[i] for p in positions) for i in range(3)]
+            first = positions[0]
+            position = PartialEpoch(
+                first.batch,
+                sums if self.ctx.is_main else [0.0, 0.0, 0.0],
+                first.lr_sum,
+                first.seconds,
+            )
+        return StoppedEpoch(int(saved["epoch"]), position, list(saved["measurements"]))
+
+    def _stopped_epoch_state(self) -> dict[str, Any] | None:
+        """The checkpoint's ``stopped_epoch``: every rank's place (a collective when set)."""
+        stopped = self.state.stopped
+        if stopped is None:
+            return None
+        return {
+            "epoch": stopped.epoch,
+            "ranks": gather_objects(stopped.position.state_dict(), self.ctx),
+            "measurements": stopped.measurements,
+        }
+
+    def resume_record(self, previous: dict[str, Any] | None) -> dict[str, Any]:
+        """Rank 0: one entry of summary.json's ``resumes``: where this launch continues, why the
+        previous process stopped (its signal, or its status; ``stale``: it died without saying),
+        and on what."""
+        p, previous = self.state, previous or {}
+        batch = p.stopped.position.batch if p.stopped is not None else 0
+        status = previous.get("status")
+        interruption = previous.get("interruption") or {}
+        if status in (rd.INTERRUPTED, rd.REQUEUED) and interruption.get("signal"):
+            reason = interruption["signal"]
+        elif status == rd.RUNNING:
+            reason = rd.STALE
+        else:
+            reason = status or "unknown"
+        return {
+            "step": p.step + batch,
+            "epoch": p.epoch + 1,
+            "batch": batch,
+            "reason": reason,
+            "previous_status": status,
+            "host": socket.gethostname(),
+            "world_size": self.ctx.world_size,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
 
     def save_checkpoint(self) -> None:
         rng_states = gather_objects(capture_rng_state(), self.ctx)
+        stopped_epoch = self._stopped_epoch_state()
         if not self.ctx.is_main:
             return
         p = self.state
@@ -253,6 +336,7 @@ class TrainingJob:
                 "wandb_run_id": p.wandb_run_id,
                 "elapsed_s": self.elapsed_s(),
                 "setup": run_setup(self.cfg),
+                "stopped_epoch": stopped_epoch,
             },
         )
 
@@ -287,6 +371,8 @@ class TrainingJob:
             "git_commit": self.git_commit,
             "wandb_run_id": self.state.wandb_run_id,
             "message": message,
+            "interruption": self.interruption,
+            "resumes": self.state.resumes,
         }
 
     def open_run_directory(self, resumed: bool) -> None:
@@ -298,6 +384,7 @@ class TrainingJob:
             if self.measurements_path is not None:
                 run_dir.rewrite_records(self.measurements_path, p.autodrop_records)
             log.info("resuming %s after epoch %d", run_dir.root, p.epoch)
+            self.record_resume()
         else:
             run_dir.remove_stale_outputs()
             log.info("starting %s", run_dir.root)
@@ -314,6 +401,22 @@ class TrainingJob:
             p.wandb_run_id = self.tracker.run_id or p.wandb_run_id
         run_dir.write_summary(self.summary(rd.RUNNING))
 
+    def record_resume(self) -> None:
+        """Rank 0, on resume: append this launch to the ``resumes`` of the previous summary."""
+        previous = self.run_dir.read_summary()
+        resumes = (previous or {}).get("resumes")
+        entry = self.resume_record(previous)
+        self.state.resumes = [*(resumes if isinstance(resumes, list) else []), entry]
+        if entry["batch"]:
+            log.info(
+                "continuing epoch %d at batch %d of %d (step %d; previous process: %s)",
+                entry["epoch"],
+                entry["batch"],
+                self.steps_per_epoch,
+                entry["step"],
+                entry["reason"],
+            )
+
     # ------------------------------------------------------------------------------ epochs
     def run_epoch(
         self, epoch: int, train_model: nn.Module, eval_model: nn.Module
@@ -321,8 +424,9 @@ class TrainingJob:
         """Train and evaluate one epoch: its metrics record and the schedule's new measurements
         (AutoDrop windows, TLR lr updates)."""
         trainer, ctx, p = self.cfg.trainer, self.ctx, self.state
-        start = time.perf_counter()
-        self.data.train.set_epoch(epoch - 1)
+        resumed = p.stopped if p.stopped is not None and p.stopped.epoch == epoch else None
+        start = time.perf_counter() - (resumed.position.seconds if resumed else 0.0)
+        self.data.train.set_epoch(epoch - 1, start_batch=resumed.position.batch if resumed else 0)
         progress = EpochProgress(
             use_progress_bar(trainer.progress, ctx.is_main),
             self.steps_per_epoch,
@@ -342,9 +446,13 @@ class TrainingJob:
                 channels_last=trainer.channels_last,
                 nan_check_every=trainer.nan_check_every,
                 first_step=p.step,
+                resume=resumed.position if resumed else None,
+                stop=self.stop,
             )
         finally:
             progress.close()
+        if result.stopped is not None:
+            self.stop_mid_epoch(epoch, result.stopped, resumed)
         _sync_buffers_from_rank0(self.model, ctx)
         # Schedule-free only (a no-op otherwise): parameters <- x, BatchNorm recomputed at x on
         # batches training never reaches. The optimizer stays in eval mode until the next
@@ -387,7 +495,9 @@ class TrainingJob:
         }
         if self.cfg.scheduler.name == "hd":  # HD moves the lr every step
             record["lr/epoch_mean"] = result.lr_mean
-        measurements = self.schedule.pop_measurements()
+        earlier = resumed.measurements if resumed else []
+        measurements = [*earlier, *self.schedule.pop_measurements()]
+        p.stopped = None
         if self.measurements_path is not None:
             p.autodrop_records.extend(measurements)
         if is_autodrop(self.cfg.scheduler.name):
@@ -396,6 +506,23 @@ class TrainingJob:
         if self.angle_tracker is not None:
             record["angle/epoch"] = self.angle_tracker.end_epoch()
         return record, measurements
+
+    def stop_mid_epoch(
+        self, epoch: int, position: PartialEpoch, resumed: StoppedEpoch | None
+    ) -> None:
+        """Save a checkpoint at ``position`` of ``epoch`` and raise TrainingInterrupted."""
+        earlier = resumed.measurements if resumed else []
+        self.state.stopped = StoppedEpoch(
+            epoch, position, [*earlier, *self.schedule.pop_measurements()]
+        )
+        self.save_checkpoint()
+        raise TrainingInterrupted(
+            self.stop.signal_name,
+            self.state.step + position.batch,
+            epoch,
+            position.batch,
+            self.steps_per_epoch,
+        )
 
     def write_epoch(self, record: dict[str, Any], measurements: list[dict[str, Any]]) -> None:
         self.state.metrics.append(record)
@@ -417,6 +544,10 @@ class TrainingJob:
             record, measurements = self.run_epoch(epoch, train_model, eval_model)
             self.write_epoch(record, measurements)
             self.save_checkpoint()
+            if epoch < trainer.epochs and self.stop.at_epoch_end():
+                raise TrainingInterrupted(
+                    self.stop.signal_name, self.state.step, epoch + 1, 0, self.steps_per_epoch
+                )
 
 
 def run_training(
@@ -425,9 +556,45 @@ def run_training(
     """Train (or resume) the run of ``cfg`` in ``run_dir``; rank 0 returns the final summary.
 
     Raises TrainingDiverged on a non-finite loss (summary status "diverged"), and re-raises any
-    other error after marking the summary "failed".
+    other error after marking the summary "failed". A stop signal (experiments.preemption) ends
+    training between two steps with a checkpoint and status "interrupted", then goes to the
+    handler installed before ours: SystemExit when that one requeued the job (status
+    "requeued"), else TrainingInterrupted.
     """
-    job = TrainingJob(cfg, run_dir, ctx, device)
+    signals = StopSignals().install()
+    try:
+        return _train_and_record(cfg, run_dir, ctx, device, signals)
+    finally:
+        signals.restore()
+
+
+def _hand_over(
+    signals: StopSignals, stop: TrainingInterrupted, ctx: DistContext
+) -> tuple[str, str, BaseException]:
+    """(status, message, exception to raise) once the checkpoint of ``stop`` is saved."""
+    outcome = signals.hand_over()
+    if outcome.requeued:
+        return rd.REQUEUED, f"{stop}; the scheduler requeued the job", outcome.error or stop
+    if outcome.error is not None:
+        return rd.INTERRUPTED, f"{stop}; not requeued: {outcome.error}", outcome.error
+    return rd.INTERRUPTED, str(stop), stop
+
+
+def _leave_together(ctx: DistContext) -> None:
+    # After a stop, no rank exits before rank 0 has written the summary: under
+    # srun --kill-on-bad-exit the first rank to exit non-zero ends the others.
+    if ctx.is_distributed:
+        dist.barrier()
+
+
+def _train_and_record(
+    cfg: DictConfig,
+    run_dir: rd.RunDir,
+    ctx: DistContext,
+    device: torch.device,
+    signals: StopSignals,
+) -> dict[str, Any] | None:
+    job = TrainingJob(cfg, run_dir, ctx, device, signals)
     resumed = job.resume_if_possible()
     if ctx.is_main:
         job.open_run_directory(resumed)
@@ -435,6 +602,14 @@ def run_training(
     try:
         job.train()
         status = rd.FINISHED
+    except TrainingInterrupted as stop:
+        job.interruption = stop.record()
+        status, message, raised = _hand_over(signals, stop, ctx)
+        if ctx.is_main:
+            log.warning("%s: %s", status, message)
+        if raised is stop:
+            raise
+        raise raised from stop
     except TrainingDiverged as error:
         status, message = rd.DIVERGED, str(error)
         raise
@@ -460,4 +635,6 @@ def run_training(
                 log.error("could not write %s: %s", run_dir.summary_path, error)
             job.tracker.finish(status)
             log.info("run %s: %s", status, run_dir.root)
+        if status in (rd.INTERRUPTED, rd.REQUEUED):
+            _leave_together(ctx)
     return summary

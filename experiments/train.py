@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from torch.multiprocessing import ProcessRaisedException
+from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
 
 from experiments import rundir as rd
 from experiments.config import ConfigError, register_configs, validate_config
@@ -30,6 +31,7 @@ from experiments.distributed import (
     spawn,
 )
 from experiments.loop import TrainingDiverged
+from experiments.preemption import StopSignals, TrainingInterrupted
 from experiments.runtime import configure_cpu_threads, configure_determinism, select_device
 
 log = logging.getLogger("experiments.train")
@@ -59,6 +61,12 @@ def _worker(
             run_training(cfg, run_dir, ctx, device)
         finally:
             destroy_process_group()
+    except TrainingInterrupted:
+        if plan.kind == "spawn":
+            return  # the parent reports it: it holds the lock and any scheduler's handler
+        raise
+    except SystemExit:  # a scheduler's handler requeued the job after our checkpoint
+        raise
     except TrainingDiverged as error:
         if rank == 0:
             log.error("training diverged: %s", error)
@@ -77,6 +85,45 @@ def _raise_from_summary(run_dir: rd.RunDir, error: BaseException) -> None:
     if summary.get("status") == rd.DIVERGED:
         raise TrainingDiverged(message) from error
     raise TrainingFailed(f"{message} (details in {run_dir.log_path})") from error
+
+
+def _mark_failed_if_running(run_dir: rd.RunDir, message: str) -> None:
+    # The parent holds the lock: a summary still "running" belongs to a worker that was killed.
+    summary = run_dir.read_summary()
+    if summary is not None and summary.get("status") == rd.RUNNING:
+        run_dir.write_summary({**summary, "status": rd.FAILED, "message": message})
+
+
+def _report_interruption(run_dir: rd.RunDir, signals: StopSignals) -> None:
+    """Parent of spawned workers: if they stopped on a signal, hand it over (a scheduler may
+    requeue the job) and raise like a worker would (SystemExit or TrainingInterrupted)."""
+    summary = run_dir.read_summary() or {}
+    if summary.get("status") != rd.INTERRUPTED or not summary.get("interruption"):
+        return
+    stop = TrainingInterrupted.from_record(summary["interruption"], summary["steps_per_epoch"])
+    outcome = signals.hand_over()
+    if outcome.requeued:
+        message = f"{stop}; the scheduler requeued the job"
+        run_dir.write_summary({**summary, "status": rd.REQUEUED, "message": message})
+    elif outcome.error is not None:
+        run_dir.write_summary({**summary, "message": f"{stop}; not requeued: {outcome.error}"})
+    if outcome.error is not None:
+        raise outcome.error from stop
+    raise stop
+
+
+def _spawn_workers(plan: LaunchPlan, config: dict[str, Any], run_dir: rd.RunDir) -> None:
+    """Run the ``plan.world_size`` workers; signals to this process are passed on to them."""
+    pids: list[int] = []
+    with StopSignals(forward_to=lambda: pids) as signals:
+        try:
+            spawn(plan, _worker, (config, str(run_dir.root)), started=pids.extend)
+        except ProcessRaisedException as error:
+            _raise_from_summary(run_dir, error)
+        except ProcessExitedException as error:
+            _mark_failed_if_running(run_dir, f"a worker process died: {error}")
+            raise TrainingFailed(f"{error} (details in {run_dir.log_path})") from error
+        _report_interruption(run_dir, signals)
 
 
 def run_job(cfg: DictConfig, output_dir: Path) -> str:
@@ -103,10 +150,7 @@ def run_job(cfg: DictConfig, output_dir: Path) -> str:
             return action.value
         config = OmegaConf.to_container(cfg, resolve=True)
         if plan.kind == "spawn":
-            try:
-                spawn(plan, _worker, (config, str(run_dir.root)))
-            except ProcessRaisedException as error:
-                _raise_from_summary(run_dir, error)
+            _spawn_workers(plan, config, run_dir)
         else:
             _worker(plan, plan.rank, plan.local_rank, config, str(run_dir.root))
         return action.value
@@ -114,7 +158,12 @@ def run_job(cfg: DictConfig, output_dir: Path) -> str:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    run_job(cfg, Path(HydraConfig.get().runtime.output_dir))
+    try:
+        run_job(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except TrainingInterrupted as stop:
+        # The run is saved; exit as a process ended by that signal would (128 + its number).
+        log.warning("interrupted: %s", stop)
+        sys.exit(stop.exit_code)
 
 
 if __name__ == "__main__":
