@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-FINISHED = "finished"
-STATUSES = ("running", "finished", "failed", "diverged")
+from experiments.rundir import FINISHED, RUNNING, STATUSES, effective_status
 HOW_RUNS_ARE_MADE = (
     "runs are produced by the training runner, e.g. "
     "`python -m experiments.train experiment=quick/digits` "
@@ -219,7 +218,9 @@ def _read_run_dir(root: Path, run_dir: Path) -> RawRun:
     if summary_path.is_file():
         summary = {**from_path, **json.loads(summary_path.read_text())}
     else:  # the runner writes summary.json at start; without one the run has only just begun
-        summary = {**from_path, "status": "running"}
+        summary = {**from_path, "status": RUNNING}
+    # "running" only while a process holds the run's lock; otherwise it died unrecorded: stale.
+    summary["status"] = effective_status(run_dir, summary)
     return RawRun(
         run_id="/".join(parts),
         summary=summary,
@@ -289,7 +290,7 @@ def _run_row(raw: RawRun, metrics: pd.DataFrame) -> dict:
     summary = raw.summary
     label = str(summary["scheduler"])
     base, key, value = parse_label(label)
-    status = str(summary.get("status") or "running")
+    status = str(summary.get("status") or RUNNING)
     if status not in STATUSES:
         raise ValueError(f"run {raw.run_id}: status {status!r} is not one of {STATUSES}")
     row = {
