@@ -68,7 +68,8 @@ class TrainingInterrupted(Exception):
 @dataclass(frozen=True)
 class HandOver:
     """What the previously installed handler did with the signal: requeued the job (submitit
-    exits with SystemExit after ``scontrol requeue``), refused (``error``), or nothing."""
+    raises SystemExit after ``scontrol requeue``: ``error`` holds it, to re-raise once the
+    summary is written), refused (``error``, e.g. submitit's UncompletedJobError), or nothing."""
 
     requeued: bool = False
     error: BaseException | None = None
@@ -139,8 +140,8 @@ class StopSignals:
             return HandOver()
         try:
             handler(signum, None)
-        except SystemExit:
-            return HandOver(requeued=True)
+        except SystemExit as exit_request:  # submitit requeued the job and asks us to exit
+            return HandOver(requeued=True, error=exit_request)
         except Exception as error:  # e.g. submitit's UncompletedJobError: not requeued
             return HandOver(error=error)
         return HandOver()

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from experiments.rundir import FINISHED, RUNNING, STATUSES, effective_status
+
 HOW_RUNS_ARE_MADE = (
     "runs are produced by the training runner, e.g. "
     "`python -m experiments.train experiment=quick/digits` "
