@@ -103,12 +103,19 @@ class StopSignals:
         # Runs between two bytecodes of the main thread: set the flag, nothing that takes locks.
         if self.received is None:
             self.received = signum
-        if self.forward_to is not None:
-            for pid in self.forward_to():
-                try:
-                    os.kill(pid, signum)
-                except ProcessLookupError:
-                    pass
+        self._forward(signum)
+
+    def _forward(self, signum: int) -> None:
+        for pid in self.forward_to() if self.forward_to is not None else ():
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def forward_received(self) -> None:
+        """Pass a signal that came before the children existed on to them now."""
+        if self.received is not None:
+            self._forward(self.received)
 
     def install(self) -> StopSignals:
         if threading.current_thread() is not threading.main_thread():

@@ -116,8 +116,13 @@ def _spawn_workers(plan: LaunchPlan, config: dict[str, Any], run_dir: rd.RunDir)
     """Run the ``plan.world_size`` workers; signals to this process are passed on to them."""
     pids: list[int] = []
     with StopSignals(forward_to=lambda: pids) as signals:
+
+        def started(worker_pids: list[int]) -> None:
+            pids.extend(worker_pids)
+            signals.forward_received()
+
         try:
-            spawn(plan, _worker, (config, str(run_dir.root)), started=pids.extend)
+            spawn(plan, _worker, (config, str(run_dir.root)), started=started)
         except ProcessRaisedException as error:
             _raise_from_summary(run_dir, error)
         except ProcessExitedException as error:
