@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -32,9 +33,11 @@ SLURM_RUN = [
     "scheduler=autodrop",
     "trainer.deterministic=true",
 ]
-# Long enough (about 25 s of training on a 2-core machine) to still be training when SLURM's
-# time-limit warning comes, 20-50 s into a 1-minute job (slurmctld checks limits every 30 s).
-LONG_RUN = [*SLURM_RUN, "trainer.epochs=24"]
+LONG_RUN = [*SLURM_RUN, "trainer.epochs=4"]
+# slurmctld checks time limits every 30 s and sends the warning signal up to 30 s early: with
+# --signal=USR2@10 a 1-minute job gets it 20-50 s in, and is killed 60-90 s in.
+SIGNAL_DELAY_S = 10
+SIGUSR2_BIT = 1 << (signal.SIGUSR2 - 1)
 
 
 def _cluster_is_up() -> bool:
@@ -130,6 +133,16 @@ class SlurmLaunch:
         metrics = self.run_dir / "metrics.jsonl"
         self.wait_for(lambda: len(read_records(metrics)) >= epochs, f"{epochs} epoch records")
 
+    def training_pid(self) -> int:
+        """The rank-0 process: it holds the run's lock and wrote its pid into it."""
+        lock = self.run_dir / ".lock"
+        self.wait_for(lambda: lock.is_file() and lock.read_text().strip(), "lock holder")
+        return int(lock.read_text())
+
+    def first_epoch_seconds(self) -> float:
+        self.wait_for_epochs(1)
+        return read_records(self.run_dir / "metrics.jsonl")[0]["time/epoch_s"]
+
     def finish(self) -> dict:
         try:
             code = self.process.wait(timeout=JOB_TIMEOUT_S)
@@ -173,15 +186,49 @@ def test_two_task_job_joins_one_process_group(launch) -> None:
     assert summary["world_size"] == 2 and "2 processes" in summary["hardware"]
 
 
+def _still_held(pid: int) -> bool:
+    """Whether ``pid`` is stopped with no SIGUSR2 pending (SLURM sends SIGCONT with a signal)."""
+    try:
+        fields = dict(
+            line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        )
+    except FileNotFoundError:
+        return False
+    pending = int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)
+    return fields["State"].split()[0] == "T" and not pending & SIGUSR2_BIT
+
+
+def _hold_until_time_limit_signal(job: SlurmLaunch, longest_s: float = 75.0) -> None:
+    """Pause the training process in its second epoch until SLURM's time-limit warning comes
+    (at most ``longest_s``), then let it go: the signal lands mid-epoch however fast the
+    machine trains."""
+    seconds = job.first_epoch_seconds()
+    pid = job.training_pid()
+    time.sleep(seconds / 2)
+    try:
+        os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + longest_s
+        while time.monotonic() < deadline and _still_held(pid):
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGCONT)
+    except ProcessLookupError:  # it ended: the signal came
+        pass
+
+
 def test_requeued_and_timed_out_jobs_match_an_uninterrupted_run(launch, train_in_process) -> None:
-    # Both jobs run at once (one CPU each); the reference trains here meanwhile.
+    # Both jobs run at once (one CPU each); the reference trains here afterwards.
     requeued = launch("requeued", LONG_RUN)
     timed_out = launch(
         "timed_out",
-        [*LONG_RUN, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=40"],
+        [
+            *LONG_RUN,
+            "hydra.launcher.timeout_min=1",
+            f"hydra.launcher.signal_delay_s={SIGNAL_DELAY_S}",
+        ],
     )
-    requeued.wait_for_epochs(2)
+    time.sleep(requeued.first_epoch_seconds() / 2)  # into epoch 2
     subprocess.run(["scontrol", "requeue", requeued.job_id()], check=True)
+    _hold_until_time_limit_signal(timed_out)
     reference = train_in_process([*LONG_RUN[1:], "experiment_name=whole"])
 
     for job, reason in ((requeued, "SIGTERM"), (timed_out, "SIGUSR2")):
@@ -198,7 +245,7 @@ def test_requeued_and_timed_out_jobs_match_an_uninterrupted_run(launch, train_in
 
 def test_scancel_leaves_interrupted_and_a_relaunch_resumes(launch, train_in_process) -> None:
     job = launch("cancelled", LONG_RUN)
-    job.wait_for_epochs(1)
+    time.sleep(job.first_epoch_seconds() / 2)
     subprocess.run(["scancel", job.job_id()], check=True)
     job.wait_for(lambda: _summary(job.run_dir).get("status") == "interrupted", "interrupted status")
     job.stop()  # the launcher would wait for a result the cancelled job never writes
@@ -209,4 +256,4 @@ def test_scancel_leaves_interrupted_and_a_relaunch_resumes(launch, train_in_proc
     summary = _summary(job.run_dir)
     assert summary["status"] == "finished"
     assert summary["resumes"][0]["step"] == interruption["step"]
-    assert summary["epochs_done"] == 24
+    assert summary["epochs_done"] == 4
