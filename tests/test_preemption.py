@@ -323,3 +323,14 @@ def test_two_gloo_processes_stop_together_and_resume_bit_identically(
     assert saved_steps == [-(-first // 4) * 4, STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
     _assert_same_run(run_dir, reference)
     _assert_same_optimizer(run_dir, reference)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_never_leaves_the_run_running(results_dir) -> None:
+    # Rank 1 dies without a word (SIGKILL) in epoch 1: the parent, which holds the run's lock,
+    # makes sure the summary does not keep saying "running".
+    result = _launch_with_signal(results_dir, "killed", Injection("SIGKILL", "step", 5, "1"))
+    assert result.returncode != 0
+    run_dir = _run_dir(results_dir, [*TWO_PROCESSES, "experiment_name=killed"])
+    assert _summary(run_dir)["status"] == "failed", _summary(run_dir)
+    assert effective_status(run_dir) == "failed"

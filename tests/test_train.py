@@ -60,6 +60,8 @@ SUMMARY_KEYS = [
     "git_commit",
     "wandb_run_id",
     "message",
+    "interruption",  # the signal, step, epoch and batch a stop happened at (else None)
+    "resumes",  # one entry per resume: step, epoch, batch, reason, host, world size
 ]
 STEPS_PER_EPOCH = 23  # 1,437 digits at batch 64
 
@@ -95,6 +97,7 @@ def test_autodrop_run_writes_every_file_of_the_contract(train_in_process, result
     summary = _summary(run_dir)
     assert list(summary) == SUMMARY_KEYS
     assert summary["status"] == "finished" and summary["message"] is None
+    assert summary["interruption"] is None and summary["resumes"] == []
     assert (summary["experiment"], summary["dataset"], summary["model"]) == (
         "quick/digits",
         "digits",
