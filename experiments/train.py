@@ -166,8 +166,7 @@ def main(cfg: DictConfig) -> None:
     try:
         run_job(cfg, Path(HydraConfig.get().runtime.output_dir))
     except TrainingInterrupted as stop:
-        # The run is saved; exit as a process ended by that signal would (128 + its number).
-        log.warning("interrupted: %s", stop)
+        # Saved and logged by the run; exit as a process ended by that signal would (128 + n).
         sys.exit(stop.exit_code)
 
 
