@@ -80,7 +80,8 @@ def _is_python_handler(handler: Handler) -> bool:
 
 
 class StopSignals:
-    """Catches ``STOP_SIGNALS`` in this process while installed; the first one received wins.
+    """Catches ``STOP_SIGNALS`` in this process while installed; the first one received wins
+    (a second SIGINT, Ctrl-C twice, raises KeyboardInterrupt at once).
 
     ``forward_to`` (a function returning pids) passes every signal on to child processes, as the
     parent of spawned workers must: a scheduler may signal only the process it started.
@@ -101,9 +102,11 @@ class StopSignals:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         # Runs between two bytecodes of the main thread: set the flag, nothing that takes locks.
+        self._forward(signum)
         if self.received is None:
             self.received = signum
-        self._forward(signum)
+        elif signum == signal.SIGINT:  # Ctrl-C twice: the user will not wait for the step
+            raise KeyboardInterrupt
 
     def _forward(self, signum: int) -> None:
         for pid in self.forward_to() if self.forward_to is not None else ():
