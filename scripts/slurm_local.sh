@@ -41,9 +41,10 @@ write_config() {
   mkdir -p "$CONF_DIR" /var/spool/slurmctld /var/spool/slurmd "$LOG_DIR" /run/slurm
   local text
   text=$(cat <<EOF
-# Written by scripts/slurm_local.sh: one node ($NODE), everything as root, no accounting.
+# Written by scripts/slurm_local.sh: one node ($NODE) on the loopback address, everything as
+# root, no accounting (sacct does not work; squeue and scontrol do).
 ClusterName=local
-SlurmctldHost=$NODE
+SlurmctldHost=$NODE(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -72,7 +73,7 @@ KillWait=15
 OverTimeLimit=0
 MinJobAge=300
 SchedulerParameters=bf_interval=5,sched_interval=5
-NodeName=$NODE CPUs=$CPUS RealMemory=$memory_mb State=UNKNOWN
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$memory_mb State=UNKNOWN
 PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP OverSubscribe=YES
 EOF
 )
