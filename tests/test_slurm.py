@@ -5,6 +5,7 @@ Hydra's submitit launcher: a 2-task job, ``scontrol requeue`` mid-run, a job pas
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -186,33 +188,41 @@ def test_two_task_job_joins_one_process_group(launch) -> None:
     assert summary["world_size"] == 2 and "2 processes" in summary["hardware"]
 
 
-def _still_held(pid: int) -> bool:
-    """Whether ``pid`` is stopped with no SIGUSR2 pending (SLURM sends SIGCONT with a signal)."""
+def _process_state(pid: int) -> tuple[str, int]:
+    """(state letter, pending signal mask) of ``pid``; ("", 0) once it is gone."""
     try:
         fields = dict(
             line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
         )
     except FileNotFoundError:
-        return False
-    pending = int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)
-    return fields["State"].split()[0] == "T" and not pending & SIGUSR2_BIT
+        return "", 0
+    return fields["State"].split()[0], int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)
+
+
+def _wait_while(condition: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and condition():
+        time.sleep(0.05)
 
 
 def _hold_until_time_limit_signal(job: SlurmLaunch, longest_s: float = 75.0) -> None:
     """Pause the training process in its second epoch until SLURM's time-limit warning comes
     (at most ``longest_s``), then let it go: the signal lands mid-epoch however fast the
-    machine trains."""
+    machine trains. SLURM sends SIGCONT with its signals, so the process may go on by itself."""
     seconds = job.first_epoch_seconds()
     pid = job.training_pid()
     time.sleep(seconds / 2)
     try:
         os.kill(pid, signal.SIGSTOP)
-        deadline = time.monotonic() + longest_s
-        while time.monotonic() < deadline and _still_held(pid):
-            time.sleep(0.1)
+    except ProcessLookupError:
+        return
+    _wait_while(lambda: _process_state(pid)[0] not in ("T", ""), 10)
+    _wait_while(
+        lambda: _process_state(pid)[0] == "T" and not _process_state(pid)[1] & SIGUSR2_BIT,
+        longest_s,
+    )
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGCONT)
-    except ProcessLookupError:  # it ended: the signal came
-        pass
 
 
 def test_requeued_and_timed_out_jobs_match_an_uninterrupted_run(launch, train_in_process) -> None:
@@ -226,9 +236,11 @@ def test_requeued_and_timed_out_jobs_match_an_uninterrupted_run(launch, train_in
             f"hydra.launcher.signal_delay_s={SIGNAL_DELAY_S}",
         ],
     )
-    time.sleep(requeued.first_epoch_seconds() / 2)  # into epoch 2
-    subprocess.run(["scontrol", "requeue", requeued.job_id()], check=True)
-    _hold_until_time_limit_signal(timed_out)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # both jobs are watched at once
+        held = pool.submit(_hold_until_time_limit_signal, timed_out)
+        time.sleep(requeued.first_epoch_seconds() / 2)  # into epoch 2
+        subprocess.run(["scontrol", "requeue", requeued.job_id()], check=True)
+        held.result()
     reference = train_in_process([*LONG_RUN[1:], "experiment_name=whole"])
 
     for job, reason in ((requeued, "SIGTERM"), (timed_out, "SIGUSR2")):
