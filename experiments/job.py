@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import logging
 import math
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from experiments import rundir as rd
+from experiments import stopped_epoch
 from experiments.angle_tracker import EpochAngleTracker
 from experiments.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -50,6 +50,7 @@ from experiments.schedulefree_support import (
     prepare_evaluation,
     reserved_epoch_batches,
 )
+from experiments.stopped_epoch import StoppedEpoch
 from experiments.tracking import NullTracker, start_wandb
 
 log = logging.getLogger(__name__)
@@ -67,16 +68,6 @@ SETUP_KEYS = (
     "trainer.epochs",
     "trainer.batch_size",
 )
-
-
-@dataclass
-class StoppedEpoch:
-    """An epoch stopped between two optimizer steps (a signal): this rank's place in it and
-    the schedule's measurement records of its first part, written with the epoch's records."""
-
-    epoch: int
-    position: PartialEpoch
-    measurements: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -251,72 +242,12 @@ class TrainingJob:
             wandb_run_id=state["wandb_run_id"],
             elapsed_s=state["elapsed_s"],
         )
-        self.state.stopped = self._restore_stopped_epoch(state.get("stopped_epoch"))
+        self.state.stopped = stopped_epoch.restore(state.get("stopped_epoch"), self.ctx)
         return True
-
-    def _restore_stopped_epoch(self, saved: dict[str, Any] | None) -> StoppedEpoch | None:
-        """This rank's part of a mid-epoch checkpoint (None for an epoch-end checkpoint)."""
-        if saved is None:
-            return None
-        positions = [PartialEpoch.from_state(rank) for rank in saved["ranks"]]
-        if len(positions) == self.ctx.world_size:
-            position = positions[self.ctx.rank]
-        else:  # the sums only matter summed over ranks: rank 0 carries them all
-            log.warning(
-                "mid-epoch checkpoint of %d ranks resumed by %d: the epoch's running sums "
-                "are kept, their summation order changes",
-                len(positions),
-                self.ctx.world_size,
-            )
-            sums = [sum(p.sums[i] for p in positions) for i in range(3)]
-            first = positions[0]
-            position = PartialEpoch(
-                first.batch,
-                sums if self.ctx.is_main else [0.0, 0.0, 0.0],
-                first.lr_sum,
-                first.seconds,
-            )
-        return StoppedEpoch(int(saved["epoch"]), position, list(saved["measurements"]))
-
-    def _stopped_epoch_state(self) -> dict[str, Any] | None:
-        """The checkpoint's ``stopped_epoch``: every rank's place (a collective when set)."""
-        stopped = self.state.stopped
-        if stopped is None:
-            return None
-        return {
-            "epoch": stopped.epoch,
-            "ranks": gather_objects(stopped.position.state_dict(), self.ctx),
-            "measurements": stopped.measurements,
-        }
-
-    def resume_record(self, previous: dict[str, Any] | None) -> dict[str, Any]:
-        """Rank 0: one entry of summary.json's ``resumes``: where this launch continues, why the
-        previous process stopped (its signal, or its status; ``stale``: it died without saying),
-        and on what."""
-        p, previous = self.state, previous or {}
-        batch = p.stopped.position.batch if p.stopped is not None else 0
-        status = previous.get("status")
-        interruption = previous.get("interruption") or {}
-        if status in (rd.INTERRUPTED, rd.REQUEUED) and interruption.get("signal"):
-            reason = interruption["signal"]
-        elif status == rd.RUNNING:
-            reason = rd.STALE
-        else:
-            reason = status or "unknown"
-        return {
-            "step": p.step + batch,
-            "epoch": p.epoch + 1,
-            "batch": batch,
-            "reason": reason,
-            "previous_status": status,
-            "host": socket.gethostname(),
-            "world_size": self.ctx.world_size,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
 
     def save_checkpoint(self) -> None:
         rng_states = gather_objects(capture_rng_state(), self.ctx)
-        stopped_epoch = self._stopped_epoch_state()
+        stopped = stopped_epoch.checkpoint_entry(self.state.stopped, self.ctx)
         if not self.ctx.is_main:
             return
         p = self.state
@@ -336,7 +267,7 @@ class TrainingJob:
                 "wandb_run_id": p.wandb_run_id,
                 "elapsed_s": self.elapsed_s(),
                 "setup": run_setup(self.cfg),
-                "stopped_epoch": stopped_epoch,
+                "stopped_epoch": stopped,
             },
         )
 
@@ -403,9 +334,15 @@ class TrainingJob:
 
     def record_resume(self) -> None:
         """Rank 0, on resume: append this launch to the ``resumes`` of the previous summary."""
-        previous = self.run_dir.read_summary()
+        previous, p = self.run_dir.read_summary(), self.state
         resumes = (previous or {}).get("resumes")
-        entry = self.resume_record(previous)
+        entry = stopped_epoch.resume_record(
+            previous,
+            epochs_done=p.epoch,
+            step=p.step,
+            stopped=p.stopped,
+            world_size=self.ctx.world_size,
+        )
         self.state.resumes = [*(resumes if isinstance(resumes, list) else []), entry]
         if entry["batch"]:
             log.info(

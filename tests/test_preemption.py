@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from experiments import stopped_epoch
 from experiments.checkpoint import load_checkpoint
 from experiments.config import compose_config
 from experiments.data import build_data
 from experiments.distributed import DistContext, port_from_job_id
+from experiments.loop import PartialEpoch
 from experiments.preemption import StopPoll, StopSignals, TrainingInterrupted
 from experiments.rundir import RunDir, effective_status, lock_is_held
 from tests.conftest import REPO_ROOT, TINY_RUN
@@ -121,6 +123,44 @@ def test_one_process_polls_every_step_and_names_the_signal() -> None:
 def test_stop_poll_rejects_a_check_interval_below_one() -> None:
     with pytest.raises(ValueError, match="stop_check_every"):
         StopPoll(StopSignals(), DistContext(), torch.device("cpu"), every=0)
+
+
+# ------------------------------------------------------------------ mid-epoch checkpoint data
+def test_stopped_epoch_round_trips_and_survives_another_world_size() -> None:
+    saved = {
+        "epoch": 2,
+        "ranks": [
+            PartialEpoch(7, [10.5, 3.0, 32.0], 0.35, 1.5).state_dict(),
+            PartialEpoch(7, [11.25, 4.0, 32.0], 0.35, 1.5).state_dict(),
+        ],
+        "measurements": [{"step": 28, "omega": 40.0}],
+    }
+    rank1 = stopped_epoch.restore(saved, DistContext(rank=1, local_rank=1, world_size=2))
+    assert rank1.epoch == 2 and rank1.position == PartialEpoch(7, [11.25, 4.0, 32.0], 0.35, 1.5)
+    alone = stopped_epoch.restore(saved, DistContext())
+    assert alone.position.sums == [21.75, 7.0, 64.0] and alone.position.batch == 7
+    assert alone.measurements == saved["measurements"]
+    entry = stopped_epoch.checkpoint_entry(alone, DistContext())
+    assert entry["ranks"] == [alone.position.state_dict()] and entry["epoch"] == 2
+    assert stopped_epoch.restore(None, DistContext()) is None
+
+
+@pytest.mark.parametrize(
+    ("previous", "reason"),
+    [
+        ({"status": "interrupted", "interruption": {"signal": "SIGTERM"}}, "SIGTERM"),
+        ({"status": "requeued", "interruption": {"signal": "SIGUSR2"}}, "SIGUSR2"),
+        ({"status": "running"}, "stale"),
+        ({"status": "failed"}, "failed"),
+        ({}, "unknown"),
+    ],
+)
+def test_resume_reason_names_the_signal_or_the_previous_status(previous, reason) -> None:
+    entry = stopped_epoch.resume_record(
+        previous, epochs_done=1, step=23, stopped=None, world_size=2
+    )
+    assert entry["reason"] == reason
+    assert (entry["step"], entry["epoch"], entry["batch"], entry["world_size"]) == (23, 2, 0, 2)
 
 
 # ---------------------------------------------------------------------------------- loaders
