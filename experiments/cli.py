@@ -26,6 +26,7 @@ from experiments.config import ConfigError
 from experiments.data.errors import DatasetUnavailableError
 from experiments.loop import TrainingDiverged
 from experiments.overrides import check_overrides
+from experiments.preemption import TrainingInterrupted
 
 log = logging.getLogger("experiments.train")
 
@@ -93,6 +94,10 @@ def job_outcome(run: Callable[[], Any]) -> dict[str, Any]:
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         result = run()  # an experiments.train.LaunchResult
+    except TrainingInterrupted as stop:
+        # Saved and logged by the run; exit as a process ended by that signal would (128 + n),
+        # also from a sweep: the scheduler stopped this whole process.
+        sys.exit(stop.exit_code)
     except Exception as error:
         if full_errors_wanted() or not (sweeping or isinstance(error, ONE_LINE_ERRORS)):
             raise

@@ -259,6 +259,7 @@ class TrainerConfig:
     checkpoint_every_minutes: float = 0.0  # also once this long since the last one; 0: off
     gpu_slots: int = 0  # >0: share this many GPUs of the node among the jobs of a sweep
     allow_code_change: bool = False  # resume a run that other code started (recorded)
+    stop_check_every: int = 10  # steps between the ranks' agreement to stop on a signal
 
 
 @dataclass
@@ -594,6 +595,7 @@ def validate_config(cfg: DictConfig) -> None:
     _check_choice("data.decode", cfg.data.decode, DECODERS)
     _check_at_least("trainer.cpu_threads", trainer.cpu_threads, 0)
     _check_at_least("trainer.nan_check_every", trainer.nan_check_every, 0)
+    _check_at_least("trainer.stop_check_every", trainer.stop_check_every, 1)
     _check_choice("trainer.accelerator", trainer.accelerator, ACCELERATORS)
     _check_choice("trainer.precision", trainer.precision, PRECISIONS)
     _check_choice("trainer.loader", trainer.loader, LOADERS)

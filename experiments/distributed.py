@@ -8,6 +8,7 @@ every process runs the Hydra job and the environment says who is who (one task p
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import socket
 from collections.abc import Callable
@@ -19,6 +20,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 GROUP_TIMEOUT = datetime.timedelta(minutes=30)
+# Rendezvous ports derived from a job id: below Linux's ephemeral range (32768-60999 by default,
+# net.ipv4.ip_local_port_range), where the OS hands out ports to outgoing connections and
+# would sooner or later collide with the store, and above most registered service ports.
+JOB_PORT_RANGE = (20000, 32000)
 
 
 @dataclass(frozen=True)
@@ -55,10 +60,12 @@ def _int_env(name: str) -> int | None:
     return int(value) if value not in (None, "") else None
 
 
-def _port_from_job_id(job_id: str) -> int:
-    # Every task of a job derives the same port without talking to the others.
-    digits = "".join(ch for ch in job_id if ch.isdigit()) or "0"
-    return 15000 + int(digits[-6:]) % 20000
+def port_from_job_id(job_id: str) -> int:
+    """The job's rendezvous port: every task (and every requeued restart) of a job derives the
+    same one without talking to the others; jobs spread over ``JOB_PORT_RANGE``."""
+    low, high = JOB_PORT_RANGE
+    digest = hashlib.sha256(job_id.encode()).digest()
+    return low + int.from_bytes(digest[:8], "big") % (high - low)
 
 
 def _slurm_plan() -> LaunchPlan | None:
@@ -76,7 +83,7 @@ def _slurm_plan() -> LaunchPlan | None:
         rank=env.global_rank,
         local_rank=env.local_rank,
         master_addr=os.environ.get("MASTER_ADDR") or env.hostnames[0],
-        master_port=_int_env("MASTER_PORT") or _port_from_job_id(env.job_id),
+        master_port=_int_env("MASTER_PORT") or port_from_job_id(env.job_id),
     )
 
 
@@ -89,7 +96,7 @@ def _submitit_local_plan() -> LaunchPlan | None:
         world_size=ntasks,
         rank=int(os.environ["SUBMITIT_LOCAL_GLOBALID"]),
         local_rank=int(os.environ["SUBMITIT_LOCAL_LOCALID"]),
-        master_port=_port_from_job_id(os.environ.get("SUBMITIT_LOCAL_JOB_ID", "0")),
+        master_port=port_from_job_id(os.environ.get("SUBMITIT_LOCAL_JOB_ID", "0")),
     )
 
 
@@ -186,13 +193,26 @@ def _spawned_entry(
     worker(plan, local_rank, local_rank, *args)
 
 
-def spawn(plan: LaunchPlan, worker: Callable[..., Any], args: tuple[Any, ...]) -> None:
+def spawn(
+    plan: LaunchPlan,
+    worker: Callable[..., Any],
+    args: tuple[Any, ...],
+    started: Callable[[list[int]], Any] | None = None,
+) -> None:
     """Run ``worker(plan, rank, local_rank, *args)`` in ``plan.world_size`` new processes.
 
     ``worker`` and ``args`` must be picklable (module-level function, plain data).
+    ``started(pids)`` is called once they run (e.g. to pass signals on to them). Raises like
+    ``torch.multiprocessing.spawn`` when a worker fails.
     """
-    if mp.get_start_method(allow_none=True) not in (None, "spawn", "fork", "forkserver"):
-        # A joblib (loky) worker's start method is "loky", which the children, plain
-        # interpreters, cannot restore: give them the standard one.
-        mp.set_start_method("spawn", force=True)
-    mp.spawn(_spawned_entry, args=(plan, worker, args), nprocs=plan.world_size, join=True)
+    context = mp.start_processes(
+        _spawned_entry,
+        args=(plan, worker, args),
+        nprocs=plan.world_size,
+        join=False,
+        start_method="spawn",
+    )
+    if started is not None:
+        started(context.pids())
+    while not context.join():
+        pass

@@ -51,6 +51,7 @@ EXECUTION_KEYS = (
     "trainer.checkpoint_every_epochs",
     "trainer.checkpoint_every_minutes",
     "trainer.gpu_slots",
+    "trainer.stop_check_every",
     "scheduler.label",
 )
 # Defining, but already spelled in the directory path itself.

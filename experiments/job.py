@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from experiments import rundir as rd
+from experiments import stopped_epoch
 from experiments.angle_tracker import EpochAngleTracker
 from experiments.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -45,7 +46,8 @@ from experiments.distributed import DistContext, broadcast_object, gather_object
 from experiments.gpu_slots import recorded_gpus
 from experiments.identity import setup_differences
 from experiments.launch import RunIdentity
-from experiments.loop import TrainingDiverged, evaluate, train_epoch
+from experiments.loop import PartialEpoch, TrainingDiverged, evaluate, train_epoch
+from experiments.preemption import StopPoll, StopSignals, TrainingInterrupted
 from experiments.provenance import hardware_description, package_versions
 from experiments.runtime import (
     autocast_factory,
@@ -58,6 +60,7 @@ from experiments.schedulefree_support import (
     prepare_evaluation,
     reserved_epoch_batches,
 )
+from experiments.stopped_epoch import StoppedEpoch
 from experiments.tracking import NullTracker, run_identity, start_wandb
 
 log = logging.getLogger(__name__)
@@ -78,6 +81,8 @@ class RunState:
     autodrop_records: list[dict[str, Any]] = field(default_factory=list)
     wandb_run_id: str | None = None
     elapsed_s: float = 0.0
+    stopped: StoppedEpoch | None = None  # set by a mid-epoch checkpoint, cleared when done
+    resumes: list[dict[str, Any]] = field(default_factory=list)  # rank 0: summary's provenance
 
 
 def _last_omega(records: list[dict[str, Any]]) -> float | None:
@@ -140,11 +145,14 @@ class TrainingJob:
         ctx: DistContext,
         device: torch.device,
         identity: RunIdentity,
+        signals: StopSignals | None = None,
     ) -> None:
         sharing = processes_per_node(ctx.world_size, cfg.trainer.gpu_slots // cfg.trainer.devices)
         cfg = with_device_defaults(cfg, device, sharing)  # channels_last, num_workers: auto
         self.cfg, self.run_dir, self.ctx, self.device = cfg, run_dir, ctx, device
         self.identity = identity
+        self.stop = StopPoll(signals or StopSignals(), ctx, device, cfg.trainer.stop_check_every)
+        self.interruption: dict[str, Any] | None = None
         trainer = cfg.trainer
         seed_everything(cfg.seed)
         self.data = _build_data(cfg, device, ctx)
@@ -217,10 +225,12 @@ class TrainingJob:
             wandb_run_id=state["wandb_run_id"],
             elapsed_s=state["elapsed_s"],
         )
+        self.state.stopped = stopped_epoch.restore(state.get("stopped_epoch"), self.ctx)
         return True
 
     def save_checkpoint(self) -> None:
         rng_states = gather_objects(capture_rng_state(), self.ctx)
+        stopped = stopped_epoch.checkpoint_entry(self.state.stopped, self.ctx)
         if not self.ctx.is_main:
             return
         p = self.state
@@ -240,6 +250,7 @@ class TrainingJob:
                 "elapsed_s": self.elapsed_s(),
                 "setup": self.identity.setup,
                 "code_version": self.identity.code_version,
+                "stopped_epoch": stopped,
             },
         )
 
@@ -282,6 +293,8 @@ class TrainingJob:
             "message": message,
             "data_verify": cfg.data.verify,
             "data_skipped_images": self.data.skipped_images(),
+            "interruption": self.interruption,
+            "resumes": self.state.resumes,
         }
 
     def open_run_directory(self, resumed: bool) -> None:
@@ -300,6 +313,7 @@ class TrainingJob:
                 )
             else:
                 log.info("resuming %s after epoch %d", run_dir.root, p.epoch)
+                self.record_resume()
         else:
             run_dir.remove_stale_outputs()
             log.info("starting %s", run_dir.root)
@@ -322,6 +336,28 @@ class TrainingJob:
             p.wandb_run_id = self.tracker.run_id or p.wandb_run_id
         run_dir.write_summary(self.summary(rd.RUNNING))
 
+    def record_resume(self) -> None:
+        """Rank 0, on resume: append this launch to the ``resumes`` of the previous summary."""
+        previous, p = self.run_dir.read_summary(), self.state
+        resumes = (previous or {}).get("resumes")
+        entry = stopped_epoch.resume_record(
+            previous,
+            epochs_done=p.epoch,
+            step=p.step,
+            stopped=p.stopped,
+            world_size=self.ctx.world_size,
+        )
+        self.state.resumes = [*(resumes if isinstance(resumes, list) else []), entry]
+        if entry["batch"]:
+            log.info(
+                "continuing epoch %d at batch %d of %d (step %d; previous process: %s)",
+                entry["epoch"],
+                entry["batch"],
+                self.steps_per_epoch,
+                entry["step"],
+                entry["reason"],
+            )
+
     # ------------------------------------------------------------------------------ epochs
     def run_epoch(
         self, epoch: int, train_model: nn.Module, eval_model: nn.Module
@@ -329,8 +365,9 @@ class TrainingJob:
         """Train and evaluate one epoch: its metrics record and the schedule's new measurements
         (AutoDrop windows, TLR lr updates)."""
         trainer, ctx, p = self.cfg.trainer, self.ctx, self.state
-        start = time.perf_counter()
-        self.data.train.set_epoch(epoch - 1)
+        resumed = p.stopped if p.stopped is not None and p.stopped.epoch == epoch else None
+        start = time.perf_counter() - (resumed.position.seconds if resumed else 0.0)
+        self.data.train.set_epoch(epoch - 1, start_batch=resumed.position.batch if resumed else 0)
         progress = EpochProgress(
             use_progress_bar(trainer.progress, ctx.is_main),
             self.steps_per_epoch,
@@ -351,9 +388,13 @@ class TrainingJob:
                 channels_last=trainer.channels_last,
                 nan_check_every=trainer.nan_check_every,
                 first_step=p.step,
+                resume=resumed.position if resumed else None,
+                stop=self.stop,
             )
         finally:
             progress.close()
+        if result.stopped is not None:
+            self.stop_mid_epoch(epoch, result.stopped, resumed)
         _sync_buffers_from_rank0(self.model, ctx)
         # Schedule-free only (a no-op otherwise): parameters <- x, BatchNorm recomputed at x on
         # batches training never reaches. The optimizer stays in eval mode until the next
@@ -396,7 +437,9 @@ class TrainingJob:
         }
         if self.cfg.scheduler.name == "hd":  # HD moves the lr every step
             record["lr/epoch_mean"] = result.lr_mean
-        measurements = self.schedule.pop_measurements()
+        earlier = resumed.measurements if resumed else []
+        measurements = [*earlier, *self.schedule.pop_measurements()]
+        p.stopped = None
         if self.measurements_path is not None:
             p.autodrop_records.extend(measurements)
         if is_autodrop(self.cfg.scheduler.name):
@@ -405,6 +448,23 @@ class TrainingJob:
         if self.angle_tracker is not None:
             record["angle/epoch"] = self.angle_tracker.end_epoch()
         return record, measurements
+
+    def stop_mid_epoch(
+        self, epoch: int, position: PartialEpoch, resumed: StoppedEpoch | None
+    ) -> None:
+        """Save a checkpoint at ``position`` of ``epoch`` and raise TrainingInterrupted."""
+        earlier = resumed.measurements if resumed else []
+        self.state.stopped = StoppedEpoch(
+            epoch, position, [*earlier, *self.schedule.pop_measurements()]
+        )
+        self.save_checkpoint()
+        raise TrainingInterrupted(
+            self.stop.signal_name,
+            self.state.step + position.batch,
+            epoch,
+            position.batch,
+            self.steps_per_epoch,
+        )
 
     def write_epoch(self, record: dict[str, Any], measurements: list[dict[str, Any]]) -> None:
         self.state.metrics.append(record)
@@ -437,10 +497,16 @@ class TrainingJob:
                 record, measurements = self.run_epoch(epoch, train_model, eval_model)
                 self.write_epoch(record, measurements)
                 self.write_running_summary()
+                # A signal that came during evaluation stops here, with a checkpoint.
+                stop = epoch < trainer.epochs and self.stop.at_epoch_end()
                 # Rank 0's clock decides, so every rank joins the same collectives.
-                if broadcast_object(when.due(epoch), self.ctx):
+                if broadcast_object(when.due(epoch), self.ctx) or stop:
                     self.save_checkpoint()
                     when.saved()
+                if stop:
+                    raise TrainingInterrupted(
+                        self.stop.signal_name, self.state.step, epoch + 1, 0, self.steps_per_epoch
+                    )
         except BaseException:
             try:  # a checkpoint write in flight still completes (it is the run's last good one)
                 self.checkpoint_writer.wait()
@@ -460,9 +526,46 @@ def run_training(
     """Train (or resume) the run of ``cfg`` in ``run_dir``; rank 0 returns the final summary.
 
     Raises TrainingDiverged on a non-finite loss (summary status "diverged"), and re-raises any
-    other error after marking the summary "failed".
+    other error after marking the summary "failed". A stop signal (experiments.preemption) ends
+    training between two steps with a checkpoint and status "interrupted", then goes to the
+    handler installed before ours: SystemExit when that one requeued the job (status
+    "requeued"), else TrainingInterrupted.
     """
-    job = TrainingJob(cfg, run_dir, ctx, device, identity)
+    signals = StopSignals().install()
+    try:
+        return _train_and_record(cfg, run_dir, ctx, device, identity, signals)
+    finally:
+        signals.restore()
+
+
+def _hand_over(
+    signals: StopSignals, stop: TrainingInterrupted, ctx: DistContext
+) -> tuple[str, str, BaseException]:
+    """(status, message, exception to raise) once the checkpoint of ``stop`` is saved."""
+    outcome = signals.hand_over()
+    if outcome.requeued:
+        return rd.REQUEUED, f"{stop}; the scheduler requeued the job", outcome.error or stop
+    if outcome.error is not None:
+        return rd.INTERRUPTED, f"{stop}; not requeued: {outcome.error}", outcome.error
+    return rd.INTERRUPTED, str(stop), stop
+
+
+def _leave_together(ctx: DistContext) -> None:
+    # After a stop, no rank exits before rank 0 has written the summary: under
+    # srun --kill-on-bad-exit the first rank to exit non-zero ends the others.
+    if ctx.is_distributed:
+        dist.barrier()
+
+
+def _train_and_record(
+    cfg: DictConfig,
+    run_dir: rd.RunDir,
+    ctx: DistContext,
+    device: torch.device,
+    identity: RunIdentity,
+    signals: StopSignals,
+) -> dict[str, Any] | None:
+    job = TrainingJob(cfg, run_dir, ctx, device, identity, signals)
     resumed = job.resume_if_possible()
     if ctx.is_main:
         job.open_run_directory(resumed)
@@ -470,6 +573,14 @@ def run_training(
     try:
         job.train()
         status = rd.FINISHED
+    except TrainingInterrupted as stop:
+        job.interruption = stop.record()
+        status, message, raised = _hand_over(signals, stop, ctx)
+        if ctx.is_main:
+            log.warning("%s: %s", status, message)
+        if raised is stop:
+            raise
+        raise raised from stop
     except TrainingDiverged as error:
         status, message = rd.DIVERGED, str(error)
         raise
@@ -495,4 +606,6 @@ def run_training(
                 log.error("could not write %s: %s", run_dir.summary_path, error)
             job.tracker.finish(status, summary)
             log.info("run %s: %s", status, run_dir.root)
+        if status in (rd.INTERRUPTED, rd.REQUEUED):
+            _leave_together(ctx)
     return summary

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -76,11 +76,41 @@ def _step_lr(optimizer: Optimizer) -> float | Tensor:
 
 
 @dataclass(frozen=True)
+class PartialEpoch:
+    """This rank's place in an epoch that was stopped between two optimizer steps: the batches
+    already trained and the running sums the rest of the epoch adds to (this rank's own, not
+    yet summed over ranks), so a resumed epoch ends with the very same numbers."""
+
+    batch: int = 0
+    sums: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])  # loss, correct, count
+    lr_sum: float = 0.0
+    seconds: float = 0.0
+
+    def state_dict(self) -> dict[str, object]:
+        return {
+            "batch": self.batch,
+            "sums": list(self.sums),
+            "lr_sum": self.lr_sum,
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, object]) -> PartialEpoch:
+        return cls(
+            batch=int(state["batch"]),
+            sums=[float(v) for v in state["sums"]],
+            lr_sum=float(state["lr_sum"]),
+            seconds=float(state["seconds"]),
+        )
+
+
+@dataclass(frozen=True)
 class TrainResult:
-    totals: Totals
+    totals: Totals | None  # None when the epoch was stopped (see ``stopped``)
     steps: int
     seconds: float
     lr_mean: float  # the mean over the epoch's steps of the lr each step ended with
+    stopped: PartialEpoch | None = None  # where a stop request ended the epoch early
 
 
 def train_epoch(
@@ -96,17 +126,28 @@ def train_epoch(
     channels_last: bool = False,
     nan_check_every: int = 0,
     first_step: int = 0,
+    resume: PartialEpoch | None = None,
+    stop: Callable[[int], bool] | None = None,
 ) -> TrainResult:
     """Forward, backward, ``optimizer.step()`` and ``schedule.step()`` for every batch.
 
     Starts with ``start_training`` (a schedule-free optimizer moves the parameters to y).
+    ``resume``: the epoch was stopped there; ``batches`` must start at ``resume.batch`` (the
+    loader skips what was trained). ``stop(batch)`` is asked before every batch; when it says
+    yes the epoch ends at once and ``TrainResult.stopped`` holds where (a collective under
+    several processes: it must be called at the same batches on every rank).
     """
     start_training(model, optimizer)
-    sums = torch.zeros(3, dtype=torch.float64, device=device)
-    steps = 0
-    lr_sum = 0.0
-    start = time.perf_counter()
+    resume = resume or PartialEpoch()
+    sums = torch.tensor(resume.sums, dtype=torch.float64, device=device)
+    steps = resume.batch
+    lr_sum = resume.lr_sum
+    start = time.perf_counter() - resume.seconds
     for images, labels in batches:
+        if stop is not None and stop(steps):
+            _sync(device)
+            partial = PartialEpoch(steps, sums.tolist(), lr_sum, time.perf_counter() - start)
+            return TrainResult(None, steps, partial.seconds, lr_sum / max(steps, 1), partial)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast():

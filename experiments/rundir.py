@@ -20,6 +20,7 @@ import math
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,13 @@ NO_FLOCK_ERRNOS = (errno.ENOLCK, errno.EOPNOTSUPP)
 log = logging.getLogger(__name__)
 
 RUNNING, FINISHED, FAILED, DIVERGED = "running", "finished", "failed", "diverged"
-STATUSES = (RUNNING, FINISHED, FAILED, DIVERGED)
+# Stopped on a signal after a checkpoint (experiments.preemption); requeued: and the scheduler
+# (submitit) put the job back in its queue. Both resume on relaunch.
+INTERRUPTED, REQUEUED = "interrupted", "requeued"
+# Never written: what ``effective_status`` reports for a "running" run nobody holds the lock of.
+STALE = "stale"
+STATUSES = (RUNNING, FINISHED, FAILED, DIVERGED, INTERRUPTED, REQUEUED, STALE)
+LOCK_ATTEMPTS, LOCK_RETRY_S = 5, 0.02
 
 
 class RunLocked(RuntimeError):
@@ -152,13 +159,7 @@ class RunDir:
         fd = open_no_follow(path, os.O_RDWR | os.O_CREAT)
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-                raise RunLocked(
-                    f"{self.root} is being trained by another process (pid {holder}): this "
-                    "launch exits without touching it; relaunch once that process has ended"
-                ) from None
+                locked = _try_exclusive_flock(fd)
             except OSError as error:
                 if error.errno not in NO_FLOCK_ERRNOS:
                     raise
@@ -168,6 +169,13 @@ class RunDir:
                     "the run-directory lock, so do not launch this run twice at once",
                     self.root,
                     errno.errorcode.get(error.errno, error.errno),
+                )
+                locked = True
+            if not locked:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                raise RunLocked(
+                    f"{self.root} is being trained by another process (pid {holder}): this "
+                    "launch exits without touching it; relaunch once that process has ended"
                 )
             self._lock_fd = fd
             yield
@@ -248,6 +256,54 @@ def open_no_follow(path: Path, flags: int) -> int:
 
 class DamagedRecords(ValueError):
     """A record file holds a line that is not a JSON object."""
+
+
+def _try_exclusive_flock(fd: int) -> bool:
+    # A few quick attempts: ``lock_is_held`` probes hold the lock for microseconds.
+    for attempt in range(LOCK_ATTEMPTS):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if attempt + 1 < LOCK_ATTEMPTS:
+                time.sleep(LOCK_RETRY_S)
+    return False
+
+
+def lock_is_held(run_root: Path | str) -> bool:
+    """Whether a live process holds the run directory's lock (a non-blocking probe).
+
+    The OS drops a flock when its holder dies, so a run whose process was killed shows False.
+    """
+    path = Path(run_root) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:  # missing, or a planted link (which no runner holds)
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def effective_status(run_root: Path | str, summary: Mapping[str, Any] | None = None) -> str:
+    """The run's status as listings must show it: summary.json's, except that a run that says
+    (or, with no summary yet, seems) ``running`` while no process holds its lock is ``stale``:
+    its last process died without recording why. A relaunch resumes it.
+
+    ``summary``: the run's summary when the caller has read it already.
+    """
+    if summary is None:
+        summary = RunDir(run_root).read_summary()
+    status = str((summary or {}).get("status") or RUNNING)
+    if status == RUNNING and not lock_is_held(run_root):
+        return STALE
+    return status
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

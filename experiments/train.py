@@ -20,7 +20,7 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from torch.multiprocessing import ProcessRaisedException
+from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
 
 from experiments import cli
 from experiments import rundir as rd
@@ -46,6 +46,7 @@ from experiments.gpu_slots import SLOT_DIR_NAME, SlotPool, claim_slot, visible_g
 from experiments.identity import name_suffix, run_directory, run_setup
 from experiments.launch import RunIdentity, decide
 from experiments.loop import TrainingDiverged
+from experiments.preemption import StopSignals, TrainingInterrupted
 from experiments.provenance import code_version
 from experiments.runtime import configure_cpu_threads, configure_determinism, select_device
 
@@ -77,6 +78,12 @@ def _worker(
             run_training(cfg, run_dir, ctx, device, identity)
         finally:
             destroy_process_group(plan)
+    except TrainingInterrupted:
+        if plan.kind == "spawn":
+            return  # the parent reports it: it holds the lock and any scheduler's handler
+        raise
+    except SystemExit:  # a scheduler's handler requeued the job after our checkpoint
+        raise
     except TrainingDiverged as error:
         if rank == 0:
             log.error("training diverged: %s", error)
@@ -103,6 +110,50 @@ def _raise_from_summary(run_dir: rd.RunDir, error: BaseException) -> None:
     if summary.get("status") == rd.DIVERGED:
         raise TrainingDiverged(message) from error
     raise TrainingFailed(f"{message} (details in {run_dir.log_path})") from error
+
+
+def _mark_failed_if_running(run_dir: rd.RunDir, message: str) -> None:
+    # The parent holds the lock: a summary still "running" belongs to a worker that was killed.
+    summary = run_dir.read_summary()
+    if summary is not None and summary.get("status") == rd.RUNNING:
+        run_dir.write_summary({**summary, "status": rd.FAILED, "message": message})
+
+
+def _report_interruption(run_dir: rd.RunDir, signals: StopSignals) -> None:
+    """Parent of spawned workers: if they stopped on a signal, hand it over (a scheduler may
+    requeue the job) and raise like a worker would (SystemExit or TrainingInterrupted)."""
+    summary = run_dir.read_summary() or {}
+    if summary.get("status") != rd.INTERRUPTED or not summary.get("interruption"):
+        return
+    stop = TrainingInterrupted.from_record(summary["interruption"], summary["steps_per_epoch"])
+    outcome = signals.hand_over()
+    if outcome.requeued:
+        message = f"{stop}; the scheduler requeued the job"
+        run_dir.write_summary({**summary, "status": rd.REQUEUED, "message": message})
+    elif outcome.error is not None:
+        run_dir.write_summary({**summary, "message": f"{stop}; not requeued: {outcome.error}"})
+    if outcome.error is not None:
+        raise outcome.error from stop
+    raise stop
+
+
+def _spawn_workers(plan: LaunchPlan, args: tuple[Any, ...], run_dir: rd.RunDir) -> None:
+    """Run the ``plan.world_size`` workers; signals to this process are passed on to them."""
+    pids: list[int] = []
+    with StopSignals(forward_to=lambda: pids) as signals:
+
+        def started(worker_pids: list[int]) -> None:
+            pids.extend(worker_pids)
+            signals.forward_received()
+
+        try:
+            spawn(plan, _importable_worker(), args, started=started)
+        except ProcessRaisedException as error:
+            _raise_from_summary(run_dir, error)
+        except ProcessExitedException as error:
+            _mark_failed_if_running(run_dir, f"a worker process died: {error}")
+            raise TrainingFailed(f"{error} (details in {run_dir.log_path})") from error
+        _report_interruption(run_dir, signals)
 
 
 @dataclass(frozen=True)
@@ -183,10 +234,7 @@ def run_job(
         with _gpu_slot(cfg) as slot_plan:
             plan = slot_plan or plan
             if plan.kind == "spawn":
-                try:
-                    spawn(plan, _importable_worker(), args)
-                except ProcessRaisedException as error:
-                    _raise_from_summary(run_dir, error)
+                _spawn_workers(plan, args, run_dir)
             else:
                 _worker(plan, plan.rank, plan.local_rank, *args)
         return LaunchResult(action.value, run_dir.root)

@@ -259,6 +259,8 @@ def _read_run_dir(root: Path, run_dir: Path) -> RawRun:
         problem = rd.completeness_problem(run_dir)
     if problem is not None:
         summary.update(status=DAMAGED, message=problem)
+    else:  # "running" only while a process holds the run's lock; else it died unrecorded: stale
+        summary["status"] = rd.effective_status(run_dir, summary)
     return RawRun(
         run_id="/".join(run_dir.relative_to(root).parts),
         summary=summary,

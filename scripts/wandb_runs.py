@@ -16,18 +16,21 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from experiments.rundir import FAILED, FINISHED, RUNNING, STALE
 from scripts.runs import RawRun, RunSet, build_run_set, run_id_for
 
 TRACE_PREFIX = "trace/"
 TRACE_STEP = "trace/step"
-# W&B run states -> summary.json statuses, for runs whose summary lacks a status.
+# W&B run states -> summary.json statuses, for runs whose summary lacks a status. "crashed"
+# (no heartbeat, no finish) is what the local files call stale: the process died unrecorded.
+_LIVE_STATES = ("running", "pending")
 _STATE_TO_STATUS = {
-    "finished": "finished",
-    "running": "running",
-    "pending": "running",
-    "crashed": "failed",
-    "failed": "failed",
-    "killed": "failed",
+    "finished": FINISHED,
+    "running": RUNNING,
+    "pending": RUNNING,
+    "crashed": STALE,
+    "failed": FAILED,
+    "killed": FAILED,
 }
 _IDENTITY = ("experiment", "dataset", "model", "scheduler", "seed")
 _NAME = re.compile(r"^(?P<scheduler>.+)-s(?P<seed>-?\d+)$")
@@ -75,8 +78,11 @@ def raw_run_from_wandb(wandb_run: Any, path: str) -> RawRun:
             f"group/name ({wandb_run.group!r}, {wandb_run.name!r}) do not follow "
             f"'<experiment>/<dataset>-<model>' / '<scheduler>-s<seed>'"
         )
+    state = str(wandb_run.state).lower()
     if not summary.get("status"):
-        summary["status"] = _STATE_TO_STATUS.get(str(wandb_run.state).lower(), "failed")
+        summary["status"] = _STATE_TO_STATUS.get(state, FAILED)
+    elif summary["status"] == RUNNING and state not in _LIVE_STATES:
+        summary["status"] = STALE  # says running, but W&B saw its process end
     if not summary.get("wandb_run_id"):
         summary["wandb_run_id"] = wandb_run.id
     rows = list(wandb_run.scan_history())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -15,7 +16,7 @@ import pytest
 import torch
 
 from experiments.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
-from experiments.rundir import read_records
+from experiments.rundir import effective_status, read_records
 from tests.conftest import REPO_ROOT, TINY_RUN
 
 RESUME_RUN = [*TINY_RUN, "scheduler=autodrop", "trainer.deterministic=true"]
@@ -103,6 +104,7 @@ def test_sigkill_mid_run_then_relaunch_matches_uninterrupted(train_in_process, r
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert '"status": "running"' in (run_dir / "summary.json").read_text()
+    assert effective_status(run_dir) == "stale"  # nobody holds its lock any more
     assert len(read_records(metrics)) < 6
 
     relaunch = subprocess.run(
@@ -110,3 +112,5 @@ def test_sigkill_mid_run_then_relaunch_matches_uninterrupted(train_in_process, r
     )
     assert relaunch.returncode == 0, relaunch.stderr[-3000:]
     _assert_same_run(run_dir, reference)
+    (resume,) = json.loads((run_dir / "summary.json").read_text())["resumes"]
+    assert resume["reason"] == "stale" and resume["previous_status"] == "running"

@@ -68,6 +68,8 @@ SUMMARY_KEYS = [
     "message",
     "data_verify",
     "data_skipped_images",
+    "interruption",  # the signal, step, epoch and batch a stop happened at (else None)
+    "resumes",  # one entry per resume: step, epoch, batch, reason, host, world size
 ]
 STEPS_PER_EPOCH = 23  # 1,437 digits at batch 64
 
@@ -106,6 +108,7 @@ def test_autodrop_run_writes_every_file_of_the_contract(train_in_process, result
     assert list(summary) == SUMMARY_KEYS
     assert summary["status"] == "finished" and summary["message"] is None
     assert summary["data_verify"] is True and summary["data_skipped_images"] == 0
+    assert summary["interruption"] is None and summary["resumes"] == []
     assert (summary["experiment"], summary["dataset"], summary["model"]) == (
         "quick/digits",
         "digits",

@@ -15,10 +15,12 @@ class TrainLoader(Protocol):
     """Yields (normalised float32 images [B, 3, H, W], int64 labels) on the training device.
 
     ``len()`` is the number of optimizer steps per epoch on this rank (equal on every rank).
-    Batches depend only on (seed, epoch): call ``set_epoch`` before iterating.
+    Batches depend only on (seed, epoch): call ``set_epoch`` before iterating; with
+    ``start_batch=b`` the epoch starts at its batch b (a resumed epoch) without computing or
+    loading the earlier ones.
     """
 
-    def set_epoch(self, epoch: int) -> None: ...
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None: ...
 
     def __len__(self) -> int: ...
 

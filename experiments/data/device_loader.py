@@ -10,7 +10,7 @@ import torch
 from experiments.data.arrays import ImageArrays
 from experiments.data.augment import crop_flip_batch
 from experiments.data.normalization import channel_tensor, normalize_uint8
-from experiments.data.sharding import EpochPlanner, ceil_div, eval_shard
+from experiments.data.sharding import EpochPlanner, ceil_div, check_start_batch, eval_shard
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -49,6 +49,8 @@ class DeviceTrainLoader:
     """Shuffled, augmented, sharded train batches; see ``sharding`` for the remainder policy.
 
     The batches of epoch e depend only on (seed, e): iterating an epoch twice repeats it exactly.
+    ``set_epoch(e, start_batch=b)`` starts the epoch at batch b (a resumed epoch) without
+    touching the b batches before it.
     """
 
     def __init__(
@@ -75,9 +77,11 @@ class DeviceTrainLoader:
         self.padding = padding
         self.augment = augment
         self.epoch = 0
+        self.start_batch = 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch = epoch
+        self.start_batch = check_start_batch(start_batch, len(self))
 
     def __len__(self) -> int:
         return self.planner.steps(self.batch_size)
@@ -88,7 +92,7 @@ class DeviceTrainLoader:
         indices = plan.indices.to(device)
         offsets = plan.offsets.to(device)
         flips = plan.flips.to(device)
-        for step in range(len(self)):
+        for step in range(self.start_batch, len(self)):
             window = slice(step * self.batch_size, (step + 1) * self.batch_size)
             images, labels = self._split.select(indices[window])
             if self.augment:

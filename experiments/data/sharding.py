@@ -36,6 +36,13 @@ def epoch_sample_seed_base(seed: int, epoch: int) -> int:
     return derive_seed(seed, epoch, _SAMPLE_SEED_STREAM)
 
 
+def check_start_batch(start_batch: int, batches: int) -> int:
+    """``start_batch`` if an epoch of ``batches`` batches can start there (0..batches)."""
+    if not 0 <= start_batch <= batches:
+        raise ValueError(f"start_batch must be in 0..{batches}, got {start_batch}")
+    return start_batch
+
+
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 

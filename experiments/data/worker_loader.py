@@ -9,6 +9,7 @@ an epoch is identical for any ``num_workers``, with persistent workers, and afte
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple, Protocol
 
@@ -19,7 +20,12 @@ from torchvision import transforms
 
 from experiments.data.arrays import ImageArrays
 from experiments.data.augment import crop_flip_image
-from experiments.data.sharding import SEED_MASK, EpochPlanner, epoch_sample_seed_base
+from experiments.data.sharding import (
+    SEED_MASK,
+    EpochPlanner,
+    check_start_batch,
+    epoch_sample_seed_base,
+)
 from experiments.data.staging import OnDeviceNormalize, stage_batches
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -71,25 +77,28 @@ class ArrayImageDataset(Dataset):
 
 class PlannedEpochSampler(Sampler[PlannedSample]):
     """This rank's ``EpochPlan`` as ``PlannedSample`` keys (a deterministic DistributedSampler
-    that also carries the augmentation parameters)."""
+    that also carries the augmentation parameters). ``skip`` leaves out the epoch's first
+    samples (a resumed epoch); ``len`` counts what is left."""
 
     def __init__(self, planner: EpochPlanner) -> None:
         self.planner = planner
         self.epoch = 0
+        self.skip = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
 
     def __len__(self) -> int:
-        return self.planner.samples_per_rank()
+        return max(self.planner.samples_per_rank() - self.skip, 0)
 
     def __iter__(self) -> Iterator[PlannedSample]:
         plan = self.planner.plan(self.epoch)
+        window = slice(self.skip, None)
         rows = zip(
-            plan.indices.tolist(),
-            plan.offsets[:, 0].tolist(),
-            plan.offsets[:, 1].tolist(),
-            plan.flips.tolist(),
+            plan.indices[window].tolist(),
+            plan.offsets[window, 0].tolist(),
+            plan.offsets[window, 1].tolist(),
+            plan.flips[window].tolist(),
             strict=True,
         )
         return (PlannedSample(*row) for row in rows)
@@ -97,23 +106,26 @@ class PlannedEpochSampler(Sampler[PlannedSample]):
 
 class SampleSeedSampler(Sampler[tuple[int, int]]):
     """Wraps a DistributedSampler: yields (index, seed of that sample's random transform) with
-    the seed a function of (seed, epoch, index) only."""
+    the seed a function of (seed, epoch, index) only. ``skip`` leaves out the epoch's first
+    samples (a resumed epoch): only their indices are computed, no image is read."""
 
     def __init__(self, base: DistributedSampler, seed: int) -> None:
         self.base = base
         self.seed = seed
         self.epoch = 0
+        self.skip = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
         self.base.set_epoch(epoch)
 
     def __len__(self) -> int:
-        return len(self.base)
+        return max(len(self.base) - self.skip, 0)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         seed_base = epoch_sample_seed_base(self.seed, self.epoch)
-        return ((index, (seed_base + index) & SEED_MASK) for index in self.base)
+        indices = itertools.islice(self.base, self.skip, None)
+        return ((index, (seed_base + index) & SEED_MASK) for index in indices)
 
 
 class PerSampleSeededDataset(Dataset):
@@ -137,7 +149,7 @@ class PerSampleSeededDataset(Dataset):
 
 
 class EpochSampler(Protocol):
-    def set_epoch(self, epoch: int) -> None: ...
+    def set_epoch(self, epoch: int, skip: int = 0) -> None: ...
 
 
 def make_dataloader(
@@ -201,7 +213,11 @@ class _ToDevice:
 
 
 class WorkerTrainLoader(_ToDevice):
-    """TrainLoader over a DataLoader whose sampler has ``set_epoch``."""
+    """TrainLoader over a DataLoader whose sampler has ``set_epoch(epoch, skip)``.
+
+    ``set_epoch(e, start_batch=b)`` makes the sampler skip the first b batches' samples, so
+    the DataLoader never loads them; ``len`` stays the whole epoch's batch count.
+    """
 
     def __init__(
         self,
@@ -213,9 +229,15 @@ class WorkerTrainLoader(_ToDevice):
     ) -> None:
         super().__init__(loader, device, channels_last, normalize)
         self.sampler = sampler
+        self.batches = len(loader)  # before any skip: the whole epoch
+        self.start_batch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
+    def __len__(self) -> int:
+        return self.batches
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.start_batch = check_start_batch(start_batch, self.batches)
+        self.sampler.set_epoch(epoch, skip=self.start_batch * self.loader.batch_size)
 
 
 class WorkerEvalLoader(_ToDevice):
