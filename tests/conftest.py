@@ -64,6 +64,14 @@ def killed_at_checkpoint(
     return run_killed
 
 
+def expected_run_dir(results_dir: Path, overrides: Sequence[str]) -> Path:
+    """Where ``python -m experiments.train <overrides>`` trains its run (the run identity)."""
+    from experiments.config import compose_with_choices
+    from experiments.train import identify_run
+
+    return identify_run(*compose_with_choices([*overrides, f"paths.results_dir={results_dir}"]))[0]
+
+
 @pytest.fixture
 def results_dir(tmp_path: Path) -> Path:
     return tmp_path / "results"

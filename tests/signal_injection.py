@@ -80,23 +80,28 @@ def _wrap(function: Callable[..., Any], before: Callable[[], None]) -> Callable[
 @contextlib.contextmanager
 def inject(injection: Injection) -> Iterator[_Trigger]:
     """Arm ``injection`` in this process until the block ends."""
-    from experiments import job
+    from experiments import checkpoint, job
 
     trigger = _Trigger(injection)
-    originals = {"evaluate": job.evaluate, "save_checkpoint": job.save_checkpoint}
+    # The evaluation is called from the job; a checkpoint is written by the checkpoint
+    # module's writer (a background thread), which looks save_checkpoint up at each write.
+    originals = [
+        (job, "evaluate", job.evaluate),
+        (checkpoint, "save_checkpoint", checkpoint.save_checkpoint),
+    ]
     handle = None
     if injection.point == "step":
         handle = register_optimizer_step_post_hook(lambda *_: trigger())
     else:
-        name = "evaluate" if injection.point == "eval" else "save_checkpoint"
-        setattr(job, name, _wrap(originals[name], trigger))
+        module, name, function = originals[0 if injection.point == "eval" else 1]
+        setattr(module, name, _wrap(function, trigger))
     try:
         yield trigger
     finally:
         if handle is not None:
             handle.remove()
-        for name, function in originals.items():
-            setattr(job, name, function)
+        for module, name, function in originals:
+            setattr(module, name, function)
 
 
 _ARMED: list[contextlib.AbstractContextManager[_Trigger]] = []  # kept for the process's life
@@ -111,15 +116,12 @@ def _arm_from_environment() -> None:
 
 
 def main(overrides: list[str]) -> int:
-    from pathlib import Path
-
-    from experiments.config import compose_config
+    from experiments.config import compose_with_choices
     from experiments.preemption import TrainingInterrupted
     from experiments.train import run_job
 
-    run_dir = Path(compose_config(overrides, with_hydra=True).hydra.run.dir)
     try:
-        run_job(compose_config(overrides), run_dir)
+        run_job(*compose_with_choices(overrides), overrides)
     except TrainingInterrupted as stop:
         return stop.exit_code
     return 0

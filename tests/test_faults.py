@@ -117,7 +117,8 @@ def test_a_killed_holder_does_not_leave_a_stale_lock(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
     code = (
         "import sys, time; from experiments.rundir import RunDir; "
-        "lock = RunDir(sys.argv[1]).lock(); lock.__enter__(); print('held', flush=True); "
+        "run = RunDir(sys.argv[1]); lock = run.lock(); lock.__enter__(); "
+        "run.record_lock_owner(); print('held', flush=True); "
         "time.sleep(60)"
     )
     holder = subprocess.Popen(

@@ -17,13 +17,12 @@ import torch
 
 from experiments import stopped_epoch
 from experiments.checkpoint import load_checkpoint
-from experiments.config import compose_config
 from experiments.data import build_data
 from experiments.distributed import DistContext, port_from_job_id
 from experiments.loop import PartialEpoch
 from experiments.preemption import StopPoll, StopSignals, TrainingInterrupted
 from experiments.rundir import RunDir, effective_status, lock_is_held
-from tests.conftest import REPO_ROOT, TINY_RUN
+from tests.conftest import REPO_ROOT, TINY_RUN, expected_run_dir
 from tests.signal_injection import ENV, Injection, inject
 from tests.test_resume import _assert_same_run
 
@@ -239,8 +238,7 @@ def test_rendezvous_port_is_stable_per_job_and_outside_the_ephemeral_range() -> 
 # -------------------------------------------------------------------------- end to end
 def _run_dir(results_dir: Path, args: list[str]) -> Path:
     """Where ``python -m experiments.train <args>`` writes its run."""
-    overrides = [*args, f"paths.results_dir={results_dir}"]
-    return Path(compose_config(overrides, with_hydra=True).hydra.run.dir)
+    return expected_run_dir(results_dir, args)
 
 
 def _interrupt_then_relaunch(

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.config import compose_config
 from experiments.rundir import read_records
-from tests.conftest import REPO_ROOT, TINY_RUN
+from tests.conftest import REPO_ROOT, TINY_RUN, expected_run_dir
 from tests.test_preemption import _assert_same_optimizer
 from tests.test_resume import _assert_same_run
 
@@ -76,8 +75,8 @@ def slurm() -> None:
 
 
 def _run_dir(results_dir: Path, args: list[str]) -> Path:
-    overrides = [*args, f"paths.results_dir={results_dir}"]
-    return Path(compose_config(overrides, with_hydra=True).hydra.run.dir)
+    """Where ``python -m experiments.train <args>`` writes its run."""
+    return expected_run_dir(results_dir, args)
 
 
 def _summary(run_dir: Path) -> dict:
