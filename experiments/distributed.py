@@ -205,6 +205,10 @@ def spawn(
     ``started(pids)`` is called once they run (e.g. to pass signals on to them). Raises like
     ``torch.multiprocessing.spawn`` when a worker fails.
     """
+    if mp.get_start_method(allow_none=True) not in (None, "spawn", "fork", "forkserver"):
+        # A joblib (loky) worker's start method is "loky", which the children, plain
+        # interpreters, cannot restore: give them the standard one.
+        mp.set_start_method("spawn", force=True)
     context = mp.start_processes(
         _spawned_entry,
         args=(plan, worker, args),

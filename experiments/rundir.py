@@ -34,6 +34,7 @@ PREVIOUS_CHECKPOINT = "prev.pt"  # the fallback kept beside last.pt (experiments
 LOG_FILE = "train.log"
 LOCK_FILE = ".lock"
 HYDRA_DIR = ".hydra"
+WANDB_DIR = "wandb"  # written by wandb itself (offline runs, logs), never by the runner
 # What flock fails with on filesystems that do not support it (some Lustre/GPFS/NFS mounts).
 NO_FLOCK_ERRNOS = (errno.ENOLCK, errno.EOPNOTSUPP)
 
@@ -191,10 +192,14 @@ class RunDir:
             os.pwrite(self._lock_fd, f"{os.getpid():>12}\n".encode(), 0)
 
     def refuse_links(self) -> None:
-        """Raise UnsafeRunDirectory if the run directory is a link or holds any link."""
+        """Raise UnsafeRunDirectory if the run directory is a link or holds any link outside
+        wandb's own folder (wandb links its logs there, also to its cache in the home folder;
+        the runner never writes into that folder)."""
         links = [self.root] if self.root.is_symlink() else []
         for folder, dirs, files in os.walk(self.root):
             links += [Path(folder) / n for n in (*dirs, *files) if (Path(folder) / n).is_symlink()]
+            if Path(folder) == self.root and WANDB_DIR in dirs:
+                dirs.remove(WANDB_DIR)  # its contents are wandb's; the folder itself is checked
         if links:
             names = ", ".join(str(p) for p in sorted(links))
             raise UnsafeRunDirectory(

@@ -55,10 +55,16 @@ BASE_RUN = (
     "scheduler=autodrop",
     "logger=none",
 )
-# The run identity of BASE_RUN: the values it changes from the quick/digits preset.
-RUN_SUBDIR = Path(
-    f"runs/quick/digits/digits-resnet8/autodrop,data.image_size=8,trainer.epochs={EPOCHS}/seed=0"
-)
+
+
+def run_subdir(epochs: int) -> Path:
+    """The run directory of BASE_RUN trained for ``epochs``: its run identity names the values
+    it changes from the quick/digits preset."""
+    label = f"autodrop,data.image_size=8,trainer.epochs={epochs}"
+    return Path(f"runs/quick/digits/digits-resnet8/{label}/seed=0")
+
+
+RUN_SUBDIR = run_subdir(EPOCHS)
 RUN_TIMEOUT_S = 180.0
 SECRET_NAME_PATTERN = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
 # The child wrapper's knobs (read only by ``child_main``, never by the runner).
@@ -500,9 +506,11 @@ def scenario_divergence(ws: Workspace, trials: int) -> Outcome:
         ]
     )
     listing = aggregate.stdout + aggregate.stderr
-    good = summary_of(base / "constant-lr=0.05/seed=0").get("status")
+    # BASE_RUN's 8x8 digits and 2 epochs differ from the preset: the run identity's suffix.
+    suffix = ",data.image_size=8,trainer.epochs=2/seed=0"
+    good = summary_of(base / f"constant-lr=0.05{suffix}").get("status")
     for lr in bad:
-        run_dir = base / f"constant-lr={float(lr)}/seed=0"
+        run_dir = base / f"constant-lr={float(lr)}{suffix}"
         summary = summary_of(run_dir)
         problem = None
         if summary.get("status") != "diverged":
@@ -609,7 +617,7 @@ def scenario_wandb(ws: Workspace, trials: int, init_timeout_s: float = 30.0) -> 
     for trial in range(trials):
         trouble = troubles[trial % len(troubles)]
         results = ws.fresh("wandb")
-        run_dir = results / RUN_SUBDIR
+        run_dir = results / run_subdir(1)
         with WANDB_TROUBLES[trouble]() as port:
             env = {
                 "WANDB_MODE": "online",

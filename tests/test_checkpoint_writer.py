@@ -200,13 +200,17 @@ def test_resume_loads_to_the_cpu_whatever_the_device(
     there, and restoring them failed. Here the device is "meta" (no values at all), so anything
     mapped to it cannot be restored: the resume works only if the file is read to the CPU."""
     from experiments import job as job_module
-    from experiments.config import compose_config
+    from experiments.config import compose_with_choices
     from experiments.distributed import DistContext
+    from experiments.train import identify_run
 
     overrides = [*TINY_RUN, "trainer.epochs=1", "experiment_name=meta_resume"]
     run_root = train_in_process(overrides)
-    cfg = compose_config([*overrides, f"paths.results_dir={results_dir}"])
-    job = job_module.TrainingJob(cfg, RunDir(run_root), DistContext(), torch.device("cpu"))
+    cfg, choices = compose_with_choices([*overrides, f"paths.results_dir={results_dir}"])
+    identity = identify_run(cfg, choices)[1]
+    job = job_module.TrainingJob(
+        cfg, RunDir(run_root), DistContext(), torch.device("cpu"), identity
+    )
     job.device = torch.device("meta")  # what a CUDA job looks like to the loading code
     restored: list[dict] = []
     real_restore = job_module.restore_rng_state

@@ -200,6 +200,6 @@ def test_local_launcher_preset_joins_two_tasks_into_one_run(train_cli, results_d
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    label = "constant,data.image_size=8,trainer.epochs=1,trainer.sync_bn=true"
+    label = "constant,data.image_size=8,trainer.epochs=1"  # sync_bn=true is the default
     summary = _summary(results_dir / f"runs/quick/digits/digits-resnet8/{label}/seed=0")
     assert summary["status"] == "finished" and summary["world_size"] == 2

@@ -144,7 +144,7 @@ def test_a_sweep_under_the_gpus_launcher_trains_each_job_in_a_slot(train_cli, re
     assert result.returncode == 0, result.stderr[-3000:]
     base = results_dir / "runs/quick/digits/digits-resnet8"
     for label in ("constant", "step"):
-        run = base / label / "seed=0"
+        run = base / f"{label},data.image_size=8,trainer.epochs=1/seed=0"  # the run identity
         summary = json.loads((run / "summary.json").read_text())
         assert summary["status"] == "finished" and summary["gpus"] == []  # CPU: no GPU used
     assert sorted(p.name for p in (results_dir / ".gpu_slots").iterdir()) == [

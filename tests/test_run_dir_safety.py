@@ -32,6 +32,25 @@ def test_a_planted_link_is_refused_and_its_target_left_alone(
     assert not (results_dir / RUN / "summary.json").exists()
 
 
+def test_wandb_folder_links_are_wandbs_own_and_links_elsewhere_refused(tmp_path) -> None:
+    run = RunDir(tmp_path / "run")
+    logs = run.root / "wandb" / "offline-run-1" / "logs"
+    logs.mkdir(parents=True)
+    (run.root / "wandb" / "latest-run").symlink_to("offline-run-1")
+    (logs / "debug-core.log").symlink_to(tmp_path / "cache-core.log")  # as wandb 0.31 does
+    run.refuse_links()
+    (run.root / "checkpoints").mkdir()
+    (run.root / "checkpoints" / "prev.pt").symlink_to(tmp_path / "precious.txt")
+    with pytest.raises(UnsafeRunDirectory, match="prev.pt"):
+        run.refuse_links()
+    (run.root / "checkpoints" / "prev.pt").unlink()
+    moved = tmp_path / "elsewhere"
+    (run.root / "wandb").rename(moved)
+    (run.root / "wandb").symlink_to(moved)  # the folder itself linked out
+    with pytest.raises(UnsafeRunDirectory, match="wandb"):
+        run.refuse_links()
+
+
 def test_writes_refuse_links_and_hard_links_created_after_the_check(tmp_path) -> None:
     target = tmp_path / "precious.txt"
     target.write_text("x")

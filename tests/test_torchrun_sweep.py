@@ -41,5 +41,6 @@ def test_a_two_job_sweep_under_torchrun_trains_both_jobs_on_both_ranks(results_d
     assert result.returncode == 0, result.stderr[-3000:]
     base = results_dir / "runs/quick/digits/digits-resnet8"
     for label in ("constant", "step"):
-        summary = json.loads((base / label / "seed=0" / "summary.json").read_text())
+        run = base / f"{label},data.image_size=8,trainer.epochs=1/seed=0"  # the run identity
+        summary = json.loads((run / "summary.json").read_text())
         assert summary["status"] == "finished" and summary["world_size"] == 2
