@@ -211,7 +211,8 @@ def _find_run_dirs(root: Path) -> list[Path]:
     return found
 
 
-def _fields_from_path(root: Path, run_dir: Path) -> dict:
+def fields_from_path(root: str | Path, run_dir: Path) -> dict:
+    """experiment, dataset, model, label and seed as the run's path names them."""
     parts = run_dir.relative_to(root).parts
     dataset, _, model = parts[-3].partition("-")
     seed_text = parts[-1].removeprefix("seed=")
@@ -230,13 +231,13 @@ def _read_run_dir_or_damaged(root: Path, run_dir: Path) -> RawRun:
     try:
         return _read_run_dir(root, run_dir)
     except Exception as error:  # noqa: BLE001 - any unreadable run is listed, not fatal
-        summary = {**_fields_from_path(root, run_dir), "status": DAMAGED,
+        summary = {**fields_from_path(root, run_dir), "status": DAMAGED,
                    "message": f"{run_dir}: {type(error).__name__}: {error}"}
         return RawRun("/".join(run_dir.relative_to(root).parts), summary, [], [], str(run_dir))
 
 
 def _read_run_dir(root: Path, run_dir: Path) -> RawRun:
-    from_path = _fields_from_path(root, run_dir)
+    from_path = fields_from_path(root, run_dir)
     summary_path = run_dir / rd.SUMMARY_FILE
     stored = rd.read_summary(summary_path)
     problem = None

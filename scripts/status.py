@@ -19,9 +19,6 @@ ESTIMATED_EPOCH_S below; wall time = compute / --gpus (ideal scaling).
 from __future__ import annotations
 
 import argparse
-import fcntl
-import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,10 +26,12 @@ from pathlib import Path
 import pandas as pd
 from hydra.errors import HydraException
 
-from experiments.rundir import FINISHED, LOCK_FILE, RUNNING, SUMMARY_FILE
+from experiments import rundir as rd
+from experiments.rundir import FINISHED, RUNNING, SUMMARY_FILE
 from scripts.grid import PlannedRun, plan
+from scripts.runs import DAMAGED, fields_from_path
 
-MISSING, STALE = "missing", "stale"
+MISSING, STALE = "missing", rd.STALE
 COLUMNS = ("finished", "running", STALE, "failed", "diverged")  # then other statuses, missing
 # Device-seconds per epoch when no run of the task has finished: the README's per-run estimates
 # for one modern GPU (from the paper's Table 3 and typical throughput, not measured here) divided
@@ -50,22 +49,6 @@ ESTIMATE_SOURCE = "estimated (scripts/status.py ESTIMATED_EPOCH_S; no finished r
 _IDENTITY = ("experiment", "dataset", "model", "scheduler", "seed")
 
 
-def lock_held(run_dir: Path) -> bool:
-    """Whether a process holds the run's flock: a non-blocking shared lock attempt on an existing
-    ``.lock`` (never created here), released at once."""
-    try:
-        fd = os.open(run_dir / LOCK_FILE, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing releases a lock taken here
-    return False
-
-
 def run_state(summary: dict, held: bool) -> str:
     """The status column of one run."""
     status = str(summary.get("status") or RUNNING)
@@ -77,23 +60,26 @@ def run_state(summary: dict, held: bool) -> str:
 
 
 def scan_runs(runs_dir: str | Path) -> pd.DataFrame:
-    """One row per run directory holding a summary.json: identity, state and timing fields."""
+    """One row per run directory holding a summary.json: identity, state and timing fields.
+    A run whose summary is unreadable, or that says finished without complete records, is
+    ``damaged`` (its identity then read from its path): one bad file never stops the listing."""
     records = []
     for path in sorted(Path(runs_dir).rglob(SUMMARY_FILE)):
-        try:
-            summary = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not a JSON summary ({err})") from err
-        missing = [key for key in _IDENTITY if summary.get(key) is None]
-        if missing:
-            raise ValueError(f"{path}: summary lacks {missing}")
+        run_dir = path.parent
+        summary = rd.read_summary(path)
+        if summary is None or any(summary.get(key) is None for key in _IDENTITY):
+            summary, state = {**(summary or {}), **fields_from_path(runs_dir, run_dir)}, DAMAGED
+        elif summary.get("status") == FINISHED and rd.completeness_problem(run_dir):
+            state = DAMAGED
+        else:
+            state = run_state(summary, rd.lock_is_held(run_dir))
         record = {key: summary[key] for key in _IDENTITY}
         record["seed"] = int(record["seed"])
         for key in ("epochs_planned", "epochs_done", "steps_per_epoch", "time_per_iter_s"):
             record[key] = summary.get(key)
         record["world_size"] = summary.get("world_size") or 1
-        record["state"] = run_state(summary, lock_held(path.parent))
-        record["run_dir"] = str(path.parent)
+        record["state"] = state
+        record["run_dir"] = str(run_dir)
         records.append(record)
     columns = [*_IDENTITY, "epochs_planned", "epochs_done", "steps_per_epoch"]
     columns += ["time_per_iter_s", "world_size", "state", "run_dir"]

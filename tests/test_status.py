@@ -3,7 +3,6 @@ and `make reproduce DRY_RUN=1` launching nothing."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from experiments import rundir as rd
 from experiments.rundir import LOCK_FILE, RunDir
 from scripts import status
 from scripts.fake_runs import write_fake_run
@@ -89,7 +89,7 @@ def test_without_the_lock_held_a_running_summary_is_stale(tree):
 
 def test_the_lock_test_creates_no_lock_file(tree):
     run_dir = tree / EXP / "digits-resnet8" / "cosine" / "seed=0"
-    assert not status.lock_held(run_dir)
+    assert not rd.lock_is_held(run_dir)
     assert not (run_dir / LOCK_FILE).exists()
 
 
@@ -175,11 +175,15 @@ def test_make_reproduce_dry_run_launches_nothing(tmp_path):
     assert not trained.exists() and not results.exists()
 
 
-def test_unreadable_summary_is_an_error_naming_the_file(tmp_path):
-    run_dir = add(tmp_path, "step", 0, 3)
-    (run_dir / "summary.json").write_text("{")
-    with pytest.raises(ValueError, match="summary.json: not a JSON summary"):
-        status.scan_runs(tmp_path)
-    (run_dir / "summary.json").write_text(json.dumps({"status": "finished"}))
-    with pytest.raises(ValueError, match="lacks"):
-        status.scan_runs(tmp_path)
+def test_unreadable_or_incomplete_runs_are_listed_as_damaged_never_a_crash(tmp_path):
+    good = add(tmp_path, "step", 0, EPOCHS)
+    garbage = add(tmp_path, "step", 1, EPOCHS)
+    (garbage / "summary.json").write_bytes(b"\x89PNG\x00")
+    truncated = add(tmp_path, "step", 2, EPOCHS)
+    text = (truncated / "metrics.jsonl").read_text()
+    (truncated / "metrics.jsonl").write_text(text[:-30])
+    runs = status.scan_runs(tmp_path).set_index("seed")
+    assert runs.loc[0, "state"] == "finished"
+    assert runs.loc[1, "state"] == "damaged" and runs.loc[1, "scheduler"] == "step"
+    assert runs.loc[2, "state"] == "damaged"
+    assert good.is_dir()
