@@ -266,9 +266,13 @@ def lr_sensitivity(runs: RunSet) -> Table | None:
     display.columns = [f"lr={lr:g}" for lr in display.columns]
     order = {label: i for i, label in enumerate(order_labels(stats["scheduler"]))}
     display = display.sort_index(key=lambda ix: ix.map(order) if ix.name == "scheduler" else ix)
+    display = display.rename(index=display_name, level="scheduler")
     display.index.names = ["task", "schedule"]
-    note = "minimum test error, mean ± std (n) over seeds, at each initial lr (optimizer.lr)"
-    return Table("lr_sensitivity", display, stats.drop(columns="cell"), note)
+    caption = (
+        f"Minimum test error (%) at each initial learning rate (optimizer.lr), "
+        f"{SEED_STATISTIC}; {seeds_phrase(stats['n'])}."
+    )
+    return Table("lr_sensitivity", display, stats.drop(columns="cell"), caption=caption)
 
 
 def load_paper_table2(path: str | Path = PAPER_TABLE2) -> pd.DataFrame:

@@ -212,7 +212,7 @@ def test_lr_sensitivity_table_reads_the_lr_from_the_recorded_config(tmp_path):
     assert sorted(set(runs.runs["optimizer_lr"])) == [0.0125, 0.2]
     table = tables.lr_sensitivity(runs)
     assert list(table.display.columns) == ["lr=0.0125", "lr=0.2"]
-    assert table.display.loc[(TASK, "step"), "lr=0.2"] == "20.50 ± 0.71 (2)"
+    assert table.display.loc[(TASK, "Step"), "lr=0.2"] == "20.50 ± 0.71 (2)"
     assert not tables.ablation_tables(runs)  # the lr study is not an ablation table
 
 
