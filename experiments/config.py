@@ -425,11 +425,6 @@ def compose_with_choices(overrides: Sequence[str] = ()) -> tuple[DictConfig, dic
     return cfg, choices
 
 
-def compose_for_identity(overrides: Sequence[str], with_hydra: bool) -> DictConfig:
-    """``compose_config`` in the form ``experiments.identity`` takes."""
-    return compose_config(overrides, with_hydra=with_hydra)
-
-
 def _fail(key: str, value: Any, allowed: str) -> None:
     raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
 

@@ -157,15 +157,16 @@ def preset_changes(
 ) -> tuple[dict[str, str], dict[str, Any]]:
     """What this run changes relative to its experiment preset: the config groups chosen
     differently, and the run-defining values that differ (those in the path or the label
-    excluded). ``compose(overrides, with_hydra)`` composes the config tree."""
+    excluded). ``compose(overrides, with_hydra=...)`` composes the config tree
+    (``experiments.config.compose_config``)."""
     base = [f"{g}={choices[g]}" for g in ("experiment", "scheduler") if choices.get(g)]
-    preset_choices = compose(base, True).hydra.runtime.choices
+    preset_choices = compose(base, with_hydra=True).hydra.runtime.choices
     changed_groups = {
         g: choices[g]
         for g in (*IDENTITY_GROUPS, "data", "model")
         if choices.get(g) and choices[g] != preset_choices.get(g)
     }
-    preset = compose(base + [f"{g}={c}" for g, c in changed_groups.items()], False)
+    preset = compose(base + [f"{g}={c}" for g, c in changed_groups.items()], with_hydra=False)
     ours, theirs = run_setup(cfg), run_setup(preset)
     skip = set(IN_PATH_KEYS) | label_references(cfg)
     value_changes = {

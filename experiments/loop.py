@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -87,12 +87,7 @@ class PartialEpoch:
     seconds: float = 0.0
 
     def state_dict(self) -> dict[str, object]:
-        return {
-            "batch": self.batch,
-            "sums": list(self.sums),
-            "lr_sum": self.lr_sum,
-            "seconds": self.seconds,
-        }
+        return asdict(self)
 
     @classmethod
     def from_state(cls, state: dict[str, object]) -> PartialEpoch:
@@ -146,8 +141,10 @@ def train_epoch(
     for images, labels in batches:
         if stop is not None and stop(steps):
             _sync(device)
-            partial = PartialEpoch(steps, sums.tolist(), lr_sum, time.perf_counter() - start)
-            return TrainResult(None, steps, partial.seconds, lr_sum / max(steps, 1), partial)
+            partial = PartialEpoch(steps, sums.tolist(), float(lr_sum), time.perf_counter() - start)
+            return TrainResult(
+                None, steps, partial.seconds, partial.lr_sum / max(steps, 1), partial
+            )
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast():

@@ -28,7 +28,7 @@ from experiments.cli import TrainingFailed
 from experiments.config import (
     CONF_DIR,
     ConfigError,
-    compose_for_identity,
+    compose_config,
     register_configs,
     validate_config,
 )
@@ -164,7 +164,7 @@ class LaunchResult:
 
 def identify_run(cfg: DictConfig, choices: Mapping[str, str | None]) -> tuple[Path, RunIdentity]:
     """The run directory and identity of ``cfg`` (composed from the Hydra ``choices``)."""
-    suffix, changes = name_suffix(cfg, choices, compose_for_identity)
+    suffix, changes = name_suffix(cfg, choices, compose_config)
     identity = RunIdentity(
         label=f"{cfg.scheduler.label}{suffix}",
         changes=changes,

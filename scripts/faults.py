@@ -205,11 +205,6 @@ def wait_for(condition: Callable[[], bool], process: Any, timeout: float = RUN_T
     return False
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The run's records (the records module's reader); a damaged file raises DamagedRecords."""
-    return read_records(path)
-
-
 def _without_times(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in records]
 
@@ -226,10 +221,10 @@ def difference_from(run_dir: Path, reference: Path) -> str | None:
         return f"status {summary_of(run_dir).get('status')!r}, not finished"
     for name in ("metrics.jsonl", "autodrop.jsonl"):
         try:
-            mine = _without_times(read_jsonl(run_dir / name))
+            mine = _without_times(read_records(run_dir / name))
         except DamagedRecords as error:
             return f"{name} holds a broken line ({error})"
-        if mine != _without_times(read_jsonl(reference / name)):
+        if mine != _without_times(read_records(reference / name)):
             return f"{name} differs from the uninterrupted run"
     mine = load_checkpoint(run_dir / "checkpoints/last.pt")["model"]
     theirs = load_checkpoint(reference / "checkpoints/last.pt")["model"]
@@ -298,7 +293,7 @@ def _is_file(path: Path) -> bool:
 
 def _has_records(path: Path, count: int) -> bool:
     try:
-        return len(read_jsonl(path)) >= count
+        return len(read_records(path)) >= count
     except DamagedRecords:  # a line being written right now
         return False
 
@@ -427,10 +422,13 @@ def _disk_full_problem(
     if "the disk is full" not in result.stdout + result.stderr:
         return "no clear 'the disk is full' message"
     try:
-        metrics = read_jsonl(run_dir / "metrics.jsonl")
+        metrics = read_records(run_dir / "metrics.jsonl")
     except DamagedRecords as error:
         return f"metrics.jsonl was left with a broken line ({error})"
-    if _without_times(metrics) != _without_times(read_jsonl(ref / "metrics.jsonl"))[: len(metrics)]:
+    if (
+        _without_times(metrics)
+        != _without_times(read_records(ref / "metrics.jsonl"))[: len(metrics)]
+    ):
         return "metrics.jsonl no longer matches the run's records"
     checkpoints = [p for p in (run_dir / "checkpoints").glob("*.pt") if p.name != "next.pt"]
     for checkpoint in checkpoints:

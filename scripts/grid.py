@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from experiments.config import CONF_DIR, compose_config, compose_for_identity, compose_with_choices
+from experiments.config import CONF_DIR, compose_config, compose_with_choices
 from experiments.identity import name_suffix
 
 SEED_KEY = "seed"
@@ -83,7 +83,7 @@ def planned_runs(experiment: str, grid: str = "", seeds: str | None = None) -> l
             *(f"{k}={v}" for k, v in zip(keys, values, strict=True)),
         ]
         cfg, choices = compose_with_choices(overrides)
-        suffix = name_suffix(cfg, choices, compose_for_identity)[0]
+        suffix = name_suffix(cfg, choices, compose_config)[0]
         runs += [
             PlannedRun(
                 experiment=cfg.experiment_name,
