@@ -207,7 +207,7 @@ class SGDHD(Optimizer):
 def _validate_group(group: dict[str, Any], first: dict[str, Any] | None, index: int) -> None:
     """Check a new group's options; lr and beta are set by group 0 and shared by the others."""
     # Imported on use: the schedule registry (autodrop.schedules) may import this module.
-    from autodrop.schedules.checks import check_bool, check_float
+    from autodrop.checks import check_bool, check_float
 
     check_float("beta", group["beta"], low=0.0)
     check_float("momentum", group["momentum"], low=0.0, high=1.0, high_open=True)

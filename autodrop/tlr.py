@@ -42,7 +42,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from autodrop._distributed import broadcast_value
+from autodrop.distributed import broadcast_value
 from autodrop.base import ScheduleHooks
 from autodrop.hd import sum_of_dots
 
@@ -54,7 +54,7 @@ PAPER_BOUND = 0.25
 def gap_steps(steps_per_epoch: int, gap_epochs: float) -> int:
     """Optimizer steps between two lr updates: max(1, round(gap_epochs * steps_per_epoch))."""
     # Imported on use: the schedule registry (autodrop.schedules) may import this module.
-    from autodrop.schedules.checks import check_float, check_int
+    from autodrop.checks import check_float, check_int
 
     check_int("steps_per_epoch", steps_per_epoch, low=1)
     check_float("gap_epochs", gap_epochs, low=0.0, low_open=True)
@@ -63,7 +63,7 @@ def gap_steps(steps_per_epoch: int, gap_epochs: float) -> int:
 
 def _checked_options(bound: float, gamma: float, optimizer: Optimizer) -> tuple[float, float]:
     """``bound`` and ``gamma`` as floats, once they and the optimizer's lrs are valid."""
-    from autodrop.schedules.checks import check_float  # on use, as in gap_steps
+    from autodrop.checks import check_float  # on use, as in gap_steps
 
     bound = check_float("bound", bound, low=0.0, high=1.0, high_open=True)
     gamma = check_float("gamma", gamma, low=0.0, high=1.0, low_open=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch.optim import Optimizer
 
-from autodrop.schedules.checks import check_float, check_int
+from autodrop.checks import check_float, check_int
 from autodrop.schedules.per_step import PerStepSchedule, initial_lrs, per_group
 
 #: Default half-cycle length: Smith recommends 2-10 epochs; the low end gives more cycles.

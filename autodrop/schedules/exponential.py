@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch.optim import Optimizer
 
-from autodrop.schedules.checks import check_float
+from autodrop.checks import check_float
 from autodrop.schedules.per_step import PerStepSchedule
 
 

@@ -9,7 +9,7 @@ from numbers import Integral
 
 from torch.optim import Optimizer
 
-from autodrop.schedules.checks import check_float, check_int
+from autodrop.checks import check_float, check_int
 from autodrop.schedules.per_step import PerStepSchedule
 
 #: Default milestones as fractions of the epoch budget: the paper's 60/120/160 of 200.

@@ -20,7 +20,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from autodrop.base import ScheduleHooks
-from autodrop.schedules.checks import check_int
+from autodrop.checks import check_int
 
 
 def initial_lrs(optimizer: Optimizer) -> list[float]:

@@ -6,7 +6,7 @@ import math
 
 from torch.optim import Optimizer
 
-from autodrop.schedules.checks import check_choice, check_float, check_int
+from autodrop.checks import check_choice, check_float, check_int
 from autodrop.schedules.per_step import PerStepSchedule, initial_lrs, per_group
 
 

@@ -1,4 +1,4 @@
-"""Argument checks shared by the schedules: a ValueError names the bad value and the valid range."""
+"""Argument checks shared by the library and the runner: a ValueError names the bad value and the valid range."""
 
 from __future__ import annotations
 
