@@ -1,4 +1,4 @@
-"""Argument checks shared by the library and the runner: a ValueError names the bad value and the valid range."""
+"""Argument checks of the library and the runner: a ValueError names the bad value and the range."""
 
 from __future__ import annotations
 
