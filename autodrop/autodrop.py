@@ -7,8 +7,8 @@ import math
 import torch
 from torch.optim import Optimizer
 
-from autodrop.distributed import broadcast_value
 from autodrop.angles import angle_degrees
+from autodrop.distributed import broadcast_value
 from autodrop.drop_scheduler import DropScheduler, check_non_negative, check_open_interval
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch.optim import Optimizer
 
-from autodrop.distributed import broadcast_tensors, broadcast_value
 from autodrop.angles import authors_angle_from_dots, dots64
+from autodrop.distributed import broadcast_tensors, broadcast_value
 from autodrop.drop_scheduler import DropScheduler, check_non_negative, check_open_interval
 
 

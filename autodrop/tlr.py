@@ -42,8 +42,8 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from autodrop.distributed import broadcast_value
 from autodrop.base import ScheduleHooks
+from autodrop.distributed import broadcast_value
 from autodrop.hd import sum_of_dots
 
 #: AutoDrop's TLR settings (UAI 2024): an lr update every 0.33 epoch, bounded by c = 1/4.

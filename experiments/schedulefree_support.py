@@ -29,8 +29,8 @@ from schedulefree import SGDScheduleFree
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from autodrop.distributed import is_multi_process
 from autodrop.checks import check_float, check_int
+from autodrop.distributed import is_multi_process
 
 if TYPE_CHECKING:
     from experiments.data.bundle import TrainLoader

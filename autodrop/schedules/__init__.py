@@ -19,8 +19,8 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from autodrop.autodrop import AutoDrop
 from autodrop.autodrop_v1 import AutoDropV1
-from autodrop.hd import FollowOptimizerLR
 from autodrop.checks import check_int
+from autodrop.hd import FollowOptimizerLR
 from autodrop.schedules.constant import ConstantSchedule
 from autodrop.schedules.cosine import CosineSchedule
 from autodrop.schedules.cyclic import CyclicSchedule
