@@ -112,6 +112,19 @@ def label_references(cfg: DictConfig) -> set[str]:
     return shown
 
 
+def label_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The settings the scheduler label names, by dotted key with their resolved values
+    (``autodrop-window=32`` -> ``{"scheduler.window": 32}``; ``autodrop-lrx=0.25`` ->
+    ``{"lr_sweep.multiplier": 0.25}``): what summary.json records so that analysis never
+    parses a label."""
+    values = flatten(OmegaConf.to_container(cfg, resolve=False))
+    # Resolver names (``compact`` of ``${compact:...}``) match the pattern too: keep real keys.
+    keys = (_references(values.get("scheduler.label", ""), "scheduler") & set(values)) - {
+        "scheduler.name"
+    }
+    return {key: OmegaConf.select(cfg, key) for key in sorted(keys)}
+
+
 def setup_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """``key: old -> new`` for every key whose value differs (missing reads as absent)."""
     missing = "<absent>"

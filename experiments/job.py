@@ -270,6 +270,7 @@ class TrainingJob:
             "scheduler_label": cfg.scheduler.label,
             "scheduler_name": cfg.scheduler.name,
             "scheduler_options": method_options(cfg),
+            "label_settings": self.identity.label_settings,
             "seed": cfg.seed,
             "epochs_planned": cfg.trainer.epochs,
             "epochs_done": derived["epochs_done"],

@@ -29,6 +29,7 @@ class RunIdentity:
     label: str  # scheduler label + identity suffix: the run's name in tables and wandb
     changes: dict[str, Any]  # groups and values that differ from the experiment preset
     setup: dict[str, Any]  # every run-defining value, flat
+    label_settings: dict[str, Any]  # the settings the label names (identity.label_settings)
     code_version: dict[str, Any]
     code_change_from: dict[str, Any] | None = None  # set when a resume crosses code versions
     repair: str | None = None  # why a finished run is rebuilt from its checkpoint

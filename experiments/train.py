@@ -43,7 +43,7 @@ from experiments.distributed import (
     spawn,
 )
 from experiments.gpu_slots import SLOT_DIR_NAME, SlotPool, claim_slot, visible_gpus
-from experiments.identity import name_suffix, run_directory, run_setup
+from experiments.identity import label_settings, name_suffix, run_directory, run_setup
 from experiments.launch import RunIdentity, decide
 from experiments.loop import TrainingDiverged
 from experiments.preemption import StopSignals, TrainingInterrupted
@@ -169,6 +169,7 @@ def identify_run(cfg: DictConfig, choices: Mapping[str, str | None]) -> tuple[Pa
         label=f"{cfg.scheduler.label}{suffix}",
         changes=changes,
         setup=run_setup(cfg),
+        label_settings=label_settings(cfg),
         code_version=code_version(),
     )
     return run_directory(cfg.paths.results_dir, cfg, suffix).absolute(), identity

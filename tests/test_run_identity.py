@@ -11,7 +11,8 @@ import pytest
 
 from experiments import provenance
 from experiments import train as train_module
-from experiments.config import ConfigError, compose_with_choices
+from experiments.config import ConfigError, compose_config, compose_with_choices
+from experiments.identity import label_settings
 from experiments.rundir import read_records
 from experiments.train import identify_run
 from scripts import aggregate
@@ -198,3 +199,19 @@ def test_a_garbage_summary_is_rebuilt_and_never_stops_the_tables(
     assert rebuilt["status"] == "finished"
     assert rebuilt["min_test_err"] == expected["min_test_err"]
     assert [r["epoch"] for r in read_records(bad / "metrics.jsonl")] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["experiment=ablation/window", "scheduler.window=32"], {"scheduler.window": 32}),
+        (
+            ["experiment=ablation/lr_sensitivity", "lr_sweep.multiplier=0.25"],
+            {"lr_sweep.multiplier": 0.25},
+        ),
+        (["experiment=quick/digits", "scheduler=hd"], {"optimizer.beta": 1e-4}),
+        (["experiment=quick/digits"], {}),
+    ],
+)
+def test_label_settings_name_the_keys_the_label_shows(overrides, expected):
+    assert label_settings(compose_config(overrides)) == expected
