@@ -93,38 +93,15 @@ def _last_omega(records: list[dict[str, Any]]) -> float | None:
 
 
 def _build_data(cfg: DictConfig, device: torch.device, ctx: DistContext) -> Any:
-    from experiments.data import build_data
+    from experiments.data import DataSettings, build_data
 
-    world = ctx.world_size
-    kwargs = dict(
-        root=str(cfg.data.root),
-        batch_size=cfg.trainer.batch_size // world,
-        eval_batch_size=max(1, math.ceil(cfg.trainer.eval_batch_size / world)),
-        device=device,
-        seed=cfg.seed,
-        rank=ctx.rank,
-        world_size=world,
-        loader=cfg.trainer.loader,
-        num_workers=cfg.trainer.num_workers,
-        download=cfg.data.download,
-        verify=cfg.data.verify,
-        image_size=cfg.data.image_size,
-        augment=cfg.data.augment,
-        drop_last=cfg.data.drop_last,
-        channels_last=cfg.trainer.channels_last,
-        crop_size=cfg.data.crop_size,
-        resize_size=cfg.data.resize_size,
-        follow_links=cfg.data.follow_links,
-        skip_bad_images=cfg.data.skip_bad_images,
-        max_image_pixels=cfg.data.max_image_pixels,
-        decode=cfg.data.decode,
-    )
+    settings = DataSettings.for_rank(cfg, device, ctx.rank, ctx.world_size)
     if not (cfg.data.download and ctx.is_distributed):
-        return build_data(cfg.data.name, **kwargs)
+        return build_data(cfg.data.name, settings)
     # One download: rank 0 fetches while the others wait, then they read the files it wrote.
-    bundle = build_data(cfg.data.name, **kwargs) if ctx.is_main else None
+    bundle = build_data(cfg.data.name, settings) if ctx.is_main else None
     dist.barrier()
-    return bundle if ctx.is_main else build_data(cfg.data.name, **kwargs)
+    return bundle if ctx.is_main else build_data(cfg.data.name, settings)
 
 
 def _sync_buffers_from_rank0(model: nn.Module, ctx: DistContext) -> None:

@@ -10,7 +10,7 @@ import tarfile
 import threading
 import urllib.request
 from collections import Counter
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +18,14 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from omegaconf import OmegaConf
 from PIL import Image, ImageFile
 from torchvision import datasets, transforms
 
 from experiments.data import (
     DATASET_NAMES,
     DataBundle,
+    DataSettings,
     DatasetUnavailableError,
     archive_download,
     build_data,
@@ -75,8 +77,7 @@ def synthetic_splits(n_train: int = 40, n_test: int = 13, seed: int = 0) -> Arra
 
 
 def array_bundle(splits: ArraySplits, **overrides) -> DataBundle:
-    args = {
-        "name": "synthetic",
+    fields = {
         "loader": "device",
         "batch_size": 8,
         "eval_batch_size": 5,
@@ -84,7 +85,7 @@ def array_bundle(splits: ArraySplits, **overrides) -> DataBundle:
         "seed": 3,
         "num_workers": 0,
     }
-    return build_array_bundle(splits, **{**args, **overrides})
+    return build_array_bundle(splits, DataSettings(**{**fields, **overrides}), name="synthetic")
 
 
 def epoch(loader, number: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -665,8 +666,7 @@ def test_classic_epoch_with_persistent_workers_is_repeatable():
 @pytest.mark.parametrize("loader", ["device", "classic"])
 def test_build_data_reads_fake_cifar(tmp_path, monkeypatch, loader):
     fake = trusted_fake_cifar(monkeypatch, tmp_path, "cifar100", n_train=30, n_test=10)
-    bundle = build_data(
-        "cifar100",
+    settings = DataSettings(
         root=str(tmp_path),
         batch_size=8,
         eval_batch_size=4,
@@ -677,6 +677,7 @@ def test_build_data_reads_fake_cifar(tmp_path, monkeypatch, loader):
         loader=loader,
         num_workers=0,
     )
+    bundle = build_data("cifar100", settings)
     assert (bundle.name, bundle.num_classes, bundle.num_train, bundle.num_test) == (
         "cifar100",
         100,
@@ -699,28 +700,91 @@ BASE_ARGS = {"root": "unused", "batch_size": 8, "eval_batch_size": 8, "device": 
     ("name", "overrides", "match"),
     [
         ("mnist", {}, r"Unknown dataset 'mnist'; valid: cifar10, cifar100, imagenet, digits"),
-        ("digits", {"loader": "dali"}, r"Unknown loader 'dali'; valid: device, classic"),
+        (
+            "digits",
+            {"loader": "dali"},
+            r"loader='dali' is invalid: expected one of \['device', 'classic'\]",
+        ),
         ("imagenet", {"loader": "device"}, r"does not support 'imagenet'.*classic"),
-        ("digits", {"batch_size": 0}, r"batch_size must be >= 1, got 0"),
-        ("digits", {"eval_batch_size": -2}, r"eval_batch_size must be >= 1, got -2"),
-        ("digits", {"rank": 2, "world_size": 2}, r"rank must be in 0..1, got 2"),
-        ("digits", {"world_size": 0}, r"world_size must be >= 1, got 0"),
-        ("digits", {"seed": -1}, r"seed must be >= 0, got -1"),
-        ("digits", {"num_workers": -1}, r"num_workers must be >= 0, got -1"),
+        ("digits", {"batch_size": 0}, r"^batch_size=0 is invalid: expected an int with 1 <= "),
+        ("digits", {"eval_batch_size": -2}, r"eval_batch_size=-2 is invalid: .* 1 <= "),
+        ("digits", {"rank": 2, "world_size": 2}, r"rank=2 is invalid: .* 0 <= rank <= 1"),
+        ("digits", {"world_size": 0}, r"world_size=0 is invalid: .* 1 <= world_size"),
+        ("digits", {"seed": -1}, r"seed=-1 is invalid: .* 0 <= seed"),
+        ("digits", {"num_workers": -1}, r"num_workers=-1 is invalid: .* 0 <= num_workers"),
         ("digits", {"image_size": 4}, r"image_size must be >= 8 for digits, got 4"),
         ("cifar10", {"image_size": 64}, r"image_size must be 32 for cifar10"),
         ("imagenet", {"loader": "classic", "resize_size": 100}, r"resize_size must be >= crop"),
         (
             "imagenet",
             {"loader": "classic", "max_image_pixels": 0},
-            r"max_image_pixels must be >= 1",
+            r"max_image_pixels=0 is invalid: .* 1 <= max_image_pixels",
         ),
         ("digits", {"batch_size": 2000, "drop_last": True}, r"leaves no full batch"),
     ],
 )
 def test_build_data_rejects_bad_arguments(name, overrides, match):
     with pytest.raises(ValueError, match=match):
+        build_data(name, DataSettings(**{**BASE_ARGS, **overrides}))
+    with pytest.raises(ValueError, match=match):  # the keyword form checks the same
         build_data(name, **{**BASE_ARGS, **overrides})
+
+
+def test_settings_for_rank_take_every_field_from_the_config():
+    data = {
+        "name": "imagenet",
+        "root": "/datasets/in1k",
+        "download": True,
+        "verify": False,
+        "image_size": 16,
+        "augment": False,
+        "drop_last": True,
+        "crop_size": 64,
+        "resize_size": 72,
+        "follow_links": True,
+        "skip_bad_images": True,
+        "max_image_pixels": 1234,
+        "decode": "cpu",
+    }
+    trainer = {
+        "batch_size": 128,
+        "eval_batch_size": 500,
+        "loader": "classic",
+        "num_workers": 3,
+        "channels_last": True,
+    }
+    cfg = OmegaConf.create({"seed": 7, "data": data, "trainer": trainer})
+    settings = DataSettings.for_rank(cfg, "cpu", rank=2, world_size=3)
+    # per rank: the train batch rounded down, the eval batch up
+    assert (settings.batch_size, settings.eval_batch_size) == (42, 167)
+    assert (settings.rank, settings.world_size, settings.seed, settings.device) == (2, 3, 7, CPU)
+    assert {f.name for f in fields(DataSettings)} == {
+        *data,
+        *trainer,
+        "seed",
+        "device",
+        "rank",
+        "world_size",
+    } - {"name"}
+    for key, value in {**data, **trainer}.items():
+        if key not in ("name", "batch_size", "eval_batch_size"):
+            assert getattr(settings, key) == value, key
+    one_each = DataSettings.for_rank(cfg, CPU, 0, 128)
+    assert (one_each.batch_size, one_each.eval_batch_size) == (1, 4)
+
+
+def test_settings_are_checked_and_given_once():
+    with pytest.raises(ValueError, match=r"augment='yes' is invalid: expected True or False"):
+        DataSettings(**BASE_ARGS, augment="yes")
+    with pytest.raises(ValueError, match=r"decode='nvjpeg' is invalid: expected one of"):
+        DataSettings(**BASE_ARGS, decode="nvjpeg")
+    with pytest.raises(ValueError, match=r"batch_size=2.5 is invalid"):
+        DataSettings(**{**BASE_ARGS, "batch_size": 2.5})
+    settings = DataSettings(**BASE_ARGS, image_size=8)
+    with pytest.raises(TypeError, match="not both"):
+        build_data("digits", settings, seed=1)
+    by_keywords = build_data("digits", **BASE_ARGS, image_size=8)
+    assert same_batches(epoch(build_data("digits", settings).train), epoch(by_keywords.train))
 
 
 def test_dataset_names():
@@ -747,7 +811,7 @@ def test_digits_split_sizes_labels_channels(image_size):
 
 
 def test_digits_bundle_is_normalised_with_its_own_statistics():
-    bundle = build_data("digits", **BASE_ARGS, image_size=16, augment=False)
+    bundle = build_data("digits", DataSettings(**BASE_ARGS, image_size=16, augment=False))
     assert (bundle.num_train, bundle.num_test, bundle.num_classes) == (1437, 360, 10)
     images = torch.cat([x for x, _ in epoch(bundle.train)])
     assert images.shape == (1437, 3, 16, 16)
@@ -774,7 +838,7 @@ def imagenet_bundle(root, **overrides) -> DataBundle:
         "crop_size": 16,
         "resize_size": 20,
     }
-    return build_data("imagenet", **{**args, **overrides})
+    return build_data("imagenet", DataSettings(**{**args, **overrides}))
 
 
 def test_imagenet_folders_load_with_tiny_crops(tmp_path):

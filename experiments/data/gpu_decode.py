@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Dataset
 from torchvision import io
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
@@ -22,11 +22,14 @@ from torchvision.transforms.v2 import functional as TF
 from experiments.data.bundle import DataBundle
 from experiments.data.image_folder import CheckedImageFolder
 from experiments.data.normalization import IMAGENET_MEAN, IMAGENET_STD
-from experiments.data.sharding import eval_shard
+from experiments.data.settings import DECODERS, DataSettings
 from experiments.data.staging import OnDeviceNormalize
-from experiments.data.worker_loader import SampleSeedSampler, make_dataloader
+from experiments.data.worker_loader import (
+    SampleSeedSampler,
+    make_split_loaders,
+    seeded_train_sampler,
+)
 
-DECODERS = ("cpu", "gpu")
 _SCALE, _RATIO = (0.08, 1.0), (3.0 / 4.0, 4.0 / 3.0)  # RandomResizedCrop's defaults
 
 
@@ -140,39 +143,24 @@ def build_gpu_decoded_imagenet(
     val_folder: CheckedImageFolder,
     *,
     num_classes: int,
-    batch_size: int,
-    eval_batch_size: int,
-    device: torch.device,
-    seed: int,
-    rank: int,
-    world_size: int,
-    num_workers: int,
-    augment: bool,
-    drop_last: bool,
-    channels_last: bool,
-    crop_size: int,
-    resize_size: int,
+    settings: DataSettings,
 ) -> DataBundle:
-    device = torch.device(device)
+    device = settings.device
     check_decode("gpu", "imagenet", device)
     train_set, val_set = EncodedImages(train_folder), EncodedImages(val_folder)
-    base = DistributedSampler(
-        train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=drop_last
+    sampler = seeded_train_sampler(train_set, settings)
+    train_loader, val_loader = make_split_loaders(
+        settings, train_set, sampler, val_set, collate_fn=collate_encoded
     )
-    sampler = SampleSeedSampler(base, seed)
-    common = dict(num_workers=num_workers, device=device, seed=seed, collate_fn=collate_encoded)
-    train_loader = make_dataloader(
-        train_set, sampler=sampler, batch_size=batch_size, drop_last=drop_last, **common
+    sizes = dict(
+        crop_size=settings.crop_size,
+        resize_size=settings.resize_size,
+        channels_last=settings.channels_last,
     )
-    val_loader = make_dataloader(
-        val_set,
-        sampler=eval_shard(len(val_set), rank, world_size).tolist(),
-        batch_size=eval_batch_size,
-        **common,
-    )
-    sizes = dict(crop_size=crop_size, resize_size=resize_size, channels_last=channels_last)
     return DataBundle(
-        train=GpuDecodedLoader(train_loader, device, train=augment, sampler=sampler, **sizes),
+        train=GpuDecodedLoader(
+            train_loader, device, train=settings.augment, sampler=sampler, **sizes
+        ),
         test=GpuDecodedLoader(val_loader, device, train=False, **sizes),
         num_classes=num_classes,
         num_train=len(train_set),

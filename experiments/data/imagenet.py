@@ -12,23 +12,22 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import torch
-from torch.utils.data import DistributedSampler
 from torchvision import transforms
 
 from experiments.data.bundle import DataBundle
 from experiments.data.errors import DatasetUnavailableError
 from experiments.data.image_folder import IMAGE_EXTENSIONS, CheckedImageFolder, scan_split
 from experiments.data.normalization import IMAGENET_MEAN, IMAGENET_STD
-from experiments.data.sharding import eval_shard
+from experiments.data.settings import DataSettings, as_settings
 from experiments.data.staging import OnDeviceNormalize
 from experiments.data.worker_loader import (
     PerSampleSeededDataset,
-    SampleSeedSampler,
     WorkerEvalLoader,
     WorkerTrainLoader,
-    make_dataloader,
+    make_split_loaders,
+    seeded_train_sampler,
 )
 
 _SPLITS = ("train", "val")
@@ -83,6 +82,10 @@ class FolderOptions:
     skip_bad_images: bool = False
     max_image_pixels: int = 40_000_000
 
+    @classmethod
+    def of(cls, settings: DataSettings) -> FolderOptions:
+        return cls(settings.follow_links, settings.skip_bad_images, settings.max_image_pixels)
+
 
 def _image_folder(
     root: Path,
@@ -135,81 +138,41 @@ def imagenet_transforms(
 
 
 def build_imagenet(
-    root: str | Path,
-    *,
-    batch_size: int,
-    eval_batch_size: int,
-    device: torch.device,
-    seed: int,
-    rank: int = 0,
-    world_size: int = 1,
-    num_workers: int = 4,
-    augment: bool = True,
-    drop_last: bool = False,
-    channels_last: bool = False,
-    crop_size: int = 224,
-    resize_size: int = 256,
-    folder_options: FolderOptions = FolderOptions(),
-    output: str = "uint8",
-    decode: str = "cpu",
+    settings: DataSettings | str | Path, /, *, output: str = "uint8", **fields: Any
 ) -> DataBundle:
-    """``output``: what the workers produce (see ``imagenet_transforms``). ``decode="gpu"``:
-    the workers only read the JPEG bytes; decoding and crops run on the CUDA device."""
-    root = Path(root).expanduser()
+    """ImageNet loaders as ``settings`` describes (its ``root``, sizes, ``decode`` and folder
+    options). ``output``: what the workers produce (see ``imagenet_transforms``).
+    ``decode="gpu"``: the workers only read the JPEG bytes; decoding and crops run on the CUDA
+    device. Instead of ``settings``: the dataset root and the other ``DataSettings`` fields as
+    keywords."""
+    if isinstance(settings, DataSettings):
+        settings = as_settings(settings, fields)
+    else:
+        settings = DataSettings(root=str(settings), **fields)
+    root = Path(settings.root).expanduser()
     classes = check_imagenet_layout(root)
-    if decode == "gpu":
+    options = FolderOptions.of(settings)
+    if settings.decode == "gpu":
         from experiments.data.gpu_decode import build_gpu_decoded_imagenet
 
         return build_gpu_decoded_imagenet(
-            _image_folder(root, "train", classes, None, folder_options),
-            _image_folder(root, "val", classes, None, folder_options),
+            _image_folder(root, "train", classes, None, options),
+            _image_folder(root, "val", classes, None, options),
             num_classes=len(classes),
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            device=device,
-            seed=seed,
-            rank=rank,
-            world_size=world_size,
-            num_workers=num_workers,
-            augment=augment,
-            drop_last=drop_last,
-            channels_last=channels_last,
-            crop_size=crop_size,
-            resize_size=resize_size,
+            settings=settings,
         )
-    train_tf, eval_tf = imagenet_transforms(crop_size, resize_size, augment, output)
-    train_set = _image_folder(root, "train", classes, train_tf, folder_options)
-    val_set = _image_folder(root, "val", classes, eval_tf, folder_options)
-    sampler = SampleSeedSampler(
-        DistributedSampler(
-            train_set,
-            num_replicas=world_size,
-            rank=rank,
-            shuffle=True,
-            seed=seed,
-            drop_last=drop_last,
-        ),
-        seed,
+    train_tf, eval_tf = imagenet_transforms(
+        settings.crop_size, settings.resize_size, settings.augment, output
     )
-    common = {"num_workers": num_workers, "device": device, "seed": seed}
-    train_loader = make_dataloader(
-        PerSampleSeededDataset(train_set),
-        sampler=sampler,
-        batch_size=batch_size,
-        drop_last=drop_last,
-        **common,
+    train_set = _image_folder(root, "train", classes, train_tf, options)
+    val_set = _image_folder(root, "val", classes, eval_tf, options)
+    sampler = seeded_train_sampler(train_set, settings)
+    train_loader, val_loader = make_split_loaders(
+        settings, PerSampleSeededDataset(train_set), sampler, val_set
     )
-    val_loader = make_dataloader(
-        val_set,
-        sampler=eval_shard(len(val_set), rank, world_size).tolist(),
-        batch_size=eval_batch_size,
-        **common,
-    )
-    normalize = (
-        OnDeviceNormalize(IMAGENET_MEAN, IMAGENET_STD, torch.device(device))
-        if output == "uint8"
-        else None
-    )
+    device, channels_last = settings.device, settings.channels_last
+    uint8 = output == "uint8"
+    normalize = OnDeviceNormalize(IMAGENET_MEAN, IMAGENET_STD, device) if uint8 else None
     return DataBundle(
         train=WorkerTrainLoader(train_loader, sampler, device, channels_last, normalize),
         test=WorkerEvalLoader(val_loader, device, channels_last, normalize),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import torch
 from PIL import Image
@@ -25,8 +25,12 @@ from experiments.data.sharding import (
     EpochPlanner,
     check_start_batch,
     epoch_sample_seed_base,
+    eval_shard,
 )
 from experiments.data.staging import OnDeviceNormalize, stage_batches
+
+if TYPE_CHECKING:
+    from experiments.data.settings import DataSettings
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 PREFETCH_BATCHES = 4  # per worker (torch's default is 2): rides out slow JPEGs
@@ -181,6 +185,47 @@ def make_dataloader(
         generator=torch.Generator().manual_seed(seed),
         collate_fn=collate_fn,
     )
+
+
+def make_split_loaders(
+    settings: DataSettings,
+    train_set: Dataset,
+    train_sampler: Iterable,
+    test_set: Dataset,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+) -> tuple[DataLoader, DataLoader]:
+    """This rank's (train, eval) DataLoaders from ``settings``: the train split in
+    ``train_sampler``'s order (``drop_last`` as set), the eval split sharded by ``eval_shard``."""
+    common = {
+        "num_workers": settings.num_workers,
+        "device": settings.device,
+        "seed": settings.seed,
+        "collate_fn": collate_fn,
+    }
+    train = make_dataloader(
+        train_set,
+        sampler=train_sampler,
+        batch_size=settings.batch_size,
+        drop_last=settings.drop_last,
+        **common,
+    )
+    shard = eval_shard(len(test_set), settings.rank, settings.world_size).tolist()
+    test = make_dataloader(test_set, sampler=shard, batch_size=settings.eval_batch_size, **common)
+    return train, test
+
+
+def seeded_train_sampler(dataset: Dataset, settings: DataSettings) -> SampleSeedSampler:
+    """A shuffling DistributedSampler over ``dataset`` for this rank, yielding each index with
+    its sample seed (see ``SampleSeedSampler``)."""
+    base = DistributedSampler(
+        dataset,
+        num_replicas=settings.world_size,
+        rank=settings.rank,
+        shuffle=True,
+        seed=settings.seed,
+        drop_last=settings.drop_last,
+    )
+    return SampleSeedSampler(base, settings.seed)
 
 
 class _ToDevice:
