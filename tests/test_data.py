@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import pickletools
@@ -366,21 +367,99 @@ def test_corrupt_archive_with_matching_md5_leaves_no_files(tmp_path, monkeypatch
     assert os.listdir(root) == []
 
 
-@pytest.mark.parametrize("extraction_filters", [True, False])
-def test_archive_members_escaping_the_folder_are_refused(tmp_path, monkeypatch, extraction_filters):
-    if not extraction_filters:
-        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+def _add_evil_members(tar: tarfile.TarFile, evil: str, outside: Path, victim: Path) -> None:
+    """Members that would write ``outside`` or into ``victim`` (or are no plain files)."""
+    inner = "cifar-10-batches-py"
+    tar.addfile(_tar_entry(inner, tarfile.DIRTYPE, mode=0o755))
+    if evil == "parent":
+        _add_text(tar, f"{inner}/../../../{outside.name}", "escaped")
+    elif evil == "absolute":
+        _add_text(tar, str(outside), "escaped")
+    elif evil == "symlink":  # a folder link leading out, then a file written through it
+        tar.addfile(_tar_entry(f"{inner}/out", tarfile.SYMTYPE, linkname="../../.."))
+        _add_text(tar, f"{inner}/out/{outside.name}", "escaped")
+    elif evil == "hardlink":  # a hard link to a file outside, then a file written over it
+        tar.addfile(_tar_entry(f"{inner}/data_batch_1", tarfile.LNKTYPE, linkname=str(victim)))
+        _add_text(tar, f"{inner}/data_batch_1", "overwritten")
+    elif evil == "fifo":
+        tar.addfile(_tar_entry(f"{inner}/pipe", tarfile.FIFOTYPE))
+    elif evil == "setuid":
+        _add_text(tar, f"{inner}/data_batch_1", "#!/bin/sh", mode=0o4755)
+
+
+def _tar_entry(name: str, kind: bytes, mode: int = 0o644, **fields) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode = kind, mode
+    for key, value in fields.items():
+        setattr(info, key, value)
+    return info
+
+
+def _add_text(tar: tarfile.TarFile, name: str, text: str, mode: int = 0o644) -> None:
+    data = text.encode()
+    info = _tar_entry(name, tarfile.REGTYPE, mode=mode, size=len(data))
+    tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.parametrize("evil", ["parent", "absolute", "symlink", "hardlink", "fifo", "setuid"])
+def test_archive_members_escaping_the_folder_are_refused(tmp_path, monkeypatch, evil):
     archive = tmp_path / "evil.tar.gz"
-    payload = tmp_path / "payload.txt"
-    payload.write_text("outside")
+    outside = tmp_path / "deep" / "escaped.txt"
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
     with tarfile.open(archive, "w:gz") as tar:
-        tar.add(payload, arcname="../escaped.txt")
+        _add_evil_members(tar, evil, outside, victim)
     _serve_archive(monkeypatch, archive, "cifar10")
     root = tmp_path / "deep" / "data"
     root.mkdir(parents=True)
-    with pytest.raises(DatasetUnavailableError, match="Extracting"):
+    with pytest.raises(
+        DatasetUnavailableError, match=r"Extracting .* failed \(refusing to extract"
+    ):
         cifar.load_cifar(root, "cifar10", download=True)
-    assert os.listdir(root) == [] and not (root.parent / "escaped.txt").exists()
+    assert os.listdir(root) == [] and not outside.exists()
+    assert victim.read_text() == "keep me"
+
+
+_REAL_URLOPEN = urllib.request.urlopen  # before the autouse fixture replaces it
+
+
+def test_download_from_a_local_url_installs_the_archive_files(tmp_path, monkeypatch):
+    """The real fetch (a file:// URL, no network), md5 check and extraction, end to end."""
+
+    def local_only(url, *args, **kwargs):
+        assert url.startswith("file://"), url
+        return _REAL_URLOPEN(url, *args, **kwargs)
+
+    monkeypatch.setattr(urllib.request, "urlopen", local_only)
+    archive = tmp_path / "served" / "cifar-100-python.tar.gz"
+    archive.parent.mkdir()
+    write_fake_cifar_archive(archive, "cifar100", n_train=9, n_test=3)
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    release = {"folder": "cifar-100-python", "required": ("train", "test", "meta"), "hint": "hint"}
+    root = tmp_path / "data"
+    installed = archive_download.install_tar_archive(
+        url=archive.as_uri(), md5=md5, root=root, **release
+    )
+    assert installed == root / "cifar-100-python" and os.listdir(root) == ["cifar-100-python"]
+    with tarfile.open(archive) as tar:
+        expected = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    written = {p.relative_to(root).as_posix(): p for p in root.rglob("*")}
+    assert {name for name, path in written.items() if path.is_dir()} == {"cifar-100-python"}
+    files = {name: path.read_bytes() for name, path in written.items() if path.is_file()}
+    assert files == expected and len(files) == 3
+
+    tampered = bytearray(archive.read_bytes())
+    tampered[len(tampered) // 2] ^= 0x01
+    archive.write_bytes(bytes(tampered))
+    tampered_md5 = hashlib.md5(bytes(tampered)).hexdigest()
+    elsewhere = tmp_path / "elsewhere"
+    with pytest.raises(
+        DatasetUnavailableError, match=f"corrupt: md5 {tampered_md5}, expected {md5}"
+    ):
+        archive_download.install_tar_archive(
+            url=archive.as_uri(), md5=md5, root=elsewhere, **release
+        )
+    assert os.listdir(elsewhere) == []
 
 
 @pytest.mark.parametrize("kind", ["cifar10", "cifar100"])

@@ -3,41 +3,66 @@
 Everything is written to temporary names inside ``root`` and the extracted folder is moved into
 place with one ``os.replace``; on any failure the temporaries are removed, so a failed or
 interrupted download never leaves a half-written dataset behind.
+
+The md5 and the extraction are torchvision's (``torchvision.datasets.utils``). Two things are
+kept here because torchvision lacks them:
+
+* ``fetch_url``: torchvision's ``download_url`` has no timeout (a stalled server hangs the run)
+  and retries a failed https download over plain http.
+* ``check_tar_members``: torchvision extracts with ``TarFile.extractall`` and no filter, which
+  writes members with absolute paths, ``..`` components or links wherever they point. Every
+  member is checked before anything is extracted.
 """
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
 import urllib.request
+import zlib
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+
+from torchvision.datasets.utils import calculate_md5, extract_archive
 
 from experiments.data.errors import DatasetUnavailableError
 
 _CHUNK = 1 << 20
+_SPECIAL_MODE_BITS = stat.S_ISUID | stat.S_ISGID
 
 
 def fetch_url(url: str, destination: Path, timeout_s: float = 60.0) -> None:
-    """Stream ``url`` into the file ``destination``."""
+    """Stream ``url`` into the file ``destination`` (no retries, no change of scheme)."""
     with urllib.request.urlopen(url, timeout=timeout_s) as response, open(destination, "wb") as out:
         shutil.copyfileobj(response, out, _CHUNK)
 
 
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def missing_files(folder: Path, required: Sequence[str]) -> list[str]:
     return [name for name in required if not (folder / name).is_file()]
+
+
+def check_tar_members(archive: Path) -> None:
+    """Raise ``tarfile.TarError`` unless every member of ``archive`` is a regular file or a
+    folder with a relative path that stays inside the extraction folder and no setuid/setgid
+    bit (so links, devices and FIFOs are refused too)."""
+    with tarfile.open(archive) as tar:
+        for member in tar.getmembers():
+            path = PurePosixPath(member.name)
+            escapes = path.is_absolute() or ".." in path.parts
+            plain = member.isfile() or member.isdir()
+            if escapes or not plain or member.mode & _SPECIAL_MODE_BITS:
+                raise tarfile.TarError(f"refusing to extract {member.name!r}")
+
+
+def extract_tar(archive: Path, destination: Path) -> None:
+    """Extract the checked members of ``archive`` (a .tar.gz, .tgz, .tar, ...) into
+    ``destination``."""
+    check_tar_members(archive)
+    extract_archive(archive, destination)
 
 
 def install_tar_archive(
@@ -48,7 +73,8 @@ def install_tar_archive(
     message. Returns the installed folder."""
     root.mkdir(parents=True, exist_ok=True)
     target = root / folder
-    fd, archive_name = tempfile.mkstemp(dir=root, prefix=f".{folder}.", suffix=".tar.gz.part")
+    # The name ends in .tar.gz: torchvision picks the extractor by the suffix.
+    fd, archive_name = tempfile.mkstemp(dir=root, prefix=f".{folder}.", suffix=".part.tar.gz")
     os.close(fd)
     archive = Path(archive_name)
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{folder}.extract."))
@@ -57,15 +83,15 @@ def install_tar_archive(
             fetch_url(url, archive)
         except (OSError, http.client.HTTPException, ValueError) as exc:
             raise DatasetUnavailableError(f"Downloading {url} failed ({exc}). {hint}") from exc
-        actual_md5 = file_md5(archive)
+        actual_md5 = calculate_md5(archive)
         if actual_md5 != md5:
             raise DatasetUnavailableError(
                 f"The file downloaded from {url} is corrupt: md5 {actual_md5}, expected {md5}. "
                 f"{hint}"
             )
         try:
-            _extract_tar_gz(archive, staging)
-        except (OSError, tarfile.TarError, EOFError) as exc:
+            extract_tar(archive, staging)
+        except (OSError, tarfile.TarError, EOFError, zlib.error) as exc:
             raise DatasetUnavailableError(f"Extracting {url} failed ({exc}). {hint}") from exc
         extracted = staging / folder
         lacking = missing_files(extracted, required)
@@ -78,19 +104,6 @@ def install_tar_archive(
         archive.unlink(missing_ok=True)
         shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def _extract_tar_gz(archive: Path, destination: Path) -> None:
-    """Extract regular files and folders only, never outside ``destination``."""
-    with tarfile.open(archive, "r:gz") as tar:
-        if hasattr(tarfile, "data_filter"):
-            tar.extractall(destination, filter="data")
-            return
-        for member in tar.getmembers():  # Python < 3.11.4 has no extraction filters
-            path = Path(member.name)
-            if path.is_absolute() or ".." in path.parts or not (member.isfile() or member.isdir()):
-                raise tarfile.TarError(f"refusing to extract {member.name!r}")
-        tar.extractall(destination)
 
 
 def _move_into_place(extracted: Path, target: Path, required: Sequence[str], hint: str) -> None:
