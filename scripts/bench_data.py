@@ -40,6 +40,7 @@ from experiments.data.build import build_array_bundle
 from experiments.data.bundle import TrainLoader
 from experiments.data.cifar import CIFAR_PADDING
 from experiments.data.normalization import CIFAR_MEAN, CIFAR_STD
+from experiments.data.settings import DataSettings
 
 NUM_CLASSES = 10
 WARMUP_STEPS = 3
@@ -56,16 +57,15 @@ def synthetic_cifar(num_images: int, seed: int) -> ArraySplits:
 
 
 def make_loader(splits, loader: str, workers: int, args) -> TrainLoader:
-    bundle = build_array_bundle(
-        splits,
-        name="synthetic",
+    settings = DataSettings(
         loader=loader,
         batch_size=args.batch_size,
         eval_batch_size=args.batch_size,
-        device=torch.device(args.device),
+        device=args.device,
         seed=args.seed,
         num_workers=workers,
     )
+    bundle = build_array_bundle(splits, settings, name="synthetic")
     return bundle.train
 
 
@@ -238,17 +238,16 @@ def compare_imagenet_outputs(args) -> None:
         )
         rows = {}
         for workers in args.workers:
+            settings = DataSettings(
+                root=root,
+                batch_size=args.batch_size,
+                eval_batch_size=args.batch_size,
+                device=device,
+                seed=args.seed,
+                num_workers=workers,
+            )
             bundles = {
-                output: build_imagenet(
-                    root,
-                    batch_size=args.batch_size,
-                    eval_batch_size=args.batch_size,
-                    device=device,
-                    seed=args.seed,
-                    num_workers=workers,
-                    output=output,
-                )
-                for output in ("uint8", "float32")
+                output: build_imagenet(settings, output=output) for output in ("uint8", "float32")
             }
             for bundle in bundles.values():
                 imagenet_epoch_seconds(bundle, 0, device)  # start the persistent workers
