@@ -1,4 +1,9 @@
-"""Angle maths on parameter lists: float64 dot products over lists of tensors, one host sync."""
+"""Dot products and angles on parameter lists viewed as flat vectors.
+
+``sum_of_dots`` is the one dot-product helper of the library: a 0-d float64 tensor on the
+device, with no host synchronisation (HD and TLR add it to device-side sums every step).
+``dots64`` and the angles read three of its sums on the host in a single synchronisation.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +13,50 @@ import torch
 from torch import Tensor
 
 
-def dots64(a: list[Tensor], b: list[Tensor]) -> tuple[float, float, float]:
-    """Return (a.b, a.a, b.b) of two tensor lists viewed as flat vectors, accumulated in float64.
+def sum_of_dots(xs: list[Tensor], ys: list[Tensor], *, promote: bool = False) -> Tensor:
+    """<xs, ys> of two tensor lists viewed as flat vectors: a 0-d float64 tensor on the device
+    of ``xs[0]`` (no host synchronisation; 0 on the CPU for empty lists).
 
-    Each tensor is promoted to float64 one at a time, so the transient memory is one tensor, not
-    the whole model; the three sums reach the host in a single synchronisation.
+    ``promote=False``: each product is taken in the tensors' own dtype and the sum in float64.
+    On an accelerator that is three kernel launches whatever the number of tensors
+    (``fused_dots``); on the CPU, where a launch costs nothing, one BLAS dot per tensor, which
+    needs no temporaries. ``promote=True``: every pair is promoted to float64 one at a time
+    before its dot (the transient memory is one tensor, not the model) and the dots are
+    accumulated in order, on any device.
     """
+    if len(xs) != len(ys):
+        raise ValueError(f"tensor lists differ in length: {len(xs)} != {len(ys)}")
+    if not xs:
+        return torch.zeros((), dtype=torch.float64)
+    if promote:
+        total = torch.zeros((), dtype=torch.float64, device=xs[0].device)
+        for x, y in zip(xs, ys, strict=True):
+            total += torch.dot(x.detach().reshape(-1).double(), y.detach().reshape(-1).double())
+        return total
+    if xs[0].device.type != "cpu":
+        return fused_dots(xs, ys)
+    dots = [torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(xs, ys, strict=True)]
+    return torch.stack(dots).sum(dtype=torch.float64)
+
+
+def fused_dots(xs: list[Tensor], ys: list[Tensor]) -> Tensor:
+    """``sum_of_dots`` in three kernels: one fused elementwise product over the lists
+    (``torch._foreach_mul``), one concatenation, one float64 sum."""
+    products = torch._foreach_mul(xs, ys)
+    return torch.cat([p.reshape(-1) for p in products]).sum(dtype=torch.float64)
+
+
+def dots64(a: list[Tensor], b: list[Tensor]) -> tuple[float, float, float]:
+    """Return (a.b, a.a, b.b) of two tensor lists viewed as flat vectors, accumulated in float64
+    (``sum_of_dots(..., promote=True)``); the three sums reach the host in a single
+    synchronisation."""
     if len(a) != len(b):
         raise ValueError(f"tensor lists differ in length: {len(a)} != {len(b)}")
     if not a:
         return 0.0, 0.0, 0.0
-    sums = torch.zeros(3, dtype=torch.float64, device=a[0].device)
-    for x, y in zip(a, b, strict=True):
-        x64 = x.detach().reshape(-1).double()
-        y64 = y.detach().reshape(-1).double()
-        sums[0] += torch.dot(x64, y64)
-        sums[1] += torch.dot(x64, x64)
-        sums[2] += torch.dot(y64, y64)
+    sums = torch.stack(
+        [sum_of_dots(x, y, promote=True) for x, y in ((a, b), (a, a), (b, b))]
+    )
     ab, aa, bb = sums.tolist()
     return ab, aa, bb
 

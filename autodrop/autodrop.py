@@ -42,6 +42,10 @@ class AutoDrop(DropScheduler):
     Under torch.distributed, every rank uses rank 0's omega, so all ranks drop together.
     """
 
+    name = "autodrop"
+    display_name = "AutoDrop"
+    colour = "#d62728"
+
     _scalar_fields = ("window", "rho", "buffer_size", "threshold", "min_lr", "omegas",
                       "previous_smoothed", "has_previous_mean", "has_previous_step")
     _buffer_fields = ("window_sum", "previous_mean", "previous_step")

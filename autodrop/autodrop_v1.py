@@ -34,6 +34,10 @@ class AutoDropV1(DropScheduler):
     param group is scaled (the authors' code scaled group 0 only).
     """
 
+    name = "autodrop_v1"
+    display_name = "AutoDrop (2021 code)"
+    colour = "#ff7f0e"
+
     _scalar_fields = ("steps_per_epoch", "theta", "drop_factor", "extra_epochs", "auto_theta",
                       "max_theta", "min_lr", "average_weights", "history", "pending_omega",
                       "armed", "counter", "snapshots_taken")

@@ -16,8 +16,12 @@ class DropScheduler(ScheduleHooks, LRScheduler):
     """A scheduler that decides lr drops by watching the parameter trajectory.
 
     Stepped once after every optimizer step. The watched parameters are those of
-    ``optimizer.param_groups`` with ``requires_grad``, in group order.
+    ``optimizer.param_groups`` with ``requires_grad``, in group order. Its measurement records
+    go to the run directory's ``autodrop.jsonl``; the epoch's metrics record gets the number
+    of drops so far and the last measured angular velocity.
     """
+
+    record_stream = "autodrop"
 
     def __init__(self, optimizer: Optimizer) -> None:
         self.params: list[Tensor] = [
@@ -60,6 +64,13 @@ class DropScheduler(ScheduleHooks, LRScheduler):
     def pop_measurements(self) -> list[dict[str, Any]]:
         records, self._pending = self._pending, []
         return records
+
+    def epoch_fields(self, records: list[dict[str, Any]], lr_mean: float) -> dict[str, Any]:
+        """``autodrop/drops``: the drops so far; ``autodrop/omega``: the last measured omega of
+        ``records`` (every record of the run so far), None before the first."""
+        omegas = [r["omega"] for r in records if r.get("omega") is not None]
+        return {"autodrop/drops": len(self.drop_steps),
+                "autodrop/omega": omegas[-1] if omegas else None}
 
     # State: every subclass lists its scalar fields and buffer fields; buffers are lists of
     # tensors shaped like the watched parameters.

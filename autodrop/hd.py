@@ -12,6 +12,9 @@ dampening from step 2 on), so ``beta=0`` is exactly ``torch.optim.SGD``.
 
 Under DistributedDataParallel the gradients are already all-reduced, so every rank holds the
 same g_t and d_{t-1} and computes the same alpha: no extra communication is needed.
+
+The optimizer only; its schedule slot (registry name ``hd``) is
+``autodrop.schedules.optimizer_lr.HypergradientLR``.
 """
 
 from __future__ import annotations
@@ -22,38 +25,14 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler
 
-from autodrop.base import ScheduleHooks
+from autodrop.angles import sum_of_dots
+from autodrop.checks import check_bool, check_float
 
 #: The hypergradient learning rates AutoDrop's paper searches (Table 2).
 BETA_GRID: tuple[float, ...] = (1e-3, 1e-4, 1e-5)
 
 _SHARED_OPTIONS = ("lr", "beta")
-
-
-def sum_of_dots(xs: list[Tensor], ys: list[Tensor]) -> Tensor:
-    """<xs, ys> of two tensor lists viewed as flat vectors: a 0-d float64 tensor on the device
-    of ``xs[0]`` (no host synchronisation; 0 for empty lists).
-
-    On an accelerator, three kernel launches whatever the number of tensors (``fused_dots``);
-    on the CPU, where a launch costs nothing, one BLAS dot per tensor (in its own dtype, summed
-    in float64), which needs no temporaries."""
-    if len(xs) != len(ys):
-        raise ValueError(f"tensor lists differ in length: {len(xs)} != {len(ys)}")
-    if not xs:
-        return torch.zeros((), dtype=torch.float64)
-    if xs[0].device.type != "cpu":
-        return fused_dots(xs, ys)
-    dots = [torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(xs, ys, strict=True)]
-    return torch.stack(dots).sum(dtype=torch.float64)
-
-
-def fused_dots(xs: list[Tensor], ys: list[Tensor]) -> Tensor:
-    """``sum_of_dots`` in three kernels: one fused elementwise product over the lists
-    (``torch._foreach_mul``), one concatenation, one float64 sum."""
-    products = torch._foreach_mul(xs, ys)
-    return torch.cat([p.reshape(-1) for p in products]).sum(dtype=torch.float64)
 
 
 def _lr_tensor(value: float | Tensor, device: torch.device) -> Tensor:
@@ -206,9 +185,6 @@ class SGDHD(Optimizer):
 
 def _validate_group(group: dict[str, Any], first: dict[str, Any] | None, index: int) -> None:
     """Check a new group's options; lr and beta are set by group 0 and shared by the others."""
-    # Imported on use: the schedule registry (autodrop.schedules) may import this module.
-    from autodrop.checks import check_bool, check_float
-
     check_float("beta", group["beta"], low=0.0)
     check_float("momentum", group["momentum"], low=0.0, high=1.0, high_open=True)
     check_float("dampening", group["dampening"], low=0.0, high=1.0)
@@ -272,23 +248,3 @@ def _stored_directions(states: list[dict[str, Any]], grads: list[Tensor]) -> lis
     torch._foreach_copy_(directions, grads)
     return directions
 
-
-class FollowOptimizerLR(ScheduleHooks, LRScheduler):
-    """The schedule slot for an optimizer that sets its own learning rate (``SGDHD``).
-
-    ``step()`` leaves every group's lr exactly as the optimizer set it; a training loop that
-    steps a schedule after every optimizer step can use this one unchanged. ``lr`` reads the
-    optimizer's current rate.
-    """
-
-    def __init__(self, optimizer: Optimizer) -> None:
-        super().__init__(optimizer)
-
-    def get_lr(self) -> list[float]:
-        return [group["lr"] for group in self.optimizer.param_groups]
-
-    def step(self, epoch: int | None = None) -> None:  # type: ignore[override]
-        # Count the step; the lr is the optimizer's (no copy onto itself, no host sync).
-        self._step_count += 1
-        self.last_epoch += 1
-        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]

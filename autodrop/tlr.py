@@ -42,9 +42,10 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from autodrop.angles import sum_of_dots
 from autodrop.base import ScheduleHooks
+from autodrop.checks import check_float, check_int
 from autodrop.distributed import broadcast_value
-from autodrop.hd import sum_of_dots
 
 #: AutoDrop's TLR settings (UAI 2024): an lr update every 0.33 epoch, bounded by c = 1/4.
 PAPER_GAP_EPOCHS = 0.33
@@ -53,9 +54,6 @@ PAPER_BOUND = 0.25
 
 def gap_steps(steps_per_epoch: int, gap_epochs: float) -> int:
     """Optimizer steps between two lr updates: max(1, round(gap_epochs * steps_per_epoch))."""
-    # Imported on use: the schedule registry (autodrop.schedules) may import this module.
-    from autodrop.checks import check_float, check_int
-
     check_int("steps_per_epoch", steps_per_epoch, low=1)
     check_float("gap_epochs", gap_epochs, low=0.0, low_open=True)
     return max(1, round(gap_epochs * steps_per_epoch))
@@ -63,8 +61,6 @@ def gap_steps(steps_per_epoch: int, gap_epochs: float) -> int:
 
 def _checked_options(bound: float, gamma: float, optimizer: Optimizer) -> tuple[float, float]:
     """``bound`` and ``gamma`` as floats, once they and the optimizer's lrs are valid."""
-    from autodrop.checks import check_float  # on use, as in gap_steps
-
     bound = check_float("bound", bound, low=0.0, high=1.0, high_open=True)
     gamma = check_float("gamma", gamma, low=0.0, high=1.0, low_open=True)
     if not isinstance(optimizer, Optimizer):
@@ -86,7 +82,12 @@ class TrainableLR(ScheduleHooks, LRScheduler):
     last direction).
     """
 
-    label = "TLR (reconstruction)"
+    name = "tlr"
+    display_name = "TLR (reconstruction)"
+    colour = "#393b79"
+    paper_name = "TLR"
+    record_stream = "tlr"
+    label = display_name
 
     def __init__(
         self,

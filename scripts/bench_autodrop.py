@@ -16,7 +16,7 @@ import time
 import torch
 
 import models
-from autodrop.schedules import build
+from autodrop.registry import build
 
 
 def sync(device: torch.device) -> None:

@@ -162,3 +162,21 @@ def test_a_drop_never_raises_a_group_held_at_zero():
     assert opt.param_groups[0]["lr"] == 0.0
     expected = max(1e-3, 1.0 * 0.5 ** len(scheduler.drop_steps))
     assert opt.param_groups[1]["lr"] == pytest.approx(expected)
+
+
+def test_epoch_fields_count_drops_and_read_the_last_omega_of_the_stream():
+    params, opt = make_params(0.1)
+    scheduler = AutoDrop(opt, window=1, buffer_size=5)
+    assert scheduler.record_stream == "autodrop"
+    assert scheduler.epoch_fields([], 0.1) == {"autodrop/drops": 0, "autodrop/omega": None}
+    rising = [5.0 * i for i in range(1, 21)]
+    drive(scheduler, params, from_angles(rising + [100.0] * 6))
+    records = scheduler.pop_measurements()
+    assert scheduler.drop_steps and records[0]["omega"] is None
+    fields = scheduler.epoch_fields(records, 0.1)
+    assert fields == {"autodrop/drops": len(scheduler.drop_steps),
+                      "autodrop/omega": records[-1]["omega"]}
+    # A record without an omega (an epoch of no full window) keeps the last measured one.
+    later = [*records, {"step": 99, "omega": None, "smoothed": None, "lr": 0.1,
+                        "dropped": False}]
+    assert scheduler.epoch_fields(later, 0.1)["autodrop/omega"] == records[-1]["omega"]

@@ -189,3 +189,19 @@ def test_a_drop_never_raises_a_group_held_at_zero():
     assert opt.param_groups[0]["lr"] == 0.0
     expected = max(1e-3, 1.0 * 0.2 ** len(scheduler.drop_steps))
     assert opt.param_groups[1]["lr"] == pytest.approx(expected)
+
+
+def test_epoch_fields_count_drops_and_read_the_last_omega_of_the_stream():
+    steps_per_epoch = 2
+    params, opt = make_params(0.1)
+    scheduler = AutoDropV1(opt, steps_per_epoch, extra_epochs=2, average_weights=False)
+    assert scheduler.record_stream == "autodrop"
+    assert scheduler.epoch_fields([], 0.1) == {"autodrop/drops": 0, "autodrop/omega": None}
+    drive(scheduler, params, per_epoch([90.0] * 30, steps_per_epoch))
+    records = scheduler.pop_measurements()
+    omegas = [r["omega"] for r in records if r["omega"] is not None]
+    assert scheduler.drop_steps and omegas
+    assert scheduler.epoch_fields([*records, {"omega": None}], 0.1) == {
+        "autodrop/drops": len(scheduler.drop_steps),
+        "autodrop/omega": omegas[-1],
+    }

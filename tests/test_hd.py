@@ -11,7 +11,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from autodrop.hd import BETA_GRID, SGDHD, FollowOptimizerLR, sum_of_dots
+from autodrop.angles import sum_of_dots
+from autodrop.hd import BETA_GRID, SGDHD
+from autodrop.schedules.optimizer_lr import HypergradientLR
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -226,10 +228,10 @@ def test_negative_lr_and_nan_do_not_raise():
     assert math.isnan(hd.lr)
 
 
-def test_follow_optimizer_lr_leaves_the_lr_to_the_optimizer():
+def test_hypergradient_lr_leaves_the_lr_to_the_optimizer():
     model = tiny_mlp()
     hd = SGDHD(model.parameters(), lr=0.05, beta=1e-2, momentum=0.9)
-    schedule = FollowOptimizerLR(hd)
+    schedule = HypergradientLR(hd)
     reference_model = tiny_mlp()
     reference = SGDHD(reference_model.parameters(), lr=0.05, beta=1e-2, momentum=0.9)
     for inputs, labels in batches(5):
@@ -316,3 +318,18 @@ def test_a_group_without_gradients_is_skipped_under_weight_decay():
         opt.step()
     assert torch.equal(unused.detach(), torch.ones(2))
     assert not torch.equal(used.detach(), torch.ones(3))
+
+
+def test_the_hd_schedule_needs_sgdhd_and_records_the_epoch_mean_lr():
+    from autodrop.registry import build
+
+    with pytest.raises(ValueError, match=r"needs the optimizer autodrop.hd.SGDHD.*torch.optim"):
+        HypergradientLR(torch.optim.SGD(tiny_mlp().parameters(), lr=0.1))
+    hd = SGDHD(tiny_mlp().parameters(), lr=0.05, beta=1e-2)
+    schedule = build("hd", hd, steps_per_epoch=3, epochs=2)
+    assert isinstance(schedule, HypergradientLR)
+    assert (schedule.name, schedule.display_name, schedule.tuned_setting) == ("hd", "HD", "beta")
+    assert schedule.epoch_fields([], 0.0375) == {"lr/epoch_mean": 0.0375}
+    assert schedule.record_stream is None
+    step_lr = schedule.step_lr()
+    assert isinstance(step_lr, torch.Tensor) and step_lr.item() == 0.05 == schedule.lr

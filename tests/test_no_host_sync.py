@@ -1,5 +1,6 @@
 """HD and TLR step without host synchronisation, and their fused (foreach) arithmetic agrees with
-the per-parameter loops it replaced."""
+the per-parameter loops it replaced; angles.sum_of_dots is the one dot-product helper of both
+and of the angle maths."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from autodrop.hd import SGDHD, FollowOptimizerLR, fused_dots, sum_of_dots
+from autodrop.angles import dots64, fused_dots, sum_of_dots
+from autodrop.hd import SGDHD
+from autodrop.schedules.optimizer_lr import HypergradientLR
 from autodrop.tlr import TrainableLR
 
 # Every way a tensor's value reaches Python: each one waits for the device.
@@ -58,13 +61,16 @@ def test_the_guard_catches_a_sync():
 def test_hd_steps_without_a_host_sync(options):
     model, data = model_and_batches()
     hd = SGDHD(model.parameters(), lr=0.05, beta=1e-3, **options)
-    schedule = FollowOptimizerLR(hd)
+    schedule = HypergradientLR(hd)
     for inputs, labels in data:
         hd.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(model(inputs), labels).backward()
         with HostSyncForbidden():
             hd.step()
             schedule.step()
+            step_lr = schedule.step_lr()  # what the loop sums for lr/epoch_mean
+        assert isinstance(step_lr, torch.Tensor) and not step_lr.requires_grad
+        assert step_lr.item() == hd.lr
     assert isinstance(hd.param_groups[0]["lr"], torch.Tensor)
     assert hd.lr != 0.05 and isinstance(schedule.lr, float)
 
@@ -134,3 +140,25 @@ def test_hd_trajectory_matches_the_float_lr_reference():
         assert hd.lr == pytest.approx(alpha, rel=1e-12, abs=0)
         for mine, ref in zip(model.parameters(), reference, strict=True):
             torch.testing.assert_close(mine.detach(), ref, rtol=1e-12, atol=1e-14)
+
+
+def test_sum_of_dots_promoted_is_the_float64_loop_and_syncs_nothing():
+    """promote=True (dots64, the angles) is the float64 loop dots64 used to be, bit for bit."""
+    g = torch.Generator().manual_seed(3)
+    shapes = [(16, 3, 3, 3), (16,), (32, 16)]
+    xs = [torch.randn(s, generator=g) for s in shapes]
+    ys = [torch.randn(s, generator=g) for s in shapes]
+    expected = torch.zeros(3, dtype=torch.float64)
+    for x, y in zip(xs, ys, strict=True):
+        x64, y64 = x.reshape(-1).double(), y.reshape(-1).double()
+        expected[0] += torch.dot(x64, y64)
+        expected[1] += torch.dot(x64, x64)
+        expected[2] += torch.dot(y64, y64)
+    with HostSyncForbidden():
+        promoted = sum_of_dots(xs, ys, promote=True)
+    assert promoted.dtype == torch.float64 and promoted.shape == ()
+    assert promoted.item() == expected[0].item()
+    assert dots64(xs, ys) == tuple(expected.tolist())
+    assert dots64([], []) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="differ in length"):
+        dots64(xs, ys[:1])

@@ -1,5 +1,9 @@
-"""Schedule-free SGD support: BASELINES.md section 3.8 (mode contract, x as the average of z,
-BatchNorm recompute at x without touching the training stream, checkpoint policy, ranks)."""
+"""Schedule-free SGD: BASELINES.md section 3.8 (mode contract, x as the average of z,
+BatchNorm recompute at x without touching the training stream, checkpoint policy, ranks).
+
+The mode contract is the library's ``ScheduleFreeLR`` (train_mode / eval_mode, lr) with
+``autodrop.batchnorm.recompute_batchnorm``; building the optimizer and the reserved BatchNorm
+batches are the runner's (``experiments.schedulefree_support``)."""
 
 from __future__ import annotations
 
@@ -13,20 +17,22 @@ import torch.multiprocessing as mp
 from schedulefree import SGDScheduleFree, SGDScheduleFreeReference
 from torch import nn
 
+from autodrop.batchnorm import BN_PASS_BATCHES, recompute_batchnorm
+from autodrop.schedules.optimizer_lr import (
+    OptimizerSetsLR,
+    ScheduleFreeLR,
+    in_train_mode,
+    is_schedule_free,
+    require_eval_mode,
+)
 from experiments.data.arrays import ArraySplits, ImageArrays
 from experiments.data.build import build_array_bundle
 from experiments.schedulefree_support import (
     BN_PASS_EPOCH,
     build_schedulefree_sgd,
-    current_lr,
-    in_train_mode,
-    is_schedule_free,
-    prepare_evaluation,
-    recompute_batchnorm,
-    require_eval_mode,
     reserved_epoch_batches,
-    start_training,
 )
+from experiments.sync_batchnorm import convert_to_global_batchnorm
 
 CPU = torch.device("cpu")
 
@@ -102,6 +108,17 @@ def build(params, **options) -> SGDScheduleFree:
     return build_schedulefree_sgd(params, **{"base_lr": 0.05, "steps_per_epoch": 8, **options})
 
 
+def schedule_of(optimizer, bn_pass_batches: int = BN_PASS_BATCHES) -> ScheduleFreeLR:
+    schedule = ScheduleFreeLR(optimizer)
+    schedule.bn_pass_batches = bn_pass_batches
+    return schedule
+
+
+def batches_of(batches):
+    """``bn_batches`` for eval_mode: a callable making the batches."""
+    return lambda: iter(batches)
+
+
 # ----------------------------------------------------------------------------- building
 def test_build_scales_the_lr_and_converts_warmup_epochs():
     optimizer = build(vector_params(), lr_multiplier=20.0, warmup_epochs=1.5, weight_decay=5e-4)
@@ -129,15 +146,17 @@ def test_bad_input_names_the_value_and_range(options, message):
 
 
 # ------------------------------------------------------------------------ mode contract
-def test_step_needs_train_mode_and_start_training_provides_it():
+def test_step_needs_train_mode_and_train_mode_provides_it():
     params = vector_params()
     optimizer = build(params)
+    schedule = ScheduleFreeLR(optimizer)
     random_grads(params, torch.Generator().manual_seed(1))
     assert not in_train_mode(optimizer)
     with pytest.raises(Exception, match="not in train mode"):
         optimizer.step()
     model = mlp_bn()
-    start_training(model, optimizer)
+    model.eval()
+    schedule.train_mode(model)
     assert model.training and in_train_mode(optimizer)
     for _ in range(2):
         optimizer.step()
@@ -180,16 +199,20 @@ def test_eval_train_round_trip_and_idempotent_eval():
 def test_group_lr_never_changes_and_the_logged_lr_ramps_then_stays_flat():
     params = vector_params()
     optimizer = build(params, base_lr=0.1, lr_multiplier=10.0, steps_per_epoch=2, warmup_epochs=2.0)
+    schedule = ScheduleFreeLR(optimizer)
+    assert schedule.lr == 0.0  # before the first step
     optimizer.train()
     g = torch.Generator().manual_seed(4)
     logged = []
     for _ in range(7):
         random_grads(params, g)
         optimizer.step()
-        logged.append(current_lr(optimizer))
+        schedule.step()
+        logged.append(schedule.lr)
+        assert schedule.step_lr() == schedule.lr
         assert optimizer.param_groups[0]["lr"] == 1.0
     assert logged == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0])
-    assert current_lr(torch.optim.SGD(vector_params(), lr=0.3)) == 0.3
+    assert OptimizerSetsLR(torch.optim.SGD(vector_params(), lr=0.3)).lr == 0.3
 
 
 def test_fast_class_matches_the_reference_class():
@@ -222,10 +245,11 @@ def test_batchnorm_statistics_are_the_batch_average_at_x():
         )
         for _ in range(6)
     ]
-    start_training(model, optimizer)
+    schedule = schedule_of(optimizer, bn_pass_batches=2)
+    schedule.train_mode(model)
     train_steps(model, optimizer, data[:4])
     bn_batches = [x for x, _ in data[3:]]
-    assert prepare_evaluation(model, optimizer, iter(bn_batches), num_batches=2)
+    assert schedule.eval_mode(model, batches_of(bn_batches))
     assert not model.training and not in_train_mode(optimizer)
     norm = model[1]
     with torch.no_grad():
@@ -245,16 +269,21 @@ def test_batchnorm_pass_leaves_training_exactly_as_without_it(loader):
         data = image_bundle(loader)
         model = conv_bn()
         optimizer = build(model.parameters(), lr_multiplier=5.0)
+        schedule = ScheduleFreeLR(optimizer)
         batches = []
         torch.manual_seed(11)
         for epoch in range(2):
-            start_training(model, optimizer)
+            schedule.train_mode(model)
             data.train.set_epoch(epoch)
             batches += train_steps(model, optimizer, data.train)
             if with_pass:
                 rng = torch.get_rng_state()
-                bn_batches = reserved_epoch_batches(data.train, restore_epoch=epoch, num_batches=3)
-                prepare_evaluation(model, optimizer, bn_batches)
+                schedule.eval_mode(
+                    model,
+                    lambda e=epoch: reserved_epoch_batches(
+                        data.train, restore_epoch=e, num_batches=3
+                    ),
+                )
                 assert torch.equal(torch.get_rng_state(), rng)
                 again = [(x.clone(), y.clone()) for x, y in data.train]  # epoch restored
                 assert all(
@@ -275,9 +304,10 @@ def test_batchnorm_pass_leaves_training_exactly_as_without_it(loader):
     assert not torch.equal(model[1].running_mean, plain_model[1].running_mean)
 
 
-def test_prepare_evaluation_does_nothing_for_other_optimizers():
+def test_eval_mode_does_nothing_for_other_optimizers():
     model = mlp_bn()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule = OptimizerSetsLR(optimizer)  # the default hooks of every other schedule
     before = copy.deepcopy(model.state_dict())
     calls = []
 
@@ -288,10 +318,13 @@ def test_prepare_evaluation_does_nothing_for_other_optimizers():
         def __iter__(self):
             return iter([torch.ones(2, 4, dtype=torch.float64)])
 
-    assert not prepare_evaluation(
-        model, optimizer, reserved_epoch_batches(SpyLoader(), restore_epoch=3)
+    assert not schedule.eval_mode(
+        model, lambda: reserved_epoch_batches(SpyLoader(), restore_epoch=3)
     )
     assert calls == [] and model.training
+    model.eval()
+    schedule.train_mode(model)
+    assert model.training and in_train_mode(optimizer)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     require_eval_mode(optimizer)  # fine for plain SGD
     batches = reserved_epoch_batches(SpyLoader(), restore_epoch=3)
@@ -314,11 +347,117 @@ def test_recompute_checks_its_input():
 def test_exported_weights_must_be_x():
     model = mlp_bn()
     optimizer = build(model.parameters())
-    start_training(model, optimizer)
-    with pytest.raises(ValueError, match="averaged weights x.*call prepare_evaluation"):
+    schedule = ScheduleFreeLR(optimizer)
+    schedule.train_mode(model)
+    with pytest.raises(ValueError, match="averaged weights x.*call eval_mode"):
         require_eval_mode(optimizer, "the best checkpoint")
-    prepare_evaluation(model, optimizer, [torch.ones(3, 4, dtype=torch.float64)])
+    schedule.eval_mode(model, batches_of([torch.ones(3, 4, dtype=torch.float64)]))
     require_eval_mode(optimizer)
+
+
+def test_the_schedule_needs_a_schedule_free_optimizer():
+    sgd = torch.optim.SGD(vector_params(), lr=0.1)
+    with pytest.raises(ValueError, match=r"needs a schedule-free optimizer.*torch.optim.sgd.SGD"):
+        ScheduleFreeLR(sgd)
+    schedule = ScheduleFreeLR(build(vector_params()))
+    assert (schedule.name, schedule.tuned_setting) == ("schedulefree", "lr_multiplier")
+    assert schedule.bn_pass_batches == BN_PASS_BATCHES == 50
+    assert schedule.epoch_fields([], 0.5) == {} and schedule.record_stream is None
+
+
+def test_eval_mode_and_train_mode_move_the_parameters_between_x_and_y():
+    model = mlp_bn()
+    optimizer = build(model.parameters())
+    schedule = ScheduleFreeLR(optimizer)
+    g = torch.Generator().manual_seed(8)
+    data = [
+        (
+            torch.randn(10, 4, generator=g, dtype=torch.float64),
+            torch.randint(0, 3, (10,), generator=g),
+        )
+        for _ in range(3)
+    ]
+    schedule.train_mode(model)
+    train_steps(model, optimizer, data)
+    at_y = [p.detach().clone() for p in model.parameters()]
+    made = []
+
+    def bn_batches():
+        made.append(True)
+        return iter([x for x, _ in data])
+
+    assert schedule.eval_mode(model, bn_batches, autocast=None) is True
+    assert made == [True] and not model.training and not in_train_mode(optimizer)
+    assert not all(torch.equal(p, y) for p, y in zip(model.parameters(), at_y, strict=True))
+    schedule.train_mode(model)
+    assert model.training and in_train_mode(optimizer)
+    for p, y in zip(model.parameters(), at_y, strict=True):
+        torch.testing.assert_close(p.detach(), y, rtol=0, atol=1e-12)
+
+
+def test_eval_mode_runs_the_pass_under_autocast():
+    model = mlp_bn()
+    schedule = ScheduleFreeLR(build(model.parameters()))
+    entered = []
+
+    class Recording:
+        def __enter__(self):
+            entered.append(True)
+
+        def __exit__(self, *exc):
+            return False
+
+    schedule.eval_mode(model, batches_of([torch.ones(3, 4, dtype=torch.float64)]), Recording)
+    assert entered == [True]
+
+
+def explicit_batch_averages(first_layer: nn.Module, batches) -> tuple[torch.Tensor, torch.Tensor]:
+    """The statistics the pass must give: the mean over batches of each batch's mean and
+    unbiased variance of the BatchNorm input."""
+    with torch.no_grad():
+        features = [first_layer(x) for x in batches]
+    mean = torch.stack([f.mean(dim=0) for f in features]).mean(dim=0)
+    var = torch.stack([f.var(dim=0, unbiased=True) for f in features]).mean(dim=0)
+    return mean, var
+
+
+@pytest.mark.parametrize("global_bn", [False, True], ids=["torch", "GlobalBatchNorm"])
+def test_recompute_gives_the_cumulative_batch_average(global_bn):
+    """torch's BatchNorm and the suite's GlobalBatchNorm (which reads momentum=None as 0.1, not
+    as a cumulative average) both end with the plain average over the batches."""
+    model = mlp_bn()
+    if global_bn:
+        model = convert_to_global_batchnorm(model).double()
+    g = torch.Generator().manual_seed(9)
+    batches = [torch.randn(10, 4, generator=g, dtype=torch.float64) for _ in range(4)]
+    assert recompute_batchnorm(model, iter(batches), num_batches=3) == 3
+    mean, var = explicit_batch_averages(model[0], batches[:3])
+    torch.testing.assert_close(model[1].running_mean, mean, rtol=0, atol=1e-12)
+    torch.testing.assert_close(model[1].running_var, var, rtol=0, atol=1e-12)
+    assert model[1].num_batches_tracked.item() == 3 and model[1].momentum == 0.1
+
+
+def test_recompute_restores_every_module_mode_and_momentum_also_on_error():
+    model = mlp_bn()
+    model.train()
+    model[3].eval()  # dropout held in eval mode by its owner: must stay so
+    model[1].momentum = 0.3
+    recompute_batchnorm(model, [torch.ones(3, 4, dtype=torch.float64)])
+    assert model.training and not model[3].training and model[1].training
+    assert model[1].momentum == 0.3
+    model.eval()
+    model[1].train()
+
+    def failing():
+        yield torch.randn(3, 4, dtype=torch.float64)
+        raise RuntimeError("loader broke")
+
+    with pytest.raises(RuntimeError, match="loader broke"):
+        recompute_batchnorm(model, failing(), num_batches=2)
+    assert [m.training for m in model.modules()] == [
+        False, False, True, False, False, False
+    ]
+    assert model[1].momentum == 0.3
 
 
 # ------------------------------------------------------------------------- resume policy
@@ -334,12 +473,13 @@ def test_resume_after_the_epoch_checkpoint_is_bit_exact():
 
     def run_epochs(model, optimizer, data, first, last, checkpoints):
         losses = []
+        schedule = ScheduleFreeLR(optimizer)
         for epoch in range(first, last):
-            start_training(model, optimizer)
+            schedule.train_mode(model)
             data.train.set_epoch(epoch)
             train_steps(model, optimizer, data.train)
-            prepare_evaluation(
-                model, optimizer, reserved_epoch_batches(data.train, restore_epoch=epoch)
+            schedule.eval_mode(
+                model, lambda e=epoch: reserved_epoch_batches(data.train, restore_epoch=e)
             )
             with torch.no_grad():
                 losses += [nn.functional.cross_entropy(model(x), y).item() for x, y in data.test]
@@ -392,14 +532,16 @@ def rank_worker(rank: int, world_size: int, init_file: str, out_dir: str) -> Non
             for _ in range(3)
         ]
         bn_batches = [torch.randn(10, 4, generator=g, dtype=torch.float64) for _ in range(2)]
-        start_training(bare, optimizer)
+        schedule = ScheduleFreeLR(optimizer)
+        schedule.train_mode(bare)
         train_steps(model, optimizer, data)
-        prepare_evaluation(bare, optimizer, bn_batches)
+        schedule.step()
+        schedule.eval_mode(bare, batches_of(bn_batches))
         with torch.no_grad():
             features = [bare[0](x) for x in bn_batches]
         torch.save(
             {
-                "lr": current_lr(optimizer),
+                "lr": schedule.lr,
                 "params": [p.detach().clone() for p in bare.parameters()],
                 "running_mean": bare[1].running_mean.clone(),
                 "local_mean": torch.stack([f.mean(dim=0) for f in features]).mean(dim=0),

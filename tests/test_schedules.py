@@ -12,12 +12,14 @@ from torch.optim import lr_scheduler as torch_sched
 
 from autodrop import AutoDrop, AutoDropV1
 from autodrop.base import ScheduleHooks
-from autodrop.schedules import (
+from autodrop.registry import (
+    SCHEDULE_CLASSES,
     SCHEDULE_NAMES,
-    PerStepSchedule,
     build,
+    schedule_class,
     schedule_options,
 )
+from autodrop.schedules import PerStepSchedule
 from autodrop.schedules.multistep import default_milestones
 
 pytestmark = pytest.mark.filterwarnings("error")
@@ -95,8 +97,58 @@ def assert_close(actual, expected, rel: float = 1e-12, abs_: float = 1e-15) -> N
 
 def test_registry_names():
     expected = ("step", "cosine", "onecycle", "clr", "exp", "plateau", "constant")
-    assert SCHEDULE_NAMES == (*expected, "autodrop", "autodrop_v1", "tlr", "optimizer")
+    assert set(SCHEDULE_NAMES) == {
+        *expected, "autodrop", "autodrop_v1", "tlr", "hd", "schedulefree"
+    }
     assert set(CASES) == set(expected)
+    assert "optimizer" not in SCHEDULE_NAMES
+
+
+def test_registry_order_is_the_results_order():
+    """The paper's baselines, the other registry schedules, then (as in the paper's Table 2)
+    the multistep baseline and the AutoDrop variants last."""
+    assert SCHEDULE_NAMES == (
+        "hd", "tlr", "clr", "onecycle", "exp", "cosine", "plateau", "constant",
+        "schedulefree", "step", "autodrop_v1", "autodrop",
+    )
+    assert SCHEDULE_NAMES == tuple(cls.name for cls in SCHEDULE_CLASSES)
+
+
+# The metadata results show, per registry name: display name, colour, paper name, tuned
+# setting and record stream.
+METADATA = {
+    "autodrop": ("AutoDrop", "#d62728", None, None, "autodrop"),
+    "autodrop_v1": ("AutoDrop (2021 code)", "#ff7f0e", None, None, "autodrop"),
+    "step": ("Step", "#1f77b4", None, None, None),
+    "cosine": ("Cosine", "#2ca02c", None, None, None),
+    "onecycle": ("One-cycle", "#9467bd", None, None, None),
+    "clr": ("CLR", "#8c564b", None, None, None),
+    "exp": ("ExpLR", "#e377c2", None, None, None),
+    "plateau": ("Plateau", "#7f7f7f", None, None, None),
+    "constant": ("Constant", "#bcbd22", None, None, None),
+    "hd": ("HD", "#17becf", None, "beta", None),
+    "tlr": ("TLR (reconstruction)", "#393b79", "TLR", None, "tlr"),
+    "schedulefree": ("Schedule-free", "#637939", None, "lr_multiplier", None),
+}
+
+
+@pytest.mark.parametrize("name", SCHEDULE_NAMES)
+def test_every_registered_schedule_carries_its_metadata(name):
+    cls = schedule_class(name)
+    assert issubclass(cls, ScheduleHooks) and issubclass(cls, torch_sched.LRScheduler)
+    assert cls.name == name
+    assert isinstance(cls.display_name, str) and cls.display_name
+    assert re.fullmatch(r"#[0-9a-f]{6}", cls.colour)
+    metadata = (cls.display_name, cls.colour, cls.paper_name, cls.tuned_setting,
+                cls.record_stream)
+    assert metadata == METADATA[name]
+
+
+def test_registry_names_display_names_and_colours_are_unique():
+    assert set(METADATA) == set(SCHEDULE_NAMES)
+    for attribute in ("name", "display_name", "colour"):
+        values = [getattr(cls, attribute) for cls in SCHEDULE_CLASSES]
+        assert len(set(values)) == len(values), attribute
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -107,6 +159,32 @@ def test_build_returns_the_contract(name):
     assert isinstance(schedule, PerStepSchedule)
     assert schedule.needs_metric is (name == "plateau")
     assert schedule.pop_measurements() == []
+
+
+@pytest.mark.parametrize("name", [*CASES, "tlr", "autodrop", "autodrop_v1"])
+def test_default_epoch_hooks_leave_the_optimizer_alone(name):
+    """train_mode is model.train(); eval_mode does nothing, returns False and never makes the
+    BatchNorm batches; step_lr is lr (a float)."""
+    optimizer = make_optimizer()
+    schedule = build(name, optimizer, steps_per_epoch=SPE, epochs=EPOCHS)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    model.eval()
+    schedule.train_mode(model)
+    assert all(m.training for m in model.modules())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def bn_batches():
+        raise AssertionError("bn_batches must not be called")
+
+    assert schedule.eval_mode(model, bn_batches) is False
+    assert schedule.eval_mode(model, bn_batches, autocast=None) is False
+    assert model.training and optimizer.param_groups[0]["lr"] == schedule.lr
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    step_lr = schedule.step_lr()
+    assert isinstance(step_lr, float) and step_lr == schedule.lr
+    if name not in ("autodrop", "autodrop_v1"):
+        assert schedule.epoch_fields([{"omega": 3.0}], 0.5) == {}
+        assert schedule.record_stream == ("tlr" if name == "tlr" else None)
 
 
 def test_schedule_options_come_from_the_signature():
@@ -533,3 +611,79 @@ def test_bad_param_group_lr_is_rejected(name):
     optimizer.param_groups[1]["lr"] = -0.1
     with pytest.raises(ValueError, match=re.escape("lr=-0.1")):
         build(name, optimizer, steps_per_epoch=SPE, epochs=EPOCHS)
+
+
+# --- layers ---------------------------------------------------------------------------------
+# The library's import floors: a module imports only modules on its own floor or below, and no
+# chain of imports is more than four modules long.
+FLOORS = {
+    "autodrop.checks": 1,
+    "autodrop.distributed": 1,
+    "autodrop.angles": 1,
+    "autodrop.base": 1,
+    "autodrop.suite_launcher": 1,
+    "autodrop.drop_scheduler": 2,
+    "autodrop.schedules.per_step": 2,
+    "autodrop.batchnorm": 2,
+    "autodrop.autodrop": 3,
+    "autodrop.autodrop_v1": 3,
+    "autodrop.hd": 3,
+    "autodrop.tlr": 3,
+    **{
+        f"autodrop.schedules.{name}": 3
+        for name in (
+            "constant", "cosine", "cyclic", "exponential", "multistep", "onecycle", "plateau",
+            "optimizer_lr",
+        )
+    },
+    "autodrop.registry": 4,
+}
+
+
+def library_imports() -> dict[str, set[str]]:
+    """Every library module (package __init__ files aside) and the library modules it imports."""
+    import ast
+    from pathlib import Path
+
+    import autodrop
+
+    root = Path(autodrop.__file__).parent
+    imports = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        if parts[-1] == "__init__":
+            continue
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+        assert "schedulefree" not in {m.split(".")[0] for m in found}, path  # duck typing only
+        imports[".".join(parts)] = {m for m in found if m.split(".")[0] == "autodrop"}
+    return imports
+
+
+def test_the_library_has_four_floors_and_imports_only_downwards():
+    imports = library_imports()
+    assert set(imports) == set(FLOORS)
+    for module, imported in imports.items():
+        for other in imported:
+            assert FLOORS[other] <= FLOORS[module], f"{module} imports {other} from above"
+
+    def depth(module: str) -> int:
+        return 1 + max((depth(other) for other in imports[module]), default=0)
+
+    assert max(depth(module) for module in imports) <= 4
+    assert imports["autodrop.hd"] <= {"autodrop.angles", "autodrop.checks"}
+
+
+def test_the_schedules_package_imports_only_its_own_modules():
+    import ast
+    from pathlib import Path
+
+    import autodrop.schedules
+
+    tree = ast.parse(Path(autodrop.schedules.__file__).read_text())
+    modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert modules and all(m.startswith("autodrop.schedules.") for m in modules)

@@ -10,6 +10,10 @@ from autodrop.schedules.per_step import PerStepSchedule
 class ConstantSchedule(PerStepSchedule):
     """Every group keeps its initial lr for the whole run."""
 
+    name = "constant"
+    display_name = "Constant"
+    colour = "#bcbd22"
+
     def __init__(self, optimizer: Optimizer) -> None:
         super().__init__(optimizer)
 

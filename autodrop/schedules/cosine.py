@@ -15,6 +15,10 @@ class CosineSchedule(PerStepSchedule):
     whole steps), then cosine from lr at the end of warm-up (step 0 without warm-up) to
     ``eta_min`` at the last step of the budget; held at ``eta_min`` after it."""
 
+    name = "cosine"
+    display_name = "Cosine"
+    colour = "#2ca02c"
+
     def __init__(
         self,
         optimizer: Optimizer,

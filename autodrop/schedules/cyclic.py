@@ -21,6 +21,10 @@ class CyclicSchedule(PerStepSchedule):
     optimizer steps when that is given. The lr starts at base_lr; momentum is not cycled.
     """
 
+    name = "clr"
+    display_name = "CLR"
+    colour = "#8c564b"
+
     def __init__(
         self,
         optimizer: Optimizer,

@@ -11,6 +11,10 @@ from autodrop.schedules.per_step import PerStepSchedule
 class ExponentialSchedule(PerStepSchedule):
     """Per-epoch exponential decay; matches ``ExponentialLR`` stepped once per epoch."""
 
+    name = "exp"
+    display_name = "ExpLR"
+    colour = "#e377c2"
+
     def __init__(self, optimizer: Optimizer, steps_per_epoch: int, gamma: float = 0.95) -> None:
         self.gamma = check_float("gamma", gamma, low=0.0, high=1.0, low_open=True)
         super().__init__(optimizer, steps_per_epoch)

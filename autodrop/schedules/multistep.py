@@ -48,6 +48,10 @@ class MultiStepSchedule(PerStepSchedule):
     Matches ``torch.optim.lr_scheduler.MultiStepLR`` stepped once per epoch.
     """
 
+    name = "step"
+    display_name = "Step"
+    colour = "#1f77b4"
+
     def __init__(
         self,
         optimizer: Optimizer,

@@ -28,6 +28,10 @@ class OneCycleSchedule(PerStepSchedule):
     are held (torch raises instead).
     """
 
+    name = "onecycle"
+    display_name = "One-cycle"
+    colour = "#9467bd"
+
     def __init__(
         self,
         optimizer: Optimizer,

@@ -16,6 +16,10 @@ class PlateauSchedule(PerStepSchedule):
     ``step()`` (after every optimizer step) only counts steps; all decisions are per epoch.
     """
 
+    name = "plateau"
+    display_name = "Plateau"
+    colour = "#7f7f7f"
+
     needs_metric = True
 
     def __init__(
