@@ -2,7 +2,8 @@
 
 Two published variants, both torch LR schedulers stepped after every optimizer step:
 ``AutoDrop`` (UAI 2024, the paper's algorithm) and ``AutoDropV1`` (the authors' 2021 code).
-Baseline schedules with the same contract live in ``autodrop.schedules``.
+Baseline schedules with the same contract (``ScheduleHooks``) live in ``autodrop.schedules``;
+``autodrop.registry.build`` makes every schedule by name.
 """
 
 from autodrop.autodrop import AutoDrop
