@@ -17,6 +17,7 @@ import torch.multiprocessing as mp
 from schedulefree import SGDScheduleFree, SGDScheduleFreeReference
 from torch import nn
 
+from autodrop import registry
 from autodrop.batchnorm import BN_PASS_BATCHES, recompute_batchnorm
 from autodrop.schedules.optimizer_lr import (
     OptimizerSetsLR,
@@ -359,7 +360,8 @@ def test_the_schedule_needs_a_schedule_free_optimizer():
     sgd = torch.optim.SGD(vector_params(), lr=0.1)
     with pytest.raises(ValueError, match=r"needs a schedule-free optimizer.*torch.optim.sgd.SGD"):
         ScheduleFreeLR(sgd)
-    schedule = ScheduleFreeLR(build(vector_params()))
+    schedule = registry.build("schedulefree", build(vector_params()), steps_per_epoch=8, epochs=2)
+    assert isinstance(schedule, ScheduleFreeLR)
     assert (schedule.name, schedule.tuned_setting) == ("schedulefree", "lr_multiplier")
     assert schedule.bn_pass_batches == BN_PASS_BATCHES == 50
     assert schedule.epoch_fields([], 0.5) == {} and schedule.record_stream is None
