@@ -83,17 +83,17 @@ bench: $(STAMP) ## Benchmarks: AutoDrop / HD / TLR / schedule-free overhead, dat
 	$(PY) -m scripts.bench_data
 
 faults: $(STAMP) ## Fault-injection campaign on real training runs (~15 min on 2 CPU cores)
-	$(PY) -m scripts.faults
+	$(PY) -m tests.fault_campaign
 
 gpu-check: $(STAMP) ## Check and measure the GPU path on this machine's GPU (<= 8 min) -> results/gpu_check/
-	$(PY) -m scripts.gpu_check --out $(RESULTS)/gpu_check
+	$(PY) -m tests.gpu_check --out $(RESULTS)/gpu_check
 
 quick: $(STAMP) ## CPU-sized reproduction on the embedded digits data -> results/local/quick/ (minutes)
-	$(PY) -m scripts.figures.theory --out $(QUICK_OUT)/figures
+	$(PY) -m scripts.figures theory --out $(QUICK_OUT)/figures
 	$(TRAIN) -m experiment=quick/fixed_lr paths.results_dir=$(RESULTS) logger=none $(QUICK_PARALLEL)
 	$(TRAIN) -m experiment=quick/digits scheduler=$(QUICK_SCHEDULES) seed=$(QUICK_SEEDS) paths.results_dir=$(RESULTS) logger=none $(QUICK_PARALLEL)
 	$(PY) -m scripts.aggregate --runs $(RESULTS)/runs --experiment quick --out $(QUICK_OUT)
-	$(PY) -m scripts.figures.curves --runs $(RESULTS)/runs --experiment quick --out $(QUICK_OUT)/figures
+	$(PY) -m scripts.figures curves --runs $(RESULTS)/runs --experiment quick --out $(QUICK_OUT)/figures
 	@echo "tables and figures in $(QUICK_OUT)/ (make quick-update refreshes the committed $(RESULTS)/quick/)"
 
 quick-update: $(STAMP) ## make quick, then rewrite the committed reference output results/quick/
@@ -125,7 +125,7 @@ lr-sensitivity: $(STAMP) ## Each quick schedule at lr x {1/4,1/2,1,2,4} on digit
 	$(TRAIN) -m experiment=ablation/lr_sensitivity scheduler=$(QUICK_SCHEDULES) seed=$(QUICK_SEEDS) \
 	  paths.results_dir=$(RESULTS) logger=none $(QUICK_PARALLEL)
 	$(PY) -m scripts.aggregate --runs $(RESULTS)/runs --experiment ablation/lr_sensitivity --out $(RESULTS)/quick/lr_sensitivity
-	$(PY) -m scripts.figures.summary --runs $(RESULTS)/runs --experiment ablation/lr_sensitivity --out $(RESULTS)/quick/lr_sensitivity/figures
+	$(PY) -m scripts.figures summary --runs $(RESULTS)/runs --experiment ablation/lr_sensitivity --out $(RESULTS)/quick/lr_sensitivity/figures
 
 PRESET ?= paper
 NO_GRID = echo "PRESET=$(PRESET) has no grid: use paper, quick or lr-sensitivity" >&2; exit 2
@@ -136,8 +136,8 @@ tables: $(STAMP) ## Aggregate runs into the paper's tables (PRESET=paper|quick)
 	$(PY) -m scripts.aggregate --runs $(RESULTS)/runs --experiment $(PRESET) --out $(RESULTS)/$(PRESET)
 
 figures: $(STAMP) ## Draw every figure from the runs (PRESET=paper|quick)
-	$(PY) -m scripts.figures.theory --out $(RESULTS)/$(PRESET)/figures
-	$(PY) -m scripts.figures.curves --runs $(RESULTS)/runs --experiment $(PRESET) --out $(RESULTS)/$(PRESET)/figures
+	$(PY) -m scripts.figures theory --out $(RESULTS)/$(PRESET)/figures
+	$(PY) -m scripts.figures curves --runs $(RESULTS)/runs --experiment $(PRESET) --out $(RESULTS)/$(PRESET)/figures
 
 wandb-sync: $(STAMP) ## Upload runs that were logged offline (needs WANDB_API_KEY and network)
 	@echo "looking for offline wandb runs under $(RESULTS)/runs (RESULTS=<dir> looks elsewhere)"; \

@@ -31,6 +31,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
+from pathlib import Path
 
 import torch
 
@@ -218,13 +219,27 @@ def imagenet_epoch_seconds(bundle, epoch: int, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def write_jpeg_folder(root: Path, classes: int = 8, per_class: int = 256) -> None:
+    """Natural-looking (smooth) 500x375 JPEGs, about the size of ImageNet's average photo."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("val", 16)):
+        for k in range(classes):
+            folder = root / split / f"n{1440764 + k:08d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+                image = Image.fromarray(small).resize((500, 375), Image.BICUBIC)
+                image.save(folder / f"img_{i}.JPEG", quality=90)
+
+
 def compare_imagenet_outputs(args) -> None:
     """uint8 vs float32 ImageNet worker output, side by side, on a folder of JPEGs."""
     import tempfile
-    from pathlib import Path
 
     from experiments.data.imagenet import build_imagenet
-    from scripts.gpu_check import write_jpeg_folder
 
     device = torch.device(args.device)
     per_class = max(1, args.jpegs // 8)

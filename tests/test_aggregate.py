@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 
 from experiments.rundir import DamagedRecords, read_records
-from scripts import aggregate, tables
-from scripts.fake_runs import write_fake_run
-from scripts.runs import NoRunsError, load_runs, parse_label
-from scripts.wandb_runs import load_runs_from_wandb
+from scripts import aggregate
+from scripts.analysis import report, tables
+from scripts.analysis.runs import NoRunsError, label_setting, load_runs
+from scripts.analysis.wandb_reader import load_runs_from_wandb
+from tests.fake_runs import write_fake_run
 
 PAPER_EXP = "paper/resnet18_cifar10"
 TASK = "cifar10/resnet18"
@@ -42,12 +43,13 @@ def autodrop_trace() -> list[dict]:
 def add_run(root: Path, scheduler: str, seed: int, final: float, **kwargs) -> Path:
     settings = {"experiment": PAPER_EXP, "dataset": "cifar10", "model": "resnet18"} | kwargs
     epochs = settings.pop("epochs", 8)
+    label = "-".join([scheduler, *(f"{k}={v}" for k, v in settings.get("settings", {}).items())])
     return write_fake_run(
         root,
         scheduler=scheduler,
         seed=seed,
         test_errs=curve(final, epochs),
-        wandb_run_id=f"{scheduler}-{seed}-{final}",
+        wandb_run_id=f"{label}-{seed}-{final}",
         **settings,
     )
 
@@ -79,12 +81,16 @@ def runs_dir(tmp_path_factory) -> Path:
     (running / "summary.json").unlink()  # the runner has not written its summary yet
     # Ablations: window in the paper experiment, buffer size in its own experiment.
     for seed, final in enumerate([6.0, 7.0]):
-        add_run(root, "autodrop-window=32", seed, final)
-    add_run(root, "autodrop-window=128", 0, 9.0)
-    add_run(root, "autodrop-buffer_size=20", 0, 3.0, experiment="ablation/buffer_size")
+        add_run(root, "autodrop", seed, final, settings={"scheduler.window": 32})
+    add_run(root, "autodrop", 0, 9.0, settings={"scheduler.window": 128})
+    add_run(
+        root, "autodrop", 0, 3.0, experiment="ablation/buffer_size",
+        settings={"scheduler.buffer_size": 20},
+    )  # fmt: skip
     # As the ablation presets label them: the default value has a labelled run too.
-    for label, final in (("autodrop-rho=0.5", 12.0), ("autodrop-rho=0.95", 3.5)):
-        add_run(root, label, 0, final, experiment="ablation/rho")
+    for rho, final in ((0.5, 12.0), (0.95, 3.5)):
+        rho_setting = {"scheduler.rho": rho}
+        add_run(root, "autodrop", 0, final, experiment="ablation/rho", settings=rho_setting)
     # A second task, outside the paper's.
     add_run(root, "step", 0, 10.0, experiment="quick/digits", dataset="digits", model="resnet8")
     return root
@@ -100,27 +106,47 @@ def finished(run_set):
     return run_set.finished()
 
 
-def test_parse_label_splits_base_and_one_setting():
-    assert parse_label("autodrop") == ("autodrop", None, None)
-    assert parse_label("autodrop_v1") == ("autodrop_v1", None, None)
-    assert parse_label("autodrop-window=32") == ("autodrop", "window", "32")
-    assert parse_label("constant-lr=1e-4") == ("constant", "lr", "1e-4")
+def summary_of(label: str, name: str, settings: dict | None, changes: dict | None = None):
+    summary = {"scheduler": label, "scheduler_name": name, "changes": changes or {}}
+    if settings is not None:  # None: an older run, recorded before label_settings
+        summary |= {"scheduler_label": label.partition(",")[0], "label_settings": settings}
+    return summary
+
+
+def test_base_and_one_setting_come_from_the_recorded_label_settings():
+    assert label_setting(summary_of("autodrop", "autodrop", {})) == ("autodrop", None, None, {})
+    assert label_setting(summary_of("autodrop_v1", "autodrop_v1", {}))[:3] == (
+        "autodrop_v1", None, None
+    )  # fmt: skip
+    window = {"scheduler.window": 32}
+    assert label_setting(summary_of("autodrop-window=32", "autodrop", window)) == (
+        "autodrop", "scheduler.window", "32", window
+    )  # fmt: skip
+    lr = summary_of("constant-lr=0.0001", "constant", {"optimizer.lr": 1e-4})
+    assert label_setting(lr)[:3] == ("constant", "optimizer.lr", "0.0001")
+    # An older run records no label_settings: no setting, and its label is its own base.
+    older = summary_of("autodrop-window=32", "autodrop", None)
+    assert label_setting(older) == ("autodrop-window=32", None, None, {})
+    assert label_setting(summary_of("autodrop", "autodrop", None))[:3] == ("autodrop", None, None)
 
 
 def test_a_label_with_an_identity_suffix_is_its_own_column(tmp_path):
     for seed in (0, 1):
-        for label, err in (("step", 5.0), ("step,optimizer.lr=0.1", 9.0)):
+        for changes, err in (({}, 5.0), ({"optimizer.lr": 0.1}, 9.0)):
             write_fake_run(
                 tmp_path,
                 experiment=PAPER_EXP,
                 dataset="cifar10",
                 model="resnet18",
-                scheduler=label,
+                scheduler="step",
+                changes=changes,
                 seed=seed,
                 test_errs=[err + seed],
             )
-    assert parse_label("step,optimizer.lr=0.1") == ("step,optimizer.lr=0.1", None, None)
-    assert parse_label("autodrop-window=32,trainer.epochs=3")[1:] == (None, None)
+    suffixed = summary_of("step,optimizer.lr=0.1", "step", {}, {"optimizer.lr": 0.1})
+    assert label_setting(suffixed)[:3] == ("step,optimizer.lr=0.1", None, None)
+    window = summary_of("autodrop-window=32,trainer.epochs=3", "autodrop", {"scheduler.window": 32})
+    assert label_setting(window)[1:3] == (None, None)
     table = tables.table2(load_runs(tmp_path).finished())
     cells = table.display.iloc[0]
     assert cells["Step"] == "5.50 ± 0.71 (2)"
@@ -144,9 +170,10 @@ def test_runs_frame_has_one_row_per_run_with_status_and_minimum(run_set):
     window = runs.loc[f"{PAPER_EXP}/cifar10-resnet18/autodrop-window=32/seed=0"]
     assert (window["base"], window["setting_key"], window["setting_value"]) == (
         "autodrop",
-        "window",
+        "scheduler.window",
         "32",
     )
+    assert window["display"] == "AutoDrop (window=32)"
     assert json.loads(runs.loc[f"{PAPER_EXP}/cifar10-resnet18/autodrop/seed=0", "options"]) == {
         "window": 64
     }
@@ -175,7 +202,7 @@ def test_unfinished_runs_are_listed_and_warned_about_never_averaged(run_set, cap
         f"{PAPER_EXP}/cifar10-resnet18/cosine/seed=1": "stale",
         f"{PAPER_EXP}/cifar10-resnet18/step/seed=3": "diverged",
     }
-    aggregate.warn_unfinished(run_set)
+    report.warn_unfinished(run_set)
     warnings = capsys.readouterr().err.strip().splitlines()
     assert len(warnings) == 3 and all(line.startswith("warning: run ") for line in warnings)
     assert any("diverged" in line and "loss is nan" in line for line in warnings)
@@ -252,8 +279,8 @@ def test_ablation_default_is_the_paper_value_when_no_plain_run_exists(tmp_path):
     for window, final in ((64, 30.0), (640, 29.0)):
         write_fake_run(
             tmp_path, experiment="ablation/window_imagenet", dataset="imagenet",
-            model="resnet18_imagenet", scheduler=f"autodrop-window={window}", seed=0,
-            test_errs=[final],
+            model="resnet18_imagenet", scheduler="autodrop", seed=0,
+            settings={"scheduler.window": window}, test_errs=[final],
         )  # fmt: skip
     (table,) = tables.ablation_tables(load_runs(tmp_path))
     assert table.display.loc["imagenet/resnet18_imagenet"].tolist() == ["30.00 (1)", "29.00 (1) *"]
@@ -451,7 +478,9 @@ def test_wandb_source_gives_the_same_frames_as_local_files(runs_dir, run_set):
 
 def test_wandb_source_with_status_only_summary_reads_identity_from_config(runs_dir, run_set):
     """The runner may put only 'status' into the W&B summary: identity, budget and options
-    then come from the config, minima and times from the history, so the tables agree."""
+    then come from the config, minima and times from the history, so the tables agree. The
+    label settings are only in the summary: without them a labelled run has no setting (as
+    an older run), is its own column and is left out of the comparison of the tables."""
     from_wandb = load_runs_from_wandb(api=fake_api_for(runs_dir, full_summary=False))
     same = [
         "run_id", "experiment", "task", "scheduler", "scheduler_name", "seed", "status",
@@ -460,8 +489,13 @@ def test_wandb_source_with_status_only_summary_reads_identity_from_config(runs_d
     ]  # fmt: skip
     pd.testing.assert_frame_equal(from_wandb.runs[same], run_set.runs[same])
     assert from_wandb.runs["hardware"].isna().all()  # only summary.json knows the hardware
+    labelled = from_wandb.runs["scheduler"] != from_wandb.runs["scheduler_name"]
+    assert from_wandb.runs.loc[labelled, "setting_key"].isna().all()
+    plain = run_set.runs.loc[run_set.runs["setting_key"].isna(), "run_id"]
+    assert set(plain) == set(from_wandb.runs.loc[~labelled, "run_id"])
     for build in (tables.table2, tables.table16, tables.table3):
-        ours, theirs = build(run_set.finished()), build(from_wandb.finished())
+        ours = build(run_set.subset(plain).finished())
+        theirs = build(from_wandb.subset(plain).finished())
         pd.testing.assert_frame_equal(theirs.display, ours.display)
 
 

@@ -22,11 +22,11 @@ from experiments.components import (
 )
 from experiments.config import ConfigError, compose_config, validate_config
 from experiments.rundir import read_records
-from scripts import tables
-from scripts.fake_runs import write_fake_run
-from scripts.figures.curves import task_figure
-from scripts.runs import load_runs
+from scripts.analysis import tables
+from scripts.analysis.figures.curves import task_figure
+from scripts.analysis.runs import load_runs
 from tests.conftest import TINY_RUN
+from tests.fake_runs import write_fake_run
 
 QUICK = ["experiment=quick/digits"]
 PAPER_TASKS = ("paper/resnet18_cifar10", "paper/wrn28_10_cifar10", "paper/resnet18_imagenet")
@@ -168,23 +168,24 @@ TASK = "cifar10/resnet18"
 @pytest.fixture
 def baseline_runs(tmp_path):
     """ResNet-18 / CIFAR-10: step, an HD beta grid, TLR, a schedule-free multiplier grid."""
-    grid = {
-        "step": ([5.0, 6.0], {}),
-        "hd-beta=0.001": ([9.0, 9.5], {"beta": 1e-3}),
-        "hd-beta=0.0001": ([7.0, 7.2], {"beta": 1e-4}),
-        "hd-beta=1e-05": ([8.0, 8.0], {"beta": 1e-5}),
-        "tlr": ([6.5, 6.7], {"gap_epochs": 0.33}),
-        "schedulefree-lr_multiplier=10": ([6.0, 6.4], {"lr_multiplier": 10.0}),
-        "schedulefree-lr_multiplier=50": ([5.5, 5.9], {"lr_multiplier": 50.0}),
-    }
-    for label, (errors, options) in grid.items():
+    grid = [  # schedule, label settings, errors, options
+        ("step", {}, [5.0, 6.0], {}),
+        ("hd", {"optimizer.beta": 1e-3}, [9.0, 9.5], {"beta": 1e-3}),
+        ("hd", {"optimizer.beta": 1e-4}, [7.0, 7.2], {"beta": 1e-4}),
+        ("hd", {"optimizer.beta": 1e-5}, [8.0, 8.0], {"beta": 1e-5}),
+        ("tlr", {}, [6.5, 6.7], {"gap_epochs": 0.33}),
+        ("schedulefree", {"optimizer.lr_multiplier": 10.0}, [6.0, 6.4], {"lr_multiplier": 10.0}),
+        ("schedulefree", {"optimizer.lr_multiplier": 50.0}, [5.5, 5.9], {"lr_multiplier": 50.0}),
+    ]
+    for name, settings, errors, options in grid:
         for seed, err in enumerate(errors):
             write_fake_run(
                 tmp_path,
                 experiment="paper/resnet18_cifar10",
                 dataset="cifar10",
                 model="resnet18",
-                scheduler=label,
+                scheduler=name,
+                settings=settings,
                 seed=seed,
                 test_errs=[err + 3, err],
                 options=options,

@@ -42,7 +42,7 @@ from experiments.data.normalization import CIFAR_MEAN, CIFAR_STD, channel_tensor
 from experiments.data.sharding import plan_epoch, rank_sample_count, train_steps_per_epoch
 from experiments.data.verified_files import STAMP_NAME
 from experiments.data.worker_loader import ArrayImageDataset, PlannedSample
-from scripts.faults import MkdirOnLoad
+from tests.fault_campaign import MkdirOnLoad
 from tests.fake_datasets import (
     FakeCifar,
     py2_pickle,

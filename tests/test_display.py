@@ -1,34 +1,34 @@
-"""Display names: one per schedule, shared by tables and figures."""
+"""Display names: one per schedule, from the registry, shared by tables and figures."""
 
 from __future__ import annotations
 
 import pytest
 
-from autodrop.schedules import SCHEDULE_NAMES
-from experiments.config import OPTIMIZER_OWNED_LR
-from scripts.display import DISPLAY_NAMES, display_name, paper_display_name
+from autodrop.registry import SCHEDULE_NAMES, schedule_class
+from scripts.analysis.display import display_name, paper_display_name
 
 
 @pytest.mark.parametrize(
-    ("label", "shown"),
+    ("name", "settings", "changes", "shown"),
     [
-        ("autodrop", "AutoDrop"),
-        ("autodrop_v1", "AutoDrop (2021 code)"),
-        ("onecycle", "One-cycle"),
-        ("exp", "ExpLR"),
-        ("hd-beta=1e-4", "HD (beta=1e-4)"),
-        ("autodrop-window=32", "AutoDrop (window=32)"),
-        ("tlr", "TLR (reconstruction)"),
-        ("tlr-gap=1", "TLR (reconstruction, gap=1)"),
-        ("mystery-x=1", "mystery (x=1)"),
+        ("autodrop", None, None, "AutoDrop"),
+        ("autodrop_v1", None, None, "AutoDrop (2021 code)"),
+        ("onecycle", None, None, "One-cycle"),
+        ("exp", None, None, "ExpLR"),
+        ("hd", {"optimizer.beta": 1e-4}, None, "HD (beta=0.0001)"),
+        ("autodrop", {"scheduler.window": 32}, None, "AutoDrop (window=32)"),
+        ("tlr", None, None, "TLR (reconstruction)"),
+        ("tlr", {"scheduler.gap": 1}, None, "TLR (reconstruction, gap=1)"),
+        ("step", None, {"optimizer.lr": 0.1}, "Step (optimizer.lr=0.1)"),
+        ("mystery", {"x": 1}, None, "mystery (x=1)"),
     ],
 )
-def test_labels_are_shown_by_their_display_name(label: str, shown: str) -> None:
-    assert display_name(label) == shown
+def test_runs_are_shown_by_their_display_name(name, settings, changes, shown) -> None:
+    assert display_name(name, settings, changes) == shown
 
 
-def test_every_method_has_a_distinct_display_name() -> None:
-    methods = [n for n in SCHEDULE_NAMES if n != "optimizer"] + list(OPTIMIZER_OWNED_LR)
-    assert sorted(DISPLAY_NAMES) == sorted(methods)
-    assert len(set(DISPLAY_NAMES.values())) == len(DISPLAY_NAMES)
+def test_every_schedule_has_a_distinct_display_name() -> None:
+    names = [schedule_class(name).display_name for name in SCHEDULE_NAMES]
+    assert all(names) and len(set(names)) == len(names)
+    assert {"hd", "schedulefree"} <= set(SCHEDULE_NAMES)
     assert paper_display_name("tlr") == "TLR" and paper_display_name("hd") == "HD"

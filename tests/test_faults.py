@@ -1,4 +1,4 @@
-"""A fast subset of the fault-injection campaign (``python -m scripts.faults``).
+"""A fast subset of the fault-injection campaign (``python -m tests.fault_campaign``).
 
 Fast tests exercise each defence directly (checkpoint integrity and fallback, the run lock,
 refusal of unsafe pickles, wandb fallback bookkeeping); the slow ones run one trial of each
@@ -23,7 +23,7 @@ from experiments.checkpoint import (
     verify_checkpoint,
 )
 from experiments.rundir import LaunchAction, RunDir, RunLocked
-from scripts import faults
+from tests import fault_campaign as faults
 
 
 def _state(epoch: int) -> dict:

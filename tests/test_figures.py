@@ -11,11 +11,12 @@ import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_hex
 
-from scripts.display import display_name
-from scripts.fake_runs import write_fake_run
-from scripts.figures import curves, summary, theory
-from scripts.figures.common import save_figure, schedule_color
-from scripts.runs import load_runs
+from scripts import figures as figures_command
+from scripts.analysis.display import display_name
+from scripts.analysis.figures import curves, summary, theory
+from scripts.analysis.figures.common import save_figure, schedule_color
+from scripts.analysis.runs import load_runs
+from tests.fake_runs import write_fake_run
 
 EPOCHS = 8
 COMMON = {"dataset": "cifar10", "model": "resnet18"}
@@ -71,7 +72,8 @@ def runs_dir(tmp_path_factory) -> Path:
         (0.01, [None, None, 20.0, 35.0, 45.0]),
     ):
         write_fake_run(
-            root, experiment="paper/fixed_lr", scheduler=f"constant-lr={lr}", seed=0,
+            root, experiment="paper/fixed_lr", scheduler="constant", seed=0,
+            settings={"optimizer.lr": lr},
             test_errs=[50.0, 40.0, 35.0, 33.0, 32.0], lrs=[lr] * 5,
             extra_metrics={"angle/epoch": angles}, **COMMON,
         )  # fmt: skip
@@ -235,8 +237,10 @@ def test_make_all_figures_writes_png_and_pdf(runs_dir, tmp_path):
 
 
 def test_cli_reports_missing_runs(tmp_path, capsys):
-    assert curves.main(["--runs", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
-    assert "experiments.train" in capsys.readouterr().err
+    for figures in ("curves", "summary"):
+        argv = [figures, "--runs", str(tmp_path / "none"), "--out", str(tmp_path)]
+        assert figures_command.main(argv) == 2
+        assert "experiments.train" in capsys.readouterr().err
 
 
 def scores_frame() -> pd.DataFrame:
@@ -321,7 +325,7 @@ def test_autodrop_v1_change_of_angle_has_its_own_axis(runs_dir, tmp_path):
 
 
 def test_theory_figures_are_camera_ready():
-    from experiments import nqm
+    from scripts.analysis import nqm
 
     fixed = nqm.simulate_fixed_lr(list(nqm.FIG1_LRS), iterations=100, seed=0)
     fig1 = theory.fig1_nqm_fixed_lr(fixed, window=10)

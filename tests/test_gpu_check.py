@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import gpu_check
+from tests import gpu_check
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def test_without_a_gpu_it_exits_non_zero_with_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(
-        [sys.executable, "-m", "scripts.gpu_check", "--out", str(tmp_path / "out")],
+        [sys.executable, "-m", "tests.gpu_check", "--out", str(tmp_path / "out")],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

@@ -10,8 +10,9 @@ import pytest
 import torch
 from matplotlib.lines import Line2D
 
-from experiments import nqm
-from scripts.figures import theory
+from scripts import nqm as nqm_command
+from scripts.analysis import nqm
+from scripts.analysis.figures import theory
 
 TAIL_FRACTION = nqm.LIMIT_TAIL_FRACTION
 
@@ -329,7 +330,8 @@ def test_make_theory_figures_writes_png_and_pdf(tmp_path) -> None:
 
 
 def test_nqm_cli_writes_traces_and_summary(tmp_path) -> None:
-    nqm.main(["--out", str(tmp_path), "--iterations", "300", "--seed", "2", "--mc-samples", "500"])
+    argv = ["--out", str(tmp_path), "--iterations", "300", "--seed", "2", "--mc-samples", "500"]
+    nqm_command.main(argv)
     with np.load(tmp_path / "nqm.npz") as data:
         assert data["fixed_angle"].shape == (len(nqm.FIG1_LRS), 300)
         assert data["drop_lr"].shape == (300,)

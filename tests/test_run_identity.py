@@ -16,7 +16,7 @@ from experiments.identity import label_settings
 from experiments.rundir import read_records
 from experiments.train import identify_run
 from scripts import aggregate
-from scripts.runs import load_runs
+from scripts.analysis.runs import load_runs
 from tests.conftest import TINY_RUN
 
 RUNS = "runs/quick/digits/digits-resnet8"

@@ -1,5 +1,5 @@
-"""Grid status and cost (scripts.status, scripts.grid) on a synthetic run tree with every state,
-and `make reproduce DRY_RUN=1` launching nothing."""
+"""Grid status and cost (scripts.status, scripts.analysis.status and .grid) on a synthetic run
+tree with every state, and `make reproduce DRY_RUN=1` launching nothing."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pytest
 
 from experiments import rundir as rd
 from experiments.rundir import LOCK_FILE, RunDir
-from scripts import status
-from scripts.fake_runs import write_fake_run
-from scripts.grid import PlannedRun, parse_sweep, planned_runs
+from scripts import status as status_command
+from scripts.analysis import status
+from scripts.analysis.grid import PlannedRun, parse_sweep, planned_runs
+from tests.fake_runs import write_fake_run
 
 ROOT = Path(__file__).resolve().parents[1]
 EXP = "quick/digits"
@@ -143,12 +144,12 @@ def test_bad_grid_entries_and_presets_are_named():
         parse_sweep("scheduler")
     with pytest.raises(ValueError, match="only comma-separated"):
         parse_sweep("seed=range(0,4)")
-    assert status.main(["--experiments", "paper/nope"]) == 2
+    assert status_command.main(["--experiments", "paper/nope"]) == 2
 
 
 def test_status_command_prints_the_table_and_totals(tree, capsys):
     args = ["--runs", str(tree), "--experiments", EXP, "--grid", "scheduler=autodrop,step"]
-    assert status.main([*args, "--seeds", "0,1", "--gpus", "2"]) == 0
+    assert status_command.main([*args, "--seeds", "0,1", "--gpus", "2"]) == 0
     out = capsys.readouterr().out
     assert "4 runs in the grid: 2 finished" in out
     assert "wall time on 2 device(s)" in out

@@ -1,8 +1,11 @@
 """Load run directories (the runner's contract) into pandas DataFrames.
 
 One run lives in ``<runs_dir>/<experiment>/<dataset>-<model>/<scheduler_label>/seed=<n>/`` and
-holds ``summary.json``, ``metrics.jsonl`` (one record per epoch) and, for AutoDrop variants,
-``autodrop.jsonl`` (one record per measurement). Every source (local files, W&B) is first turned
+holds ``summary.json``, ``metrics.jsonl`` (one record per epoch) and, for AutoDrop variants, the
+record stream of AutoDrop's measurements (one record per measurement; the file names are the
+records module's, :mod:`experiments.rundir`). A run's schedule and the settings its label names
+come from summary.json (``scheduler_name``, ``label_settings``, ``changes``), never from the
+label. Every source (local files, W&B) is first turned
 into :class:`RawRun` objects and then into one :class:`RunSet` by :func:`build_run_set`, so the
 tables and figures cannot tell the sources apart.
 """
@@ -16,7 +19,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from autodrop.registry import schedule_class
 from experiments import rundir as rd
+from scripts.analysis.display import display_name, format_setting
 
 FINISHED = rd.FINISHED
 # A run that says finished but fails the records module's completeness rule, or whose files
@@ -40,6 +45,8 @@ _RUN_DTYPES: dict[str, str] = {
     "base": "str",
     "setting_key": "object",
     "setting_value": "object",
+    "settings": "str",
+    "display": "str",
     "seed": "int64",
     "status": "str",
     "epochs_planned": "Int64",
@@ -76,6 +83,8 @@ METRIC_KEYS = (
 )
 TRACE_KEYS = ("step", "omega", "smoothed", "lr", "dropped")
 HYDRA_CONFIG = Path(rd.HYDRA_DIR) / "config.yaml"
+# The record stream of AutoDrop's measurements: the traces frame.
+TRACE_FILE = rd.records_file(schedule_class("autodrop").record_stream)
 
 
 class NoRunsError(FileNotFoundError):
@@ -120,21 +129,30 @@ class RunSet:
         )
 
 
-def parse_label(label: str) -> tuple[str, str | None, str | None]:
-    """Split 'autodrop-window=32' into ('autodrop', 'window', '32'); a plain label has no setting.
+def label_setting(summary: dict) -> tuple[str, str | None, str | None, dict]:
+    """(base, setting key, setting value, label settings) of a run, from its summary.json.
 
-    Only the first '-' separates the base name, so values such as 'lr=1e-4' stay whole. A label
-    with an identity suffix ('step,optimizer.lr=0.1': values that differ from the preset) is a
+    The settings are ``label_settings``, what the runner records: the dotted config keys the
+    label names with their values ({"scheduler.window": 32} for 'autodrop-window=32'). Older
+    runs whose summary lacks ``label_settings`` have no setting ({}): their label is then their
+    base unless it is just the schedule's name, so they are never pooled with the preset's runs.
+    A run whose label has an identity suffix (values that differ from the preset, recorded as
+    ``changes``; ``scheduler`` differs from ``scheduler_label``) or names several settings is a
     setup of its own: its base is the whole label, so it is never pooled with, tuned among or
-    placed in an ablation of the preset's runs.
+    placed in an ablation of the preset's runs. The value is shown as labels show it ('32').
     """
-    if "," in label:
-        return label, None, None
-    base, sep, setting = label.partition("-")
-    if not sep or "=" not in setting:
-        return base, None, None
-    key, _, value = setting.partition("=")
-    return base, key, value
+    label = str(summary["scheduler"])
+    name = str(summary.get("scheduler_name") or label)
+    recorded = summary.get("label_settings")
+    settings = dict(recorded) if isinstance(recorded, dict) else {}
+    own_label = summary.get("scheduler_label")
+    suffixed = own_label is not None and label != str(own_label)
+    if suffixed or len(settings) > 1:
+        return label, None, None, settings
+    if len(settings) == 1:
+        ((key, value),) = settings.items()
+        return name, key, format_setting(value), settings
+    return (name if label == name else label), None, None, settings
 
 
 def run_id_for(experiment: str, dataset: str, model: str, scheduler: str, seed: int) -> str:
@@ -253,7 +271,7 @@ def _read_run_dir(root: Path, run_dir: Path) -> RawRun:
     metrics, trace = [], []
     try:
         metrics = rd.read_records(run_dir / rd.METRICS_FILE)
-        trace = rd.read_records(run_dir / rd.AUTODROP_FILE)
+        trace = rd.read_records(run_dir / TRACE_FILE)
     except rd.DamagedRecords as error:
         problem = problem or str(error)
     if problem is None and summary.get("status") == FINISHED:
@@ -328,7 +346,9 @@ def _concat_ordered(frames: list[pd.DataFrame], leading: tuple[str, ...]) -> pd.
 def _run_row(raw: RawRun, metrics: pd.DataFrame) -> dict:
     summary = raw.summary
     label = str(summary["scheduler"])
-    base, key, value = parse_label(label)
+    base, key, value, settings = label_setting(summary)
+    name = str(summary.get("scheduler_name") or base)
+    changes = summary.get("changes") if label != summary.get("scheduler_label") else None
     status = str(summary.get("status") or rd.RUNNING)
     row = {
         "run_id": raw.run_id,
@@ -337,10 +357,12 @@ def _run_row(raw: RawRun, metrics: pd.DataFrame) -> dict:
         "model": str(summary["model"]),
         "task": f"{summary['dataset']}/{summary['model']}",
         "scheduler": label,
-        "scheduler_name": str(summary.get("scheduler_name") or base),
+        "scheduler_name": name,
         "base": base,
         "setting_key": key,
         "setting_value": value,
+        "settings": json.dumps(settings, sort_keys=True),
+        "display": _display(label, name, settings, changes),
         "seed": int(summary["seed"]),
         "status": status,
         "options": json.dumps(summary.get("scheduler_options") or {}, sort_keys=True),
@@ -382,3 +404,11 @@ def _metric_derived_fields(metrics: pd.DataFrame) -> dict:
         fields["min_test_err_epoch"] = int(errors.loc[best, "epoch"])
         fields["final_test_err"] = float(errors["test/err"].iloc[-1])
     return fields
+
+
+def _display(label: str, name: str, settings: dict, changes: object) -> str:
+    """The run's display name: its schedule's, with its label settings and identity changes;
+    an older run that records neither is shown by its label."""
+    if label == name or settings or isinstance(changes, dict):
+        return display_name(name, settings, changes if isinstance(changes, dict) else None)
+    return label

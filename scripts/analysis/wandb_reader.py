@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from experiments.rundir import FAILED, FINISHED, RUNNING, STALE
-from scripts.runs import RawRun, RunSet, build_run_set, run_id_for
+from scripts.analysis.runs import RawRun, RunSet, build_run_set, run_id_for
 
 TRACE_PREFIX = "trace/"
 TRACE_STEP = "trace/step"

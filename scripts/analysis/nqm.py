@@ -31,7 +31,6 @@ runs (4 replicas, seed 0) 115.50 / 101.88 / 93.87 / 90.34.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import numbers
@@ -338,20 +337,3 @@ def write_results(
     json_path.write_text(json.dumps(summary, indent=2) + "\n")
     return [npz_path, json_path]
 
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="results/quick/nqm", help="output directory")
-    parser.add_argument("--iterations", type=int, default=6000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--mc-samples", type=int, default=20000, help="samples for the exact stationary angle"
-    )
-    args = parser.parse_args(argv)
-    paths = write_results(args.out, args.iterations, args.seed, mc_samples=args.mc_samples)
-    for path in paths:
-        print(path)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,8 +1,7 @@
 """Training-curve figures: one per task (paper Figures 6-11), the fixed-lr angle study (Figure 3)
 and AutoDrop's measurement trace; :func:`make_all_figures` adds the performance profile and the
-lr-sensitivity figures (scripts.figures.summary).
-
-    python -m scripts.figures.curves --runs results/runs --out results/paper/figures
+lr-sensitivity figures (:mod:`scripts.analysis.figures.summary`); ``python -m scripts.figures
+curves`` draws them.
 
 Each figure function takes a RunSet of finished runs and returns the Figure unsaved;
 :func:`make_all_figures` selects the runs, draws and saves everything.
@@ -10,10 +9,9 @@ Each figure function takes a RunSet of finished runs and returns the Figure unsa
 
 from __future__ import annotations
 
-import argparse
+import json
 import math
-import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -25,14 +23,19 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from scripts.display import display_name
-from scripts.figures import summary
-from scripts.figures.common import integer_ticks, save_figure, schedule_color, shared_legend
-from scripts.runs import NoRunsError, RunSet, load_runs, task_keys
-from scripts.tables import order_labels
+from scripts.analysis.figures import summary
+from scripts.analysis.figures.common import (
+    integer_ticks,
+    save_figure,
+    schedule_color,
+    shared_legend,
+)
+from scripts.analysis.runs import RunSet, load_runs, task_keys
+from scripts.analysis.tables import display_names, order_labels
 
 ZOOM_FRACTION = 0.25
 ANGLE_KEY = "angle/epoch"
+LR_KEY = "optimizer.lr"  # the setting of a fixed-lr sweep's labels ('constant-lr=0.1')
 BAND_ALPHA = 0.2
 _VARIANT_STYLES = ("--", ":", "-.", (0, (5, 1)), (0, (1, 3)))
 # Panels of the per-task figure: (key in the mosaic, metric, title, y label).
@@ -62,15 +65,16 @@ def zoom_range(last_epoch: int, fraction: float = ZOOM_FRACTION) -> tuple[int, i
     return last_epoch - math.ceil(fraction * last_epoch), last_epoch
 
 
-def _line_styles(labels: Sequence[str]) -> dict[str, object]:
-    """Solid for a plain label; labels sharing a base colour get distinct dashes."""
+def _line_styles(labels: Sequence[str], names: Mapping[str, str]) -> dict[str, object]:
+    """Solid for the first label of a schedule; labels of one schedule (``names``: label ->
+    schedule name), which share its colour, get distinct dashes."""
     styles: dict[str, object] = {}
     used: dict[str, int] = {}
     for label in labels:
-        base = label.split("-")[0]
-        index = used.get(base, 0)
+        name = names[label]
+        index = used.get(name, 0)
         styles[label] = "-" if index == 0 else _VARIANT_STYLES[(index - 1) % len(_VARIANT_STYLES)]
-        used[base] = index + 1
+        used[name] = index + 1
     return styles
 
 
@@ -115,8 +119,10 @@ def task_figure(runs: RunSet, title: str, zoom_fraction: float = ZOOM_FRACTION) 
         figsize=(15, 8.6),
         layout="constrained",
     )
-    labels = order_labels(runs.runs["scheduler"])
-    styles = _line_styles(labels)
+    labels = order_labels(runs.runs["scheduler"], runs.runs)
+    names = dict(zip(runs.runs["scheduler"], runs.runs["scheduler_name"], strict=True))
+    shown = display_names(runs.runs)  # "TLR (reconstruction)" for tlr
+    styles = _line_styles(labels, names)
     last_epoch = int(runs.metrics["epoch"].max())
     epochs = zoom_range(last_epoch, zoom_fraction)
     for name, key, panel_title, ylabel in _TASK_PANELS:
@@ -126,8 +132,7 @@ def task_figure(runs: RunSet, title: str, zoom_fraction: float = ZOOM_FRACTION) 
             ids = runs.runs.loc[runs.runs["scheduler"] == label, "run_id"]
             band = seed_band(runs, ids, key)
             if not band.empty:
-                legend = display_name(label)  # "TLR (reconstruction)" for tlr
-                _draw_band(ax, band, legend, schedule_color(label), styles[label])
+                _draw_band(ax, band, shown[label], schedule_color(names[label]), styles[label])
                 bands.append(band)
         ax.set_title(panel_title.format(pct=round(100 * zoom_fraction)))
         ax.set_xlabel("epoch")
@@ -144,9 +149,10 @@ def task_figure(runs: RunSet, title: str, zoom_fraction: float = ZOOM_FRACTION) 
 
 
 def _run_lr(runs: RunSet, run: pd.Series) -> float:
-    """The fixed lr of a sweep run: its label's 'lr=' value, else its first epoch's lr."""
-    if run["setting_key"] == "lr":
-        return float(run["setting_value"])
+    """The fixed lr of a sweep run: the optimizer.lr its label names (label_settings), else its
+    first epoch's lr."""
+    if run["setting_key"] == LR_KEY:
+        return float(json.loads(run["settings"])[LR_KEY])
     first = runs.metrics[runs.metrics["run_id"] == run["run_id"]].sort_values("epoch")
     return float(first["lr"].iloc[0])
 
@@ -179,8 +185,9 @@ def fixed_lr_angle_figure(runs: RunSet, title: str) -> Figure:
     return fig
 
 
-def _is_v1(label: str) -> bool:
-    return label.split("-")[0] == "autodrop_v1"
+def _is_v1(name: str) -> bool:
+    """AutoDropV1 records the change of the angle between epochs as its smoothed value."""
+    return name == "autodrop_v1"
 
 
 def autodrop_trace_figure(runs: RunSet, title: str) -> Figure:
@@ -189,17 +196,17 @@ def autodrop_trace_figure(runs: RunSet, title: str) -> Figure:
     the angle between epochs on its own axis (it is near 0 degrees); the lr on a log scale;
     every drop as a dotted vertical line."""
     trace_runs = runs.runs[runs.runs["run_id"].isin(set(runs.traces["run_id"]))]
-    with_v1 = any(_is_v1(label) for label in trace_runs["scheduler"])
+    with_v1 = any(_is_v1(name) for name in trace_runs["scheduler_name"])
     panels = ["omega", "v1_diff", "lr"] if with_v1 else ["omega", "lr"]
     fig, axes = plt.subplots(
         len(panels), 1, figsize=(10, 2.6 * len(panels) + 1.2), sharex=True, layout="constrained"
     )
     ax_of = dict(zip(panels, axes, strict=True))
     names = [
-        f"{display_name(run.scheduler)} seed={run.seed}"
+        f"{run.display} seed={run.seed}"
         for run in trace_runs.itertuples(index=False)
     ]
-    colors = [schedule_color(run.scheduler) for run in trace_runs.itertuples(index=False)]
+    colors = [schedule_color(run.scheduler_name) for run in trace_runs.itertuples(index=False)]
     if len(set(colors)) < len(colors):  # e.g. several seeds or ablation values of one schedule
         cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
         colors = [cycle[i % len(cycle)] for i in range(len(colors))]
@@ -211,7 +218,7 @@ def autodrop_trace_figure(runs: RunSet, title: str) -> Figure:
         )  # fmt: skip
         smoothed = trace.dropna(subset=["smoothed"])
         if not smoothed.empty:
-            v1 = _is_v1(run.scheduler)
+            v1 = _is_v1(run.scheduler_name)
             ax = ax_of["v1_diff"] if v1 else ax_of["omega"]
             label = f"{name}: change since last epoch" if v1 else f"{name}: smoothed"
             ax.plot(smoothed["step"], smoothed["smoothed"], color=color, linewidth=1.8,
@@ -288,21 +295,3 @@ def make_all_figures(
         paths += save_figure(fig, out_dir, _file_stem("fig_autodrop_trace", group, split))
     return paths + summary.make_summary_figures(runs, out_dir)
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Training-curve figures from run directories.")
-    parser.add_argument("--runs", type=Path, default=Path("results/runs"), help="runs directory")
-    parser.add_argument("--out", type=Path, required=True, help="e.g. results/quick/figures")
-    parser.add_argument("--experiment", default=None, help="only experiments under this prefix")
-    args = parser.parse_args(argv)
-    try:
-        paths = make_all_figures(args.runs, args.out, experiment=args.experiment)
-    except (NoRunsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"{len(paths)} files in {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Fault-injection campaign over the real training runner (``python -m experiments.train``).
 
-``python -m scripts.faults [--trials N] [--scenario NAME ...] [--workdir DIR]`` runs each
+``python -m tests.fault_campaign [--trials N] [--scenario NAME ...] [--workdir DIR]`` runs each
 scenario, prints one line per scenario (trials, survived, lost) and then a table of all of them;
 the exit status is 1 when any trial was lost. Every run uses the CPU digits preset shrunk to
 four 8x8 epochs with deterministic algorithms, so each run is compared number for number with
@@ -41,7 +41,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from experiments import rundir as rd
 from experiments.rundir import SUMMARY_FILE, DamagedRecords, read_records, read_summary
+from scripts.analysis.runs import HYDRA_CONFIG, TRACE_FILE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 4
@@ -71,7 +73,7 @@ SECRET_NAME_PATTERN = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
 SLOW_FSYNC_ENV = "FAULTS_SLOW_FSYNC_S"
 KILL_AFTER_SAVES_ENV = "FAULTS_KILL_AFTER_SAVES"
 TRUSTED_CIFAR_MD5_ENV = "FAULTS_TRUSTED_CIFAR_MD5"  # JSON {kind: {file: md5}}
-CHILD_CODE = "import scripts.faults as faults; faults.child_main()"
+CHILD_CODE = "import tests.fault_campaign as faults; faults.child_main()"
 
 
 @dataclass
@@ -217,24 +219,24 @@ def difference_from(run_dir: Path, reference: Path) -> str | None:
     """None when ``run_dir`` finished with the reference's records and final weights."""
     from experiments.checkpoint import load_checkpoint
 
-    if summary_of(run_dir).get("status") != "finished":
+    if summary_of(run_dir).get("status") != rd.FINISHED:
         return f"status {summary_of(run_dir).get('status')!r}, not finished"
-    for name in ("metrics.jsonl", "autodrop.jsonl"):
+    for name in (rd.METRICS_FILE, TRACE_FILE):
         try:
             mine = _without_times(read_records(run_dir / name))
         except DamagedRecords as error:
             return f"{name} holds a broken line ({error})"
         if mine != _without_times(read_records(reference / name)):
             return f"{name} differs from the uninterrupted run"
-    mine = load_checkpoint(run_dir / "checkpoints/last.pt")["model"]
-    theirs = load_checkpoint(reference / "checkpoints/last.pt")["model"]
+    mine = load_checkpoint(run_dir / rd.CHECKPOINT_FILE)["model"]
+    theirs = load_checkpoint(reference / rd.CHECKPOINT_FILE)["model"]
     if mine.keys() != theirs.keys() or any(not mine[k].equal(theirs[k]) for k in theirs):
         return "final weights differ from the uninterrupted run"
     return None
 
 
 def _log_text(run_dir: Path) -> str:
-    path = run_dir / "train.log"
+    path = run_dir / rd.LOG_FILE
     return path.read_text(errors="replace") if path.is_file() else ""
 
 
@@ -316,11 +318,11 @@ def scenario_sigkill(ws: Workspace, trials: int) -> Outcome:
         process = start_cli(runner_command(results, wrapped=in_save), results / "kill.out", env)
         if in_save:
             epoch = ws.random.randint(1, EPOCHS - 1)
-            wait_for(partial(_has_records, run_dir / "metrics.jsonl", epoch), process)
+            wait_for(partial(_has_records, run_dir / rd.METRICS_FILE, epoch), process)
             wait_for(partial(_checkpoint_temp_exists, run_dir), process)
             time.sleep(ws.random.uniform(0.0, 1.0))
         else:
-            wait_for(partial(_is_file, run_dir / "summary.json"), process)
+            wait_for(partial(_is_file, run_dir / rd.SUMMARY_FILE), process)
             time.sleep(ws.random.uniform(0.0, ws.training_seconds))
         killed = kill(process)
         killed_in_save += killed and in_save
@@ -366,7 +368,7 @@ def scenario_corrupt_checkpoint(ws: Workspace, trials: int) -> Outcome:
         damage, expected_message = CORRUPTIONS[kind]
         results = ws.fresh("corrupt")
         run_dir = ws.partial_run(results)
-        damage(run_dir / "checkpoints/last.pt")
+        damage(run_dir / rd.CHECKPOINT_FILE)
         relaunch = run_cli(runner_command(results))
         problem = None
         if relaunch.returncode != 0:
@@ -422,12 +424,12 @@ def _disk_full_problem(
     if "the disk is full" not in result.stdout + result.stderr:
         return "no clear 'the disk is full' message"
     try:
-        metrics = read_records(run_dir / "metrics.jsonl")
+        metrics = read_records(run_dir / rd.METRICS_FILE)
     except DamagedRecords as error:
         return f"metrics.jsonl was left with a broken line ({error})"
     if (
         _without_times(metrics)
-        != _without_times(read_records(ref / "metrics.jsonl"))[: len(metrics)]
+        != _without_times(read_records(ref / rd.METRICS_FILE))[: len(metrics)]
     ):
         return "metrics.jsonl no longer matches the run's records"
     checkpoints = [p for p in (run_dir / "checkpoints").glob("*.pt") if p.name != "next.pt"]
@@ -511,13 +513,13 @@ def scenario_divergence(ws: Workspace, trials: int) -> Outcome:
         run_dir = base / f"constant-lr={float(lr)}{suffix}"
         summary = summary_of(run_dir)
         problem = None
-        if summary.get("status") != "diverged":
+        if summary.get("status") != rd.DIVERGED:
             problem = f"status {summary.get('status')!r}"
         elif "non-finite" not in (summary.get("message") or ""):
             problem = "no clear message in summary.json"
-        elif not all((run_dir / n).is_file() for n in ("train.log", ".hydra/config.yaml")):
+        elif not all((run_dir / n).is_file() for n in (rd.LOG_FILE, str(HYDRA_CONFIG))):
             problem = "files of the diverged run are missing"
-        elif good != "finished":
+        elif good != rd.FINISHED:
             problem = f"the good job of the sweep did not finish ({good!r})"
         elif not re.search(rf"constant-lr={re.escape(str(float(lr)))}\S* is diverged", listing):
             problem = "scripts.aggregate does not list the run as diverged"
@@ -637,7 +639,7 @@ def scenario_wandb(ws: Workspace, trials: int, init_timeout_s: float = 30.0) -> 
         problem = None
         if result.returncode != 0:
             problem = f"exit {result.returncode}: {result.stdout[-500:]}"
-        elif summary_of(run_dir).get("status") != "finished":
+        elif summary_of(run_dir).get("status") != rd.FINISHED:
             problem = "run did not finish"
         elif fallback is None or "wandb sync" not in log:
             problem = "no offline fallback with a sync hint in train.log"
@@ -850,7 +852,7 @@ def scenario_lock(ws: Workspace, trials: int) -> Outcome:
         # fsyncs slowed so the first launch is still training when the second one starts
         slow = {SLOW_FSYNC_ENV: "0.4"}
         first = start_cli(runner_command(results, wrapped=True), results / "first.out", slow)
-        wait_for(partial(_is_file, run_dir / "summary.json"), first)
+        wait_for(partial(_is_file, run_dir / rd.SUMMARY_FILE), first)
         started = time.monotonic()
         second = run_cli(runner_command(results))
         second_s = time.monotonic() - started
@@ -869,7 +871,7 @@ def scenario_lock(ws: Workspace, trials: int) -> Outcome:
 
         stale = start_cli(runner_command(results, "seed=1"), results / "stale.out")
         stale_dir = results / str(RUN_SUBDIR).replace("seed=0", "seed=1")
-        wait_for(partial(_is_file, stale_dir / "summary.json"), stale)
+        wait_for(partial(_is_file, stale_dir / rd.SUMMARY_FILE), stale)
         kill(stale)
         relaunch = run_cli(runner_command(results, "seed=1"))
         problem = None if relaunch.returncode == 0 else "a killed holder's lock blocked a relaunch"
@@ -942,7 +944,7 @@ def scenario_security(ws: Workspace, trials: int) -> Outcome:
         results = ws.fresh("pickle")
         run_dir = ws.partial_run(results)
         marker = results / "code-ran"
-        plant_malicious_checkpoint(run_dir / "checkpoints/last.pt", marker, forge_checksum=forge)
+        plant_malicious_checkpoint(run_dir / rd.CHECKPOINT_FILE, marker, forge_checksum=forge)
         relaunch = run_cli(runner_command(results))
         expected = "was refused" if forge else "corrupt or truncated"
         problem = None
@@ -1019,7 +1021,7 @@ def run_on_data(
         f"paths.results_dir={results}",
     ]
     result = run_cli(command, env=env)
-    summaries = list((results / "runs").rglob("summary.json"))
+    summaries = list((results / "runs").rglob(rd.SUMMARY_FILE))
     return DataRun(result, summary_of(summaries[0].parent) if summaries else {})
 
 
@@ -1033,7 +1035,7 @@ def refused(run: DataRun, *expected: str) -> str | None:
 
 def finished(run: DataRun, **fields: Any) -> str | None:
     """None when the run finished and its summary holds ``fields``."""
-    if run.result.returncode != 0 or run.summary.get("status") != "finished":
+    if run.result.returncode != 0 or run.summary.get("status") != rd.FINISHED:
         return f"exit {run.result.returncode}, status {run.summary.get('status')!r}"
     wrong = {k: run.summary.get(k) for k, v in fields.items() if run.summary.get(k) != v}
     return f"summary.json has {wrong}, expected {fields}" if wrong else None
@@ -1170,7 +1172,9 @@ def scenario_hostile_data(ws: Workspace, trials: int) -> Outcome:
     return outcome
 
 
-LINK_ENTRIES = (".lock", "train.log", ".hydra/config.yaml", "metrics.jsonl", "checkpoints/last.pt")
+LINK_ENTRIES = (
+    rd.LOCK_FILE, rd.LOG_FILE, str(HYDRA_CONFIG), rd.METRICS_FILE, rd.CHECKPOINT_FILE
+)
 ESCAPING_NAMES = ("scheduler.label=../../../../x", "experiment_name=../../x", "model.name=../x")
 
 

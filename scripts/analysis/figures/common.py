@@ -15,34 +15,20 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.legend import Legend  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from scripts.analysis.display import schedule_colour  # noqa: E402
+
 LEGEND_COLUMNS = 6
 
-# Fixed colours so a schedule looks the same in every figure of every preset.
-SCHEDULE_COLORS = {
-    "autodrop": "#d62728",
-    "autodrop_v1": "#ff7f0e",
-    "step": "#1f77b4",
-    "cosine": "#2ca02c",
-    "onecycle": "#9467bd",
-    "clr": "#8c564b",
-    "exp": "#e377c2",
-    "plateau": "#7f7f7f",
-    "constant": "#bcbd22",
-    "hd": "#17becf",
-    "tlr": "#393b79",
-    "schedulefree": "#637939",
-}
 # No creation date in the files: the same figure is the same file (PNG carries none).
 FILE_METADATA = {".png": None, ".pdf": {"CreationDate": None}}
 _FALLBACK = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
 
 def schedule_color(name: str) -> str:
-    """Colour for a schedule label; ablation labels like 'autodrop-window=32' use their base."""
-    base = name.split("-")[0]
-    if base in SCHEDULE_COLORS:
-        return SCHEDULE_COLORS[base]
-    return _FALLBACK[sum(map(ord, name)) % len(_FALLBACK)]
+    """Colour of schedule ``name`` (a registry name: the registry's colour, the same in every
+    figure of every preset; a run's label settings keep its schedule's colour); an unknown name
+    gets a fixed colour of matplotlib's cycle."""
+    return schedule_colour(name) or _FALLBACK[sum(map(ord, name)) % len(_FALLBACK)]
 
 
 def integer_ticks(axes: Iterable[Axes]) -> None:

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scripts import aggregate, seed_statistics, tables
-from scripts.fake_runs import write_fake_run
-from scripts.runs import load_runs
+from scripts.analysis import report, statistics, tables
+from scripts.analysis.runs import load_runs
+from tests.fake_runs import write_fake_run
 
 EXP = "paper/resnet18_cifar10"
 TASK = "cifar10/resnet18"
@@ -87,14 +87,14 @@ def test_every_schedule_meets_every_baseline_but_not_itself(comparisons):
     baselines = {"step", "cosine", "onecycle"}  # autodrop is a method, never a baseline
     schedules = baselines | {"autodrop"}
     assert pairs == {(s, b) for s in schedules for b in baselines if s != b}
-    assert list(comparisons.columns) == list(seed_statistics.COMPARISON_COLUMNS)
+    assert list(comparisons.columns) == list(statistics.COMPARISON_COLUMNS)
     assert set(comparisons["task"]) == {TASK}
 
 
 def test_bootstrap_is_seeded_and_percentile():
     differences = np.array([-1.0, -0.4, 0.3, -0.8, -0.2])
-    first = seed_statistics.bootstrap_mean_ci(differences)
-    assert first == seed_statistics.bootstrap_mean_ci(differences)
+    first = statistics.bootstrap_mean_ci(differences)
+    assert first == statistics.bootstrap_mean_ci(differences)
     # the percentile interval lies within the range of the differences
     assert differences.min() <= first[0] < differences.mean() < first[1] <= differences.max()
 
@@ -103,24 +103,24 @@ def test_one_pair_has_no_interval_and_no_crash():
     frame = pd.DataFrame(
         {"row": "t", "scheduler": ["a", "b"], "seed": [0, 0], "min_test_err": [1.0, 3.0]}
     )
-    row = seed_statistics.compare(frame, "t", "a", "b")
+    row = statistics.compare(frame, "t", "a", "b")
     assert row["n_pairs"] == 1 and row["mean_diff"] == -2.0
     assert math.isnan(row["ci_low"]) and math.isnan(row["ci_high"])
     assert row["p_improve"] == 1.0
-    empty = seed_statistics.compare(frame.assign(seed=[0, 1]), "t", "a", "b")
+    empty = statistics.compare(frame.assign(seed=[0, 1]), "t", "a", "b")
     assert empty["n_pairs"] == 0 and math.isnan(empty["mean_diff"])
     assert math.isnan(empty["p_improve"])
 
 
 def test_p_improve_counts_all_seed_pairs_and_ties_half():
     # schedule (1, 2) vs baseline (1.5, 2): pairs 1<1.5, 1<2, 2>1.5, 2=2 -> (1 + 1 + 0 + 0.5) / 4
-    value = seed_statistics.probability_of_improvement(np.array([1.0, 2.0]), np.array([1.5, 2.0]))
+    value = statistics.probability_of_improvement(np.array([1.0, 2.0]), np.array([1.5, 2.0]))
     assert value == pytest.approx(2.5 / 4)
 
 
 def test_missing_columns_are_named():
     with pytest.raises(ValueError, match=r"lacks columns \['seed'\]"):
-        seed_statistics.comparisons(pd.DataFrame(columns=["row", "scheduler", "min_test_err"]), [])
+        statistics.comparisons(pd.DataFrame(columns=["row", "scheduler", "min_test_err"]), [])
 
 
 def test_table2_marks_entries_worse_than_the_rows_best(runs_dir):
@@ -145,9 +145,9 @@ def test_table2_marks_nothing_when_no_difference_is_clear(tmp_path):
 
 
 def test_aggregate_writes_comparisons_with_the_same_columns_in_every_format(runs_dir, tmp_path):
-    aggregate.aggregate(load_runs(runs_dir), tmp_path)
+    report.aggregate(load_runs(runs_dir), tmp_path)
     folder = tmp_path / "tables"
-    columns = list(seed_statistics.COMPARISON_COLUMNS)
+    columns = list(statistics.COMPARISON_COLUMNS)
     assert list(pd.read_csv(folder / "comparisons.csv").columns) == columns
     header = (folder / "comparisons.md").read_text().splitlines()[0]
     assert [cell.strip() for cell in header.strip("|").split("|")] == columns
@@ -166,7 +166,7 @@ def test_interquartile_mean_trims_a_quarter_at_each_end():
             "min_test_err": [1.0, 2.0, 3.0, 100.0, 1.0, 2.0, 6.0],
         }
     )
-    iqm = seed_statistics.interquartile_means(frame).set_index("scheduler")
+    iqm = statistics.interquartile_means(frame).set_index("scheduler")
     assert iqm.loc["a", "iqm"] == 2.5 and iqm.loc["a", "n"] == 4  # mean of 2 and 3
     assert iqm.loc["b", "iqm"] == 3.0  # 3 seeds: nothing trimmed
 
@@ -185,7 +185,7 @@ def test_performance_profile_counts_tasks_within_x_of_the_best():
             "iqm": [1.0, 1.5, 3.0, 2.0, 4.0],
         }
     )
-    profile = seed_statistics.performance_profile(scores, [0.0, 0.5, 1.0])
+    profile = statistics.performance_profile(scores, [0.0, 0.5, 1.0])
     fraction = profile.set_index(["scheduler", "x"])["fraction"]
     assert fraction["a", 0.0] == pytest.approx(2 / 3)  # best on t1 and t3
     assert fraction["a", 1.0] == 1.0
@@ -202,10 +202,11 @@ def test_lr_sensitivity_table_reads_the_lr_from_the_recorded_config(tmp_path):
         for seed in (0, 1):
             add_run(
                 tmp_path,
-                f"step-lrx={multiplier:g}",
+                "step",
                 seed,
                 5.0 * multiplier + seed,
                 experiment="ablation/lr_sensitivity",
+                settings={"lr_sweep.multiplier": multiplier},
                 config=config | {"lr_sweep": {"base_lr": 0.05, "multiplier": multiplier}},
             )
     runs = load_runs(tmp_path).finished()
@@ -217,6 +218,6 @@ def test_lr_sensitivity_table_reads_the_lr_from_the_recorded_config(tmp_path):
 
 
 def test_lr_sensitivity_runs_without_a_recorded_lr_are_an_error(tmp_path):
-    add_run(tmp_path, "step-lrx=2", 0, 5.0)
+    add_run(tmp_path, "step", 0, 5.0, settings={"lr_sweep.multiplier": 2})
     with pytest.raises(ValueError, match="record no optimizer.lr"):
         tables.lr_sensitivity(load_runs(tmp_path).finished())

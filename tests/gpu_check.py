@@ -15,7 +15,7 @@ files are rewritten after every section, so a timeout keeps what finished):
      ResNet-50
   g. compile time and the number of graphs over two epochs with short last batches
 
-    python -m scripts.gpu_check [--out results/gpu_check] [--budget-s 470]
+    python -m tests.gpu_check [--out results/gpu_check] [--budget-s 470]
 
 Without a CUDA GPU it prints one line and exits with status 2.
 """
@@ -35,6 +35,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from experiments import rundir as rd
+from scripts.bench_data import write_jpeg_folder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NO_GPU_EXIT = 2
@@ -79,7 +82,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def metrics(run_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (run_dir / rd.METRICS_FILE).read_text().splitlines()]
 
 
 def without_times(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -127,7 +130,7 @@ def cuda_model(name: str, classes: int, channels_last: bool) -> torch.nn.Module:
 
 # ----------------------------------------------------------------------------------- sections
 def check_resume(work: Path) -> dict[str, Any]:
-    from scripts import faults
+    from tests import fault_campaign as faults
 
     run = (
         "experiment=quick/digits",
@@ -149,10 +152,10 @@ def check_resume(work: Path) -> dict[str, Any]:
     resumed = train_cli(killed, *run)
     state = torch.load(resumed / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
     return {
-        "finished": read_json(resumed / "summary.json")["status"] == "finished",
+        "finished": read_json(resumed / rd.SUMMARY_FILE)["status"] == rd.FINISHED,
         "identical_epochs": without_times(metrics(whole)) == without_times(metrics(resumed)),
         "cuda_rng_saved": bool(state["rng"][0]["cuda"]),
-        "gpus_recorded": read_json(resumed / "summary.json").get("gpus"),
+        "gpus_recorded": read_json(resumed / rd.SUMMARY_FILE).get("gpus"),
     }
 
 
@@ -162,7 +165,7 @@ def check_digits(work: Path) -> dict[str, Any]:
     for accelerator in ("cuda", "cpu"):
         summary = read_json(
             train_cli(work / accelerator, *run, f"trainer.accelerator={accelerator}")
-            / "summary.json"
+            / rd.SUMMARY_FILE
         )
         out[accelerator] = {
             "status": summary["status"],
@@ -194,7 +197,7 @@ def check_torchrun(work: Path) -> dict[str, Any]:
             "experiments.train",
         ),
     )
-    summary = read_json(run_dir / "summary.json")
+    summary = read_json(run_dir / rd.SUMMARY_FILE)
     return {
         "status": summary["status"],
         "world_size": summary["world_size"],
@@ -238,22 +241,6 @@ def check_cifar(work: Path) -> dict[str, Any]:
     for name in ("autodrop", "hd", "tlr"):
         out[f"{name}_over_step"] = round(out["runner"][name]["ms_per_step"] / step, 3)
     return out
-
-
-def write_jpeg_folder(root: Path, classes: int = 8, per_class: int = 256) -> None:
-    """Natural-looking (smooth) 500x375 JPEGs, about the size of ImageNet's average photo."""
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, count in (("train", per_class), ("val", 16)):
-        for k in range(classes):
-            folder = root / split / f"n{1440764 + k:08d}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
-                image = Image.fromarray(small).resize((500, 375), Image.BICUBIC)
-                image.save(folder / f"img_{i}.JPEG", quality=90)
 
 
 def check_imagenet(work: Path) -> dict[str, Any]:

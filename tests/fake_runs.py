@@ -1,4 +1,10 @@
-"""Write run directories with chosen numbers, in the runner's on-disk format (for tests)."""
+"""Write run directories with chosen numbers, in the runner's on-disk format (for tests).
+
+The summary carries what the runner's ``TrainingJob.summary`` records about the schedule: the
+registry name (``scheduler_name``), the label (``scheduler_label``; ``scheduler`` adds the
+identity suffix of ``changes``, as ``experiments.identity.identity_suffix`` spells it), the
+options and ``label_settings`` (the dotted keys the label names, with their values).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,25 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from autodrop.registry import SCHEDULE_NAMES, schedule_class
 from experiments import rundir as rd
-from scripts.runs import HYDRA_CONFIG, parse_label
+from experiments.config import compact_number
+from experiments.identity import identity_suffix
+from scripts.analysis.runs import HYDRA_CONFIG, TRACE_FILE
+
+# How the presets' labels name a setting when not by its last key part
+# (conf/experiment/ablation/lr_sensitivity.yaml: ``${scheduler.name}-lrx=...``).
+LABEL_NAMES = {"lr_sweep.multiplier": "lrx"}
+
+
+def fake_label(name: str, settings: dict | None = None) -> str:
+    """The label a preset would give: 'autodrop' + {"scheduler.window": 32} ->
+    'autodrop-window=32' (values as the labels' ``compact`` resolver writes them)."""
+    parts = [
+        f"-{LABEL_NAMES.get(key, key.rpartition('.')[2])}={compact_number(value)}"
+        for key, value in (settings or {}).items()
+    ]
+    return name + "".join(parts)
 
 
 def write_fake_run(
@@ -21,7 +44,7 @@ def write_fake_run(
     scheduler: str,
     seed: int,
     test_errs: Sequence[float],
-    status: str = "finished",
+    status: str = rd.FINISHED,
     epochs_planned: int | None = None,
     lrs: Sequence[float] | None = None,
     time_per_iter_s: float = 0.01,
@@ -32,8 +55,14 @@ def write_fake_run(
     message: str | None = None,
     wandb_run_id: str | None = None,
     config: dict | None = None,
+    settings: dict | None = None,
+    changes: dict | None = None,
 ) -> Path:
     """Create one run directory whose epoch e has test error ``test_errs[e-1]``.
+
+    ``scheduler`` is the registry name; ``settings`` the label settings (dotted key -> value,
+    e.g. ``{"scheduler.window": 32}``: label 'autodrop-window=32'); ``changes`` the values
+    that differ from the preset (e.g. ``{"optimizer.lr": 0.1}``: 'step,optimizer.lr=0.1').
 
     Other per-epoch values are simple functions of the test error (test loss = err / 10, train
     loss = err / 20) so figures have something to draw. ``extra_metrics`` adds per-epoch keys
@@ -45,10 +74,13 @@ def write_fake_run(
     lrs = [0.1] * epochs if lrs is None else list(lrs)
     if len(lrs) != epochs:
         raise ValueError(f"lrs has {len(lrs)} values, test_errs {epochs}: they must match")
-    run_dir = Path(runs_dir) / experiment / f"{dataset}-{model}" / scheduler / f"seed={seed}"
+    settings, changes = dict(settings or {}), dict(changes or {})
+    label = fake_label(scheduler, settings)
+    full_label = label + identity_suffix({}, changes)
+    run_dir = Path(runs_dir) / experiment / f"{dataset}-{model}" / full_label / f"seed={seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
-    base = parse_label(scheduler)[0]
-    is_autodrop = base.startswith("autodrop")
+    stream = schedule_class(scheduler).record_stream if scheduler in SCHEDULE_NAMES else None
+    is_autodrop = stream is not None and rd.records_file(stream) == TRACE_FILE
     records = []
     for index, err in enumerate(test_errs):
         record = {
@@ -70,15 +102,17 @@ def write_fake_run(
         records.append(record)
     _write_jsonl(run_dir / rd.METRICS_FILE, records)
     if trace is not None:
-        _write_jsonl(run_dir / rd.AUTODROP_FILE, trace)
+        _write_jsonl(run_dir / TRACE_FILE, trace)
     summary = {
         "status": status,
         "experiment": experiment,
         "dataset": dataset,
         "model": model,
-        "scheduler": scheduler,
-        "scheduler_name": base,
+        "scheduler": full_label,
+        "scheduler_label": label,
+        "scheduler_name": scheduler,
         "scheduler_options": options or {},
+        "label_settings": settings,
         "seed": seed,
         "epochs_planned": planned,
         "epochs_done": epochs,
@@ -93,6 +127,12 @@ def write_fake_run(
         "world_size": 1,
         "versions": {"torch": "fake"},
         "git_commit": None,
+        "changes": changes,
+        "setup": {
+            **{f"scheduler.{key}": value for key, value in (options or {}).items()},
+            **settings,
+            **changes,
+        },
         "wandb_run_id": wandb_run_id,
         "message": message,
     }

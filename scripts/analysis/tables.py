@@ -1,8 +1,9 @@
 """The paper's tables from a RunSet of finished runs: pure functions returning :class:`Table`.
 
 Cells read "mean ± std (n)" over seeds (sample std, ddof=1; a single seed shows no std).
-Tables 2, 3 and 16 use runs with plain schedule labels; labels that name a varied setting
-('autodrop-window=32') feed the ablation tables instead. The grid-searched baselines (HD's beta,
+Tables 2, 3 and 16 use runs whose label names no setting; runs whose label names one (their
+summary.json's ``label_settings``, e.g. {"scheduler.window": 32} for 'autodrop-window=32') feed
+the ablation tables instead. The grid-searched baselines (HD's beta,
 schedule-free's lr multiplier) are the exception: Tables 2, 3 and 16 show, per task, the setting
 with the lowest mean minimum test error (the paper's selection for HD: a choice made on the
 test set), and Table 2's cell names it, e.g. "6.78 ± 0.23 (4) [beta=0.0001]"; every setting
@@ -11,53 +12,48 @@ also has its ablation-style table.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from scripts import seed_statistics
-from scripts.display import display_name, paper_display_name
-from scripts.runs import RunSet, task_keys
+from autodrop.registry import SCHEDULE_NAMES, schedule_class
+from scripts.analysis import statistics
+from scripts.analysis.display import display_name, paper_display_name, schedule_rank, short_key
+from scripts.analysis.runs import RunSet, task_keys
 
 PAPER_TABLE2 = Path(__file__).with_name("paper_table2.csv")
-# Column order of schedules: the paper's baselines, the other registry schedules, then (as in
-# the paper's Table 2) the multistep baseline and the AutoDrop variants last.
-SCHEDULE_ORDER = (
-    "hd",
-    "tlr",
-    "clr",
-    "onecycle",
-    "exp",
-    "cosine",
-    "plateau",
-    "constant",
-    "schedulefree",
-    "step",
-    "autodrop_v1",
-    "autodrop",
-)
-# Grid-searched baselines: base label -> the setting whose best value Tables 2, 3 and 16 show.
-TUNED_SETTINGS = {"hd": "beta", "schedulefree": "lr_multiplier"}
-BUDGET_PERCENTS = (25, 50, 75, 100)
-# The paper's AutoDrop defaults (ablation Tables 1, 7-14); window is 640 on ImageNet.
-PAPER_DEFAULTS = {
-    ("autodrop", "window"): 64,
-    ("autodrop", "buffer_size"): 10,
-    ("autodrop", "rho"): 0.95,
+# Grid-searched baselines (the registry's ``tuned_setting``): schedule name -> the setting whose
+# best value Tables 2, 3 and 16 show (a label setting whose key ends in it: optimizer.beta).
+TUNED_SETTINGS = {
+    name: schedule_class(name).tuned_setting
+    for name in SCHEDULE_NAMES
+    if schedule_class(name).tuned_setting
 }
+BUDGET_PERCENTS = (25, 50, 75, 100)
+# The paper's AutoDrop defaults (ablation Tables 1, 7-14) are the library's: the defaults of
+# AutoDrop's constructor, by the config key a label names.
+_AUTODROP_DEFAULTS = inspect.signature(schedule_class("autodrop")).parameters
+PAPER_DEFAULTS = {
+    ("autodrop", f"scheduler.{option}"): _AUTODROP_DEFAULTS[option].default
+    for option in ("window", "buffer_size", "rho")
+}
+# The ImageNet presets' window (conf/scheduler_preset/paper/*imagenet*/autodrop.yaml; the paper's
+# ImageNet ablation): a preset value with no other source the analysis can read.
 IMAGENET_WINDOW = 640
 DEFAULT_MARK = " *"
 # Table 2 marks a schedule whose paired difference to its row's best has a CI excluding 0.
 SIGNIFICANT_MARK = " †"
 # The paper's methods; every other schedule is a baseline of the comparisons table.
 METHODS = ("autodrop", "autodrop_v1")
-# The label setting of experiment=ablation/lr_sensitivity ('autodrop-lrx=0.25'): its runs feed
-# the lr-sensitivity table (which reads each run's lr from its recorded config), not an
-# ablation table.
-LR_SWEEP_KEY = "lrx"
+# The label setting of experiment=ablation/lr_sensitivity ('autodrop-lrx=0.25' records
+# {"lr_sweep.multiplier": 0.25}): its runs feed the lr-sensitivity table (which reads each run's
+# lr from its recorded config), not an ablation table.
+LR_SWEEP_KEY = "lr_sweep.multiplier"
 
 
 @dataclass
@@ -93,16 +89,34 @@ def format_cell(mean: float, std: float, n: int, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f} ({n})"
 
 
-def order_labels(labels) -> list[str]:
-    """Schedule labels in table order: known schedules first, varied settings by value."""
+def order_labels(labels: Iterable[str], runs: pd.DataFrame | None = None) -> list[str]:
+    """Schedule labels in table order: registry schedules in the registry's order, unknown ones
+    last, varied settings by value. ``runs`` (rows with ``scheduler``, ``scheduler_name``,
+    ``setting_key`` and ``setting_value``) says what each label is; a label it lacks is taken
+    for a schedule name."""
+    known: dict[str, tuple] = {}
+    if runs is not None:
+        columns = ["scheduler", "scheduler_name", "setting_key", "setting_value"]
+        for label, name, key, value in runs[columns].itertuples(index=False):
+            known.setdefault(label, (name, key, value))
 
     def sort_key(label: str):
-        base, _, setting = label.partition("-")
-        rank = SCHEDULE_ORDER.index(base) if base in SCHEDULE_ORDER else len(SCHEDULE_ORDER)
-        key, _, value = setting.partition("=")
-        return (rank, base, key, *_value_sort_key(value))
+        name, key, value = known.get(label, (label, None, None))
+        key = key if isinstance(key, str) else ""
+        value = value if isinstance(value, str) else ""
+        return (schedule_rank(name), name, key, *_value_sort_key(value), label)
 
     return sorted(set(labels), key=sort_key)
+
+
+def display_names(runs: pd.DataFrame) -> dict[str, str]:
+    """Label -> display name, from the runs' ``display`` column."""
+    return dict(zip(runs["scheduler"], runs["display"], strict=True))
+
+
+def _shown(labels: Iterable[str], names: dict[str, str]) -> list[str]:
+    """Display names of labels; a label the runs do not name is a schedule name."""
+    return [names.get(label) or display_name(label) for label in labels]
 
 
 def seed_stats(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
@@ -125,8 +139,9 @@ def plain_runs(runs: RunSet) -> pd.DataFrame:
     """Runs with plain labels, plus each task's best setting of every grid-searched baseline
     relabelled to its base name (column ``setting`` says which, e.g. 'beta=0.0001')."""
     frame = runs.runs
+    short = frame["setting_key"].map(lambda key: short_key(key) if isinstance(key, str) else None)
     tuned = frame["base"].isin(list(TUNED_SETTINGS)) & (
-        frame["setting_key"].isna() | (frame["setting_key"] == frame["base"].map(TUNED_SETTINGS))
+        frame["setting_key"].isna() | (short == frame["base"].map(TUNED_SETTINGS))
     )
     frame = frame[frame["setting_key"].isna() | tuned]
     frame = frame.assign(row=task_keys(frame), setting=None)
@@ -137,9 +152,9 @@ def plain_runs(runs: RunSet) -> pd.DataFrame:
         means = group.groupby("scheduler")["min_test_err"].mean()
         if means.notna().any():
             best = group[group["scheduler"] == means.idxmin()]
-            setting = f"{best['setting_key'].iloc[0]}={best['setting_value'].iloc[0]}"
-            plain_label = best["setting_key"].isna().iloc[0]
-            chosen.append(best.assign(scheduler=base, setting=None if plain_label else setting))
+            key = best["setting_key"].iloc[0]
+            setting = None if pd.isna(key) else f"{short_key(key)}={best['setting_value'].iloc[0]}"
+            chosen.append(best.assign(scheduler=base, display=display_name(base), setting=setting))
     return pd.concat([plain, *chosen], ignore_index=True) if chosen else plain
 
 
@@ -172,14 +187,16 @@ def table2(runs: RunSet) -> Table:
     plain = plain_runs(runs)
     stats = _with_setting(seed_stats(plain, ["row", "task", "scheduler"], "min_test_err"), plain)
     stats = _with_significance(_setting_cells(stats), plain)
-    display = _pivot(stats, order_labels(stats["scheduler"]))
-    display.columns = [display_name(column) for column in display.columns]
+    names = display_names(plain)
+    stats = stats.assign(display=_shown(stats["scheduler"], names))
+    display = _pivot(stats, order_labels(stats["scheduler"], plain))
+    display.columns = _shown(display.columns, names)
     note = ""
     if stats["worse_than_best"].any():
         note = (
             f"{SIGNIFICANT_MARK.strip()} worse than the row's best schedule: the paired "
-            f"{seed_statistics.CONFIDENCE:.0%} bootstrap CI of the difference excludes 0, "
-            f"over >= {seed_statistics.MIN_PAIRS_TO_FLAG} seeds both finished (comparisons.md)"
+            f"{statistics.CONFIDENCE:.0%} bootstrap CI of the difference excludes 0, "
+            f"over >= {statistics.MIN_PAIRS_TO_FLAG} seeds both finished (comparisons.md)"
         )
     if stats["setting"].notna().any():
         tuned_note = (
@@ -195,7 +212,7 @@ def table2(runs: RunSet) -> Table:
 
 def _with_significance(stats: pd.DataFrame, plain: pd.DataFrame) -> pd.DataFrame:
     """``stats`` with ``worse_than_best`` (see SIGNIFICANT_MARK) and the mark on the cell."""
-    versus = seed_statistics.versus_best(plain)
+    versus = statistics.versus_best(plain)
     worse = versus.loc[versus["excludes_zero"], ["task", "schedule"]]
     flagged = set(zip(worse["task"], worse["schedule"], strict=True))
     pairs = zip(stats["row"], stats["scheduler"], strict=True)
@@ -213,17 +230,17 @@ def _marked(cells: pd.DataFrame) -> pd.DataFrame:
 
 def comparisons(runs: RunSet) -> Table:
     """Every schedule against every baseline (a schedule not in METHODS) per task, paired by
-    seed: n_pairs, mean_diff, bootstrap CI and p_improve (scripts.seed_statistics)."""
+    seed: n_pairs, mean_diff, bootstrap CI and p_improve (scripts.analysis.statistics)."""
     plain = plain_runs(runs)
-    labels = order_labels(plain["scheduler"])
+    labels = order_labels(plain["scheduler"], plain)
     baselines = [label for label in labels if label not in METHODS]
-    values = seed_statistics.comparisons(plain, baselines, order=labels)
+    values = statistics.comparisons(plain, baselines, order=labels)
     display = values.round(4).set_index("task")
     note = (
         "schedule - baseline, minimum test error in points over the seeds both finished "
-        f"(negative: the schedule is better); {seed_statistics.CONFIDENCE:.0%} "
-        f"{seed_statistics.BOOTSTRAP_METHOD} bootstrap CI of the mean paired difference "
-        f"({seed_statistics.N_RESAMPLES} resamples, seed {seed_statistics.BOOTSTRAP_SEED}; "
+        f"(negative: the schedule is better); {statistics.CONFIDENCE:.0%} "
+        f"{statistics.BOOTSTRAP_METHOD} bootstrap CI of the mean paired difference "
+        f"({statistics.N_RESAMPLES} resamples, seed {statistics.BOOTSTRAP_SEED}; "
         "NaN with one pair, the point when all differences are equal); p_improve = "
         "P(schedule(i) < baseline(j)) over seed pairs (i, j), ties count half"
     )
@@ -233,15 +250,15 @@ def comparisons(runs: RunSet) -> Table:
 def iqm_table(runs: RunSet) -> Table:
     """Interquartile mean of the minimum test error over seeds per task and schedule."""
     plain = plain_runs(runs)
-    values = seed_statistics.interquartile_means(plain)
+    values = statistics.interquartile_means(plain)
     cells = values.assign(
         cell=[f"{iqm:.2f} ({n})" for iqm, n in zip(values["iqm"], values["n"], strict=True)]
     )
-    display = _pivot(cells, order_labels(values["scheduler"]))
-    display.columns = [display_name(column) for column in display.columns]
+    display = _pivot(cells, order_labels(values["scheduler"], plain))
+    display.columns = _shown(display.columns, display_names(plain))
     note = (
         "interquartile mean (n): the mean of the middle half of the seeds "
-        f"(scipy.stats.trim_mean, {seed_statistics.IQM_TRIM}; with fewer than 4 seeds the mean)"
+        f"(scipy.stats.trim_mean, {statistics.IQM_TRIM}; with fewer than 4 seeds the mean)"
     )
     return Table("iqm", display, values, note)
 
@@ -266,7 +283,7 @@ def lr_sensitivity(runs: RunSet) -> Table | None:
     display.columns = [f"lr={lr:g}" for lr in display.columns]
     order = {label: i for i, label in enumerate(order_labels(stats["scheduler"]))}
     display = display.sort_index(key=lambda ix: ix.map(order) if ix.name == "scheduler" else ix)
-    display = display.rename(index=display_name, level="scheduler")
+    display = display.rename(index=lambda name: display_name(name), level="scheduler")
     display.index.names = ["task", "schedule"]
     caption = (
         f"Minimum test error (%) at each initial learning rate (optimizer.lr), "
@@ -294,6 +311,7 @@ def table2_vs_paper(ours: Table, paper: pd.DataFrame) -> Table | None:
     row_task = dict(zip(stats["row"], stats["task"], strict=False))
     schedules = order_labels(set(stats["scheduler"]) | set(paper["schedule"]))
     ours_cells = _marked(_setting_cells(stats)).set_index(["row", "scheduler"])["cell"]
+    names = display_names(stats)
     paper_cells = {
         (task, schedule): _paper_cell(mean, std, seeds)
         for task, schedule, mean, std, seeds in paper[
@@ -303,7 +321,7 @@ def table2_vs_paper(ours: Table, paper: pd.DataFrame) -> Table | None:
     columns: dict[str, list[str]] = {}
     for schedule in schedules:
         if schedule in set(stats["scheduler"]):
-            columns[f"{display_name(schedule)} (ours)"] = [
+            columns[f"{names.get(schedule) or display_name(schedule)} (ours)"] = [
                 ours_cells.get((row, schedule), "") for row in rows
             ]
         paper_column = [paper_cells.get((row_task[row], schedule), "") for row in rows]
@@ -374,9 +392,10 @@ def table16(runs: RunSet) -> Table:
     display = stats.pivot(index=["row", "scheduler"], columns="percent", values="cell")
     display.columns = [f"{percent} %" for percent in display.columns]
     display.insert(0, "epochs", epochs.reindex(display.index))
-    order = {label: i for i, label in enumerate(order_labels(stats["scheduler"]))}
+    order = {label: i for i, label in enumerate(order_labels(stats["scheduler"], plain))}
     display = display.sort_index(key=lambda ix: ix.map(order) if ix.name == "scheduler" else ix)
-    display = display.rename(index=display_name, level="scheduler")
+    names = display_names(plain)
+    display = display.rename(index=lambda label: _shown([label], names)[0], level="scheduler")
     display.index.names = ["task", "schedule"]
     caption = (
         "Minimum test error (%) reached within 25, 50, 75 and 100 % of each run's planned "
@@ -394,15 +413,15 @@ def table3(runs: RunSet, baseline: str = "step") -> Table:
     overhead = []
     for row, scheduler in zip(stats["row"], stats["scheduler"], strict=True):
         reference = means.get((row, baseline), float("nan"))
-        is_variant = scheduler.startswith("autodrop") and scheduler != baseline
+        is_variant = scheduler in METHODS and scheduler != baseline
         overhead.append(
             100.0 * (means[(row, scheduler)] / reference - 1.0) if is_variant else float("nan")
         )
     stats["overhead_pct"] = overhead
-    display = _pivot(_with_cells(stats), order_labels(stats["scheduler"]))
-    display.columns = [display_name(column) for column in display.columns]
+    display = _pivot(_with_cells(stats), order_labels(stats["scheduler"], plain))
+    display.columns = _shown(display.columns, display_names(plain))
     overhead_columns = []
-    for variant in ("autodrop", "autodrop_v1"):
+    for variant in METHODS:
         chosen = stats[(stats["scheduler"] == variant) & stats["overhead_pct"].notna()]
         if not chosen.empty:
             pct = chosen.set_index("row")["overhead_pct"].reindex(display.index)
@@ -423,7 +442,8 @@ def table3(runs: RunSet, baseline: str = "step") -> Table:
 
 
 def ablation_tables(runs: RunSet) -> list[Table]:
-    """One table per varied setting (e.g. 'autodrop-window=32'): rows task, columns value."""
+    """One table per varied setting (e.g. scheduler.window of 'autodrop-window=32'): rows task,
+    columns value."""
     frame = runs.runs
     varied = frame[frame["setting_key"].notna() & (frame["setting_key"] != LR_SWEEP_KEY)]
     tables = []
@@ -476,7 +496,7 @@ def _ablation_table(base: str, key: str, labelled: pd.DataFrame, plain: pd.DataF
     display = values.pivot(index="row", columns="value", values="cell")
     display = display.reindex(index=sorted(display.index), columns=columns).fillna("")
     display.index.name = "task"
-    display.columns = [f"{key}={column}" for column in columns]
+    display.columns = [f"{short_key(key)}={column}" for column in columns]
     notes = []
     if default_columns:
         notes.append(
@@ -485,14 +505,16 @@ def _ablation_table(base: str, key: str, labelled: pd.DataFrame, plain: pd.DataF
         )
     if (base, key) in PAPER_DEFAULTS:
         paper_default = PAPER_DEFAULTS[(base, key)]
-        imagenet = f" ({IMAGENET_WINDOW} on ImageNet)" if key == "window" else ""
-        notes.append(f"paper default {key}={paper_default}{imagenet}")
+        imagenet = f" ({IMAGENET_WINDOW} on ImageNet)" if key == "scheduler.window" else ""
+        notes.append(f"paper default {short_key(key)}={paper_default}{imagenet}")
     values = values.drop(columns="cell")
     caption = (
-        f"{MIN_ERR} of {display_name(base)} by {key}, {SEED_STATISTIC}; "
+        f"{MIN_ERR} of {display_name(base)} by {short_key(key)}, {SEED_STATISTIC}; "
         f"{seeds_phrase(values['n'])}."
     )
-    return Table(f"ablation_{base}_{key}", display, values, "; ".join(notes), caption)
+    return Table(
+        f"ablation_{base}_{short_key(key)}", display, values, "; ".join(notes), caption
+    )
 
 
 def _default_runs(labelled: pd.DataFrame, plain: pd.DataFrame) -> pd.DataFrame:
@@ -508,11 +530,15 @@ def _default_runs(labelled: pd.DataFrame, plain: pd.DataFrame) -> pd.DataFrame:
 
 
 def _default_value(base: str, key: str, defaults: pd.DataFrame, dataset: str) -> object:
-    """The default setting: as the default runs' options record it, else the paper's."""
-    recorded = {json.dumps(json.loads(options).get(key)) for options in defaults["options"]}
+    """The default setting: as the default runs' options record it (``scheduler.<option>``),
+    else the paper's."""
+    option = key.removeprefix("scheduler.")
+    recorded = {json.dumps(json.loads(options).get(option)) for options in defaults["options"]}
+    if not key.startswith("scheduler."):
+        recorded = {"null"}
     if len(recorded) == 1 and recorded != {"null"}:
         return json.loads(recorded.pop())
-    if (base, key) == ("autodrop", "window") and dataset == "imagenet":
+    if (base, key) == ("autodrop", "scheduler.window") and dataset == "imagenet":
         return IMAGENET_WINDOW
     return PAPER_DEFAULTS.get((base, key))
 

@@ -1,7 +1,7 @@
 """Statistics over seeds: paired comparisons with bootstrap intervals, the interquartile mean and
 performance profiles. Pure functions on long DataFrames, one row per run, with the columns
 ``row`` (the task's table row), ``scheduler`` (the label), ``seed`` and a value column
-(``min_test_err`` by default); :mod:`scripts.tables` formats what they return.
+(``min_test_err`` by default); :mod:`scripts.analysis.tables` formats what they return.
 
 Method (README, "Statistics and grid status"):
 - Pairing: schedule and baseline are compared over the seeds both finished; a seed that only

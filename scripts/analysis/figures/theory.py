@@ -1,6 +1,6 @@
 """Theory figures of the paper: NQM runs (Figs. 1-2) and the angular velocity model (Figs. 4-5).
 
-The NQM takes seconds, so the figures call the simulator in ``experiments.nqm`` directly.
+The NQM takes seconds, so the figures call the simulator in :mod:`scripts.analysis.nqm` directly.
 
 Angular velocity model (paper Fig. 4):
     v(t) = (pi/2)(1 + eps lr)(1 - 1/(gamma lr (t + 1/(gamma lr))))
@@ -17,7 +17,6 @@ Idealised algorithm (Fig. 5): v restarts from zero at every drop, and the lr is 
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +28,8 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from experiments.nqm import (
+from scripts.analysis.figures.common import save_figure, schedule_color, shared_legend
+from scripts.analysis.nqm import (
     DROP_RULE_ITERATIONS,
     FIG1_LRS,
     DropRuleTrace,
@@ -40,7 +40,6 @@ from experiments.nqm import (
     simulate_drop_rule,
     simulate_fixed_lr,
 )
-from scripts.figures.common import save_figure, schedule_color, shared_legend
 
 VELOCITY_GAMMA = 2.6
 SMOOTHING_WINDOW = 50
@@ -281,16 +280,3 @@ def make_theory_figures(out_dir: str | Path, iterations: int = 4000, seed: int =
     paths += save_figure(fig5_idealised_algorithm(), out_dir, "fig5_idealised_algorithm")
     return paths
 
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="results/quick/figures", help="output directory")
-    parser.add_argument("--iterations", type=int, default=4000)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    for path in make_theory_figures(args.out, iterations=args.iterations, seed=args.seed):
-        print(path)
-
-
-if __name__ == "__main__":
-    main()

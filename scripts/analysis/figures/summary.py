@@ -1,18 +1,13 @@
 """Figures over seeds and tasks: the performance profile (fraction of tasks on which each schedule's
 interquartile mean is within x points of the best) and the lr-sensitivity study (minimum test error
-vs initial lr, one line per schedule). :func:`make_summary_figures` draws what the runs allow; the
-figures command (scripts.figures.curves) calls it, and so does this module's own command:
-
-    python -m scripts.figures.summary --runs results/runs --experiment ablation/lr_sensitivity \
-        --out results/quick/lr_sensitivity/figures
+vs initial lr, one line per schedule). :func:`make_summary_figures` draws what the runs allow;
+:func:`scripts.analysis.figures.curves.make_all_figures` calls it, and so does
+``python -m scripts.figures summary``.
 """
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -20,10 +15,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from scripts import seed_statistics, tables
-from scripts.display import display_name
-from scripts.figures.common import save_figure, schedule_color, shared_legend
-from scripts.runs import NoRunsError, RunSet, load_runs
+from scripts.analysis import statistics, tables
+from scripts.analysis.display import display_name
+from scripts.analysis.figures.common import save_figure, schedule_color, shared_legend
+from scripts.analysis.runs import RunSet
 
 PROFILE_POINTS = 200
 
@@ -35,18 +30,34 @@ def profile_thresholds(scores: pd.DataFrame, score: str = "iqm") -> np.ndarray:
     return np.linspace(0.0, 1.05 * largest if largest > 0 else 1.0, PROFILE_POINTS)
 
 
-def performance_profile_figure(scores: pd.DataFrame, title: str) -> Figure:
-    """One step line per schedule: fraction of task rows within x points of the row's best."""
-    profile = seed_statistics.performance_profile(scores, profile_thresholds(scores))
+def _legend_names(frame: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """Label -> (schedule name, display name): from the frame's ``scheduler_name`` and
+    ``display`` columns where it has them, else the label is a schedule name."""
+    labels = frame["scheduler"]
+    names = frame["scheduler_name"] if "scheduler_name" in frame else labels
+    shown = frame["display"] if "display" in frame else labels.map(display_name)
+    return {
+        label: (name, text) for label, name, text in zip(labels, names, shown, strict=True)
+    }
+
+
+def performance_profile_figure(
+    scores: pd.DataFrame, title: str, runs: pd.DataFrame | None = None
+) -> Figure:
+    """One step line per schedule: fraction of task rows within x points of the row's best.
+    ``runs`` (the runs the scores come from) names and colours the labels."""
+    profile = statistics.performance_profile(scores, profile_thresholds(scores))
+    legend = _legend_names(runs if runs is not None else profile)
     fig, ax = plt.subplots(figsize=(6.5, 4.6), layout="constrained")
-    for label in tables.order_labels(profile["scheduler"]):
+    for label in tables.order_labels(profile["scheduler"], runs):
+        name, shown = legend.get(label, (label, display_name(label)))
         line = profile[profile["scheduler"] == label]
         ax.step(
             line["x"],
             line["fraction"],
             where="post",
-            color=schedule_color(label),
-            label=display_name(label),
+            color=schedule_color(name),
+            label=shown,
             linewidth=1.6,
         )
     tasks = scores["row"].nunique()
@@ -61,7 +72,8 @@ def performance_profile_figure(scores: pd.DataFrame, title: str) -> Figure:
 
 def lr_sensitivity_figure(values: pd.DataFrame, title: str) -> Figure:
     """Minimum test error (mean over seeds, ± std bars) vs initial lr on a log axis, one line
-    per schedule; ``values`` is one task row of :func:`scripts.tables.lr_sensitivity`'s."""
+    per schedule (labelled by schedule name); ``values`` is one task row of
+    :func:`scripts.analysis.tables.lr_sensitivity`'s."""
     fig, ax = plt.subplots(figsize=(6.5, 4.6), layout="constrained")
     for label in tables.order_labels(values["scheduler"]):
         line = values[values["scheduler"] == label].sort_values("lr")
@@ -97,10 +109,12 @@ def make_summary_figures(runs: RunSet, out_dir: str | Path) -> list[Path]:
     figure per task of the lr study; return the files."""
     paths: list[Path] = []
     if runs.runs["setting_key"].isna().any():
-        scores = seed_statistics.interquartile_means(tables.plain_runs(runs))
+        plain = tables.plain_runs(runs)
+        scores = statistics.interquartile_means(plain)
         if not scores.empty:
             tasks = scores["row"].nunique()
-            fig = performance_profile_figure(scores, f"Performance profile over {tasks} task(s)")
+            title = f"Performance profile over {tasks} task(s)"
+            fig = performance_profile_figure(scores, title, plain)
             paths += save_figure(fig, out_dir, "fig_performance_profile")
     study = tables.lr_sensitivity(runs)
     if study is not None:
@@ -109,22 +123,3 @@ def make_summary_figures(runs: RunSet, out_dir: str | Path) -> list[Path]:
             paths += save_figure(fig, out_dir, f"fig_lr_sensitivity_{_stem(str(row))}")
     return paths
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Performance profile and lr-sensitivity figures.")
-    parser.add_argument("--runs", type=Path, default=Path("results/runs"), help="runs directory")
-    parser.add_argument("--out", type=Path, required=True, help="e.g. results/quick/figures")
-    parser.add_argument("--experiment", default=None, help="only experiments under this prefix")
-    args = parser.parse_args(argv)
-    try:
-        runs = load_runs(args.runs, experiment=args.experiment).finished()
-        paths = make_summary_figures(runs, args.out) if not runs.runs.empty else []
-    except (NoRunsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"{len(paths)} files in {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Grid status and cost: what a launch's grid has finished, what still runs, what is left, and how
+long the rest will take (``python -m scripts.status`` prints it).
+
+The grid comes from :mod:`scripts.analysis.grid`; the runs from each run directory's summary.json
+fields (never from directory names) and its ``.lock``. A run is finished, running (another
+process holds its flock), stale (its summary says running but nobody holds the lock), failed,
+diverged, any other status the runner records (its own column) or missing.
+
+Remaining compute = remaining epochs x device-seconds per epoch of the task (dataset/model): the
+mean of time_per_iter_s x steps_per_epoch x world_size over finished runs of the task, else
+ESTIMATED_EPOCH_S below; wall time = compute / the number of devices (ideal scaling).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from experiments import rundir as rd
+from experiments.rundir import FINISHED, RUNNING, SUMMARY_FILE
+from scripts.analysis.grid import PlannedRun
+from scripts.analysis.runs import DAMAGED, fields_from_path
+
+MISSING, STALE = "missing", rd.STALE
+COLUMNS = ("finished", "running", STALE, "failed", "diverged")  # then other statuses, missing
+# Device-seconds per epoch when no run of the task has finished: the README's per-run estimates
+# for one modern GPU (from the paper's Table 3 and typical throughput, not measured here) divided
+# by the preset's epochs; digits is measured on this project's CPU (one torch thread).
+ESTIMATED_EPOCH_S = {
+    "cifar10/resnet18": 1.0 * 3600 / 200,
+    "cifar10/wrn28_10": 3.5 * 3600 / 200,
+    "cifar100/resnet34": 1.5 * 3600 / 200,
+    "cifar100/wrn40_10": 5.5 * 3600 / 200,
+    "imagenet/resnet18_imagenet": 24.0 * 3600 / 100,
+    "imagenet/resnet50_imagenet": 60.0 * 3600 / 100,
+    "digits/resnet8": 1.2,
+}
+ESTIMATE_SOURCE = "estimated (scripts/analysis/status.py ESTIMATED_EPOCH_S; no finished run)"
+_IDENTITY = ("experiment", "dataset", "model", "scheduler", "seed")
+
+
+def run_state(summary: dict, held: bool) -> str:
+    """The status column of one run."""
+    status = str(summary.get("status") or RUNNING)
+    if status == FINISHED:
+        return FINISHED
+    if held:
+        return RUNNING
+    return STALE if status == RUNNING else status
+
+
+def scan_runs(runs_dir: str | Path) -> pd.DataFrame:
+    """One row per run directory holding a summary.json: identity, state and timing fields.
+    A run whose summary is unreadable, or that says finished without complete records, is
+    ``damaged`` (its identity then read from its path): one bad file never stops the listing."""
+    records = []
+    for path in sorted(Path(runs_dir).rglob(SUMMARY_FILE)):
+        run_dir = path.parent
+        summary = rd.read_summary(path)
+        if summary is None or any(summary.get(key) is None for key in _IDENTITY):
+            summary, state = {**(summary or {}), **fields_from_path(runs_dir, run_dir)}, DAMAGED
+        elif summary.get("status") == FINISHED and rd.completeness_problem(run_dir):
+            state = DAMAGED
+        else:
+            state = run_state(summary, rd.lock_is_held(run_dir))
+        record = {key: summary[key] for key in _IDENTITY}
+        record["seed"] = int(record["seed"])
+        for key in ("epochs_planned", "epochs_done", "steps_per_epoch", "time_per_iter_s"):
+            record[key] = summary.get(key)
+        record["world_size"] = summary.get("world_size") or 1
+        record["state"] = state
+        record["run_dir"] = str(run_dir)
+        records.append(record)
+    columns = [*_IDENTITY, "epochs_planned", "epochs_done", "steps_per_epoch"]
+    columns += ["time_per_iter_s", "world_size", "state", "run_dir"]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def epoch_seconds(runs: pd.DataFrame) -> dict[str, tuple[float, str]]:
+    """Per task: device-seconds per epoch and where the number comes from."""
+    estimates = {task: (s, ESTIMATE_SOURCE) for task, s in ESTIMATED_EPOCH_S.items()}
+    done = runs[runs["state"] == FINISHED].dropna(subset=["time_per_iter_s", "steps_per_epoch"])
+    per_epoch = done["time_per_iter_s"].astype(float) * done["steps_per_epoch"].astype(float)
+    per_epoch = per_epoch * done["world_size"].astype(float)
+    tasks = done["dataset"] + "/" + done["model"]
+    for task, seconds in per_epoch.groupby(tasks):
+        estimates[str(task)] = (float(seconds.mean()), f"measured ({len(seconds)} runs)")
+    return estimates
+
+
+def grid_status(planned: Sequence[PlannedRun], runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per planned run: its state, epochs left and estimated device-seconds left."""
+    found = {tuple(row[key] for key in _IDENTITY): row for _, row in runs.iterrows()}
+    speeds = epoch_seconds(runs)
+    records = []
+    for run in planned:
+        row = found.get(run.key)
+        state = MISSING if row is None else row["state"]
+        done = 0 if row is None or pd.isna(row["epochs_done"]) else int(row["epochs_done"])
+        left = 0 if state == FINISHED else max(run.epochs - done, 0)
+        seconds, source = speeds.get(run.task, (float("nan"), "unknown"))
+        records.append(
+            {
+                "experiment": run.experiment,
+                "task": run.task,
+                "schedule": run.scheduler,
+                "seed": run.seed,
+                "state": state,
+                "epochs_done": done,
+                "epochs": run.epochs,
+                "remaining_s": left * seconds,
+                "estimate": source,
+            }
+        )
+    return pd.DataFrame.from_records(records)
+
+
+def count_table(status: pd.DataFrame) -> pd.DataFrame:
+    """Per experiment, task and schedule: runs in each state and hours of compute left."""
+    keys = ["experiment", "task", "schedule"]
+    counts = pd.crosstab([status[key] for key in keys], status["state"])
+    others = sorted(set(counts.columns) - {*COLUMNS, MISSING})
+    counts = counts.reindex(columns=[*COLUMNS, *others, MISSING], fill_value=0)
+    hours = status.groupby(keys)["remaining_s"].sum(min_count=1) / 3600
+    return counts.assign(remaining_h=hours.round(2)).reset_index()
+
+
+def summary_lines(status: pd.DataFrame, gpus: int) -> list[str]:
+    """Totals, the estimate's sources and the wall time on ``gpus`` devices."""
+    left = status[status["state"] != FINISHED]
+    total_h = left["remaining_s"].sum(min_count=1) / 3600
+    lines = [f"{len(status)} runs in the grid: {(status['state'] == FINISHED).sum()} finished"]
+    sources = left.drop_duplicates("task")[["task", "estimate"]].itertuples(index=False)
+    for task, source in sources:
+        lines.append(f"  {task}: time per epoch {source}")
+    if left.empty:
+        lines.append("nothing left to run")
+    elif pd.isna(total_h) or left["remaining_s"].isna().any():
+        unknown = sorted(set(left.loc[left["remaining_s"].isna(), "task"]))
+        lines.append(f"remaining compute unknown: no finished run or estimate for {unknown}")
+    else:
+        lines.append(
+            f"remaining compute: {total_h:.2f} device-hours; wall time on {gpus} device(s) "
+            f"working in parallel: {total_h / gpus:.2f} h"
+        )
+    return lines
+
+
+def dry_run_lines(status: pd.DataFrame) -> list[str]:
+    """What a launch would do with each unfinished run of the grid."""
+    lines = []
+    for run in status[status["state"] != FINISHED].itertuples(index=False):
+        where = f"{run.experiment}/{run.task.replace('/', '-')}/{run.schedule}/seed={run.seed}"
+        if run.state == MISSING:
+            action = f"start ({run.epochs} epochs)"
+        elif run.state == RUNNING:
+            action = "skip: another process trains it"
+        else:
+            action = f"relaunch ({run.state}, epoch {run.epochs_done}/{run.epochs})"
+        lines.append(f"would {action}: {where}")
+    return lines or ["nothing to launch: every run of the grid finished"]
+
