@@ -30,6 +30,8 @@ from experiments.rundir import PREVIOUS_CHECKPOINT, fsync_directory, write_atomi
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
+# The key of the schedule's record stream in checkpoints written before it was "stream_records".
+LEGACY_RECORDS_KEY = "autodrop_records"
 STAGING_NAME = "next.pt"
 DIGEST_SUFFIX = ".sha256"
 
@@ -250,6 +252,8 @@ def load_checkpoint(path: Path, map_location: torch.device | str = "cpu") -> dic
             f"checkpoint {path} has format {found!r}; this runner reads format "
             f"{CHECKPOINT_FORMAT} (delete the run directory to start it afresh)"
         )
+    if LEGACY_RECORDS_KEY in state:  # written before the schedule contract named its stream
+        state["stream_records"] = state.pop(LEGACY_RECORDS_KEY)
     return state
 
 

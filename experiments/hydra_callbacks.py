@@ -18,7 +18,7 @@ class ValidateBeforeSweep(Callback):
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from experiments.config import validate_config
+        from experiments.validation import validate_config
 
         task = config.copy()
         with open_dict(task):

@@ -30,16 +30,7 @@ from experiments.checkpoint import (
     load_latest_checkpoint,
     restore_rng_state,
 )
-from experiments.components import (
-    build_network,
-    build_optimizer,
-    build_schedule,
-    compile_model,
-    is_autodrop,
-    measurement_file,
-    method_options,
-    wrap_for_training,
-)
+from experiments.components import build_network, compile_model, wrap_for_training
 from experiments.config import ConfigError
 from experiments.console import EpochProgress, format_epoch_line, use_progress_bar
 from experiments.distributed import DistContext, broadcast_object, gather_objects
@@ -47,6 +38,7 @@ from experiments.gpu_slots import recorded_gpus
 from experiments.identity import setup_differences
 from experiments.launch import RunIdentity
 from experiments.loop import PartialEpoch, TrainingDiverged, evaluate, train_epoch
+from experiments.lr_method import build_optimizer, build_schedule, method_options
 from experiments.preemption import StopPoll, StopSignals, TrainingInterrupted
 from experiments.provenance import hardware_description, package_versions
 from experiments.runtime import (
@@ -55,11 +47,7 @@ from experiments.runtime import (
     seed_everything,
     with_device_defaults,
 )
-from experiments.schedulefree_support import (
-    current_lr,
-    prepare_evaluation,
-    reserved_epoch_batches,
-)
+from experiments.schedulefree_support import reserved_epoch_batches
 from experiments.stopped_epoch import StoppedEpoch
 from experiments.tracking import NullTracker, run_identity, start_wandb
 
@@ -76,20 +64,12 @@ class RunState:
     epoch: int = 0
     step: int = 0
     metrics: list[dict[str, Any]] = field(default_factory=list)
-    # The schedule's measurement records (AutoDrop windows, TLR lr updates); the name is the
-    # checkpoint key's, kept so existing checkpoints still load.
-    autodrop_records: list[dict[str, Any]] = field(default_factory=list)
+    # The schedule's record stream so far (AutoDrop windows, TLR lr updates).
+    stream_records: list[dict[str, Any]] = field(default_factory=list)
     wandb_run_id: str | None = None
     elapsed_s: float = 0.0
     stopped: StoppedEpoch | None = None  # set by a mid-epoch checkpoint, cleared when done
     resumes: list[dict[str, Any]] = field(default_factory=list)  # rank 0: summary's provenance
-
-
-def _last_omega(records: list[dict[str, Any]]) -> float | None:
-    for record in reversed(records):
-        if record.get("omega") is not None:
-            return record["omega"]
-    return None
 
 
 def _build_data(cfg: DictConfig, device: torch.device, ctx: DistContext) -> Any:
@@ -150,8 +130,8 @@ class TrainingJob:
         )
         self.autocast = autocast_factory(trainer.precision, device)
         self.state = RunState()
-        records_file = measurement_file(cfg.scheduler.name)
-        self.measurements_path = run_dir.root / records_file if records_file else None
+        stream = self.schedule.record_stream
+        self.measurements_path = run_dir.stream_path(stream) if stream else None
         self.tracker: Any = NullTracker()
         self.started = time.perf_counter()
         # Written in a background thread from a host copy; see experiments.checkpoint.
@@ -198,7 +178,7 @@ class TrainingJob:
             epoch=state["epoch"],
             step=state["step"],
             metrics=list(state["metrics"]),
-            autodrop_records=list(state["autodrop_records"]),
+            stream_records=list(state["stream_records"]),
             wandb_run_id=state["wandb_run_id"],
             elapsed_s=state["elapsed_s"],
         )
@@ -222,7 +202,7 @@ class TrainingJob:
                 "rng": rng_states,
                 "angle_tracker": self.angle_tracker.state_dict() if self.angle_tracker else None,
                 "metrics": p.metrics,
-                "autodrop_records": p.autodrop_records,
+                "stream_records": p.stream_records,
                 "wandb_run_id": p.wandb_run_id,
                 "elapsed_s": self.elapsed_s(),
                 "setup": self.identity.setup,
@@ -281,7 +261,7 @@ class TrainingJob:
         if resumed:
             run_dir.rewrite_records(run_dir.metrics_path, p.metrics)
             if self.measurements_path is not None:
-                run_dir.rewrite_records(self.measurements_path, p.autodrop_records)
+                run_dir.rewrite_records(self.measurements_path, p.stream_records)
             if self.identity.repair:
                 log.warning(
                     "repaired %s from its checkpoint (%s): records of %d epochs rewritten",
@@ -374,13 +354,12 @@ class TrainingJob:
         if result.stopped is not None:
             self.stop_mid_epoch(epoch, result.stopped, resumed)
         _sync_buffers_from_rank0(self.model, ctx)
-        # Schedule-free only (a no-op otherwise): parameters <- x, BatchNorm recomputed at x on
-        # batches training never reaches. The optimizer stays in eval mode until the next
-        # epoch's start_training, so the checkpoint below holds x (BASELINES.md section 3.5).
-        prepare_evaluation(
+        # Schedule-free moves the parameters to x and recomputes BatchNorm there on batches
+        # training never reaches (a no-op for other schedules). It stays so until the next
+        # epoch's train_mode, so the checkpoint below holds x (BASELINES.md section 3.5).
+        self.schedule.eval_mode(
             self.model,
-            self.optimizer,
-            reserved_epoch_batches(self.data.train, restore_epoch=epoch - 1),
+            lambda: reserved_epoch_batches(self.data.train, restore_epoch=epoch - 1),
             autocast=self.autocast,
         )
         test = evaluate(
@@ -405,7 +384,7 @@ class TrainingJob:
         record: dict[str, Any] = {
             "epoch": epoch,
             "step": p.step,
-            "lr": current_lr(self.optimizer),
+            "lr": self.schedule.lr,
             "train/loss": train_loss,
             "train/acc": result.totals.accuracy,
             "test/loss": test.mean_loss,
@@ -413,16 +392,12 @@ class TrainingJob:
             "time/epoch_s": time.perf_counter() - start,
             "time/iter_s": result.seconds / max(result.steps, 1),
         }
-        if self.cfg.scheduler.name == "hd":  # HD moves the lr every step
-            record["lr/epoch_mean"] = result.lr_mean
         earlier = resumed.measurements if resumed else []
         measurements = [*earlier, *self.schedule.pop_measurements()]
         p.stopped = None
         if self.measurements_path is not None:
-            p.autodrop_records.extend(measurements)
-        if is_autodrop(self.cfg.scheduler.name):
-            record["autodrop/drops"] = len(self.schedule.drop_steps)
-            record["autodrop/omega"] = _last_omega(p.autodrop_records)
+            p.stream_records.extend(measurements)
+        record.update(self.schedule.epoch_fields(p.stream_records, result.lr_mean))
         if self.angle_tracker is not None:
             record["angle/epoch"] = self.angle_tracker.end_epoch()
         return record, measurements

@@ -20,7 +20,6 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from experiments.console import EpochProgress
 from experiments.distributed import DistContext, all_reduce_sum
-from experiments.schedulefree_support import current_lr, start_training
 
 
 class TrainingDiverged(RuntimeError):
@@ -67,12 +66,6 @@ def _check_finite_everywhere(loss_sum: Tensor, ctx: DistContext, where: str) -> 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _step_lr(optimizer: Optimizer) -> float | Tensor:
-    """The lr the step ended with, without a host sync: a float, or a device tensor (HD)."""
-    lr = optimizer.param_groups[0]["lr"]
-    return lr.detach() if isinstance(lr, Tensor) else current_lr(optimizer)
 
 
 @dataclass(frozen=True)
@@ -126,13 +119,13 @@ def train_epoch(
 ) -> TrainResult:
     """Forward, backward, ``optimizer.step()`` and ``schedule.step()`` for every batch.
 
-    Starts with ``start_training`` (a schedule-free optimizer moves the parameters to y).
+    Starts with ``schedule.train_mode(model)`` (schedule-free moves the parameters to y).
     ``resume``: the epoch was stopped there; ``batches`` must start at ``resume.batch`` (the
     loader skips what was trained). ``stop(batch)`` is asked before every batch; when it says
     yes the epoch ends at once and ``TrainResult.stopped`` holds where (a collective under
     several processes: it must be called at the same batches on every rank).
     """
-    start_training(model, optimizer)
+    schedule.train_mode(model)
     resume = resume or PartialEpoch()
     sums = torch.tensor(resume.sums, dtype=torch.float64, device=device)
     steps = resume.batch
@@ -155,7 +148,7 @@ def train_epoch(
         optimizer.step()
         schedule.step()
         _accumulate(sums, loss * labels.shape[0], logits, labels)
-        lr_sum = lr_sum + _step_lr(optimizer)  # HD's device tensor stays on the device
+        lr_sum = lr_sum + schedule.step_lr()  # HD's device tensor stays on the device
         steps += 1
         progress.advance()
         if nan_check_every and steps % nan_check_every == 0:
@@ -166,7 +159,7 @@ def train_epoch(
             progress.refresh(
                 loss_sum / count,
                 100.0 * correct / count,
-                current_lr(optimizer),
+                schedule.lr,
                 count * ctx.world_size / elapsed,
             )
     _sync(device)

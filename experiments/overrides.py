@@ -17,13 +17,12 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from experiments.config import (
+from experiments.config import CONF_DIR, ConfigError
+from experiments.schema import (
     CHOSEN_SCHEMAS,
-    CONF_DIR,
     FREE_FORM_KEYS,
     TOP_LEVEL_KEYS,
     Config,
-    ConfigError,
     known_keys,
     schema_keys,
     section_schemas,

@@ -25,9 +25,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-METRICS_FILE = "metrics.jsonl"
-AUTODROP_FILE = "autodrop.jsonl"
-TLR_FILE = "tlr.jsonl"  # TLR's lr updates (step, lr, factor, line_search_lr, pairs)
+RECORDS_SUFFIX = ".jsonl"
+METRICS_FILE = "metrics" + RECORDS_SUFFIX
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoints/last.pt"
 PREVIOUS_CHECKPOINT = "prev.pt"  # the fallback kept beside last.pt (experiments.checkpoint)
@@ -124,9 +123,9 @@ class RunDir:
     def metrics_path(self) -> Path:
         return self.root / METRICS_FILE
 
-    @property
-    def autodrop_path(self) -> Path:
-        return self.root / AUTODROP_FILE
+    def stream_path(self, stream: str) -> Path:
+        """The file of a schedule's record stream (``ScheduleHooks.record_stream``)."""
+        return self.root / records_file(stream)
 
     @property
     def summary_path(self) -> Path:
@@ -235,8 +234,16 @@ class RunDir:
 
     def remove_stale_outputs(self) -> None:
         """A fresh start: drop record files left by an earlier attempt without a checkpoint."""
-        for path in (self.metrics_path, self.autodrop_path, self.root / TLR_FILE):
+        for path in self.root.glob(f"*{RECORDS_SUFFIX}"):
             path.unlink(missing_ok=True)
+
+
+def records_file(stream: str) -> str:
+    """The run-directory file name of a schedule's record stream: ``<stream>.jsonl`` (AutoDrop's
+    measurement windows in autodrop.jsonl, TLR's lr updates in tlr.jsonl)."""
+    if not stream.isidentifier():
+        raise ValueError(f"record stream {stream!r} is invalid: must be a plain name")
+    return stream + RECORDS_SUFFIX
 
 
 def open_no_follow(path: Path, flags: int) -> int:

@@ -25,13 +25,7 @@ from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
 from experiments import cli
 from experiments import rundir as rd
 from experiments.cli import TrainingFailed
-from experiments.config import (
-    CONF_DIR,
-    ConfigError,
-    compose_config,
-    register_configs,
-    validate_config,
-)
+from experiments.config import CONF_DIR, ConfigError, compose_config, register_configs
 from experiments.console import configure_logging, detach_log_file
 from experiments.distributed import (
     LaunchPlan,
@@ -49,6 +43,7 @@ from experiments.loop import TrainingDiverged
 from experiments.preemption import StopSignals, TrainingInterrupted
 from experiments.provenance import code_version
 from experiments.runtime import configure_cpu_threads, configure_determinism, select_device
+from experiments.validation import validate_config
 
 log = logging.getLogger("experiments.train")
 

@@ -18,6 +18,7 @@ import torch
 
 from experiments import checkpoint as ckpt
 from experiments.checkpoint import (
+    CHECKPOINT_FORMAT,
     CheckpointError,
     CheckpointSchedule,
     CheckpointWriter,
@@ -245,3 +246,11 @@ def test_other_flock_errors_still_raise(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(fcntl, "flock", broken)
     with pytest.raises(OSError, match="Bad file"), RunDir(tmp_path / "run").lock():
         pass
+
+
+def test_a_checkpoint_with_the_legacy_records_key_loads_its_stream(tmp_path):
+    path = tmp_path / "old.pt"
+    records = [{"step": 4, "omega": 0.5}]
+    torch.save({"format": CHECKPOINT_FORMAT, "autodrop_records": records}, path)
+    state = load_checkpoint(path)
+    assert state["stream_records"] == records and "autodrop_records" not in state

@@ -7,8 +7,11 @@ import copy
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
+from omegaconf.errors import ValidationError
 
-from experiments.config import CONF_DIR, ConfigError, compose_config, validate_config
+from experiments.config import CONF_DIR, ConfigError, compose_config
+from experiments.overrides import check_overrides
+from experiments.validation import validate_config
 
 EXPERIMENT_PRESETS = sorted(
     str(p.relative_to(CONF_DIR / "experiment").with_suffix(""))
@@ -265,11 +268,6 @@ def test_options_added_with_plus_are_checked_against_the_schedule(quick_config) 
         ("scheduler.name", "linear", "autodrop"),
         ("scheduler.label", "step-window=3", "schedule name 'autodrop'"),
         ("scheduler.label", "autodrop/x", "no '/'"),
-        ("trainer.precision", "fp16", "auto, bf16, fp32"),
-        ("trainer.accelerator", "tpu", "auto, cpu, cuda"),
-        ("trainer.loader", "fast", "device, classic"),
-        ("trainer.progress", "fancy", "auto, bar, plain"),
-        ("logger.mode", "sometimes", "online, offline, disabled"),
         ("experiment_name", "../elsewhere", "relative path"),
         ("seed", -1, ">= 0"),
     ],
@@ -284,6 +282,28 @@ def test_semantic_checks_name_key_value_and_what_is_allowed(
     message = str(caught.value)
     assert message.startswith(f"{key}={value!r} is invalid")
     assert allowed in message
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "allowed"),
+    [
+        ("trainer.precision", "fp16", "auto, bf16, fp32"),
+        ("trainer.accelerator", "tpu", "auto, cpu, cuda"),
+        ("trainer.loader", "fast", "device, classic"),
+        ("trainer.progress", "fancy", "auto, bar, plain"),
+        ("logger.mode", "sometimes", "online, offline, disabled"),
+        ("data.decode", "nvdec", "cpu, gpu"),
+    ],
+)
+def test_fixed_choices_are_refused_by_the_schema_with_the_choices(
+    quick_config, key: str, value: str, allowed: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_overrides([f"{key}={value}"])
+    message = str(caught.value)
+    assert message.startswith(f"{key}={value!r} is invalid") and allowed in message
+    with pytest.raises(ValidationError, match=f"Invalid value '{value}'.*{allowed}"):
+        OmegaConf.update(copy.deepcopy(quick_config), key, value)
 
 
 def test_global_batch_must_split_over_devices_and_imagenet_needs_classic_loader(
@@ -305,7 +325,6 @@ def test_help_lists_the_groups_and_cfg_job_prints_the_config(train_cli) -> None:
     help_text = train_cli(["--help"]).stdout
     lines = {line.split(":")[0]: line for line in help_text.splitlines() if ": " in line}
     for group in (
-        "experiment",
         "data",
         "model",
         "optimizer",
@@ -316,7 +335,8 @@ def test_help_lists_the_groups_and_cfg_job_prints_the_config(train_cli) -> None:
     ):
         assert group in lines
     for preset in EXPERIMENT_PRESETS:
-        assert preset in lines["experiment"]
+        folder, _, name = preset.rpartition("/")
+        assert name in lines[f"experiment/{folder}"].split(": ")[1].split(", ")
     assert "autodrop, autodrop_v1" in lines["scheduler"] and "slurm" in lines["hydra/launcher"]
     assert "schema" not in help_text
     printed = train_cli(["--cfg", "job", "experiment=quick/digits", "scheduler=autodrop"])

@@ -135,7 +135,7 @@ def test_autodrop_run_writes_every_file_of_the_contract(train_in_process, result
 
     checkpoint = torch.load(run_dir / "checkpoints/last.pt", weights_only=True)
     assert (checkpoint["epoch"], checkpoint["step"]) == (3, 69)
-    assert checkpoint["metrics"] == metrics and checkpoint["autodrop_records"] == trace
+    assert checkpoint["metrics"] == metrics and checkpoint["stream_records"] == trace
     log_text = (run_dir / "train.log").read_text()
     assert "epoch 3/3" in log_text and "run finished" in log_text
 
