@@ -14,11 +14,15 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import ValidationError
 
 from experiments.schema import CHOSEN_SCHEMAS, Config
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# How Hydra words a failure to merge a command-line override into the composed config.
+MERGE_ERROR_PREFIX = "Error merging override "
 
 
 class ConfigError(ValueError):
@@ -81,10 +85,23 @@ def register_configs() -> None:
 def compose_config(overrides: Sequence[str] = (), *, with_hydra: bool = False) -> DictConfig:
     """The config ``python -m experiments.train <overrides>`` would run (no run is started)."""
     register_configs()
-    if GlobalHydra.instance().is_initialized():  # inside a running Hydra app (this tree's)
-        return compose("config", overrides=list(overrides), return_hydra_config=with_hydra)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=with_hydra)
+    try:
+        if GlobalHydra.instance().is_initialized():  # inside a running Hydra app (this tree's)
+            return compose("config", overrides=list(overrides), return_hydra_config=with_hydra)
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose("config", overrides=list(overrides), return_hydra_config=with_hydra)
+    except ConfigCompositionException as error:
+        raise _refused_override(error) or error
+
+
+def _refused_override(error: ConfigCompositionException) -> ConfigError | None:
+    """A schema's refusal of an override value (a choice outside an enum field, a string for
+    an int) as a one-line ConfigError naming key, value and what is allowed."""
+    override = str(error).removeprefix(MERGE_ERROR_PREFIX)
+    if not isinstance(error.__cause__, ValidationError) or override == str(error):
+        return None
+    key, _, value = override.partition("=")
+    return invalid(key, value, str(error.__cause__).splitlines()[0])
 
 
 def compose_with_choices(overrides: Sequence[str] = ()) -> tuple[DictConfig, dict[str, Any]]:

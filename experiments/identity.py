@@ -81,7 +81,7 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 def run_setup(cfg: DictConfig) -> dict[str, Any]:
     """The run-defining values of a composed config, flat and resolved (plain JSON data)."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     resolved.pop("hydra", None)
     return {k: v for k, v in sorted(flatten(resolved).items()) if not is_execution_key(k)}
 
@@ -122,7 +122,8 @@ def label_settings(cfg: DictConfig) -> dict[str, Any]:
     keys = (_references(values.get("scheduler.label", ""), "scheduler") & set(values)) - {
         "scheduler.name"
     }
-    return {key: OmegaConf.select(cfg, key) for key in sorted(keys)}
+    resolved = flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    return {key: resolved[key] for key in sorted(keys)}
 
 
 def setup_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:

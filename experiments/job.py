@@ -278,7 +278,7 @@ class TrainingJob:
         if self.cfg.logger.name == "wandb":
             cfg = self.cfg
             self.tracker = start_wandb(
-                OmegaConf.to_container(cfg.logger, resolve=True),
+                OmegaConf.to_container(cfg.logger, resolve=True, enum_to_str=True),
                 run_dir=run_dir.root,
                 **run_identity(
                     experiment=cfg.experiment_name,
@@ -288,7 +288,7 @@ class TrainingJob:
                     schedule=cfg.scheduler.name,
                     seed=cfg.seed,
                 ),
-                config=OmegaConf.to_container(cfg, resolve=True),
+                config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
                 run_id=p.wandb_run_id,
             )
             p.wandb_run_id = self.tracker.run_id or p.wandb_run_id

@@ -225,7 +225,7 @@ def run_job(
         if plan.rank == 0:
             run_dir.record_lock_owner()
             _write_hydra_files(run_dir, cfg, overrides, hydra_cfg)
-        config = OmegaConf.to_container(cfg, resolve=True)
+        config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         args = (config, str(run_dir.root), identity)
         with _gpu_slot(cfg) as slot_plan:
             plan = slot_plan or plan

@@ -161,6 +161,16 @@ def _check_optimizer_values(optimizer: DictConfig) -> None:
         )
     if optimizer.name == "sgd_hd":
         _check_at_least("optimizer.beta", optimizer.beta, 0.0)
+    if optimizer.name == "schedulefree_sgd":
+        if optimizer.lr_multiplier <= 0:
+            raise invalid("optimizer.lr_multiplier", optimizer.lr_multiplier, "must be > 0")
+        _check_at_least("optimizer.warmup_epochs", optimizer.warmup_epochs, 0.0)
+        if not 0.0 < optimizer.momentum < 1.0:
+            raise invalid(
+                "optimizer.momentum",
+                optimizer.momentum,
+                "schedule-free's interpolation must be in (0, 1)",
+            )
     if optimizer.name == "adam":
         if len(optimizer.betas) != 2:
             raise invalid("optimizer.betas", list(optimizer.betas), "must be two numbers in [0, 1)")

@@ -11,17 +11,15 @@ import torch
 from omegaconf import OmegaConf
 from schedulefree import SGDScheduleFree
 
-from autodrop.hd import SGDHD, FollowOptimizerLR
+from autodrop.hd import SGDHD
+from autodrop.registry import schedule_class
+from autodrop.schedules.optimizer_lr import HypergradientLR, ScheduleFreeLR
 from autodrop.tlr import TrainableLR
 from experiments.checkpoint import load_checkpoint
-from experiments.components import (
-    build_optimizer,
-    build_schedule,
-    measurement_file,
-    method_options,
-)
-from experiments.config import ConfigError, compose_config, validate_config
-from experiments.rundir import read_records
+from experiments.config import ConfigError, compose_config
+from experiments.lr_method import build_optimizer, build_schedule, method_options
+from experiments.rundir import read_records, records_file
+from experiments.validation import validate_config
 from scripts.analysis import tables
 from scripts.analysis.figures.curves import task_figure
 from scripts.analysis.runs import load_runs
@@ -116,7 +114,7 @@ def _built(overrides: list[str], steps_per_epoch: int = 23):
 
 def test_hd_builds_sgdhd_and_a_schedule_that_leaves_its_lr_alone() -> None:
     cfg, optimizer, schedule = _built(["scheduler=hd", "optimizer.beta=1e-3"])
-    assert isinstance(optimizer, SGDHD) and isinstance(schedule, FollowOptimizerLR)
+    assert isinstance(optimizer, SGDHD) and isinstance(schedule, HypergradientLR)
     group = optimizer.param_groups[0]
     assert (group["lr"], group["beta"], group["momentum"], group["nesterov"]) == (
         0.05,
@@ -142,7 +140,7 @@ def test_schedulefree_builds_with_multiplied_lr_and_warmup_in_steps() -> None:
     cfg, optimizer, schedule = _built(
         ["scheduler=schedulefree", "optimizer.lr_multiplier=20", "optimizer.warmup_epochs=2"]
     )
-    assert isinstance(optimizer, SGDScheduleFree) and isinstance(schedule, FollowOptimizerLR)
+    assert isinstance(optimizer, SGDScheduleFree) and isinstance(schedule, ScheduleFreeLR)
     group = optimizer.param_groups[0]
     assert group["lr"] == pytest.approx(0.05 * 20)
     assert (group["momentum"], group["weight_decay"], group["warmup_steps"]) == (0.9, 5e-4, 46)
@@ -156,6 +154,10 @@ def test_tlr_builds_the_trainable_lr_on_sgd() -> None:
 
 
 def test_measurement_files() -> None:
+    def measurement_file(name: str) -> str | None:
+        stream = schedule_class(name).record_stream
+        return records_file(stream) if stream else None
+
     assert measurement_file("autodrop") == measurement_file("autodrop_v1") == "autodrop.jsonl"
     assert measurement_file("tlr") == "tlr.jsonl"
     assert measurement_file("hd") is measurement_file("schedulefree") is None
@@ -296,5 +298,5 @@ def test_method_trains_records_and_resumes_bit_identically(
     assert read_records(resumed / "tlr.jsonl") == read_records(reference / "tlr.jsonl")
     mine = load_checkpoint(resumed / "checkpoints/last.pt")
     theirs = load_checkpoint(reference / "checkpoints/last.pt")
-    for part in ("model", "optimizer", "schedule", "autodrop_records"):
+    for part in ("model", "optimizer", "schedule", "stream_records"):
         _assert_equal_state(mine[part], theirs[part], part)

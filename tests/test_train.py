@@ -45,6 +45,7 @@ SUMMARY_KEYS = [
     "scheduler_label",
     "scheduler_name",
     "scheduler_options",
+    "label_settings",
     "seed",
     "epochs_planned",
     "epochs_done",
