@@ -12,6 +12,7 @@ import threading
 import urllib.request
 from collections import Counter
 from dataclasses import fields, replace
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,6 @@ from experiments.data.normalization import CIFAR_MEAN, CIFAR_STD, channel_tensor
 from experiments.data.sharding import plan_epoch, rank_sample_count, train_steps_per_epoch
 from experiments.data.verified_files import STAMP_NAME
 from experiments.data.worker_loader import ArrayImageDataset, PlannedSample
-from tests.fault_campaign import MkdirOnLoad
 from tests.fake_datasets import (
     FakeCifar,
     py2_pickle,
@@ -50,6 +50,7 @@ from tests.fake_datasets import (
     write_fake_cifar_archive,
     write_fake_imagenet,
 )
+from tests.fault_campaign import MkdirOnLoad
 
 CPU = torch.device("cpu")
 
@@ -859,6 +860,9 @@ def test_settings_are_checked_and_given_once():
         DataSettings(**BASE_ARGS, decode="nvjpeg")
     with pytest.raises(ValueError, match=r"batch_size=2.5 is invalid"):
         DataSettings(**{**BASE_ARGS, "batch_size": 2.5})
+    choice = StrEnum("Loader", ["device", "classic"])  # like the config's enums
+    from_enum = DataSettings(**BASE_ARGS, loader=choice.classic)
+    assert type(from_enum.loader) is str and from_enum.loader == "classic"
     settings = DataSettings(**BASE_ARGS, image_size=8)
     with pytest.raises(TypeError, match="not both"):
         build_data("digits", settings, seed=1)

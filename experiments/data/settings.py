@@ -81,8 +81,9 @@ class DataSettings:
             raise ValueError(
                 f"resize_size must be >= crop_size ({self.crop_size}), got {self.resize_size}"
             )
-        check_choice("loader", self.loader, LOADER_NAMES)
-        check_choice("decode", self.decode, DECODERS)
+        # Plain strings, also from the config's enums (str(StrEnum member) is its value).
+        set_field(self, "loader", check_choice("loader", self.loader, LOADER_NAMES))
+        set_field(self, "decode", check_choice("decode", self.decode, DECODERS))
         for name in _FLAGS:
             check_bool(name, getattr(self, name))
 
