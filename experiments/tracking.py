@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 SYNC_HINT = "`make wandb-sync` uploads offline runs later"
 # Summarised by their minimum (the run summary of a wandb run otherwise holds the last value).
 MIN_METRICS = ("test/err", "test/loss", "train/loss")
-EPOCH_METRIC_PREFIXES = ("step", "lr", "train/*", "test/*", "time/*", "autodrop/*", "angle/*")
+EPOCH_METRIC_PREFIXES = ("step", "lr", "lr/*", "train/*", "test/*", "time/*", "autodrop/*", "angle/*")
 TRACE_STEP = "trace/step"
 # Files of the run directory uploaded with the run (at its end).
 UPLOADED_FILES = (LOG_FILE, SUMMARY_FILE)

@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from autodrop.registry import SCHEDULE_NAMES, schedule_class
+from autodrop import registry
 from experiments.config import compact_number
 from experiments.identity import format_value
 
 
 def _schedule(name: str):
-    return schedule_class(name) if name in SCHEDULE_NAMES else None
+    return registry.schedule_class(name) if name in registry.SCHEDULE_NAMES else None
 
 
 def short_key(key: str) -> str:
@@ -66,4 +66,5 @@ def schedule_colour(name: str) -> str | None:
 
 def schedule_rank(name: str) -> int:
     """The schedule's place in tables (the registry order); unknown names come last."""
-    return SCHEDULE_NAMES.index(name) if name in SCHEDULE_NAMES else len(SCHEDULE_NAMES)
+    names = registry.SCHEDULE_NAMES
+    return names.index(name) if name in names else len(names)
