@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 SYNC_HINT = "`make wandb-sync` uploads offline runs later"
 # Summarised by their minimum (the run summary of a wandb run otherwise holds the last value).
 MIN_METRICS = ("test/err", "test/loss", "train/loss")
-EPOCH_METRIC_PREFIXES = ("step", "lr", "lr/*", "train/*", "test/*", "time/*", "autodrop/*", "angle/*")
 TRACE_STEP = "trace/step"
 # Files of the run directory uploaded with the run (at its end).
 UPLOADED_FILES = (LOG_FILE, SUMMARY_FILE)
@@ -107,10 +106,11 @@ class WandbTracker:
         run.define_metric("epoch")
         for name in MIN_METRICS:
             run.define_metric(name, step_metric="epoch", summary="min")
-        for prefix in EPOCH_METRIC_PREFIXES:
-            run.define_metric(prefix, step_metric="epoch")
         run.define_metric(TRACE_STEP)
         run.define_metric("trace/*", step_metric=TRACE_STEP)
+        # Every field of an epoch record is plotted against "epoch", whichever fields the
+        # schedule adds (ScheduleHooks.epoch_fields): each is defined when first logged.
+        self.epoch_metrics = {"epoch", *MIN_METRICS}
 
     def _guarded(self, what: str, action: Any) -> None:
         try:
@@ -122,7 +122,14 @@ class WandbTracker:
 
     def log_epoch(self, record: Mapping[str, Any]) -> None:
         values = {k: v for k, v in record.items() if v is not None}
-        self._guarded("log", lambda: self.run.log(values))
+
+        def log() -> None:
+            for name in values.keys() - self.epoch_metrics:
+                self.run.define_metric(name, step_metric="epoch")
+                self.epoch_metrics.add(name)
+            self.run.log(values)
+
+        self._guarded("log", log)
 
     def log_measurements(self, records: list[Mapping[str, Any]]) -> None:
         def log_all() -> None:

@@ -151,7 +151,9 @@ def test_offline_run_logs_epochs_and_trace_and_no_secret(
         for r in records
         if r.WhichOneof("record_type") == "metric"
     }
-    assert metric_names["train/*"] == "epoch" and metric_names["trace/*"] == "trace/step"
+    for name in ("train/loss", "lr", "autodrop/drops", "autodrop/omega"):
+        assert metric_names[name] == "epoch", name
+    assert metric_names["trace/*"] == "trace/step"
 
     for path in run_dir.rglob("*"):
         if path.is_file():
@@ -203,11 +205,12 @@ class FakeRun:
         self.summary: dict = {}
         self.logged: list[dict] = []
         self.exit_code: int | None = None
+        self.step_metrics: dict[str, str | None] = {}
 
     def define_metric(
         self, name: str, step_metric: str | None = None, summary: str | None = None
     ) -> None:
-        pass
+        self.step_metrics[name] = step_metric
 
     def log(self, values: dict) -> None:
         if self.fail_logging:
@@ -251,6 +254,17 @@ def test_online_failure_falls_back_to_offline_then_to_nothing(monkeypatch, tmp_p
     monkeypatch.setattr(tracking, "_init_run", init)
     modes.clear()
     assert isinstance(_start(tmp_path, mode="disabled"), tracking.NullTracker) and modes == []
+
+
+def test_every_epoch_field_is_stepped_by_epoch_whichever_schedule_adds_it() -> None:
+    run = FakeRun("x")
+    tracker = tracking.WandbTracker(run)
+    tracker.log_epoch({"epoch": 1, "test/err": 5.0, "lr/epoch_mean": 0.1, "autodrop/drops": 0})
+    tracker.log_epoch({"epoch": 2, "test/err": 4.0, "angle/epoch": 3.0})
+    assert run.logged[1] == {"epoch": 2, "test/err": 4.0, "angle/epoch": 3.0}
+    for name in ("test/err", "lr/epoch_mean", "autodrop/drops", "angle/epoch"):
+        assert run.step_metrics[name] == "epoch", name
+    assert run.step_metrics["trace/*"] == tracking.TRACE_STEP
 
 
 def test_logging_errors_never_reach_training_and_finish_is_always_called() -> None:
