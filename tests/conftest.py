@@ -13,6 +13,21 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # A run of the quick preset small enough for tests: 8x8 digits, 23 steps per epoch, 1 thread.
+def torchrun_train(nproc_per_node: int) -> tuple[str, ...]:
+    """The ``python`` arguments that start the runner under torchrun with ``nproc_per_node``
+    processes on a free port (the runner's own arguments follow)."""
+    from experiments.distributed import free_port
+
+    return (
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={nproc_per_node}",
+        f"--master_port={free_port()}",
+        "-m",
+        "experiments.train",
+    )
+
+
 TINY_RUN = (
     "experiment=quick/digits",
     "data.image_size=8",

@@ -179,7 +179,8 @@ def check_digits(work: Path) -> dict[str, Any]:
 
 
 def check_torchrun(work: Path) -> dict[str, Any]:
-    from experiments.distributed import BACKEND_ENV, free_port
+    from experiments.distributed import BACKEND_ENV
+    from tests.conftest import torchrun_train
 
     run_dir = train_cli(
         work,
@@ -188,14 +189,7 @@ def check_torchrun(work: Path) -> dict[str, Any]:
         "trainer.accelerator=cuda",
         "trainer.sync_bn=true",
         env={BACKEND_ENV: "gloo"},
-        prefix=(
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node=2",
-            f"--master_port={free_port()}",
-            "-m",
-            "experiments.train",
-        ),
+        prefix=torchrun_train(2),
     )
     summary = read_json(run_dir / rd.SUMMARY_FILE)
     return {
@@ -244,6 +238,7 @@ def check_cifar(work: Path) -> dict[str, Any]:
 
 
 def check_imagenet(work: Path) -> dict[str, Any]:
+    from experiments.data import DataSettings
     from experiments.data.imagenet import build_imagenet
     from experiments.runtime import AUTO_WORKERS, data_workers
 
@@ -252,14 +247,17 @@ def check_imagenet(work: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"workers": workers}
     for decode in ("cpu", "gpu"):
         bundle = build_imagenet(
-            work,
-            batch_size=256,
-            eval_batch_size=256,
-            device=torch.device("cuda"),
-            seed=0,
-            num_workers=workers,
-            channels_last=True,
-            decode=decode,
+            DataSettings(
+                root=str(work),
+                batch_size=256,
+                eval_batch_size=256,
+                device=torch.device("cuda"),
+                seed=0,
+                loader="classic",
+                num_workers=workers,
+                channels_last=True,
+                decode=decode,
+            )
         )
         for epoch in range(2):  # epoch 0 starts the persistent workers; epoch 1 is timed
             bundle.train.set_epoch(epoch)

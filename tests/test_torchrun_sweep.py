@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.distributed import free_port
-from tests.conftest import TINY_RUN
+from tests.conftest import TINY_RUN, torchrun_train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,12 +22,7 @@ def test_a_two_job_sweep_under_torchrun_trains_both_jobs_on_both_ranks(results_d
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     command = [
         sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={free_port()}",
-        "-m",
-        "experiments.train",
+        *torchrun_train(2),
         "-m",
         *TINY_RUN,
         "trainer.epochs=1",
