@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from experiments.components import compile_model
-from experiments.data import build_data
+from experiments.data import DataSettings, build_data
 from experiments.data.gpu_decode import check_decode
 from experiments.data.imagenet import build_imagenet
 from experiments.data.staging import OnDeviceNormalize, stage_batches
@@ -31,17 +31,19 @@ def _epoch(bundle, epoch: int = 0):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_uint8_worker_output_equals_the_float_path(tmp_path, workers) -> None:
     write_fake_imagenet(tmp_path, classes=2, per_class=5, size=48)
-    common = dict(
+    settings = DataSettings(
+        root=str(tmp_path),
         batch_size=4,
         eval_batch_size=3,
         device=torch.device("cpu"),
         seed=3,
         crop_size=32,
         resize_size=36,
+        loader="classic",
         num_workers=workers,
     )
-    as_uint8 = build_imagenet(tmp_path, output="uint8", **common)
-    as_float = build_imagenet(tmp_path, output="float32", **common)
+    as_uint8 = build_imagenet(settings, output="uint8")
+    as_float = build_imagenet(settings, output="float32")
     for uint8_batches, float_batches in zip(_epoch(as_uint8), _epoch(as_float), strict=True):
         assert len(uint8_batches) == len(float_batches) > 1
         for (xu, yu), (xf, yf) in zip(uint8_batches, float_batches, strict=True):
@@ -52,14 +54,17 @@ def test_uint8_worker_output_equals_the_float_path(tmp_path, workers) -> None:
 def test_the_workers_ship_uint8(tmp_path) -> None:
     write_fake_imagenet(tmp_path, classes=2, per_class=2, size=40)
     bundle = build_imagenet(
-        tmp_path,
-        batch_size=2,
-        eval_batch_size=2,
-        device="cpu",
-        seed=0,
-        num_workers=0,
-        crop_size=32,
-        resize_size=32,
+        DataSettings(
+            root=str(tmp_path),
+            batch_size=2,
+            eval_batch_size=2,
+            device="cpu",
+            seed=0,
+            loader="classic",
+            num_workers=0,
+            crop_size=32,
+            resize_size=32,
+        )
     )
     images, _ = next(iter(bundle.train.loader))  # what crosses from the workers
     assert images.dtype == torch.uint8 and images.shape == (2, 3, 32, 32)
@@ -83,14 +88,16 @@ def test_gpu_decoding_is_refused_without_cuda(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"data.decode='gpu' needs a CUDA device.*valid: cpu, gpu"):
         build_data(
             "imagenet",
-            root=str(tmp_path),
-            batch_size=2,
-            eval_batch_size=2,
-            device="cpu",
-            seed=0,
-            loader="classic",
-            num_workers=0,
-            decode="gpu",
+            DataSettings(
+                root=str(tmp_path),
+                batch_size=2,
+                eval_batch_size=2,
+                device="cpu",
+                seed=0,
+                loader="classic",
+                num_workers=0,
+                decode="gpu",
+            ),
         )
     with pytest.raises(ValueError, match=r"data.decode='nvjpeg' is invalid: valid: cpu, gpu"):
         check_decode("nvjpeg", "imagenet", torch.device("cpu"))

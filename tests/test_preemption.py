@@ -17,7 +17,7 @@ import torch
 
 from experiments import stopped_epoch
 from experiments.checkpoint import load_checkpoint
-from experiments.data import build_data
+from experiments.data import DataSettings, build_data
 from experiments.distributed import DistContext, port_from_job_id
 from experiments.loop import PartialEpoch
 from experiments.preemption import StopPoll, StopSignals, TrainingInterrupted
@@ -167,14 +167,16 @@ def test_resume_reason_names_the_signal_or_the_previous_status(previous, reason)
 def test_train_loader_starts_an_epoch_at_a_batch(loader: str) -> None:
     data = build_data(
         "digits",
-        root="unused",
-        batch_size=64,
-        eval_batch_size=256,
-        device="cpu",
-        seed=3,
-        loader=loader,
-        num_workers=0,
-        image_size=8,
+        DataSettings(
+            root="unused",
+            batch_size=64,
+            eval_batch_size=256,
+            device="cpu",
+            seed=3,
+            loader=loader,
+            num_workers=0,
+            image_size=8,
+        ),
     )
     data.train.set_epoch(2)
     whole = list(data.train)

@@ -28,6 +28,7 @@ from autodrop.schedules.optimizer_lr import (
 )
 from experiments.data.arrays import ArraySplits, ImageArrays
 from experiments.data.build import build_array_bundle
+from experiments.data.settings import DataSettings
 from experiments.schedulefree_support import (
     BN_PASS_EPOCH,
     build_schedulefree_sgd,
@@ -83,16 +84,10 @@ def image_bundle(loader: str = "device"):
         std=(0.25, 0.25, 0.25),
         padding=2,
     )
-    return build_array_bundle(
-        splits,
-        name="synthetic",
-        loader=loader,
-        batch_size=8,
-        eval_batch_size=16,
-        device=CPU,
-        seed=5,
-        num_workers=0,
+    settings = DataSettings(
+        loader=loader, batch_size=8, eval_batch_size=16, device=CPU, seed=5, num_workers=0
     )
+    return build_array_bundle(splits, settings, name="synthetic")
 
 
 def train_steps(model, optimizer, batches) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -456,9 +451,7 @@ def test_recompute_restores_every_module_mode_and_momentum_also_on_error():
 
     with pytest.raises(RuntimeError, match="loader broke"):
         recompute_batchnorm(model, failing(), num_batches=2)
-    assert [m.training for m in model.modules()] == [
-        False, False, True, False, False, False
-    ]
+    assert [m.training for m in model.modules()] == [False, False, True, False, False, False]
     assert model[1].momentum == 0.3
 
 

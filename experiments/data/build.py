@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from experiments.data.arrays import ArraySplits
 from experiments.data.bundle import DataBundle
 from experiments.data.cifar import CIFAR_SIDE, load_cifar
@@ -11,7 +9,7 @@ from experiments.data.device_loader import DeviceEvalLoader, DeviceTrainLoader
 from experiments.data.digits import load_digits_splits
 from experiments.data.gpu_decode import check_decode
 from experiments.data.imagenet import build_imagenet
-from experiments.data.settings import LOADER_NAMES, DataSettings, as_settings
+from experiments.data.settings import LOADER_NAMES, DataSettings
 from experiments.data.sharding import EpochPlanner, train_steps_per_epoch
 from experiments.data.worker_loader import (
     ArrayImageDataset,
@@ -54,12 +52,8 @@ def _check_dataset(name: str, settings: DataSettings) -> None:
     check_decode(settings.decode, name, settings.device)
 
 
-def build_data(name: str, settings: DataSettings | None = None, /, **fields: Any) -> DataBundle:
-    """Train and test loaders for dataset ``name`` as ``settings`` describes for one rank.
-
-    ``fields``: instead of ``settings``, its fields as keywords (``DataSettings(**fields)``).
-    """
-    settings = as_settings(settings, fields)
+def build_data(name: str, settings: DataSettings) -> DataBundle:
+    """Train and test loaders for dataset ``name`` as ``settings`` describes for one rank."""
     _check_dataset(name, settings)
     if name == "imagenet":
         bundle = build_imagenet(settings)
@@ -80,12 +74,9 @@ def build_data(name: str, settings: DataSettings | None = None, /, **fields: Any
     return bundle
 
 
-def build_array_bundle(
-    splits: ArraySplits, settings: DataSettings | None = None, /, *, name: str, **fields: Any
-) -> DataBundle:
+def build_array_bundle(splits: ArraySplits, settings: DataSettings, *, name: str) -> DataBundle:
     """Loaders over in-memory splits (CIFAR, digits, or synthetic arrays in benchmarks), by
-    ``settings.loader``. ``fields``: instead of ``settings``, its fields as keywords."""
-    settings = as_settings(settings, fields)
+    ``settings.loader``."""
     norm = {"mean": splits.mean, "std": splits.std}
     shard = {"rank": settings.rank, "world_size": settings.world_size}
     if settings.loader == "device":

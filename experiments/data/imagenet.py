@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from torchvision import transforms
 
@@ -20,7 +19,7 @@ from experiments.data.bundle import DataBundle
 from experiments.data.errors import DatasetUnavailableError
 from experiments.data.image_folder import IMAGE_EXTENSIONS, CheckedImageFolder, scan_split
 from experiments.data.normalization import IMAGENET_MEAN, IMAGENET_STD
-from experiments.data.settings import DataSettings, as_settings
+from experiments.data.settings import DataSettings
 from experiments.data.staging import OnDeviceNormalize
 from experiments.data.worker_loader import (
     PerSampleSeededDataset,
@@ -137,18 +136,11 @@ def imagenet_transforms(
     return train_tf, eval_tf
 
 
-def build_imagenet(
-    settings: DataSettings | str | Path, /, *, output: str = "uint8", **fields: Any
-) -> DataBundle:
+def build_imagenet(settings: DataSettings, *, output: str = "uint8") -> DataBundle:
     """ImageNet loaders as ``settings`` describes (its ``root``, sizes, ``decode`` and folder
     options). ``output``: what the workers produce (see ``imagenet_transforms``).
     ``decode="gpu"``: the workers only read the JPEG bytes; decoding and crops run on the CUDA
-    device. Instead of ``settings``: the dataset root and the other ``DataSettings`` fields as
-    keywords."""
-    if isinstance(settings, DataSettings):
-        settings = as_settings(settings, fields)
-    else:
-        settings = DataSettings(root=str(settings), **fields)
+    device."""
     root = Path(settings.root).expanduser()
     classes = check_imagenet_layout(root)
     options = FolderOptions.of(settings)

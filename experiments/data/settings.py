@@ -116,13 +116,3 @@ class DataSettings:
             max_image_pixels=data.max_image_pixels,
             decode=data.decode,
         )
-
-
-def as_settings(settings: DataSettings | None, fields: dict[str, Any]) -> DataSettings:
-    """``settings``, or one made from ``fields`` (the keyword form of callers that do not build
-    a ``DataSettings`` themselves); giving both is an error."""
-    if settings is None:
-        return DataSettings(**fields)
-    if fields:
-        raise TypeError(f"give either a DataSettings or its fields, not both ({', '.join(fields)})")
-    return settings
