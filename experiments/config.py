@@ -91,7 +91,10 @@ def compose_config(overrides: Sequence[str] = (), *, with_hydra: bool = False) -
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return compose("config", overrides=list(overrides), return_hydra_config=with_hydra)
     except ConfigCompositionException as error:
-        raise _refused_override(error) or error
+        refused = _refused_override(error)
+        if refused is None:
+            raise
+        raise refused from error
 
 
 def _refused_override(error: ConfigCompositionException) -> ConfigError | None:

@@ -33,6 +33,7 @@ from experiments.checkpoint import (
 from experiments.components import build_network, compile_model, wrap_for_training
 from experiments.config import ConfigError
 from experiments.console import EpochProgress, format_epoch_line, use_progress_bar
+from experiments.data.bundle import reserved_epoch_batches
 from experiments.distributed import DistContext, broadcast_object, gather_objects
 from experiments.gpu_slots import recorded_gpus
 from experiments.identity import setup_differences
@@ -47,7 +48,6 @@ from experiments.runtime import (
     seed_everything,
     with_device_defaults,
 )
-from experiments.schedulefree_support import reserved_epoch_batches
 from experiments.stopped_epoch import StoppedEpoch
 from experiments.tracking import NullTracker, run_identity, start_wandb
 

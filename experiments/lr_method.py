@@ -1,18 +1,25 @@
-"""The lr method of a run, built from the config: its optimizer and its schedule."""
+"""The lr method of a run, built from the config: its optimizer and its schedule.
+
+Schedule-free SGD (Defazio et al. 2024) comes from the pinned ``schedulefree`` package; its
+modes are the library schedule's (``autodrop.schedules.optimizer_lr.ScheduleFreeLR``,
+BASELINES.md sections 3.4-3.5).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
+from schedulefree import SGDScheduleFree
+from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from autodrop import registry
+from autodrop.checks import check_float, check_int
 from autodrop.hd import SGDHD
-from experiments.schedulefree_support import build_schedulefree_sgd
 from experiments.schema import OPTIMIZER_OWNED_LR
 
 
@@ -54,6 +61,41 @@ def _schedulefree_sgd(params: list[nn.Parameter], o: DictConfig, steps_per_epoch
         momentum=o.momentum,
         weight_decay=o.weight_decay,
         warmup_epochs=o.warmup_epochs,
+    )
+
+
+def build_schedulefree_sgd(
+    params: Iterable[Tensor] | Iterable[dict[str, Any]],
+    *,
+    base_lr: float,
+    steps_per_epoch: int,
+    lr_multiplier: float = 10.0,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    warmup_epochs: float = 0.0,
+    r: float = 0.0,
+    weight_lr_power: float = 2.0,
+) -> SGDScheduleFree:
+    """``SGDScheduleFree`` with lr = ``base_lr * lr_multiplier`` (the README asks 10-50x the
+    classical SGD lr) and a linear warmup of ``round(warmup_epochs * steps_per_epoch)`` steps.
+
+    ``momentum`` is the interpolation beta between z and x, not an SGD momentum;
+    ``weight_decay`` is coupled L2 added to the gradient at y.
+    """
+    base_lr = check_float("base_lr", base_lr, low=0.0, low_open=True)
+    lr_multiplier = check_float("lr_multiplier", lr_multiplier, low=0.0, low_open=True)
+    steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, low=1)
+    warmup_epochs = check_float("warmup_epochs", warmup_epochs, low=0.0)
+    return SGDScheduleFree(
+        params,
+        lr=base_lr * lr_multiplier,
+        momentum=check_float(
+            "momentum", momentum, low=0.0, high=1.0, low_open=True, high_open=True
+        ),
+        weight_decay=check_float("weight_decay", weight_decay, low=0.0),
+        warmup_steps=round(warmup_epochs * steps_per_epoch),
+        r=check_float("r", r, low=0.0),
+        weight_lr_power=check_float("weight_lr_power", weight_lr_power, low=0.0),
     )
 
 

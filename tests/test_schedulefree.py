@@ -3,7 +3,7 @@ BatchNorm recompute at x without touching the training stream, checkpoint policy
 
 The mode contract is the library's ``ScheduleFreeLR`` (train_mode / eval_mode, lr) with
 ``autodrop.batchnorm.recompute_batchnorm``; building the optimizer and the reserved BatchNorm
-batches are the runner's (``experiments.schedulefree_support``)."""
+batches are the runner's (``experiments.lr_method``, ``experiments.data.bundle``)."""
 
 from __future__ import annotations
 
@@ -28,12 +28,9 @@ from autodrop.schedules.optimizer_lr import (
 )
 from experiments.data.arrays import ArraySplits, ImageArrays
 from experiments.data.build import build_array_bundle
+from experiments.data.bundle import RESERVED_EPOCH, reserved_epoch_batches
 from experiments.data.settings import DataSettings
-from experiments.schedulefree_support import (
-    BN_PASS_EPOCH,
-    build_schedulefree_sgd,
-    reserved_epoch_batches,
-)
+from experiments.lr_method import build_schedulefree_sgd
 from experiments.sync_batchnorm import convert_to_global_batchnorm
 
 CPU = torch.device("cpu")
@@ -324,7 +321,7 @@ def test_eval_mode_does_nothing_for_other_optimizers():
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     require_eval_mode(optimizer)  # fine for plain SGD
     batches = reserved_epoch_batches(SpyLoader(), restore_epoch=3)
-    assert len(list(batches)) == 1 and calls == [BN_PASS_EPOCH, 3]
+    assert len(list(batches)) == 1 and calls == [RESERVED_EPOCH, 3]
 
 
 def test_recompute_checks_its_input():

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
+
+from autodrop.batchnorm import BN_PASS_BATCHES
+from autodrop.checks import check_int
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -46,3 +50,37 @@ class DataBundle:
     name: str
     # Distinct bad image files replaced so far (data.skip_bad_images=true, imagenet).
     skipped_images: Callable[[], int] = lambda: 0
+
+
+#: The epoch id of reserved batches (a BatchNorm pass's): far beyond any training epoch.
+RESERVED_EPOCH = 1_000_000
+
+
+def reserved_epoch_batches(
+    loader: TrainLoader,
+    *,
+    restore_epoch: int,
+    num_batches: int = BN_PASS_BATCHES,
+    epoch: int = RESERVED_EPOCH,
+) -> Iterator[Any]:
+    """Up to ``num_batches`` batches of the train loader's plan for ``epoch`` (a fixed subset
+    with training augmentation, this rank's shard), then ``loader.set_epoch(restore_epoch)``.
+
+    The suite's train loaders are pure functions of (seed, epoch), so this leaves the training
+    stream untouched. Nothing happens until the result is iterated; iterate it between epochs
+    (a classic DataLoader has one live iterator).
+    """
+    num_batches = check_int("num_batches", num_batches, low=1)
+    check_int("restore_epoch", restore_epoch, low=0)
+    check_int("epoch", epoch, low=0)
+    return _batches_of_epoch(loader, epoch, num_batches, restore_epoch)
+
+
+def _batches_of_epoch(
+    loader: TrainLoader, epoch: int, num_batches: int, restore_epoch: int
+) -> Iterator[Any]:
+    loader.set_epoch(epoch)
+    try:
+        yield from itertools.islice(loader, num_batches)
+    finally:
+        loader.set_epoch(restore_epoch)
