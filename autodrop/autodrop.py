@@ -8,8 +8,9 @@ import torch
 from torch.optim import Optimizer
 
 from autodrop.angles import angle_degrees
+from autodrop.checks import check_float
 from autodrop.distributed import broadcast_value
-from autodrop.drop_scheduler import DropScheduler, check_non_negative, check_open_interval
+from autodrop.drop_scheduler import DropScheduler
 
 
 def gaussian_smoothed(buffer: list[float], sigma_cap: float) -> float:
@@ -55,11 +56,11 @@ class AutoDrop(DropScheduler):
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ValueError(f"window={window!r} is invalid: must be an integer >= 1 "
                              "(optimizer steps per measurement)")
-        check_open_interval("rho", rho, 0.0, 1.0)
+        check_float("rho", rho, low=0.0, high=1.0, low_open=True, high_open=True)
         if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
             raise ValueError(f"buffer_size={buffer_size!r} is invalid: must be an integer >= 1")
-        check_non_negative("threshold", threshold)
-        check_non_negative("min_lr", min_lr)
+        check_float("threshold", threshold, low=0.0)
+        check_float("min_lr", min_lr, low=0.0)
         self.window, self.rho, self.buffer_size = window, float(rho), buffer_size
         self.threshold, self.min_lr = float(threshold), float(min_lr)
         self.omegas: list[float] = []

@@ -6,8 +6,9 @@ import torch
 from torch.optim import Optimizer
 
 from autodrop.angles import authors_angle_from_dots, dots64
+from autodrop.checks import check_float
 from autodrop.distributed import broadcast_tensors, broadcast_value
-from autodrop.drop_scheduler import DropScheduler, check_non_negative, check_open_interval
+from autodrop.drop_scheduler import DropScheduler
 
 
 class AutoDropV1(DropScheduler):
@@ -54,11 +55,11 @@ class AutoDropV1(DropScheduler):
         if isinstance(extra_epochs, bool) or not isinstance(extra_epochs, int) \
                 or extra_epochs < 1:
             raise ValueError(f"extra_epochs={extra_epochs!r} is invalid: must be an integer >= 1")
-        check_open_interval("drop_factor", drop_factor, 0.0, 1.0)
-        check_non_negative("theta", theta)
+        check_float("drop_factor", drop_factor, low=0.0, high=1.0, low_open=True, high_open=True)
+        check_float("theta", theta, low=0.0)
         if isinstance(max_theta, bool) or not isinstance(max_theta, int | float):
             raise ValueError(f"max_theta={max_theta!r} is invalid: must be a number (<= 0: no cap)")
-        check_non_negative("min_lr", min_lr)
+        check_float("min_lr", min_lr, low=0.0)
         self.steps_per_epoch, self.extra_epochs = steps_per_epoch, extra_epochs
         self.theta, self.drop_factor, self.max_theta = float(theta), float(drop_factor), \
             float(max_theta)

@@ -103,14 +103,3 @@ class DropScheduler(ScheduleHooks, LRScheduler):
 
 def _copied(value: Any) -> Any:
     return list(value) if isinstance(value, list) else value
-
-
-def check_open_interval(name: str, value: float, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low < value < high:
-        raise ValueError(f"{name}={value!r} is invalid: must be a number in the open interval "
-                         f"({low}, {high})")
-
-
-def check_non_negative(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise ValueError(f"{name}={value!r} is invalid: must be a number >= 0")

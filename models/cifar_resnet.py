@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.validation import check_positive_int
+from autodrop.checks import check_int
 from models.weight_init import init_conv_bn_
 
 
@@ -60,11 +60,11 @@ class CifarResNet(nn.Module):
                 "non-empty and of equal length"
             )
         for count in blocks_per_stage:
-            check_positive_int("blocks per stage", count)
+            check_int("blocks per stage", count, low=1)
         for width in widths:
-            check_positive_int("stage width", width)
-        num_classes = check_positive_int("num_classes", num_classes)
-        in_channels = check_positive_int("in_channels", in_channels)
+            check_int("stage width", width, low=1)
+        num_classes = check_int("num_classes", num_classes, low=1)
+        in_channels = check_int("in_channels", in_channels, low=1)
 
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, widths[0], 3, 1, padding=1, bias=False),

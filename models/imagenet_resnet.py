@@ -6,14 +6,14 @@ from torchvision.models import ResNet
 from torchvision.models import resnet18 as tv_resnet18
 from torchvision.models import resnet50 as tv_resnet50
 
-from models.validation import check_positive_int
+from autodrop.checks import check_int
 
 
 def resnet18_imagenet(num_classes: int) -> ResNet:
     """torchvision ResNet-18 with ``weights=None``."""
-    return tv_resnet18(weights=None, num_classes=check_positive_int("num_classes", num_classes))
+    return tv_resnet18(weights=None, num_classes=check_int("num_classes", num_classes, low=1))
 
 
 def resnet50_imagenet(num_classes: int) -> ResNet:
     """torchvision ResNet-50 with ``weights=None``."""
-    return tv_resnet50(weights=None, num_classes=check_positive_int("num_classes", num_classes))
+    return tv_resnet50(weights=None, num_classes=check_int("num_classes", num_classes, low=1))

@@ -8,9 +8,9 @@ from typing import Any
 
 from torch import nn
 
+from autodrop.checks import check_int
 from models.cifar_resnet import resnet8, resnet18, resnet20, resnet34
 from models.imagenet_resnet import resnet18_imagenet, resnet50_imagenet
-from models.validation import check_positive_int
 from models.wide_resnet import WideResNet
 
 
@@ -60,7 +60,7 @@ def build_model(name: str, num_classes: int, **options: Any) -> nn.Module:
     entry = _REGISTRY.get(name)
     if entry is None:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
-    num_classes = check_positive_int("num_classes", num_classes)
+    num_classes = check_int("num_classes", num_classes, low=1)
     unknown = set(options) - entry.options
     if unknown:
         raise ValueError(

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.validation import check_positive_int, check_probability
+from autodrop.checks import check_float, check_int
 from models.weight_init import init_conv_bn_
 
 
@@ -49,15 +49,15 @@ class WideResNet(nn.Module):
         in_channels: int = 3,
     ) -> None:
         super().__init__()
-        depth = check_positive_int("depth", depth)
+        depth = check_int("depth", depth, low=1)
         if depth < 10 or (depth - 4) % 6 != 0:
             raise ValueError(
                 f"WRN depth must be 6n+4 with n >= 1 (10, 16, 22, 28, ...), got {depth}"
             )
-        widen_factor = check_positive_int("widen_factor", widen_factor)
-        num_classes = check_positive_int("num_classes", num_classes)
-        dropout = check_probability("dropout", dropout)
-        in_channels = check_positive_int("in_channels", in_channels)
+        widen_factor = check_int("widen_factor", widen_factor, low=1)
+        num_classes = check_int("num_classes", num_classes, low=1)
+        dropout = check_float("dropout", dropout, low=0.0, high=1.0, high_open=True)
+        in_channels = check_int("in_channels", in_channels, low=1)
 
         blocks_per_stage = (depth - 4) // 6
         self.stem = nn.Conv2d(in_channels, 16, 3, 1, padding=1, bias=False)

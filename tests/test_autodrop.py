@@ -99,7 +99,8 @@ def test_gaussian_smoothing_weights_follow_the_newest_value():
 
 @pytest.mark.parametrize("option,value", [
     ("window", 0), ("window", 2.5), ("rho", 0.0), ("rho", 1.0), ("rho", 1.5),
-    ("buffer_size", 0), ("threshold", -0.1), ("min_lr", -1e-4)])
+    ("buffer_size", 0), ("threshold", -0.1), ("min_lr", -1e-4), ("rho", True),
+    ("threshold", True)])
 def test_bad_settings_name_the_value(option, value):
     _, opt = make_params(0.1)
     with pytest.raises(ValueError, match=f"{option}={value!r}"):

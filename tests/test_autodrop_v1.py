@@ -101,7 +101,7 @@ def test_weighted_average_written_into_the_parameters():
 
 @pytest.mark.parametrize("option,value", [
     ("steps_per_epoch", 1), ("drop_factor", 0.0), ("drop_factor", 1.0), ("theta", -0.01),
-    ("min_lr", -1.0), ("extra_epochs", 0)])
+    ("min_lr", -1.0), ("extra_epochs", 0), ("drop_factor", True), ("theta", True)])
 def test_bad_settings_name_the_value(option, value):
     _, opt = make_params(0.1)
     settings = {"steps_per_epoch": 10, option: value}

@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from autodrop.checks import check_float, check_int
 
 DIM = 200
 START_VALUE = 10.0
@@ -90,15 +91,9 @@ class DropRuleTrace:
     noise_floor: float
 
 
-def _check_lr(lr: float, dim: int) -> None:
-    limit = max_stable_lr(dim)
-    if not 0.0 < lr < limit:
-        raise ValueError(f"learning rate {lr!r} outside the stable range (0, {limit:g})")
-
-
-def _check_positive_int(name: str, value: int, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+def _check_lr(name: str, lr: float, dim: int) -> None:
+    """``lr`` must lie in GD's stable range (0, max_stable_lr(dim))."""
+    check_float(name, lr, low=0.0, high=max_stable_lr(dim), low_open=True, high_open=True)
 
 
 def _rowwise_angle_degrees(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -124,9 +119,9 @@ def simulate_fixed_lr(
     if not lrs:
         raise ValueError("lr must be a number or a non-empty sequence of numbers")
     for value in lrs:
-        _check_lr(value, dim)
-    _check_positive_int("iterations", iterations, minimum=2)
-    _check_positive_int("replicas", replicas)
+        _check_lr("lr", value, dim)
+    check_int("iterations", iterations, low=2)
+    check_int("replicas", replicas, low=1)
 
     curvatures = nqm_curvatures(dim)
     noise_std = nqm_noise_var(curvatures).sqrt()
@@ -172,13 +167,13 @@ def simulate_drop_rule(
     scatter by ~5 degrees, so 20-iteration means differ by ~1.5 degrees at saturation and an
     absolute |change| < 0.01 test would almost never fire.
     """
-    _check_lr(lr0, dim)
+    _check_lr("lr0", lr0, dim)
     if not 0.0 < floor <= lr0:
         raise ValueError(f"floor {floor!r} must lie in (0, lr0={lr0!r}]")
     if not 0.0 < factor < 1.0:
         raise ValueError(f"factor {factor!r} must lie in (0, 1)")
-    _check_positive_int("avg", avg)
-    _check_positive_int("iterations", iterations, minimum=2)
+    check_int("avg", avg, low=1)
+    check_int("iterations", iterations, low=2)
 
     curvatures = nqm_curvatures(dim)
     noise_std = nqm_noise_var(curvatures).sqrt()
@@ -257,8 +252,8 @@ def stationary_angle_monte_carlo(
     of ``stationary_displacement_moments``. This is the exact expected angle (up to sampling
     error) that a long fixed-lr run settles at, free of the transient.
     """
-    _check_lr(lr, dim)
-    _check_positive_int("samples", samples)
+    _check_lr("lr", lr, dim)
+    check_int("samples", samples, low=1)
     curvatures = nqm_curvatures(dim)
     variance, lag_one = stationary_displacement_moments(lr, curvatures, nqm_noise_var(curvatures))
     rho = lag_one / variance
