@@ -23,6 +23,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from experiments import rundir as rd
+
 # Keys (or key prefixes ending in '.') that change how or where a run executes, not its result.
 EXECUTION_KEYS = (
     "paths.",
@@ -203,11 +205,6 @@ def name_suffix(
 
 def run_directory(results_dir: str | Path, cfg: DictConfig, suffix: str) -> Path:
     """``<results>/runs/<experiment>/<dataset>-<model>/<label><suffix>/seed=<n>``."""
-    return (
-        Path(results_dir)
-        / "runs"
-        / cfg.experiment_name
-        / f"{cfg.data.name}-{cfg.model.name}"
-        / f"{cfg.scheduler.label}{suffix}"
-        / f"seed={cfg.seed}"
-    )
+    label = f"{cfg.scheduler.label}{suffix}"
+    where = rd.run_path(cfg.experiment_name, cfg.data.name, cfg.model.name, label, cfg.seed)
+    return Path(results_dir) / "runs" / where

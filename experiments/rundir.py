@@ -33,6 +33,7 @@ PREVIOUS_CHECKPOINT = "prev.pt"  # the fallback kept beside last.pt (experiments
 LOG_FILE = "train.log"
 LOCK_FILE = ".lock"
 HYDRA_DIR = ".hydra"
+SEED_PREFIX = "seed="  # a run's folder below its label: seed=<n>
 WANDB_DIR = "wandb"  # written by wandb itself (offline runs, logs), never by the runner
 # What flock fails with on filesystems that do not support it (some Lustre/GPFS/NFS mounts).
 NO_FLOCK_ERRNOS = (errno.ENOLCK, errno.EOPNOTSUPP)
@@ -236,6 +237,27 @@ class RunDir:
         """A fresh start: drop record files left by an earlier attempt without a checkpoint."""
         for path in self.root.glob(f"*{RECORDS_SUFFIX}"):
             path.unlink(missing_ok=True)
+
+
+def run_path(experiment: str, dataset: str, model: str, label: str, seed: int) -> Path:
+    """Where a run lives below the runs directory:
+    ``<experiment>/<dataset>-<model>/<label>/seed=<n>`` (``label`` with its identity suffix)."""
+    return Path(experiment) / f"{dataset}-{model}" / label / f"{SEED_PREFIX}{seed}"
+
+
+def run_path_fields(relative: Path) -> dict[str, Any]:
+    """experiment, dataset, model, scheduler (the label) and seed as a ``run_path`` names them
+    (seed -1 where the last part is not ``seed=<n>``)."""
+    parts = relative.parts
+    dataset, _, model = parts[-3].partition("-")
+    seed_text = parts[-1].removeprefix(SEED_PREFIX)
+    return {
+        "experiment": "/".join(parts[:-3]),
+        "dataset": dataset,
+        "model": model,
+        "scheduler": parts[-2],
+        "seed": int(seed_text) if seed_text.isdigit() else -1,
+    }
 
 
 def records_file(stream: str) -> str:

@@ -77,7 +77,7 @@ def write_fake_run(
     settings, changes = dict(settings or {}), dict(changes or {})
     label = fake_label(scheduler, settings)
     full_label = label + identity_suffix({}, changes)
-    run_dir = Path(runs_dir) / experiment / f"{dataset}-{model}" / full_label / f"seed={seed}"
+    run_dir = Path(runs_dir) / rd.run_path(experiment, dataset, model, full_label, seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     stream = schedule_class(scheduler).record_stream if scheduler in SCHEDULE_NAMES else None
     is_autodrop = stream is not None and rd.records_file(stream) == TRACE_FILE

@@ -157,7 +157,7 @@ def label_setting(summary: dict) -> tuple[str, str | None, str | None, dict]:
 
 def run_id_for(experiment: str, dataset: str, model: str, scheduler: str, seed: int) -> str:
     """The run's path below the runs directory, used as its id by every source."""
-    return f"{experiment}/{dataset}-{model}/{scheduler}/seed={seed}"
+    return rd.run_path(experiment, dataset, model, scheduler, seed).as_posix()
 
 
 def matches_experiment(experiment: str, prefix: str | None) -> bool:
@@ -231,16 +231,7 @@ def _find_run_dirs(root: Path) -> list[Path]:
 
 def fields_from_path(root: str | Path, run_dir: Path) -> dict:
     """experiment, dataset, model, label and seed as the run's path names them."""
-    parts = run_dir.relative_to(root).parts
-    dataset, _, model = parts[-3].partition("-")
-    seed_text = parts[-1].removeprefix("seed=")
-    return {
-        "experiment": "/".join(parts[:-3]),
-        "dataset": dataset,
-        "model": model,
-        "scheduler": parts[-2],
-        "seed": int(seed_text) if seed_text.isdigit() else -1,
-    }
+    return rd.run_path_fields(run_dir.relative_to(root))
 
 
 def _read_run_dir_or_damaged(root: Path, run_dir: Path) -> RawRun:

@@ -152,7 +152,8 @@ def dry_run_lines(status: pd.DataFrame) -> list[str]:
     """What a launch would do with each unfinished run of the grid."""
     lines = []
     for run in status[status["state"] != FINISHED].itertuples(index=False):
-        where = f"{run.experiment}/{run.task.replace('/', '-')}/{run.schedule}/seed={run.seed}"
+        dataset, model = run.task.split("/")
+        where = rd.run_path(run.experiment, dataset, model, run.schedule, run.seed).as_posix()
         if run.state == MISSING:
             action = f"start ({run.epochs} epochs)"
         elif run.state == RUNNING:
