@@ -8,7 +8,7 @@ import torch
 from torch.optim import Optimizer
 
 from autodrop.angles import angle_degrees
-from autodrop.checks import check_float
+from autodrop.checks import check_float, check_int
 from autodrop.distributed import broadcast_value
 from autodrop.drop_scheduler import DropScheduler
 
@@ -53,12 +53,9 @@ class AutoDrop(DropScheduler):
 
     def __init__(self, optimizer: Optimizer, window: int = 64, rho: float = 0.95,
                  buffer_size: int = 10, threshold: float = 0.1, min_lr: float = 0.0) -> None:
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"window={window!r} is invalid: must be an integer >= 1 "
-                             "(optimizer steps per measurement)")
+        window = check_int("window", window, low=1)  # optimizer steps per measurement
         check_float("rho", rho, low=0.0, high=1.0, low_open=True, high_open=True)
-        if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 1:
-            raise ValueError(f"buffer_size={buffer_size!r} is invalid: must be an integer >= 1")
+        buffer_size = check_int("buffer_size", buffer_size, low=1)
         check_float("threshold", threshold, low=0.0)
         check_float("min_lr", min_lr, low=0.0)
         self.window, self.rho, self.buffer_size = window, float(rho), buffer_size

@@ -6,7 +6,7 @@ import torch
 from torch.optim import Optimizer
 
 from autodrop.angles import authors_angle_from_dots, dots64
-from autodrop.checks import check_float
+from autodrop.checks import check_float, check_int
 from autodrop.distributed import broadcast_tensors, broadcast_value
 from autodrop.drop_scheduler import DropScheduler
 
@@ -48,17 +48,12 @@ class AutoDropV1(DropScheduler):
                  drop_factor: float = 0.2, extra_epochs: int = 20, auto_theta: bool = True,
                  max_theta: float = 1.0, min_lr: float = 1e-4,
                  average_weights: bool = True) -> None:
-        if isinstance(steps_per_epoch, bool) or not isinstance(steps_per_epoch, int) \
-                or steps_per_epoch < 2:
-            raise ValueError(f"steps_per_epoch={steps_per_epoch!r} is invalid: must be an "
-                             "integer >= 2 (snapshots are taken after the 1st and 2nd step)")
-        if isinstance(extra_epochs, bool) or not isinstance(extra_epochs, int) \
-                or extra_epochs < 1:
-            raise ValueError(f"extra_epochs={extra_epochs!r} is invalid: must be an integer >= 1")
+        # Two steps at least: the snapshots are taken after an epoch's first and second step.
+        steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, low=2)
+        extra_epochs = check_int("extra_epochs", extra_epochs, low=1)
         check_float("drop_factor", drop_factor, low=0.0, high=1.0, low_open=True, high_open=True)
         check_float("theta", theta, low=0.0)
-        if isinstance(max_theta, bool) or not isinstance(max_theta, int | float):
-            raise ValueError(f"max_theta={max_theta!r} is invalid: must be a number (<= 0: no cap)")
+        check_float("max_theta", max_theta)  # <= 0: no cap
         check_float("min_lr", min_lr, low=0.0)
         self.steps_per_epoch, self.extra_epochs = steps_per_epoch, extra_epochs
         self.theta, self.drop_factor, self.max_theta = float(theta), float(drop_factor), \

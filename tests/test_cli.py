@@ -36,7 +36,10 @@ def _run(command: list[str], cwd: Path, env: dict[str, str] | None = None, timeo
         (["optimizer.lr=-1"], "error: optimizer.lr=-1.0 is invalid: must be > 0"),
         (["trainer.epoch=3"], "error: unknown key trainer.epoch; did you mean trainer.epochs?"),
         (["+trainer.epoch=3"], "error: unknown key trainer.epoch; did you mean trainer.epochs?"),
-        (["scheduler.window=0"], "error: scheduler.window=0 is invalid: must be an integer >= 1"),
+        (
+            ["scheduler.window=0"],
+            "error: scheduler.window=0 is invalid: expected an int with 1 <= window",
+        ),
         (["data=cifar10"], "error: data.image_size=8 is invalid: cifar10 images are 32x32"),
         (["data=cifar10", "data.image_size=32", "paths.data_dir=nowhere"], "data.download=true"),
         (["trainer.epochs=many"], "error: trainer.epochs='many' is invalid"),

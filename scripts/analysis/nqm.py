@@ -168,10 +168,8 @@ def simulate_drop_rule(
     absolute |change| < 0.01 test would almost never fire.
     """
     _check_lr("lr0", lr0, dim)
-    if not 0.0 < floor <= lr0:
-        raise ValueError(f"floor {floor!r} must lie in (0, lr0={lr0!r}]")
-    if not 0.0 < factor < 1.0:
-        raise ValueError(f"factor {factor!r} must lie in (0, 1)")
+    check_float("floor", floor, low=0.0, high=lr0, low_open=True)
+    check_float("factor", factor, low=0.0, high=1.0, low_open=True, high_open=True)
     check_int("avg", avg, low=1)
     check_int("iterations", iterations, low=2)
 
