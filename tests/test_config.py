@@ -237,17 +237,24 @@ def test_mul_resolver_names_a_value_that_is_not_a_number() -> None:
 
 @pytest.mark.parametrize(
     "override",
-    [
-        "trainer.epoch=3",
-        "scheduler.windw=3",
-        "trainer.epochs=many",
-        "optimizer.betas=[0.9,0.99]",
-        "data.image_size=big",
-    ],
+    ["trainer.epoch=3", "scheduler.windw=3", "optimizer.betas=[0.9,0.99]"],
 )
 def test_misspelt_keys_and_wrong_types_fail_at_composition(override: str) -> None:
     with pytest.raises(ConfigCompositionException):
         compose_config(["experiment=quick/digits", override])
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("trainer.epochs=many", "trainer.epochs='many' is invalid: Value 'many' of type 'str'"),
+        ("data.image_size=big", "data.image_size='big' is invalid: Value 'big' of type 'str'"),
+    ],
+)
+def test_a_value_the_schema_refuses_is_one_line_naming_key_and_value(override, expected) -> None:
+    with pytest.raises(ConfigError) as caught:
+        compose_config(["experiment=quick/digits", override])
+    assert str(caught.value).startswith(expected) and "\n" not in str(caught.value)
 
 
 def test_options_added_with_plus_are_checked_against_the_schedule(quick_config) -> None:
