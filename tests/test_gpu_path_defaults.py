@@ -51,21 +51,23 @@ def test_uint8_worker_output_equals_the_float_path(tmp_path, workers) -> None:
             assert torch.equal(xu, xf) and torch.equal(yu, yf)
 
 
+def tiny_imagenet_settings(root, **overrides) -> DataSettings:
+    """Batches of two, on the CPU, read in this process."""
+    return DataSettings(
+        root=str(root),
+        batch_size=2,
+        eval_batch_size=2,
+        device="cpu",
+        seed=0,
+        loader="classic",
+        num_workers=0,
+        **overrides,
+    )
+
+
 def test_the_workers_ship_uint8(tmp_path) -> None:
     write_fake_imagenet(tmp_path, classes=2, per_class=2, size=40)
-    bundle = build_imagenet(
-        DataSettings(
-            root=str(tmp_path),
-            batch_size=2,
-            eval_batch_size=2,
-            device="cpu",
-            seed=0,
-            loader="classic",
-            num_workers=0,
-            crop_size=32,
-            resize_size=32,
-        )
-    )
+    bundle = build_imagenet(tiny_imagenet_settings(tmp_path, crop_size=32, resize_size=32))
     images, _ = next(iter(bundle.train.loader))  # what crosses from the workers
     assert images.dtype == torch.uint8 and images.shape == (2, 3, 32, 32)
 
@@ -88,16 +90,7 @@ def test_gpu_decoding_is_refused_without_cuda(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"data.decode='gpu' needs a CUDA device.*valid: cpu, gpu"):
         build_data(
             "imagenet",
-            DataSettings(
-                root=str(tmp_path),
-                batch_size=2,
-                eval_batch_size=2,
-                device="cpu",
-                seed=0,
-                loader="classic",
-                num_workers=0,
-                decode="gpu",
-            ),
+            tiny_imagenet_settings(tmp_path, decode="gpu"),
         )
     with pytest.raises(ValueError, match=r"data.decode='nvjpeg' is invalid: valid: cpu, gpu"):
         check_decode("nvjpeg", "imagenet", torch.device("cpu"))
