@@ -64,7 +64,7 @@ class RunState:
     epoch: int = 0
     step: int = 0
     metrics: list[dict[str, Any]] = field(default_factory=list)
-    # The schedule's record stream so far (AutoDrop windows, TLR lr updates).
+    # The schedule's record stream so far (ScheduleHooks.record_stream).
     stream_records: list[dict[str, Any]] = field(default_factory=list)
     wandb_run_id: str | None = None
     elapsed_s: float = 0.0
@@ -321,7 +321,7 @@ class TrainingJob:
         self, epoch: int, train_model: nn.Module, eval_model: nn.Module
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Train and evaluate one epoch: its metrics record and the schedule's new measurements
-        (AutoDrop windows, TLR lr updates)."""
+        (its record stream)."""
         trainer, ctx, p = self.cfg.trainer, self.ctx, self.state
         resumed = p.stopped if p.stopped is not None and p.stopped.epoch == epoch else None
         start = time.perf_counter() - (resumed.position.seconds if resumed else 0.0)
@@ -354,9 +354,9 @@ class TrainingJob:
         if result.stopped is not None:
             self.stop_mid_epoch(epoch, result.stopped, resumed)
         _sync_buffers_from_rank0(self.model, ctx)
-        # Schedule-free moves the parameters to x and recomputes BatchNorm there on batches
-        # training never reaches (a no-op for other schedules). It stays so until the next
-        # epoch's train_mode, so the checkpoint below holds x (BASELINES.md section 3.5).
+        # The schedule's evaluation weights (a no-op unless it keeps its own, e.g. an average
+        # with BatchNorm recomputed on batches training never reaches). They stay until the next
+        # epoch's train_mode, so the checkpoint below holds them (BASELINES.md section 3.5).
         self.schedule.eval_mode(
             self.model,
             lambda: reserved_epoch_batches(self.data.train, restore_epoch=epoch - 1),

@@ -119,7 +119,7 @@ def train_epoch(
 ) -> TrainResult:
     """Forward, backward, ``optimizer.step()`` and ``schedule.step()`` for every batch.
 
-    Starts with ``schedule.train_mode(model)`` (schedule-free moves the parameters to y).
+    Starts with ``schedule.train_mode(model)`` (a schedule may move the parameters there).
     ``resume``: the epoch was stopped there; ``batches`` must start at ``resume.batch`` (the
     loader skips what was trained). ``stop(batch)`` is asked before every batch; when it says
     yes the epoch ends at once and ``TrainResult.stopped`` holds where (a collective under
@@ -148,7 +148,7 @@ def train_epoch(
         optimizer.step()
         schedule.step()
         _accumulate(sums, loss * labels.shape[0], logits, labels)
-        lr_sum = lr_sum + schedule.step_lr()  # HD's device tensor stays on the device
+        lr_sum = lr_sum + schedule.step_lr()  # an lr on the device stays there (no sync)
         steps += 1
         progress.advance()
         if nan_check_every and steps % nan_check_every == 0:

@@ -70,3 +70,22 @@ def test_no_import_circle() -> None:
 
     for module in sorted(graph):
         visit(module, [])
+
+
+def test_the_generic_loop_knows_no_schedule_by_name() -> None:
+    """What a method needs from the loop is part of the schedule contract (ScheduleHooks): the
+    loop and the job neither compare against a schedule's name nor import a schedule module."""
+    from autodrop.registry import SCHEDULE_CLASSES, SCHEDULE_NAMES
+
+    schedule_modules = {cls.__module__ for cls in SCHEDULE_CLASSES}
+    names = set(SCHEDULE_NAMES) - {"step"}  # also the epoch record's optimizer-step field
+    for name in ("experiments/loop.py", "experiments/job.py"):
+        tree = ast.parse((REPO / name).read_text())
+        strings = {
+            node.value
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        }
+        assert not strings & names, (name, strings & names)
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not imported & schedule_modules, (name, imported & schedule_modules)
