@@ -1,4 +1,5 @@
-"""One training run on one rank: build, resume, run the epochs, write the run directory.
+"""One training run on one rank: build, resume, run the epochs (rank 0 records them through
+experiments.run_records).
 
 Every rank computes; rank 0 alone writes files and talks to wandb.
 """
@@ -9,13 +10,12 @@ import errno
 import logging
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from experiments import rundir as rd
@@ -32,16 +32,15 @@ from experiments.checkpoint import (
 )
 from experiments.components import build_network, compile_model, wrap_for_training
 from experiments.config import ConfigError
-from experiments.console import EpochProgress, format_epoch_line, use_progress_bar
+from experiments.console import EpochProgress, use_progress_bar
 from experiments.data.bundle import reserved_epoch_batches
 from experiments.distributed import DistContext, broadcast_object, gather_objects
-from experiments.gpu_slots import recorded_gpus
 from experiments.identity import setup_differences
 from experiments.launch import RunIdentity
 from experiments.loop import PartialEpoch, TrainingDiverged, evaluate, train_epoch
-from experiments.lr_method import build_optimizer, build_schedule, method_options
+from experiments.lr_method import build_optimizer, build_schedule
 from experiments.preemption import StopPoll, StopSignals, TrainingInterrupted
-from experiments.provenance import hardware_description, package_versions
+from experiments.run_records import RunFacts, RunRecords, RunState
 from experiments.runtime import (
     autocast_factory,
     processes_per_node,
@@ -49,27 +48,11 @@ from experiments.runtime import (
     with_device_defaults,
 )
 from experiments.stopped_epoch import StoppedEpoch
-from experiments.tracking import NullTracker, run_identity, start_wandb
 
 log = logging.getLogger(__name__)
 
 # What a write to a full disk (or past a file-size or quota limit) fails with.
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-
-
-@dataclass
-class RunState:
-    """What a checkpoint restores besides the model, optimizer and schedule."""
-
-    epoch: int = 0
-    step: int = 0
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    # The schedule's record stream so far (ScheduleHooks.record_stream).
-    stream_records: list[dict[str, Any]] = field(default_factory=list)
-    wandb_run_id: str | None = None
-    elapsed_s: float = 0.0
-    stopped: StoppedEpoch | None = None  # set by a mid-epoch checkpoint, cleared when done
-    resumes: list[dict[str, Any]] = field(default_factory=list)  # rank 0: summary's provenance
 
 
 def _build_data(cfg: DictConfig, device: torch.device, ctx: DistContext) -> Any:
@@ -130,9 +113,8 @@ class TrainingJob:
         )
         self.autocast = autocast_factory(trainer.precision, device)
         self.state = RunState()
-        stream = self.schedule.record_stream
-        self.measurements_path = run_dir.stream_path(stream) if stream else None
-        self.tracker: Any = NullTracker()
+        facts = RunFacts(self.steps_per_epoch, device, ctx.world_size, self.data.skipped_images)
+        self.records = RunRecords(cfg, run_dir, identity, facts, self.schedule.record_stream)
         self.started = time.perf_counter()
         # Written in a background thread from a host copy; see experiments.checkpoint.
         self.checkpoint_writer = CheckpointWriter(run_dir.checkpoint_path)
@@ -216,105 +198,18 @@ class TrainingJob:
 
     # ----------------------------------------------------------------------- run directory
     def summary(self, status: str, message: str | None = None) -> dict[str, Any]:
-        cfg = self.cfg
-        derived = rd.summarize_metrics(self.state.metrics)
-        return {
-            "status": status,
-            "experiment": cfg.experiment_name,
-            "dataset": cfg.data.name,
-            "model": cfg.model.name,
-            "scheduler": self.identity.label,
-            "scheduler_label": cfg.scheduler.label,
-            "scheduler_name": cfg.scheduler.name,
-            "scheduler_options": method_options(cfg),
-            "label_settings": self.identity.label_settings,
-            "seed": cfg.seed,
-            "epochs_planned": cfg.trainer.epochs,
-            "epochs_done": derived["epochs_done"],
-            "final_test_err": derived["final_test_err"],
-            "min_test_err": derived["min_test_err"],
-            "min_test_err_epoch": derived["min_test_err_epoch"],
-            "wall_time_s": self.elapsed_s(),
-            "time_per_iter_s": derived["time_per_iter_s"],
-            "steps_per_epoch": self.steps_per_epoch,
-            "batch_size": cfg.trainer.batch_size,
-            "hardware": hardware_description(self.device, self.ctx.world_size),
-            "world_size": self.ctx.world_size,
-            "gpus": recorded_gpus(self.device.type, torch.cuda.device_count()),
-            "versions": package_versions(),
-            "git_commit": self.identity.code_version.get("commit"),
-            "code_version": self.identity.code_version,
-            "code_change_allowed_from": self.identity.code_change_from,
-            "changes": self.identity.changes,
-            "setup": self.identity.setup,
-            "wandb_run_id": self.state.wandb_run_id,
-            "message": message,
-            "data_verify": cfg.data.verify,
-            "data_skipped_images": self.data.skipped_images(),
-            "interruption": self.interruption,
-            "resumes": self.state.resumes,
-        }
+        return self.records.summary(
+            self.state,
+            status,
+            message,
+            elapsed_s=self.elapsed_s(),
+            interruption=self.interruption,
+        )
 
     def open_run_directory(self, resumed: bool) -> None:
         """Rank 0: make the record files match the checkpoint, start wandb, mark running."""
-        run_dir, p = self.run_dir, self.state
-        if resumed:
-            run_dir.rewrite_records(run_dir.metrics_path, p.metrics)
-            if self.measurements_path is not None:
-                run_dir.rewrite_records(self.measurements_path, p.stream_records)
-            if self.identity.repair:
-                log.warning(
-                    "repaired %s from its checkpoint (%s): records of %d epochs rewritten",
-                    run_dir.root,
-                    self.identity.repair,
-                    p.epoch,
-                )
-            else:
-                log.info("resuming %s after epoch %d", run_dir.root, p.epoch)
-                self.record_resume()
-        else:
-            run_dir.remove_stale_outputs()
-            log.info("starting %s", run_dir.root)
-        if self.cfg.logger.name == "wandb":
-            cfg = self.cfg
-            self.tracker = start_wandb(
-                OmegaConf.to_container(cfg.logger, resolve=True, enum_to_str=True),
-                run_dir=run_dir.root,
-                **run_identity(
-                    experiment=cfg.experiment_name,
-                    dataset=cfg.data.name,
-                    model=cfg.model.name,
-                    label=self.identity.label,
-                    schedule=cfg.scheduler.name,
-                    seed=cfg.seed,
-                ),
-                config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
-                run_id=p.wandb_run_id,
-            )
-            p.wandb_run_id = self.tracker.run_id or p.wandb_run_id
-        run_dir.write_summary(self.summary(rd.RUNNING))
-
-    def record_resume(self) -> None:
-        """Rank 0, on resume: append this launch to the ``resumes`` of the previous summary."""
-        previous, p = self.run_dir.read_summary(), self.state
-        resumes = (previous or {}).get("resumes")
-        entry = stopped_epoch.resume_record(
-            previous,
-            epochs_done=p.epoch,
-            step=p.step,
-            stopped=p.stopped,
-            world_size=self.ctx.world_size,
-        )
-        self.state.resumes = [*(resumes if isinstance(resumes, list) else []), entry]
-        if entry["batch"]:
-            log.info(
-                "continuing epoch %d at batch %d of %d (step %d; previous process: %s)",
-                entry["epoch"],
-                entry["batch"],
-                self.steps_per_epoch,
-                entry["step"],
-                entry["reason"],
-            )
+        self.records.open(self.state, resumed)
+        self.run_dir.write_summary(self.summary(rd.RUNNING))
 
     # ------------------------------------------------------------------------------ epochs
     def run_epoch(
@@ -395,7 +290,7 @@ class TrainingJob:
         earlier = resumed.measurements if resumed else []
         measurements = [*earlier, *self.schedule.pop_measurements()]
         p.stopped = None
-        if self.measurements_path is not None:
+        if self.records.stream_path is not None:
             p.stream_records.extend(measurements)
         record.update(self.schedule.epoch_fields(p.stream_records, result.lr_mean))
         if self.angle_tracker is not None:
@@ -421,17 +316,8 @@ class TrainingJob:
 
     def write_epoch(self, record: dict[str, Any], measurements: list[dict[str, Any]]) -> None:
         self.state.metrics.append(record)
-        if not self.ctx.is_main:
-            return
-        run_dir = self.run_dir
-        run_dir.append_records(run_dir.metrics_path, [record])
-        if self.measurements_path is not None:
-            run_dir.append_records(self.measurements_path, measurements)
-        self.tracker.log_epoch(record)
-        self.tracker.log_measurements(measurements)
-        epoch_s = [m["time/epoch_s"] for m in self.state.metrics]
-        eta_s = (self.cfg.trainer.epochs - record["epoch"]) * sum(epoch_s) / len(epoch_s)
-        log.info(format_epoch_line(record, self.cfg.trainer.epochs, eta_s))
+        if self.ctx.is_main:
+            self.records.append_epoch(self.state, record, measurements)
 
     def write_running_summary(self) -> None:
         """After each epoch's checkpoint: the summary follows the records (atomically)."""
@@ -557,7 +443,7 @@ def _train_and_record(
                 run_dir.write_summary(summary)
             except OSError as error:  # e.g. the disk is full: keep the original error
                 log.error("could not write %s: %s", run_dir.summary_path, error)
-            job.tracker.finish(status, summary)
+            job.records.tracker.finish(status, summary)
             log.info("run %s: %s", status, run_dir.root)
         if status in (rd.INTERRUPTED, rd.REQUEUED):
             _leave_together(ctx)

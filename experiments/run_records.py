@@ -1,0 +1,197 @@
+"""Rank 0's side of a run: its record files, summary.json and wandb run.
+
+The job computes on every rank; what it has recorded so far is a ``RunState`` (restored from
+checkpoints), and rank 0 turns it into the run directory through ``RunRecords``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from experiments import rundir as rd
+from experiments import stopped_epoch
+from experiments.console import format_epoch_line
+from experiments.gpu_slots import recorded_gpus
+from experiments.launch import RunIdentity
+from experiments.lr_method import method_options
+from experiments.provenance import hardware_description, package_versions
+from experiments.stopped_epoch import StoppedEpoch
+from experiments.tracking import NullTracker, run_identity, start_wandb
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunState:
+    """What a checkpoint restores besides the model, optimizer and schedule."""
+
+    epoch: int = 0
+    step: int = 0
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    # The schedule's record stream so far (ScheduleHooks.record_stream).
+    stream_records: list[dict[str, Any]] = field(default_factory=list)
+    wandb_run_id: str | None = None
+    elapsed_s: float = 0.0
+    stopped: StoppedEpoch | None = None  # set by a mid-epoch checkpoint, cleared when done
+    resumes: list[dict[str, Any]] = field(default_factory=list)  # rank 0: summary's provenance
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What the summary says of a run besides its state: fixed once the job is built."""
+
+    steps_per_epoch: int
+    device: torch.device
+    world_size: int
+    skipped_images: Callable[[], int]  # distinct bad image files replaced so far
+
+
+class RunRecords:
+    """The run directory's record files (metrics, the schedule's stream), its summary and the
+    wandb run, written by rank 0 alone."""
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        run_dir: rd.RunDir,
+        identity: RunIdentity,
+        facts: RunFacts,
+        record_stream: str | None,
+    ) -> None:
+        self.cfg, self.run_dir, self.identity, self.facts = cfg, run_dir, identity, facts
+        self.stream_path = run_dir.stream_path(record_stream) if record_stream else None
+        self.tracker: Any = NullTracker()
+
+    def summary(
+        self,
+        state: RunState,
+        status: str,
+        message: str | None,
+        *,
+        elapsed_s: float,
+        interruption: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        cfg, identity, facts = self.cfg, self.identity, self.facts
+        derived = rd.summarize_metrics(state.metrics)
+        return {
+            "status": status,
+            "experiment": cfg.experiment_name,
+            "dataset": cfg.data.name,
+            "model": cfg.model.name,
+            "scheduler": identity.label,
+            "scheduler_label": cfg.scheduler.label,
+            "scheduler_name": cfg.scheduler.name,
+            "scheduler_options": method_options(cfg),
+            "label_settings": identity.label_settings,
+            "seed": cfg.seed,
+            "epochs_planned": cfg.trainer.epochs,
+            "epochs_done": derived["epochs_done"],
+            "final_test_err": derived["final_test_err"],
+            "min_test_err": derived["min_test_err"],
+            "min_test_err_epoch": derived["min_test_err_epoch"],
+            "wall_time_s": elapsed_s,
+            "time_per_iter_s": derived["time_per_iter_s"],
+            "steps_per_epoch": facts.steps_per_epoch,
+            "batch_size": cfg.trainer.batch_size,
+            "hardware": hardware_description(facts.device, facts.world_size),
+            "world_size": facts.world_size,
+            "gpus": recorded_gpus(facts.device.type, torch.cuda.device_count()),
+            "versions": package_versions(),
+            "git_commit": identity.code_version.get("commit"),
+            "code_version": identity.code_version,
+            "code_change_allowed_from": identity.code_change_from,
+            "changes": identity.changes,
+            "setup": identity.setup,
+            "wandb_run_id": state.wandb_run_id,
+            "message": message,
+            "data_verify": cfg.data.verify,
+            "data_skipped_images": facts.skipped_images(),
+            "interruption": interruption,
+            "resumes": state.resumes,
+        }
+
+    def open(self, state: RunState, resumed: bool) -> None:
+        """Make the record files match the checkpoint (or start them afresh) and start wandb;
+        the caller then writes the running summary."""
+        run_dir = self.run_dir
+        if resumed:
+            run_dir.rewrite_records(run_dir.metrics_path, state.metrics)
+            if self.stream_path is not None:
+                run_dir.rewrite_records(self.stream_path, state.stream_records)
+            if self.identity.repair:
+                log.warning(
+                    "repaired %s from its checkpoint (%s): records of %d epochs rewritten",
+                    run_dir.root,
+                    self.identity.repair,
+                    state.epoch,
+                )
+            else:
+                log.info("resuming %s after epoch %d", run_dir.root, state.epoch)
+                self._record_resume(state)
+        else:
+            run_dir.remove_stale_outputs()
+            log.info("starting %s", run_dir.root)
+        if self.cfg.logger.name == "wandb":
+            self._start_wandb(state)
+
+    def _start_wandb(self, state: RunState) -> None:
+        cfg = self.cfg
+        self.tracker = start_wandb(
+            OmegaConf.to_container(cfg.logger, resolve=True, enum_to_str=True),
+            run_dir=self.run_dir.root,
+            **run_identity(
+                experiment=cfg.experiment_name,
+                dataset=cfg.data.name,
+                model=cfg.model.name,
+                label=self.identity.label,
+                schedule=cfg.scheduler.name,
+                seed=cfg.seed,
+            ),
+            config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+            run_id=state.wandb_run_id,
+        )
+        state.wandb_run_id = self.tracker.run_id or state.wandb_run_id
+
+    def _record_resume(self, state: RunState) -> None:
+        """Append this launch to the ``resumes`` of the previous summary."""
+        previous = self.run_dir.read_summary()
+        resumes = (previous or {}).get("resumes")
+        entry = stopped_epoch.resume_record(
+            previous,
+            epochs_done=state.epoch,
+            step=state.step,
+            stopped=state.stopped,
+            world_size=self.facts.world_size,
+        )
+        state.resumes = [*(resumes if isinstance(resumes, list) else []), entry]
+        if entry["batch"]:
+            log.info(
+                "continuing epoch %d at batch %d of %d (step %d; previous process: %s)",
+                entry["epoch"],
+                entry["batch"],
+                self.facts.steps_per_epoch,
+                entry["step"],
+                entry["reason"],
+            )
+
+    def append_epoch(
+        self, state: RunState, record: dict[str, Any], measurements: list[dict[str, Any]]
+    ) -> None:
+        """The epoch's record (already in ``state.metrics``) and stream records, to the files
+        and wandb, and its line to the log."""
+        run_dir = self.run_dir
+        run_dir.append_records(run_dir.metrics_path, [record])
+        if self.stream_path is not None:
+            run_dir.append_records(self.stream_path, measurements)
+        self.tracker.log_epoch(record)
+        self.tracker.log_measurements(measurements)
+        epochs = self.cfg.trainer.epochs
+        epoch_s = [m["time/epoch_s"] for m in state.metrics]
+        eta_s = (epochs - record["epoch"]) * sum(epoch_s) / len(epoch_s)
+        log.info(format_epoch_line(record, epochs, eta_s))
