@@ -8,6 +8,7 @@ device, with no host synchronisation (HD and TLR add it to device-side sums ever
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -30,8 +31,8 @@ def sum_of_dots(xs: list[Tensor], ys: list[Tensor], *, promote: bool = False) ->
         return torch.zeros((), dtype=torch.float64)
     if promote:
         total = torch.zeros((), dtype=torch.float64, device=xs[0].device)
-        for x, y in zip(xs, ys, strict=True):
-            total += torch.dot(x.detach().reshape(-1).double(), y.detach().reshape(-1).double())
+        for x64, y64 in _promoted_pairs(xs, ys):
+            total += torch.dot(x64, y64)
         return total
     if xs[0].device.type != "cpu":
         return fused_dots(xs, ys)
@@ -46,17 +47,26 @@ def fused_dots(xs: list[Tensor], ys: list[Tensor]) -> Tensor:
     return torch.cat([p.reshape(-1) for p in products]).sum(dtype=torch.float64)
 
 
+def _promoted_pairs(xs: list[Tensor], ys: list[Tensor]) -> Iterator[tuple[Tensor, Tensor]]:
+    """Each pair of tensors flattened and promoted to float64, one pair at a time (the transient
+    memory is one pair, not the model)."""
+    for x, y in zip(xs, ys, strict=True):
+        yield x.detach().reshape(-1).double(), y.detach().reshape(-1).double()
+
+
 def dots64(a: list[Tensor], b: list[Tensor]) -> tuple[float, float, float]:
     """Return (a.b, a.a, b.b) of two tensor lists viewed as flat vectors, accumulated in float64
-    (``sum_of_dots(..., promote=True)``); the three sums reach the host in a single
-    synchronisation."""
+    as ``sum_of_dots(..., promote=True)`` does, each pair promoted once for all three sums;
+    the three sums reach the host in a single synchronisation."""
     if len(a) != len(b):
         raise ValueError(f"tensor lists differ in length: {len(a)} != {len(b)}")
     if not a:
         return 0.0, 0.0, 0.0
-    sums = torch.stack(
-        [sum_of_dots(x, y, promote=True) for x, y in ((a, b), (a, a), (b, b))]
-    )
+    sums = torch.zeros(3, dtype=torch.float64, device=a[0].device)
+    for x64, y64 in _promoted_pairs(a, b):
+        sums[0] += torch.dot(x64, y64)
+        sums[1] += torch.dot(x64, x64)
+        sums[2] += torch.dot(y64, y64)
     ab, aa, bb = sums.tolist()
     return ab, aa, bb
 

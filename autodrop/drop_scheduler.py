@@ -68,9 +68,8 @@ class DropScheduler(ScheduleHooks, LRScheduler):
     def epoch_fields(self, records: list[dict[str, Any]], lr_mean: float) -> dict[str, Any]:
         """``autodrop/drops``: the drops so far; ``autodrop/omega``: the last measured omega of
         ``records`` (every record of the run so far), None before the first."""
-        omegas = [r["omega"] for r in records if r.get("omega") is not None]
-        return {"autodrop/drops": len(self.drop_steps),
-                "autodrop/omega": omegas[-1] if omegas else None}
+        omega = next((r["omega"] for r in reversed(records) if r.get("omega") is not None), None)
+        return {"autodrop/drops": len(self.drop_steps), "autodrop/omega": omega}
 
     # State: every subclass lists its scalar fields and buffer fields; buffers are lists of
     # tensors shaped like the watched parameters.

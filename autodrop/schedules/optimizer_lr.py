@@ -43,9 +43,6 @@ class OptimizerSetsLR(ScheduleHooks, LRScheduler):
     onto itself, no host synchronisation). ``lr`` reads the optimizer's current rate.
     """
 
-    def __init__(self, optimizer: Optimizer) -> None:
-        super().__init__(optimizer)
-
     def get_lr(self) -> list[float]:
         return [group["lr"] for group in self.optimizer.param_groups]
 

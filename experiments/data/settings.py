@@ -13,9 +13,10 @@ from typing import Any
 import torch
 
 from autodrop.checks import check_bool, check_choice, check_int
+from experiments.schema import Decoder, Loader
 
-LOADER_NAMES = ("device", "classic")
-DECODERS = ("cpu", "gpu")
+LOADER_NAMES: tuple[str, ...] = tuple(member.value for member in Loader)
+DECODERS: tuple[str, ...] = tuple(member.value for member in Decoder)
 _FLAGS = (
     "download",
     "verify",
