@@ -204,15 +204,17 @@ def _init_run(mode: str, options: dict[str, Any], init_timeout_s: float) -> Any:
     return wandb.init(mode=mode, settings=settings, **options)
 
 
-def _release_failed_run() -> None:
-    # A failed online init leaves its run id held by wandb's service ("run ID ... is in use"),
-    # so the offline retry with the same id would fail too: shut the service down first.
+def stop_wandb() -> None:
+    """Stop wandb's service in this process, which first writes out (or sends) every run it
+    holds: ``run.finish`` returns before an offline run's ``.wandb`` log is complete, so whoever
+    reads or deletes that log in the same process calls this first (a process's exit does it).
+    Also frees the run ids the service holds."""
     import wandb
 
     try:
         wandb.teardown()
-    except Exception as error:  # noqa: BLE001 - the offline retry reports any lasting problem
-        log.warning("wandb teardown after the failed init raised %r", error)
+    except Exception as error:  # noqa: BLE001 - callers report any lasting problem
+        log.warning("wandb teardown raised %r", error)
 
 
 def start_wandb(
@@ -257,7 +259,9 @@ def start_wandb(
             log.warning("wandb.init failed (%s); tracking is off for this run", error)
             return NullTracker()
         log.warning("wandb online init failed (%s); logging offline, %s", error, SYNC_HINT)
-        _release_failed_run()
+        # The failed init's run id stays held by wandb's service ("run ID ... is in use"), so
+        # the offline retry with the same id would fail too: shut the service down first.
+        stop_wandb()
     try:
         return _started(_init_run("offline", options, timeout), run_dir)
     except Exception as error:  # noqa: BLE001

@@ -6,12 +6,15 @@
 For runs trained with ``logger=none`` (or with wandb disabled, or wandb failing to start). Each
 finished, complete run (``experiments.rundir.completeness_problem``) becomes one wandb run through
 the live run's own code (``experiments.tracking``): the same name, group and tags
-(``run_identity`` of the summary's experiment, task, label, schedule and seed), the recorded
-config (``.hydra/config.yaml``, verbatim), every epoch record against ``epoch`` followed by the
-schedule's stream records of that epoch against ``trace/step`` (the live order, so even wandb's
-``_step`` matches), summary.json's fields in the run summary, and train.log and summary.json
-as files. Project, entity and tags: the run's recorded ``logger`` settings when it was trained
-with ``logger=wandb``, else the wandb logger's defaults; ``--project``/``--entity`` override.
+(``run_identity`` of the summary's experiment, task, label, schedule and seed); every epoch
+record against ``epoch``, each followed by the schedule's stream records of that epoch against
+``trace/step`` (the live order, so even wandb's ``_step`` matches); summary.json's fields in the
+run summary; train.log and summary.json as files; and the recorded config
+(``.hydra/config.yaml``, verbatim: its ``logger`` is the one the run was trained with, and the
+settings the job resolves for its device at start, ``trainer.channels_last: null`` and
+``trainer.num_workers: -1``, stay as requested where a live run shows what they became).
+Project, entity and tags: the run's recorded ``logger`` settings when it was trained with
+``logger=wandb``, else the wandb logger's defaults; ``--project``/``--entity`` override.
 
 The rule that makes a second invocation a no-op: a run is uploaded only while its summary.json
 has no ``wandb_run_id``. The upload records the new run's id there (before the files are sent,
@@ -20,11 +23,13 @@ summary back and discards its offline directory. So a run already in W&B, whethe
 or uploaded before, is never logged twice:
 
 - a ``wandb_run_id`` with an unsynced offline log under ``<run>/wandb/`` (a live run without an
-  API key, or an offline upload): skipped, with the ``wandb sync`` command that uploads it;
+  API key, or an offline upload): skipped, with the ``wandb sync`` command that uploads it (that
+  log is the live run itself, so it is synced, not replayed);
 - a ``wandb_run_id`` and no unsynced offline log (logged online, or synced): skipped.
 
-To log such a run again, set its ``wandb_run_id`` to null. Each upload holds the run
-directory's lock, so it never races a launch that repairs the run.
+To log such a run again, set its ``wandb_run_id`` to null (also after a process killed in the
+middle of an upload, which leaves the new id recorded). Each upload holds the run directory's
+lock, so it never races a launch that repairs the run.
 
 The mode is the live runs' rule (``tracking.resolve_mode``): ``--mode``, else WANDB_MODE, else
 online; no API key means offline, and an online start that fails falls back to offline within
@@ -197,6 +202,7 @@ def _discard(tracker: tracking.WandbTracker) -> None:
         tracker.run.finish(exit_code=1)
     except Exception as error:  # noqa: BLE001 - already failing; the offline dir goes anyway
         logging.getLogger(__name__).warning("closing the failed wandb run raised %r", error)
+    tracking.stop_wandb()  # wandb writes the log until then
     offline_dir = tracker.offline_dir
     if offline_dir is not None and offline_dir.is_dir():
         shutil.rmtree(offline_dir)
@@ -295,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # init_timeout_s for the same fallback.
                 mode = "offline"
                 print("the online start failed: the remaining runs are logged offline")
+    if counts.get(LOGGED):
+        tracking.stop_wandb()  # the offline logs are complete once this returns
     print(", ".join(f"{count} {outcome}" for outcome, count in counts.items()))
     if offline:
         print(f"upload the offline runs with: {sync_command(offline)}")

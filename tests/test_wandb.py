@@ -35,6 +35,7 @@ def test_offline_run_logs_epochs_and_trace_and_no_secret(
     with caplog.at_level(logging.INFO, logger="experiments.tracking"):
         run_dir = train_in_process([*TINY_RUN, "logger=wandb", "scheduler=autodrop"])
     summary = json.loads((run_dir / "summary.json").read_text())
+    tracking.stop_wandb()  # the offline log is complete only then
     (log_file,) = offline_logs(run_dir)
     records = read_wandb_log(log_file)
 
@@ -105,6 +106,7 @@ def test_a_resumed_run_continues_the_same_wandb_run(
     overrides = [*TINY_RUN, "logger=wandb", "scheduler=step"]
     killed_at_checkpoint(2, lambda: train_in_process(overrides))
     run_dir = train_in_process(overrides)
+    tracking.stop_wandb()
     first, second = offline_logs(run_dir)
     run_id = json.loads((run_dir / "summary.json").read_text())["wandb_run_id"]
     assert first.name == second.name == f"run-{run_id}.wandb"
