@@ -145,6 +145,11 @@ wandb-sync: $(STAMP) ## Upload runs that were logged offline (needs WANDB_API_KE
 	if [ -z "$$found" ]; then echo "no offline wandb runs under $(RESULTS)/runs"; \
 	else echo "$$(echo "$$found" | wc -l) offline runs found"; $(VENV)/bin/wandb sync $$found; fi
 
+.PHONY: wandb-upload
+wandb-upload: $(STAMP) ## Log finished runs to W&B from their records (EXPERIMENT=prefix, DRY_RUN=1: list only)
+	$(PY) -m scripts.wandb_upload --runs $(RESULTS)/runs $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) \
+	  $(if $(PROJECT),--project $(PROJECT)) $(if $(ENTITY),--entity $(ENTITY)) $(if $(filter 1,$(DRY_RUN)),--dry-run)
+
 clean: ## Remove caches (keeps .venv and results)
 	rm -rf .pytest_cache .ruff_cache outputs multirun
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

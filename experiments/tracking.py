@@ -111,11 +111,21 @@ class WandbTracker:
         # Every field of an epoch record is plotted against "epoch", whichever fields the
         # schedule adds (ScheduleHooks.epoch_fields): each is defined when first logged.
         self.epoch_metrics = {"epoch", *MIN_METRICS}
+        # What went wrong, one line each: training ignores it, an upload of records does not.
+        self.failures: list[str] = []
+
+    @property
+    def offline_dir(self) -> Path | None:
+        """The run's offline directory (what `wandb sync` uploads); None for an online run."""
+        if not getattr(self.run, "offline", False):
+            return None
+        return Path(self.run.settings.sync_dir)
 
     def _guarded(self, what: str, action: Any) -> None:
         try:
             action()
         except Exception as error:  # noqa: BLE001 - wandb must never stop training
+            self.failures.append(f"wandb {what}: {type(error).__name__}: {error}")
             log.warning(
                 "wandb %s failed (%s: %s); training continues", what, type(error).__name__, error
             )
@@ -175,13 +185,14 @@ def new_run_id() -> str:
 def _started(run: Any, run_dir: Path, reason: str | None = None) -> WandbTracker:
     """The tracker of a run wandb.init returned; an offline run says (in one line, with the
     reason it is offline) where it went and how to upload it."""
-    if getattr(run, "offline", False):
-        sync_dir = run.settings.sync_dir
+    tracker = WandbTracker(run, run_dir)
+    sync_dir = tracker.offline_dir
+    if sync_dir is not None:
         why = f"{reason}; " if reason else ""
         log.info(
             "wandb: %soffline run in %s; upload it with: wandb sync %s", why, sync_dir, sync_dir
         )
-    return WandbTracker(run, run_dir)
+    return tracker
 
 
 def _init_run(mode: str, options: dict[str, Any], init_timeout_s: float) -> Any:
@@ -193,15 +204,17 @@ def _init_run(mode: str, options: dict[str, Any], init_timeout_s: float) -> Any:
     return wandb.init(mode=mode, settings=settings, **options)
 
 
-def _release_failed_run() -> None:
-    # A failed online init leaves its run id held by wandb's service ("run ID ... is in use"),
-    # so the offline retry with the same id would fail too: shut the service down first.
+def stop_wandb() -> None:
+    """Stop wandb's service in this process, which first writes out (or sends) every run it
+    holds: ``run.finish`` returns before an offline run's ``.wandb`` log is complete, so whoever
+    reads or deletes that log in the same process calls this first (a process's exit does it).
+    Also frees the run ids the service holds."""
     import wandb
 
     try:
         wandb.teardown()
-    except Exception as error:  # noqa: BLE001 - the offline retry reports any lasting problem
-        log.warning("wandb teardown after the failed init raised %r", error)
+    except Exception as error:  # noqa: BLE001 - callers report any lasting problem
+        log.warning("wandb teardown raised %r", error)
 
 
 def start_wandb(
@@ -246,7 +259,9 @@ def start_wandb(
             log.warning("wandb.init failed (%s); tracking is off for this run", error)
             return NullTracker()
         log.warning("wandb online init failed (%s); logging offline, %s", error, SYNC_HINT)
-        _release_failed_run()
+        # The failed init's run id stays held by wandb's service ("run ID ... is in use"), so
+        # the offline retry with the same id would fail too: shut the service down first.
+        stop_wandb()
     try:
         return _started(_init_run("offline", options, timeout), run_dir)
     except Exception as error:  # noqa: BLE001

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import zlib
 from pathlib import Path
 
 import pytest
@@ -14,70 +13,18 @@ from wandb.proto import wandb_internal_pb2
 from experiments import tracking
 from experiments.rundir import read_records
 from tests.conftest import TINY_RUN
+from tests.wandb_log import (
+    config,
+    history,
+    offline_logs,
+    read_wandb_log,
+    run_header,
+    step_metrics,
+    summary_updates,
+    uploaded_files,
+)
 
 SECRET = "sk-test-0123456789abcdef0123456789abcdef"
-LOG_BLOCK = 32 * 1024  # the .wandb file is a LevelDB-style log of 32 KiB blocks
-
-
-def read_wandb_log(path: Path) -> list[wandb_internal_pb2.Record]:
-    """The protobuf records of a ``.wandb`` transaction log, checksums verified.
-
-    Layout: a 7-byte file header (":W&B", magic, version), then chunks with a 7-byte header
-    (crc32 over type byte + payload, little-endian length, type: 1 full, 2 first, 3 middle,
-    4 last) that never straddle a 32 KiB block boundary.
-    """
-    data = path.read_bytes()
-    assert data[:4] == b":W&B"
-    records, pending, position = [], b"", 7
-    while position + 7 <= len(data):
-        room = LOG_BLOCK - position % LOG_BLOCK
-        if room < 7:
-            position += room
-            continue
-        checksum = int.from_bytes(data[position : position + 4], "little")
-        length = int.from_bytes(data[position + 4 : position + 6], "little")
-        kind = data[position + 6]
-        payload = data[position + 7 : position + 7 + length]
-        position += 7 + length
-        if kind == 0:
-            break
-        assert zlib.crc32(payload, zlib.crc32(bytes([kind]))) & 0xFFFFFFFF == checksum
-        if kind in (1, 2):
-            pending = payload
-        else:
-            pending += payload
-        if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-    return records
-
-
-def _history(records: list[wandb_internal_pb2.Record]) -> list[dict]:
-    rows = []
-    for record in records:
-        if record.WhichOneof("record_type") == "history":
-            rows.append(
-                {
-                    item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                    for item in record.history.item
-                }
-            )
-    return rows
-
-
-def _wandb_logs(run_dir: Path) -> list[Path]:
-    return sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
-
-
-def _summary_updates(records: list[wandb_internal_pb2.Record]) -> dict:
-    """The run summary as the records leave it: the last update of every key."""
-    summary = {}
-    for record in records:
-        if record.WhichOneof("record_type") == "summary":
-            for item in record.summary.update:
-                summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
-    return summary
 
 
 def test_offline_run_logs_epochs_and_trace_and_no_secret(
@@ -88,10 +35,11 @@ def test_offline_run_logs_epochs_and_trace_and_no_secret(
     with caplog.at_level(logging.INFO, logger="experiments.tracking"):
         run_dir = train_in_process([*TINY_RUN, "logger=wandb", "scheduler=autodrop"])
     summary = json.loads((run_dir / "summary.json").read_text())
-    (log_file,) = _wandb_logs(run_dir)
+    tracking.stop_wandb()  # the offline log is complete only then
+    (log_file,) = offline_logs(run_dir)
     records = read_wandb_log(log_file)
 
-    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    run = run_header(records)
     assert run.run_id == summary["wandb_run_id"] and log_file.name == f"run-{run.run_id}.wandb"
     assert (run.project, run.run_group, run.display_name) == (
         "autodrop-bench",
@@ -107,28 +55,22 @@ def test_offline_run_logs_epochs_and_trace_and_no_secret(
     (offline_line,) = [r.getMessage() for r in caplog.records if "wandb sync" in r.getMessage()]
     assert offline_line.endswith(f"upload it with: wandb sync {log_file.parent}")
 
-    final = _summary_updates(records)
+    final = summary_updates(records)
     metrics = read_records(run_dir / "metrics.jsonl")
     for key in ("test/err", "test/loss", "train/loss"):
         assert final[key] == {"min": pytest.approx(min(m[key] for m in metrics), rel=1e-12)}
     for key in ("status", "min_test_err", "min_test_err_epoch", "final_test_err", "epochs_done"):
         assert final[key] == summary[key], key
-    uploaded = {
-        (f.path, f.policy)
-        for r in records
-        if r.WhichOneof("record_type") == "files"
-        for f in r.files.files
-    }
     end = wandb_internal_pb2.FilesItem.PolicyType.END
-    assert {("train.log", end), ("summary.json", end)} <= uploaded
+    assert {("train.log", end), ("summary.json", end)} <= uploaded_files(records)
     assert (log_file.parent / "files/summary.json").read_text() == (
         run_dir / "summary.json"
     ).read_text()
-    config = {item.key: json.loads(item.value_json) for item in run.config.update}
-    assert config["scheduler"]["window"] == 4 and config["experiment_name"] == "quick/digits"
+    recorded = config(records)
+    assert recorded["scheduler"]["window"] == 4 and recorded["experiment_name"] == "quick/digits"
 
-    history = _history(records)
-    epochs = [row for row in history if "epoch" in row]
+    rows = history(records)
+    epochs = [row for row in rows if "epoch" in row]
     assert [row["epoch"] for row in epochs] == [1, 2]
     for row, record in zip(epochs, metrics, strict=True):
         for key in (
@@ -142,15 +84,11 @@ def test_offline_run_logs_epochs_and_trace_and_no_secret(
             "autodrop/omega",
         ):
             assert row[key] == pytest.approx(record[key], rel=1e-12), key
-    trace = [row for row in history if "trace/step" in row]
+    trace = [row for row in rows if "trace/step" in row]
     assert [row["trace/step"] for row in trace] == [
         r["step"] for r in read_records(run_dir / "autodrop.jsonl")
     ]
-    metric_names = {
-        r.metric.name or r.metric.glob_name: r.metric.step_metric
-        for r in records
-        if r.WhichOneof("record_type") == "metric"
-    }
+    metric_names = step_metrics(records)
     for name in ("train/loss", "lr", "autodrop/drops", "autodrop/omega"):
         assert metric_names[name] == "epoch", name
     assert metric_names["trace/*"] == "trace/step"
@@ -168,10 +106,11 @@ def test_a_resumed_run_continues_the_same_wandb_run(
     overrides = [*TINY_RUN, "logger=wandb", "scheduler=step"]
     killed_at_checkpoint(2, lambda: train_in_process(overrides))
     run_dir = train_in_process(overrides)
-    first, second = _wandb_logs(run_dir)
+    tracking.stop_wandb()
+    first, second = offline_logs(run_dir)
     run_id = json.loads((run_dir / "summary.json").read_text())["wandb_run_id"]
     assert first.name == second.name == f"run-{run_id}.wandb"
-    resumed_epochs = [row["epoch"] for row in _history(read_wandb_log(second)) if "epoch" in row]
+    resumed_epochs = [row["epoch"] for row in history(read_wandb_log(second)) if "epoch" in row]
     assert resumed_epochs == [2]
 
 

@@ -182,7 +182,7 @@ def load_runs(runs_dir: str | Path, experiment: str | None = None) -> RunSet:
     root = Path(runs_dir)
     if not root.is_dir():
         raise NoRunsError(f"runs directory {root} does not exist; {HOW_RUNS_ARE_MADE}")
-    raw = [_read_run_dir_or_damaged(root, run_dir) for run_dir in _find_run_dirs(root)]
+    raw = [_read_run_dir_or_damaged(root, run_dir) for run_dir in find_run_dirs(root)]
     if not raw:
         raise NoRunsError(
             f"no run directories (<experiment>/<dataset>-<model>/<scheduler>/seed=<n>/ holding "
@@ -219,7 +219,9 @@ def build_run_set(
     )
 
 
-def _find_run_dirs(root: Path) -> list[Path]:
+def find_run_dirs(root: Path) -> list[Path]:
+    """The run directories below ``root``: ``seed=<n>`` folders holding summary.json or
+    metrics.jsonl, at least four levels down (<experiment>/<task>/<label>/seed=<n>)."""
     found = []
     for path in sorted(root.rglob("seed=*")):
         depth = len(path.relative_to(root).parts)
