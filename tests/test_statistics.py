@@ -112,6 +112,41 @@ def test_t_interval_and_p_value_are_students_on_the_paired_differences():
     assert both.p_value[1] == pytest.approx(stats.ttest_1samp(differences[:3], 0).pvalue)
 
 
+def test_resolution_is_the_lattice_step_of_the_values():
+    one_example = 100 / 360
+    errors = np.array([4, 5, 7, 3, np.nan]) * one_example  # as stored: float noise included
+    assert statistics.resolution(errors) == pytest.approx(one_example)
+    assert statistics.resolution(np.array([4, 6, 10]) * one_example) == pytest.approx(
+        2 * one_example
+    )  # no two values one example apart: a coarser step, a more cautious test
+    assert statistics.resolution(np.random.default_rng(0).normal(size=10)) == 0.0
+    assert statistics.resolution(np.array([1.5, 1.5])) == 0.0
+    batch = statistics.resolution(np.array([[0.0, 0.25, 1.0], [0.0, 0.3, 1.0]]))
+    assert batch.tolist() == [0.25, 0.0]
+
+
+def test_continuity_correction_shrinks_the_mean_by_half_a_step_over_n():
+    differences = np.array([0.5, 1.0, 0.0, 0.5, 1.5, 0.5])
+    step, n = 0.5, 6
+    corrected = statistics.paired_t_test(differences, step)
+    shrunk = differences - np.sign(differences.mean()) * step / (2 * n)
+    reference = stats.ttest_1samp(shrunk, 0.0)
+    assert corrected.p_value == pytest.approx(reference.pvalue, rel=1e-10)
+    assert corrected.mean == pytest.approx(differences.mean())
+    half = reference.confidence_interval(0.95).high - shrunk.mean() + step / (2 * n)
+    assert (corrected.low, corrected.high) == pytest.approx(
+        (differences.mean() - half, differences.mean() + half)
+    )
+    # the interval excludes 0 exactly when p < 0.05, on a lattice as without one
+    rng = np.random.default_rng(0)
+    samples = rng.integers(-2, 4, size=(4000, 6)) * step
+    test = statistics.paired_t_test(samples, step)
+    defined = ~np.isnan(test.low)
+    excludes = (test.low > 0) | (test.high < 0)
+    assert (excludes == (test.p_value < 0.05))[defined].all()
+    assert 0 < excludes[defined].mean() < 1
+
+
 def test_equal_differences_have_no_interval_and_the_exact_sign_flip_p_value():
     one_example = 100 / 360  # one digits test example, in points of error
     for n in (3, 5, 6, 10):
@@ -147,6 +182,12 @@ def test_several_runs_of_one_seed_are_an_error():
     )
     with pytest.raises(ValueError, match="t: schedule 'a' has several runs of one seed"):
         statistics.comparisons(frame)
+
+
+def test_no_finished_value_gives_empty_frames():
+    empty = pd.DataFrame(columns=["row", "scheduler", "seed", "min_test_err"])
+    for frame in (statistics.comparisons(empty), statistics.versus_best(empty)):
+        assert frame.empty and list(frame.columns) == list(statistics.COMPARISON_COLUMNS)
 
 
 def test_holm_adjusts_step_down_and_leaves_out_nan():

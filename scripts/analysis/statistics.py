@@ -199,8 +199,10 @@ def seed_matrices(runs: pd.DataFrame, value: str = VALUE):
         raise ValueError(f"{row}: schedule {label!r} has several runs of one seed")
     wide = done.pivot(index=["row", "seed"], columns="scheduler", values=value).sort_index()
     rows = wide.index.get_level_values("row")
+    if rows.empty:
+        return
     values = wide.to_numpy(dtype=float)
-    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]) if len(rows) else []
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
     for start, end in zip(starts, [*starts[1:], len(rows)], strict=True):
         block = values[start:end]
         present = ~np.isnan(block).all(axis=0)
