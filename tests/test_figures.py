@@ -96,7 +96,8 @@ def legend_entries(fig) -> dict:
     (legend,) = fig.legends
     assert all(ax.get_legend() is None for ax in fig.axes)
     texts = [text.get_text() for text in legend.get_texts()]
-    return dict(zip(texts, legend.legend_handles, strict=True))
+    pairs = zip(texts, legend.legend_handles, strict=True)
+    return {text: handle for text, handle in pairs if text}  # "" pads a group's last column
 
 
 def assert_camera_ready(fig, series: list[str]) -> None:
@@ -192,7 +193,13 @@ def test_autodrop_trace_figure_omega_smoothed_lr_and_drop_lines(task_runs):
     smoothed = omega_ax.get_lines()[1]  # one line: windows without a value are left out
     np.testing.assert_allclose(smoothed.get_xdata(), [50 + 10 * i for i in range(8)])
     assert not np.isnan(np.asarray(smoothed.get_ydata(), dtype=float)).any()
-    assert "lr drop" in legend_entries(fig)
+    assert list(legend_entries(fig)) == [  # what each colour and each line style is
+        "AutoDrop, seed 0",
+        "thin: omega, the angle of each measurement",
+        "thick: AutoDrop's smoothed omega",
+        "steps: learning rate (bottom panel)",
+        "lr drop",
+    ]
     assert lr_ax.get_yscale() == "log" and lr_ax.get_xlabel() == "optimizer step"
     for ax in (omega_ax, lr_ax):  # axvline: a line with constant x = the drop step
         verticals = [line for line in ax.get_lines() if len(set(line.get_xdata())) == 1]
@@ -202,15 +209,14 @@ def test_autodrop_trace_figure_omega_smoothed_lr_and_drop_lines(task_runs):
     plt.close(fig)
 
 
-EXPECTED_FIGURES = {
+EXPECTED_FIGURES = {  # one task: no performance profile
     "fig_task_cifar10-resnet18": 6,
     "fig3_fixed_lr_angle": 2,
     "fig_autodrop_trace_cifar10-resnet18": 2,
-    "fig_performance_profile": 1,
 }
 
 
-def test_make_all_figures_draws_each_figure_under_its_name(runs_dir, tmp_path, monkeypatch):
+def test_make_all_figures_draws_each_figure_under_its_name(runs_dir, tmp_path, monkeypatch, capsys):
     drawn = {}
 
     def record(fig, out_dir, name):  # stands in for save_figure: rendering files is slow
@@ -224,6 +230,9 @@ def test_make_all_figures_draws_each_figure_under_its_name(runs_dir, tmp_path, m
     assert drawn == EXPECTED_FIGURES
     assert sorted(path.stem for path in paths) == sorted(EXPECTED_FIGURES)
     assert plt.get_fignums() == []
+    assert "no performance profile: the runs cover 1 task(s), it needs >= 3" in (
+        capsys.readouterr().err
+    )
 
 
 @pytest.mark.slow
@@ -342,3 +351,69 @@ def test_theory_figures_are_camera_ready():
     assert {"limit of v(t) at the current lr", "lr drop"} <= set(legend_entries(fig5))
     for fig in (fig1, fig2, fig4, fig5):
         plt.close(fig)
+
+
+def profile_runs(root: Path, tasks: int) -> Path:
+    for index, model in enumerate(["resnet18", "resnet34", "wrn40_10"][:tasks]):
+        for scheduler, offset in (("step", 1.0), ("autodrop", 0.0)):
+            write_fake_run(
+                root, experiment="paper/x", dataset="cifar10", model=model, seed=0,
+                scheduler=scheduler, test_errs=[20.0, 10.0 + offset + index],
+            )  # fmt: skip
+    return root
+
+
+def test_performance_profile_only_from_3_tasks(tmp_path, capsys):
+    two = summary.make_summary_figures(
+        load_runs(profile_runs(tmp_path / "two", 2)).finished(), tmp_path / "out2"
+    )
+    assert two == [] and not (tmp_path / "out2").exists()
+    assert "no performance profile: the runs cover 2 task(s)" in capsys.readouterr().err
+    three = summary.make_summary_figures(
+        load_runs(profile_runs(tmp_path / "three", 3)).finished(), tmp_path / "out3"
+    )
+    assert sorted(path.name for path in three) == [
+        "fig_performance_profile.pdf",
+        "fig_performance_profile.png",
+    ]
+    assert capsys.readouterr().err == ""
+
+
+def many_runs(root: Path) -> Path:
+    """20 runs of one task: AutoDrop at 10 windows x 2 seeds, each with a trace."""
+    for index, window in enumerate([2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]):
+        for seed in range(2):
+            write_fake_run(
+                root, experiment="ablation/window", scheduler="autodrop", seed=seed,
+                settings={"scheduler.window": window}, trace=trace({40, 80}),
+                test_errs=[30.0 - 2 * e + 0.2 * index for e in range(EPOCHS)], **COMMON,
+            )  # fmt: skip
+    return root
+
+
+@pytest.mark.parametrize("figure", ["task", "trace"])
+def test_legends_stay_readable_at_20_runs(tmp_path, figure):
+    """One entry per schedule label (not per run or per line), as many columns as the width
+    holds, no entry twice, variants of one schedule in distinct shades of its colour."""
+    runs = load_runs(many_runs(tmp_path)).finished()
+    assert len(runs.runs) == 20
+    if figure == "task":
+        fig = curves.task_figure(runs, title="20 runs")
+    else:
+        fig = curves.autodrop_trace_figure(runs, title="20 runs")
+    entries = legend_entries(fig)
+    windows = [f"AutoDrop (window={w})" for w in (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)]
+    if figure == "task":
+        assert list(entries)[:10] == windows  # in the order of the values
+    else:
+        assert list(entries)[:10] == [f"{name}, seeds 0-1" for name in windows]
+    assert len(entries) <= 10 + 5  # the labels, then the key to line styles and bands
+    colors = [to_hex(entries[text].get_color()) for text in list(entries)[:10]]
+    assert len(set(colors)) == 10
+    assert_camera_ready(fig, list(entries)[:10])
+    renderer = fig.canvas.get_renderer()
+    legend_box = fig.legends[0].get_window_extent(renderer)
+    figure_box = fig.get_window_extent(renderer)
+    assert legend_box.width <= figure_box.width
+    assert legend_box.height <= 0.25 * figure_box.height, (legend_box, figure_box)
+    plt.close(fig)

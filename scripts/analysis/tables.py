@@ -191,13 +191,7 @@ def table2(runs: RunSet) -> Table:
     stats = stats.assign(display=_shown(stats["scheduler"], names))
     display = _pivot(stats, order_labels(stats["scheduler"], plain))
     display.columns = _shown(display.columns, names)
-    note = ""
-    if stats["worse_than_best"].any():
-        note = (
-            f"{SIGNIFICANT_MARK.strip()} worse than the row's best schedule: the paired "
-            f"{statistics.CONFIDENCE:.0%} bootstrap CI of the difference excludes 0, "
-            f"over >= {statistics.MIN_PAIRS_TO_FLAG} seeds both finished (comparisons.md)"
-        )
+    note = significance_note(stats)
     if stats["setting"].notna().any():
         tuned_note = (
             f"{', '.join(TUNED_SETTINGS)}: per task the setting with the lowest mean minimum "
@@ -210,10 +204,30 @@ def table2(runs: RunSet) -> Table:
     return Table("table2", display, stats.drop(columns="cell"), note, caption)
 
 
-def _with_significance(stats: pd.DataFrame, plain: pd.DataFrame) -> pd.DataFrame:
+def significance_note(stats: pd.DataFrame) -> str:
+    """What SIGNIFICANT_MARK means, when a cell has it; else why no cell can have it (fewer
+    than MIN_PAIRS_TO_FLAG seeds); '' when cells could be marked and none is."""
+    least = statistics.MIN_PAIRS_TO_FLAG
+    if stats["worse_than_best"].any():
+        return (
+            f"{SIGNIFICANT_MARK.strip()} worse than the row's best schedule (lowest mean): "
+            f"paired t-test, Holm-adjusted over every pair of the row's schedules, "
+            f"p < {statistics.ALPHA:.2g}, over >= {least} seeds both finished (comparisons.md)"
+        )
+    if stats["n"].max() < least:
+        return (
+            f"no cell is marked {SIGNIFICANT_MARK.strip()} (worse than the row's best): "
+            f"that takes >= {least} seeds both finished"
+        )
+    return ""
+
+
+def _with_significance(
+    stats: pd.DataFrame, plain: pd.DataFrame, value: str = statistics.VALUE
+) -> pd.DataFrame:
     """``stats`` with ``worse_than_best`` (see SIGNIFICANT_MARK) and the mark on the cell."""
-    versus = statistics.versus_best(plain)
-    worse = versus.loc[versus["excludes_zero"], ["task", "schedule"]]
+    versus = statistics.versus_best(plain, value)
+    worse = versus.loc[versus["significant"], ["task", "schedule"]]
     flagged = set(zip(worse["task"], worse["schedule"], strict=True))
     pairs = zip(stats["row"], stats["scheduler"], strict=True)
     stats = stats.assign(worse_than_best=[(row, label) in flagged for row, label in pairs])
@@ -229,38 +243,67 @@ def _marked(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def comparisons(runs: RunSet) -> Table:
-    """Every schedule against every baseline (a schedule not in METHODS) per task, paired by
-    seed: n_pairs, mean_diff, bootstrap CI and p_improve (scripts.analysis.statistics)."""
+    """Every pair of schedules of each task once, paired by seed, as schedule - baseline with the
+    baseline the schedule listed earlier in Table 2 (so AutoDrop, listed last, is never the
+    baseline): n_pairs, mean_diff, t interval, p values and p_improve
+    (scripts.analysis.statistics), schedules by display name."""
     plain = plain_runs(runs)
-    labels = order_labels(plain["scheduler"], plain)
-    baselines = [label for label in labels if label not in METHODS]
-    values = statistics.comparisons(plain, baselines, order=labels)
-    display = values.round(4).set_index("task")
-    note = (
-        "schedule - baseline, minimum test error in points over the seeds both finished "
-        f"(negative: the schedule is better); {statistics.CONFIDENCE:.0%} "
-        f"{statistics.BOOTSTRAP_METHOD} bootstrap CI of the mean paired difference "
-        f"({statistics.N_RESAMPLES} resamples, seed {statistics.BOOTSTRAP_SEED}; "
-        "NaN with one pair, the point when all differences are equal); p_improve = "
-        "P(schedule(i) < baseline(j)) over seed pairs (i, j), ties count half"
+    values = statistics.comparisons(plain, order=order_labels(plain["scheduler"], plain))
+    names = display_names(plain)
+    display = values.assign(
+        schedule=_shown(values["schedule"], names),
+        baseline=_shown(values["baseline"], names),
+        significant=values["significant"].map({True: "yes", False: ""}),
     )
-    return Table("comparisons", display, values, note)
+    display = display.round(4).set_index("task")
+    least = statistics.MIN_PAIRS_TO_FLAG
+    caption = (
+        f"{MIN_ERR}: paired differences schedule - baseline in points over the seeds both "
+        "finished (negative: the schedule is better), each pair of schedules once, the "
+        "baseline being the one listed earlier in Table 2; n_pairs = the seeds both finished."
+    )
+    note = (
+        f"ci_low, ci_high: {statistics.CONFIDENCE:.0%} interval of the mean paired difference "
+        f"and p_value the two-sided test of this pair alone, both {statistics.METHOD} (half "
+        "the values' resolution on the sum; NaN with one pair, and when every difference is "
+        "equal, where p_value is the exact sign-flip p = 2 * 2^-n); "
+        f"p_holm: Holm-adjusted over the task's pairs with >= {least} seeds; significant: "
+        f"p_holm < {statistics.ALPHA:.2g} over >= {least} seeds (Table 2's "
+        f"{SIGNIFICANT_MARK.strip()}); p_improve = P(schedule(i) < baseline(j)) over seed "
+        "pairs (i, j), ties count half"
+    )
+    return Table("comparisons", display, values, note, caption)
 
 
-def iqm_table(runs: RunSet) -> Table:
-    """Interquartile mean of the minimum test error over seeds per task and schedule."""
+def iqm_table(runs: RunSet) -> Table | None:
+    """Interquartile mean of the minimum test error over seeds per task and schedule, for cells
+    with >= MIN_SEEDS_FOR_IQM seeds (with fewer it is the mean of Table 2); None when no cell
+    has that many."""
     plain = plain_runs(runs)
     values = statistics.interquartile_means(plain)
+    least = statistics.MIN_SEEDS_FOR_IQM
+    if values.empty or values["n"].max() < least:
+        return None
     cells = values.assign(
-        cell=[f"{iqm:.2f} ({n})" for iqm, n in zip(values["iqm"], values["n"], strict=True)]
+        cell=[
+            f"{iqm:.2f} ({n})" if n >= least else ""
+            for iqm, n in zip(values["iqm"], values["n"], strict=True)
+        ]
     )
     display = _pivot(cells, order_labels(values["scheduler"], plain))
     display.columns = _shown(display.columns, display_names(plain))
-    note = (
-        "interquartile mean (n): the mean of the middle half of the seeds "
-        f"(scipy.stats.trim_mean, {statistics.IQM_TRIM}; with fewer than 4 seeds the mean)"
+    caption = (
+        f"{MIN_ERR}: interquartile mean over seeds (the mean of the middle half, "
+        f"scipy.stats.trim_mean with {statistics.IQM_TRIM}); {seeds_phrase(values['n'])}."
     )
-    return Table("iqm", display, values, note)
+    note = ""
+    if (values["n"] < least).any():
+        note = (
+            f"cells with fewer than {least} seeds are left empty: the trim drops "
+            f"floor(n / {round(1 / statistics.IQM_TRIM)}) = 0 seeds at each end, so their IQM "
+            "is the mean of Table 2"
+        )
+    return Table("iqm", display, values, note, caption)
 
 
 def lr_sensitivity(runs: RunSet) -> Table | None:

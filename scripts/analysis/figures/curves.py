@@ -26,9 +26,10 @@ from matplotlib.patches import Patch
 from scripts.analysis.figures import summary
 from scripts.analysis.figures.common import (
     integer_ticks,
+    label_colors,
     save_figure,
-    schedule_color,
     shared_legend,
+    style_entry,
 )
 from scripts.analysis.runs import RunSet, load_runs, task_keys
 from scripts.analysis.tables import display_names, order_labels
@@ -123,6 +124,7 @@ def task_figure(runs: RunSet, title: str, zoom_fraction: float = ZOOM_FRACTION) 
     names = dict(zip(runs.runs["scheduler"], runs.runs["scheduler_name"], strict=True))
     shown = display_names(runs.runs)  # "TLR (reconstruction)" for tlr
     styles = _line_styles(labels, names)
+    colors = label_colors(labels, names)
     last_epoch = int(runs.metrics["epoch"].max())
     epochs = zoom_range(last_epoch, zoom_fraction)
     for name, key, panel_title, ylabel in _TASK_PANELS:
@@ -132,7 +134,7 @@ def task_figure(runs: RunSet, title: str, zoom_fraction: float = ZOOM_FRACTION) 
             ids = runs.runs.loc[runs.runs["scheduler"] == label, "run_id"]
             band = seed_band(runs, ids, key)
             if not band.empty:
-                _draw_band(ax, band, shown[label], schedule_color(names[label]), styles[label])
+                _draw_band(ax, band, shown[label], colors[label], styles[label])
                 bands.append(band)
         ax.set_title(panel_title.format(pct=round(100 * zoom_fraction)))
         ax.set_xlabel("epoch")
@@ -143,7 +145,7 @@ def task_figure(runs: RunSet, title: str, zoom_fraction: float = ZOOM_FRACTION) 
         if name == "train_loss" and bands:
             ax.set_yscale("log")
     integer_ticks(fig.axes)
-    shared_legend(fig, title="schedule", extra=band_entries(fig), columns=8)
+    shared_legend(fig, title="schedule", extra=band_entries(fig))
     fig.suptitle(title)
     return fig
 
@@ -190,27 +192,43 @@ def _is_v1(name: str) -> bool:
     return name == "autodrop_v1"
 
 
+def _run_entries(runs: pd.DataFrame) -> dict[str, str]:
+    """Legend text per label of the traced runs: its display name and its seeds."""
+    entries = {}
+    for label, group in runs.groupby("scheduler", sort=False):
+        seeds = sorted(int(seed) for seed in group["seed"])
+        which = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {_seed_list(seeds)}"
+        entries[label] = f"{group['display'].iloc[0]}, {which}"
+    return entries
+
+
+def _seed_list(seeds: Sequence[int]) -> str:
+    """'0-3' for consecutive seeds, else '0, 2, 5'."""
+    if seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds))
+
+
 def autodrop_trace_figure(runs: RunSet, title: str) -> Figure:
-    """AutoDrop's measurements vs optimizer step, one colour per run: the angle omega and
-    AutoDrop's smoothed value (a line over the windows that have one); AutoDropV1's change of
-    the angle between epochs on its own axis (it is near 0 degrees); the lr on a log scale;
-    every drop as a dotted vertical line."""
+    """AutoDrop's measurements vs optimizer step, one colour per schedule label (its seeds share
+    it; several labels of one schedule get shades of its colour): the angle omega of each
+    measurement (thin) and AutoDrop's smoothed value (thick, over the windows that have one);
+    AutoDropV1's change of the angle between epochs on its own axis (it is near 0 degrees); the
+    lr on a log scale; every drop as a dotted vertical line. The legend names each colour once
+    and each line style once, so it does not grow with the number of runs' lines."""
     trace_runs = runs.runs[runs.runs["run_id"].isin(set(runs.traces["run_id"]))]
+    labels = order_labels(trace_runs["scheduler"], trace_runs)
+    names = dict(zip(trace_runs["scheduler"], trace_runs["scheduler_name"], strict=True))
+    colors = label_colors(labels, names)
     with_v1 = any(_is_v1(name) for name in trace_runs["scheduler_name"])
     panels = ["omega", "v1_diff", "lr"] if with_v1 else ["omega", "lr"]
     fig, axes = plt.subplots(
         len(panels), 1, figsize=(10, 2.6 * len(panels) + 1.2), sharex=True, layout="constrained"
     )
     ax_of = dict(zip(panels, axes, strict=True))
-    names = [
-        f"{run.display} seed={run.seed}"
-        for run in trace_runs.itertuples(index=False)
-    ]
-    colors = [schedule_color(run.scheduler_name) for run in trace_runs.itertuples(index=False)]
-    if len(set(colors)) < len(colors):  # e.g. several seeds or ablation values of one schedule
-        cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-        colors = [cycle[i % len(cycle)] for i in range(len(colors))]
-    for run, name, color in zip(trace_runs.itertuples(index=False), names, colors, strict=True):
+    smoothed_drawn = False
+    for run in trace_runs.itertuples(index=False):
+        color, name = colors[run.scheduler], f"{run.display} seed={run.seed}"
         trace = runs.traces[runs.traces["run_id"] == run.run_id].sort_values("step")
         ax_of["omega"].plot(
             trace["step"], trace["omega"], color=color, alpha=0.45, linewidth=0.8,
@@ -219,12 +237,13 @@ def autodrop_trace_figure(runs: RunSet, title: str) -> Figure:
         smoothed = trace.dropna(subset=["smoothed"])
         if not smoothed.empty:
             v1 = _is_v1(run.scheduler_name)
+            smoothed_drawn |= not v1
             ax = ax_of["v1_diff"] if v1 else ax_of["omega"]
             label = f"{name}: change since last epoch" if v1 else f"{name}: smoothed"
             ax.plot(smoothed["step"], smoothed["smoothed"], color=color, linewidth=1.8,
                     marker="." if v1 else None, label=label)  # fmt: skip
         ax_of["lr"].plot(
-            trace["step"], trace["lr"], color=color, linewidth=1.4, label=name,
+            trace["step"], trace["lr"], color=color, linewidth=1.4, label=f"{name}: lr",
             drawstyle="steps-post",
         )  # fmt: skip
         for ax in axes:
@@ -240,8 +259,23 @@ def autodrop_trace_figure(runs: RunSet, title: str) -> Figure:
     for ax in axes:
         ax.grid(alpha=0.3)
     integer_ticks(axes)
-    drop = Line2D([], [], color="grey", linestyle=":", linewidth=0.9)
-    shared_legend(fig, extra=[(drop, "lr drop")], columns=3)
+    entries = _run_entries(trace_runs)
+    runs_key = [
+        (Line2D([], [], color=colors[label], linewidth=1.8), entries[label]) for label in labels
+    ]
+    styles = [style_entry("thin: omega, the angle of each measurement", alpha=0.45, linewidth=0.8)]
+    if smoothed_drawn:
+        styles.append(style_entry("thick: AutoDrop's smoothed omega", linewidth=1.8))
+    if with_v1:
+        styles.append(
+            style_entry("dots: AutoDrop (2021 code)'s angle change", linewidth=1.8, marker=".")
+        )
+    styles += [
+        style_entry("steps: learning rate (bottom panel)", linewidth=1.4, drawstyle="steps-post"),
+        style_entry("lr drop", linestyle=":", linewidth=0.9),
+    ]
+    shared_legend(fig, title="colour: schedule and seeds; line style: what is drawn",
+                  series=runs_key, extra=styles)  # fmt: skip
     fig.suptitle(title)
     return fig
 

@@ -1,6 +1,7 @@
-"""Figures over seeds and tasks: the performance profile (fraction of tasks on which each schedule's
-interquartile mean is within x points of the best) and the lr-sensitivity study (minimum test error
-vs initial lr, one line per schedule). :func:`make_summary_figures` draws what the runs allow;
+"""Figures over seeds and tasks: the performance profile (fraction of tasks on which each
+schedule's interquartile mean is within x points of the best; from 3 tasks on) and the
+lr-sensitivity study (minimum test error vs initial lr, one line per schedule).
+:func:`make_summary_figures` draws what the runs allow;
 :func:`scripts.analysis.figures.curves.make_all_figures` calls it, and so does
 ``python -m scripts.figures summary``.
 """
@@ -8,7 +9,9 @@ vs initial lr, one line per schedule). :func:`make_summary_figures` draws what t
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
+from typing import TextIO
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -21,6 +24,8 @@ from scripts.analysis.figures.common import save_figure, schedule_color, shared_
 from scripts.analysis.runs import RunSet
 
 PROFILE_POINTS = 200
+# Fewer tasks make a profile of one or two steps that says no more than Table 2.
+MIN_TASKS_FOR_PROFILE = 3
 
 
 def profile_thresholds(scores: pd.DataFrame, score: str = "iqm") -> np.ndarray:
@@ -61,7 +66,10 @@ def performance_profile_figure(
             linewidth=1.6,
         )
     tasks = scores["row"].nunique()
-    ax.set_xlabel("x: points of minimum test error above the task's best (IQM over seeds)")
+    ax.set_xlabel(
+        "x: points of minimum test error above the task's best "
+        f"(IQM over seeds; the mean below {statistics.MIN_SEEDS_FOR_IQM})"
+    )
     ax.set_ylabel(f"fraction of tasks within x (of {tasks})")
     ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
@@ -104,18 +112,27 @@ def _stem(row: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "-", row.replace("/", "-")).strip("-")
 
 
-def make_summary_figures(runs: RunSet, out_dir: str | Path) -> list[Path]:
-    """Save the performance profile (when plain-labelled runs exist) and one lr-sensitivity
-    figure per task of the lr study; return the files."""
+def make_summary_figures(
+    runs: RunSet, out_dir: str | Path, stream: TextIO | None = None
+) -> list[Path]:
+    """Save the performance profile (when plain-labelled runs cover MIN_TASKS_FOR_PROFILE tasks;
+    with fewer, one line on ``stream``, stderr by default, says why there is none) and one
+    lr-sensitivity figure per task of the lr study; return the files."""
     paths: list[Path] = []
     if runs.runs["setting_key"].isna().any():
         plain = tables.plain_runs(runs)
         scores = statistics.interquartile_means(plain)
-        if not scores.empty:
-            tasks = scores["row"].nunique()
-            title = f"Performance profile over {tasks} task(s)"
+        tasks = scores["row"].nunique()
+        if tasks >= MIN_TASKS_FOR_PROFILE:
+            title = f"Performance profile over {tasks} tasks"
             fig = performance_profile_figure(scores, title, plain)
             paths += save_figure(fig, out_dir, "fig_performance_profile")
+        elif tasks:
+            print(
+                f"note: no performance profile: the runs cover {tasks} task(s), it needs "
+                f">= {MIN_TASKS_FOR_PROFILE} (with fewer, Table 2 says the same)",
+                file=stream or sys.stderr,
+            )
     study = tables.lr_sensitivity(runs)
     if study is not None:
         for row, values in study.values.groupby("row", sort=True):

@@ -26,9 +26,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
-from scripts.analysis.figures.common import save_figure, schedule_color, shared_legend
+from scripts.analysis.figures.common import (
+    save_figure,
+    schedule_color,
+    shared_legend,
+    style_entry,
+)
 from scripts.analysis.nqm import (
     DROP_RULE_ITERATIONS,
     FIG1_LRS,
@@ -46,11 +50,6 @@ SMOOTHING_WINDOW = 50
 # The plotted loss is the expected loss minus its irreducible part 1/2 tr(A Sigma) = 100, so
 # the stationary differences between learning rates stay visible on a log axis.
 EXCESS_LOSS_LABEL = "excess loss  $\\frac{1}{2} x^T A x$"
-
-
-def _style_entry(label: str, **style) -> tuple[Line2D, str]:
-    """A legend entry explaining a line style (drawn grey, so it is not read as a series)."""
-    return Line2D([], [], color=style.pop("color", "grey"), **style), label
 
 
 def velocity_model_eps() -> float:
@@ -171,9 +170,9 @@ def fig1_nqm_fixed_lr(trace: FixedLRTrace, window: int = SMOOTHING_WINDOW) -> Fi
     shared_legend(
         fig,
         extra=[
-            _style_entry("angle per iteration", alpha=0.3, linewidth=0.5),
-            _style_entry(f"angle, {window}-iteration mean"),
-            _style_entry("limiting angle (Theorem 3.2)", linestyle="--"),
+            style_entry("angle per iteration", alpha=0.3, linewidth=0.5),
+            style_entry(f"angle, {window}-iteration mean"),
+            style_entry("limiting angle (Theorem 3.2)", linestyle="--"),
         ],
         columns=len(trace.lrs) + 3,
     )
@@ -214,9 +213,8 @@ def fig2_nqm_drop_rule(
     shared_legend(
         fig,
         extra=[
-            _style_entry("angle per iteration", color=color, alpha=0.2, linewidth=0.5),
+            style_entry("angle per iteration", color=color, alpha=0.2, linewidth=0.5),
         ],
-        columns=5,
     )
     fig.suptitle("NQM, toy drop rule: halve lr when the 20-iteration mean angle stops growing")
     return fig
@@ -236,7 +234,7 @@ def fig4_velocity_model(
                 label=f"lr = {lr:g}")  # fmt: skip
         ax.axhline(90.0 * (1 + eps * lr), color=color, linestyle="--")
     ax.set(xlabel="iteration t", ylabel="angular velocity v(t) (degrees)", ylim=(0, 130))
-    shared_legend(fig, extra=[_style_entry("limit (pi/2)(1 + eps lr)", linestyle="--")])
+    shared_legend(fig, extra=[style_entry("limit (pi/2)(1 + eps lr)", linestyle="--")])
     ax.set_title(f"v(t) model, eps = {eps:.2f}, gamma = {gamma:g}")
     return fig
 
@@ -260,8 +258,8 @@ def fig5_idealised_algorithm(run: IdealisedRun | None = None) -> Figure:
     shared_legend(
         fig,
         extra=[
-            _style_entry("limit of v(t) at the current lr", linestyle="--", linewidth=0.8),
-            _style_entry("lr drop", color="black", linestyle=":", linewidth=0.8),
+            style_entry("limit of v(t) at the current lr", linestyle="--", linewidth=0.8),
+            style_entry("lr drop", color="black", linestyle=":", linewidth=0.8),
         ],
     )
     ax_v.set_title("Idealised algorithm: drop once v(t) saturates")
