@@ -5,6 +5,9 @@ CIFAR: the official python-pickle releases, written byte for byte the way Python
 b"data" a uint8 [N, 3072] row-major CHW array reduced through
 ``numpy.core.multiarray._reconstruct``, labels as lists of ints. ImageNet: JPEG files in class
 folders.
+
+Hostile CIFAR files are composed from the same writer: ``Global``, ``Reduce`` and ``Build`` spell
+out the pickle operations a planted file uses, and ``hostile_cifar_pickle`` puts them in a batch.
 """
 
 from __future__ import annotations
@@ -36,6 +39,43 @@ _CIFAR_LAYOUT = {
 
 
 @dataclass(frozen=True)
+class Global:
+    """A reference to ``module.name``, written as the GLOBAL opcode (a class or a function)."""
+
+    module: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Reduce:
+    """``function(*args)`` as a pickle spells it: the function, the argument tuple, REDUCE."""
+
+    function: Global
+    args: tuple
+
+
+@dataclass(frozen=True)
+class Build:
+    """``obj`` whose state is then set to ``state`` (BUILD: ``obj.__setstate__(state)``)."""
+
+    obj: object
+    state: object
+
+
+@dataclass(frozen=True)
+class Raw:
+    """Opcodes written as they are (for structures the writer would recurse too deep on)."""
+
+    opcodes: bytes
+
+
+def nested_list_opcodes(depth: int, innermost: int = 7) -> Raw:
+    """``[[...[innermost]...]]``, ``depth`` lists deep, without memo stores."""
+    opens = (pickle.EMPTY_LIST + pickle.MARK) * depth
+    return Raw(opens + pickle.BININT1 + bytes([innermost]) + pickle.APPENDS * depth)
+
+
+@dataclass(frozen=True)
 class FakeCifar:
     """What ``write_fake_cifar`` wrote: the release folder, images uint8 [N, 3, 32, 32] and
     labels int64 [N] per split, the class names of the meta file, and each file's md5."""
@@ -55,10 +95,20 @@ class Py2Pickler:
     ``bytes`` and ``str`` both become py2 ``str`` (SHORT_BINSTRING/BINSTRING, latin-1), numpy
     arrays are reduced as py2 numpy did, and any other object is written through its
     ``__reduce__`` (GLOBAL + REDUCE), which is how the tests plant code-carrying objects.
+    Dicts, lists, globals, REDUCE results and strings of 2 or more characters are stored in the
+    memo (BINPUT) as cPickle stored them, numbered from 1 (cPickle kept memo keys positive).
     """
 
     def __init__(self) -> None:
         self.out = bytearray(b"\x80\x02")
+        self.memo_size = 0
+
+    def _put(self) -> None:
+        self.memo_size += 1
+        if self.memo_size < 256:
+            self.out += pickle.BINPUT + bytes([self.memo_size])
+        else:
+            self.out += pickle.LONG_BINPUT + struct.pack("<I", self.memo_size)
 
     def dumps(self, obj: object) -> bytes:
         self.write(obj)
@@ -83,6 +133,18 @@ class Py2Pickler:
             self._list(obj)
         elif isinstance(obj, dict):
             self._dict(obj)
+        elif isinstance(obj, float):
+            self.out += pickle.BINFLOAT + struct.pack(">d", obj)
+        elif isinstance(obj, Raw):
+            self.out += obj.opcodes
+        elif isinstance(obj, Global):
+            self._global(obj.module, obj.name)
+        elif isinstance(obj, Reduce):
+            self._call(obj.function.module, obj.function.name, obj.args)
+        elif isinstance(obj, Build):
+            self.write(obj.obj)
+            self.write(obj.state)
+            self.out += pickle.BUILD
         else:
             function, args = obj.__reduce__()[:2]
             self._call(function.__module__, function.__qualname__, args)
@@ -92,22 +154,32 @@ class Py2Pickler:
             self.out += pickle.BININT1 + bytes([value])
         elif 0 <= value < 65536:
             self.out += pickle.BININT2 + struct.pack("<H", value)
-        else:
+        elif -(2**31) <= value < 2**31:
             self.out += pickle.BININT + struct.pack("<i", value)
+        else:  # a py2 long
+            encoded = value.to_bytes((value.bit_length() + 8) // 8, "little", signed=True)
+            if len(encoded) < 256:
+                self.out += pickle.LONG1 + bytes([len(encoded)]) + encoded
+            else:
+                self.out += pickle.LONG4 + struct.pack("<i", len(encoded)) + encoded
 
     def _py2_str(self, raw: bytes) -> None:
         if len(raw) < 256:
             self.out += pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw
         else:
             self.out += pickle.BINSTRING + struct.pack("<i", len(raw)) + raw
+        if len(raw) >= 2:
+            self._put()
 
     def _global(self, module: str, name: str) -> None:
         self.out += pickle.GLOBAL + f"{module}\n{name}\n".encode()
+        self._put()
 
     def _call(self, module: str, name: str, args: tuple) -> None:
         self._global(module, name)
         self.write(tuple(args))
         self.out += pickle.REDUCE
+        self._put()
 
     def _tuple(self, items: tuple) -> None:
         opcodes = {0: pickle.EMPTY_TUPLE, 1: pickle.TUPLE1, 2: pickle.TUPLE2, 3: pickle.TUPLE3}
@@ -119,6 +191,7 @@ class Py2Pickler:
 
     def _list(self, items: list) -> None:
         self.out += pickle.EMPTY_LIST
+        self._put()
         if items:
             self.out += pickle.MARK
             for item in items:
@@ -127,6 +200,7 @@ class Py2Pickler:
 
     def _dict(self, content: dict) -> None:
         self.out += pickle.EMPTY_DICT
+        self._put()
         if content:
             self.out += pickle.MARK
             for key, value in content.items():
@@ -137,7 +211,7 @@ class Py2Pickler:
     def _dtype(self, dtype: np.dtype) -> None:
         code = f"{dtype.kind}{dtype.itemsize}"
         self._call("numpy", "dtype", (code, 0, 1))
-        self.write((3, dtype.byteorder, None, None, None, -1, -1, 0))
+        self.write((3, dtype.byteorder, None, None, None, -1, -1, 63 if dtype.hasobject else 0))
         self.out += pickle.BUILD
 
     def _ndarray(self, array: np.ndarray) -> None:
@@ -146,6 +220,7 @@ class Py2Pickler:
         self.write((0,))
         self.write("b")
         self.out += pickle.TUPLE3 + pickle.REDUCE
+        self._put()
         contiguous = np.ascontiguousarray(array)
         self.write((1, contiguous.shape, contiguous.dtype, False, contiguous.tobytes()))
         self.out += pickle.BUILD
@@ -154,6 +229,37 @@ class Py2Pickler:
 def py2_pickle(obj: object) -> bytes:
     """``obj`` pickled as Python 2 pickled the CIFAR release (see ``Py2Pickler``)."""
     return Py2Pickler().dumps(obj)
+
+
+# What a py2 numpy array is made of, for spelling out hostile ones.
+RECONSTRUCT = Global("numpy.core.multiarray", "_reconstruct")
+NDARRAY = Global("numpy", "ndarray")
+SCALAR = Global("numpy.core.multiarray", "scalar")
+
+
+def declared_array(shape: tuple, dtype: np.dtype, raw: object) -> Build:
+    """An array as py2 numpy pickled one, but declaring ``shape`` and ``dtype`` whatever ``raw``
+    (the data: bytes, or a list for an object array) holds."""
+    return Build(Reduce(RECONSTRUCT, (NDARRAY, (0,), "b")), (1, shape, dtype, False, raw))
+
+
+# The 150-byte file of the issue: an array of 2^31 - 1 objects declared straight to numpy's
+# _reconstruct, which allocates 8 bytes per element (set to None) before anything can look.
+OBJECT_ARRAY_BOMB = Reduce(RECONSTRUCT, (NDARRAY, (2**31 - 1,), np.dtype(object)))
+
+
+def memo_bomb(index: int = 2**31 - 1) -> bytes:
+    """A 9-byte pickle storing an empty list at memo slot ``index``: Python's unpickler grows
+    its memo table to 2 x ``index`` zeroed pointers (16 GiB for 2^30) before anything else."""
+    return b"\x80\x02" + pickle.EMPTY_LIST + pickle.LONG_BINPUT + struct.pack("<I", index) + b"."
+
+
+def hostile_cifar_pickle(path: Path, **changes: object) -> None:
+    """Rewrite the CIFAR file at ``path`` with its dict entries replaced by ``changes`` (keys
+    without the b prefix; the values may be ``Reduce``/``Build`` constructs)."""
+    content = pickle.loads(path.read_bytes(), encoding="bytes")  # the tests' own file
+    content.update({key.encode(): value for key, value in changes.items()})
+    _dump(path, content)
 
 
 def _dump(path: Path, content: dict) -> None:

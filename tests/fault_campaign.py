@@ -1009,6 +1009,15 @@ class DataRun:
         return self.result.stdout + self.result.stderr
 
 
+# Private memory a data run may map (RLIMIT_DATA): a tiny run needs well under 1 GiB, so a
+# reader that allocated what a hostile file declares fails with MemoryError, not the machine.
+DATA_RUN_MEMORY_BYTES = 4 << 30
+
+
+def _private_memory_limit() -> None:
+    resource.setrlimit(resource.RLIMIT_DATA, (DATA_RUN_MEMORY_BYTES, DATA_RUN_MEMORY_BYTES))
+
+
 def run_on_data(
     ws: Workspace, data_dir: Path, *overrides: str, trusted_md5: dict | None = None
 ) -> DataRun:
@@ -1023,7 +1032,7 @@ def run_on_data(
         f"paths.data_dir={data_dir}",
         f"paths.results_dir={results}",
     ]
-    result = run_cli(command, env=env)
+    result = run_cli(command, env=env, preexec=_private_memory_limit)
     summaries = list((results / "runs").rglob(rd.SUMMARY_FILE))
     return DataRun(result, summary_of(summaries[0].parent) if summaries else {})
 
@@ -1034,6 +1043,13 @@ def refused(run: DataRun, *expected: str) -> str | None:
         return "the run was not refused"
     missing = [text for text in expected if text not in run.output]
     return f"the refusal does not say {missing}" if missing else None
+
+
+def refused_before_training(run: DataRun, *expected: str) -> str | None:
+    """``refused``, and before the run had started (no summary.json)."""
+    if run.summary:
+        return f"the run started: summary.json says {run.summary.get('status')!r}"
+    return refused(run, *expected)
 
 
 def finished(run: DataRun, **fields: Any) -> str | None:
@@ -1096,6 +1112,67 @@ def cifar_tampered_byte(ws: Workspace) -> str | None:
     return f"the tampered release with data.verify=false: {problem}" if problem else None
 
 
+def _md5_as_written(fake: Any) -> dict[str, dict[str, str]]:
+    """The CIFAR-10 md5s of ``fake``'s files as they are now (the child takes them as official,
+    so what the restricted reader does with a planted file is what is tried)."""
+    files = {name: (fake.folder / name).read_bytes() for name in fake.file_md5}
+    return {"cifar10": {name: hashlib.md5(data).hexdigest() for name, data in files.items()}}
+
+
+def cifar_forged_stamp(ws: Workspace) -> str | None:
+    """A planted copy with the verification stamp earlier versions trusted, forged to match it."""
+    data_dir, fake = _fake_cifar(ws)
+    _flip_one_byte(fake.folder / "data_batch_3")
+    stamp = {}
+    for name, md5 in fake.file_md5.items():
+        status = (fake.folder / name).stat()
+        identity = (status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino)
+        keys = ("size", "mtime_ns", "ctime_ns", "inode")
+        stamp[name] = {**dict(zip(keys, identity, strict=True)), "md5": md5}
+    (fake.folder / ".autodrop-verified.json").write_text(json.dumps(stamp))
+    run = run_on_data(ws, data_dir, *CIFAR_RUN, trusted_md5={"cifar10": fake.file_md5})
+    return refused_before_training(run, f"{fake.folder / 'data_batch_3'} has md5")
+
+
+def cifar_planted(
+    ws: Workspace, name: str, verify: bool, expected: str, **changes: Any
+) -> str | None:
+    """CIFAR-10 file ``name`` rewritten with ``changes`` (``tests.fake_datasets`` constructs)
+    and taken as official: refused naming the file, before anything is allocated."""
+    from tests.fake_datasets import hostile_cifar_pickle
+
+    data_dir, fake = _fake_cifar(ws)
+    path = fake.folder / name
+    hostile_cifar_pickle(path, **changes)
+    verify_override = f"data.verify={str(verify).lower()}"
+    run = run_on_data(ws, data_dir, *CIFAR_RUN, verify_override, trusted_md5=_md5_as_written(fake))
+    return refused_before_training(run, str(path), expected)
+
+
+def cifar_object_array_bomb(ws: Workspace, verify: bool) -> str | None:
+    """The issue's ~150-byte pickle declaring 2^31 - 1 objects (17 GB once numpy allocates)."""
+    from tests.fake_datasets import OBJECT_ARRAY_BOMB
+
+    return cifar_planted(ws, "test_batch", verify, "dtype 'O8'", data=OBJECT_ARRAY_BOMB)
+
+
+def cifar_empty_test_split(ws: Workspace) -> str | None:
+    import numpy as np
+
+    empty = {"data": np.zeros((0, 3072), dtype=np.uint8), "labels": [], "filenames": []}
+    return cifar_planted(ws, "test_batch", False, "holds no images", **empty)
+
+
+def cifar_memo_bomb(ws: Workspace) -> str | None:
+    from tests.fake_datasets import memo_bomb
+
+    data_dir, fake = _fake_cifar(ws)
+    path = fake.folder / "batches.meta"
+    path.write_bytes(memo_bomb(2**30))
+    run = run_on_data(ws, data_dir, *CIFAR_RUN, "data.verify=false")
+    return refused_before_training(run, str(path), "memo slot 1073741824")
+
+
 def _fake_imagenet(ws: Workspace, per_class: int = 4) -> tuple[Path, Any]:
     from tests.fake_datasets import write_fake_imagenet
 
@@ -1137,6 +1214,23 @@ def imagenet_truncated(ws: Workspace) -> str | None:
     return finished(run, data_skipped_images=1)
 
 
+def imagenet_train_val_overlap(ws: Workspace, hard: bool) -> str | None:
+    """Validation images put into train by a class-folder link inside the root (``train/<c>``
+    -> ``../val/<c>``) or by hard links: refused naming a train path, a val path, the count."""
+    data_dir, fake = _fake_imagenet(ws)
+    wnid = fake.classes[1]
+    train_class, val_class = fake.root / "train" / wnid, fake.root / "val" / wnid
+    if hard:
+        for image in sorted(val_class.iterdir()):
+            os.link(image, train_class / f"copy_{image.name}")
+    else:
+        shutil.rmtree(train_class)
+        train_class.symlink_to(Path("..") / "val" / wnid)
+    run = run_on_data(ws, data_dir, *IMAGENET_RUN)
+    expected = ("train and val share 2 image files", str(train_class), str(val_class))
+    return refused_before_training(run, *expected)
+
+
 def imagenet_oversized(ws: Workspace) -> str | None:
     from PIL import Image
 
@@ -1155,19 +1249,44 @@ DATA_FAULTS: dict[str, Callable[[Workspace], str | None]] = {
         for verify in (False, True)
     },
     "cifar tampered byte": cifar_tampered_byte,
+    "cifar planted copy with a forged verification stamp": cifar_forged_stamp,
+    **{
+        f"cifar object-array bomb, data.verify={str(verify).lower()}": partial(
+            cifar_object_array_bomb, verify=verify
+        )
+        for verify in (False, True)
+    },
+    "cifar memo bomb": cifar_memo_bomb,
+    # data_batch_2 of the campaign's fake holds 8 images
+    "cifar label 9.9, data.verify=false": partial(
+        cifar_planted, name="data_batch_2", verify=False, labels=[9.9] * 8,
+        expected="is 9.9 (float)",
+    ),
+    "cifar label b'7', data.verify=true": partial(
+        cifar_planted, name="data_batch_2", verify=True, labels=[b"7"] * 8,
+        expected="is b'7' (bytes)",
+    ),
+    "cifar empty test split, data.verify=false": cifar_empty_test_split,
     "imagenet link out of the root": imagenet_link_out,
     "imagenet symlink loop": imagenet_loop,
     "imagenet truncated jpeg": imagenet_truncated,
     "imagenet oversized image": imagenet_oversized,
+    "imagenet train/val overlap by a class-folder link": partial(
+        imagenet_train_val_overlap, hard=False
+    ),
+    "imagenet train/val overlap by hard links": partial(imagenet_train_val_overlap, hard=True),
 }
 
 
 def scenario_hostile_data(ws: Workspace, trials: int) -> Outcome:
     """Hostile dataset files through the real runner: code-carrying CIFAR pickles (with and
     without the md5 check) never run, a tampered byte is refused (and accepted only with
-    data.verify=false, recorded in summary.json), ImageNet links out of the root, loops,
-    truncated and oversized images are refused or handled as configured. ``trials`` cases,
-    taken in order (all of them by default)."""
+    data.verify=false, recorded in summary.json), also under a forged verification stamp; an
+    object-array bomb, a memo bomb, labels that are not ints and an empty split are refused
+    before training (the bombs under a 4 GiB memory limit); ImageNet links out of the root,
+    loops, truncated and oversized images are refused or handled as configured, and train/val
+    overlaps (link or hard link) are refused. ``trials`` cases, taken in order (all of them by
+    default)."""
     outcome = Outcome("hostile_data")
     cases = list(DATA_FAULTS.items())
     for label, case in cases[: min(trials, len(cases))]:

@@ -8,7 +8,6 @@ import os
 import pickle
 import pickletools
 import tarfile
-import threading
 import urllib.request
 from collections import Counter
 from dataclasses import fields, replace
@@ -32,7 +31,6 @@ from experiments.data import (
     archive_download,
     build_data,
     cifar,
-    verified_files,
 )
 from experiments.data.arrays import ArraySplits, ImageArrays
 from experiments.data.augment import crop_flip_batch
@@ -41,7 +39,6 @@ from experiments.data.digits import load_digits_splits
 from experiments.data.imagenet import check_imagenet_layout
 from experiments.data.normalization import CIFAR_MEAN, CIFAR_STD, channel_tensor, normalize_uint8
 from experiments.data.sharding import plan_epoch, rank_sample_count, train_steps_per_epoch
-from experiments.data.verified_files import STAMP_NAME
 from experiments.data.worker_loader import ArrayImageDataset, PlannedSample
 from tests.fake_datasets import (
     FakeCifar,
@@ -269,58 +266,6 @@ def test_a_tampered_byte_is_refused_by_the_md5_check(tmp_path, monkeypatch):
         assert expected in message
     modified = cifar.load_cifar(tmp_path, "cifar10", verify=False)  # deliberately modified copy
     assert not np.array_equal(modified.train.images.numpy(), fake.train_images)
-
-
-def test_verification_is_remembered_until_a_file_changes(tmp_path, monkeypatch):
-    fake = trusted_fake_cifar(monkeypatch, tmp_path, "cifar10", n_train=20, n_test=5)
-    cifar.load_cifar(tmp_path, "cifar10")
-    assert (fake.folder / STAMP_NAME).is_file()
-
-    def no_hashing(*args, **kwargs):
-        raise AssertionError("a verified, unchanged file was hashed again")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(cifar.hashlib, "md5", no_hashing)
-        cifar.load_cifar(tmp_path, "cifar10")
-    # Same size and modification time as the verified file: only its change time differs.
-    path = fake.folder / "test_batch"
-    before = path.stat()
-    flip_a_pixel_byte(path)
-    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
-    with pytest.raises(DatasetUnavailableError, match="test_batch has md5"):
-        cifar.load_cifar(tmp_path, "cifar10")
-
-
-def test_a_planted_stamp_fifo_or_link_neither_stalls_nor_redirects(tmp_path, monkeypatch):
-    fake = trusted_fake_cifar(monkeypatch, tmp_path / "data", "cifar10", n_train=10, n_test=5)
-    os.mkfifo(fake.folder / STAMP_NAME)
-    load_args = (tmp_path / "data", "cifar10")
-    loading = threading.Thread(target=cifar.load_cifar, args=load_args, daemon=True)
-    loading.start()
-    loading.join(timeout=30)
-    assert not loading.is_alive(), "reading a FIFO stamp blocked the load"
-    assert (fake.folder / STAMP_NAME).is_file()
-    victim = tmp_path / "victim.txt"
-    victim.write_text("keep me")
-    (fake.folder / STAMP_NAME).unlink()
-    (fake.folder / STAMP_NAME).symlink_to(victim)
-    cifar.load_cifar(tmp_path / "data", "cifar10")
-    assert victim.read_text() == "keep me" and not (fake.folder / STAMP_NAME).is_symlink()
-
-
-def test_a_read_only_release_is_verified_on_every_load(tmp_path, monkeypatch):
-    fake = trusted_fake_cifar(monkeypatch, tmp_path, "cifar100", n_train=6, n_test=2)
-
-    def read_only_folder(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
-
-    monkeypatch.setattr(verified_files.tempfile, "mkstemp", read_only_folder)
-    cifar.load_cifar(tmp_path, "cifar100")
-    assert not (fake.folder / STAMP_NAME).exists()
-    flip_a_pixel_byte(fake.folder / "train")
-    with pytest.raises(DatasetUnavailableError, match="train has md5"):
-        cifar.load_cifar(tmp_path, "cifar100")
 
 
 def _fetch_failing(url, destination):

@@ -228,9 +228,15 @@ def test_security(workspace) -> None:
 
 @pytest.mark.slow
 def test_hostile_data(workspace) -> None:
-    # a code-carrying CIFAR pickle read without the md5 check, and an ImageNet symlink loop;
-    # test_data.py covers every hostile-data case directly
-    for case in ("code-carrying test_batch, data.verify=false", "imagenet symlink loop"):
+    # a code-carrying CIFAR pickle read without the md5 check, the object-array bomb under the
+    # campaign's memory limit, and an ImageNet symlink loop; test_data.py and
+    # test_hostile_data.py cover every hostile-data case directly
+    cases = (
+        "code-carrying test_batch, data.verify=false",
+        "cifar object-array bomb, data.verify=false",
+        "imagenet symlink loop",
+    )
+    for case in cases:
         assert faults.DATA_FAULTS[case](workspace) is None, case
 
 

@@ -4,7 +4,7 @@ Train: RandomResizedCrop(crop_size) + flip under per-sample seeds, sharded by a
 DistributedSampler (set_epoch). Eval: Resize(resize_size) + CenterCrop(crop_size), sharded
 ``rank::world_size`` without padding so every val image is counted once across ranks.
 The folders are read through ``image_folder``: confined to the root, loops and duplicates
-handled, each image size-checked before decoding; see that module.
+handled, no file in both splits, each image size-checked before decoding; see that module.
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from torchvision import transforms
 
 from experiments.data.bundle import DataBundle
 from experiments.data.errors import DatasetUnavailableError
-from experiments.data.image_folder import IMAGE_EXTENSIONS, CheckedImageFolder, scan_split
+from experiments.data.image_folder import (
+    IMAGE_EXTENSIONS,
+    CheckedImageFolder,
+    FolderScan,
+    refuse_shared_files,
+    scan_split,
+)
 from experiments.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from experiments.data.settings import DataSettings
 from experiments.data.staging import OnDeviceNormalize
@@ -86,21 +92,26 @@ class FolderOptions:
         return cls(settings.follow_links, settings.skip_bad_images, settings.max_image_pixels)
 
 
+def _scan_splits(root: Path, classes: list[str], options: FolderOptions) -> dict[str, FolderScan]:
+    """Both splits' samples, after checking every class has images and no file is in both."""
+    scans = {}
+    for split in _SPLITS:
+        scan = scan_split(root, root / split, classes, options.follow_links)
+        counts = Counter(sample.label for sample in scan.samples)
+        empty = [name for label, name in enumerate(classes) if not counts[label]]
+        if empty:
+            raise DatasetUnavailableError(
+                f"{root / split} has class folders without image files "
+                f"({', '.join(IMAGE_EXTENSIONS)}): {_preview(empty)}. {_expected_layout(root)}"
+            )
+        scans[split] = scan
+    refuse_shared_files(scans["train"], scans["val"])
+    return scans
+
+
 def _image_folder(
-    root: Path,
-    split: str,
-    classes: list[str],
-    transform: transforms.Compose | None,
-    options: FolderOptions,
+    scan: FolderScan, transform: transforms.Compose | None, options: FolderOptions
 ) -> CheckedImageFolder:
-    scan = scan_split(root, root / split, classes, options.follow_links)
-    counts = Counter(sample.label for sample in scan.samples)
-    empty = [name for label, name in enumerate(classes) if not counts[label]]
-    if empty:
-        raise DatasetUnavailableError(
-            f"{root / split} has class folders without image files ({', '.join(IMAGE_EXTENSIONS)})"
-            f": {_preview(empty)}. {_expected_layout(root)}"
-        )
     return CheckedImageFolder(
         scan.samples,
         transform,
@@ -144,20 +155,21 @@ def build_imagenet(settings: DataSettings, *, output: str = "uint8") -> DataBund
     root = Path(settings.root).expanduser()
     classes = check_imagenet_layout(root)
     options = FolderOptions.of(settings)
+    scans = _scan_splits(root, classes, options)
     if settings.decode == "gpu":
         from experiments.data.gpu_decode import build_gpu_decoded_imagenet
 
         return build_gpu_decoded_imagenet(
-            _image_folder(root, "train", classes, None, options),
-            _image_folder(root, "val", classes, None, options),
+            _image_folder(scans["train"], None, options),
+            _image_folder(scans["val"], None, options),
             num_classes=len(classes),
             settings=settings,
         )
     train_tf, eval_tf = imagenet_transforms(
         settings.crop_size, settings.resize_size, settings.augment, output
     )
-    train_set = _image_folder(root, "train", classes, train_tf, options)
-    val_set = _image_folder(root, "val", classes, eval_tf, options)
+    train_set = _image_folder(scans["train"], train_tf, options)
+    val_set = _image_folder(scans["val"], eval_tf, options)
     sampler = seeded_train_sampler(train_set, settings)
     train_loader, val_loader = make_split_loaders(
         settings, PerSampleSeededDataset(train_set), sampler, val_set
