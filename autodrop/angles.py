@@ -13,6 +13,11 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+#: Device types on which ``sum_of_dots`` takes one BLAS dot per tensor (a launch costs nothing
+#: there); elsewhere it uses ``fused_dots``. ``scripts/bench_launches.py`` empties it to count
+#: the accelerator path's operator calls on the CPU.
+PER_TENSOR_DOT_DEVICES: tuple[str, ...] = ("cpu",)
+
 
 def sum_of_dots(xs: list[Tensor], ys: list[Tensor], *, promote: bool = False) -> Tensor:
     """<xs, ys> of two tensor lists viewed as flat vectors: a 0-d float64 tensor on the device
@@ -34,7 +39,7 @@ def sum_of_dots(xs: list[Tensor], ys: list[Tensor], *, promote: bool = False) ->
         for x64, y64 in _promoted_pairs(xs, ys):
             total += torch.dot(x64, y64)
         return total
-    if xs[0].device.type != "cpu":
+    if xs[0].device.type not in PER_TENSOR_DOT_DEVICES:
         return fused_dots(xs, ys)
     dots = [torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(xs, ys, strict=True)]
     return torch.stack(dots).sum(dtype=torch.float64)
