@@ -66,6 +66,7 @@ def configure_determinism(deterministic: bool, cudnn_benchmark: bool) -> None:
     Deterministic runs also make compiled code deterministic: inductor then skips the on-device
     benchmarking that picks among kernel configurations of different numerics (a reduction's
     block sizes decide its summation order), so a resumed process compiles the same kernels.
+    That stays on for later jobs of a sweep run in the same process (slower, never wrong).
     """
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
