@@ -415,6 +415,27 @@ def compute_floor(check: Check) -> float:
     return compiled_ms
 
 
+CIFAR_SCHEDULES = ("step", "autodrop", "hd", "tlr")
+
+
+def cifar_run(name: str, data: Path, scale: Scale, accelerator: str) -> tuple[str, ...]:
+    """The overrides of section d's run of schedule ``name``."""
+    return (
+        "experiment=paper/resnet18_cifar10",
+        f"scheduler={name}",
+        # Two epochs: the second is timed (the first compiles). The preset's milestones
+        # (60/120/160) need 200 epochs: step takes the defaults scaled to 2 (30/60/80 %).
+        "trainer.epochs=2",
+        *(("scheduler.milestones=null",) if name == "step" else ()),
+        f"paths.data_dir={data}",
+        "data.verify=false",
+        "data.drop_last=true",  # no short last batch: one training graph
+        f"trainer.eval_batch_size={scale.cifar_eval_batch}",
+        f"trainer.accelerator={accelerator}",
+        *scale.cifar_run,
+    )
+
+
 def check_cifar(check: Check) -> None:
     from tests.fake_datasets import write_fake_cifar
 
@@ -428,21 +449,9 @@ def check_cifar(check: Check) -> None:
         "official md5s being those of the real files",
     )
     step_ms = None
-    for name in ("step", "autodrop", "hd", "tlr"):
+    for name in CIFAR_SCHEDULES:
         run_dir = train_in_process(
-            check.work / name,
-            "experiment=paper/resnet18_cifar10",
-            f"scheduler={name}",
-            # Two epochs: the second is timed (the first compiles). The preset's milestones
-            # (60/120/160) need 200 epochs: step takes the defaults scaled to 2 (30/60/80 %).
-            "trainer.epochs=2",
-            *(("scheduler.milestones=null",) if name == "step" else ()),
-            f"paths.data_dir={data}",
-            "data.verify=false",
-            "data.drop_last=true",  # no short last batch: one training graph
-            f"trainer.eval_batch_size={scale.cifar_eval_batch}",
-            f"trainer.accelerator={check.accelerator}",
-            *scale.cifar_run,
+            check.work / name, *cifar_run(name, data, scale, check.accelerator)
         )
         record = metrics(run_dir)[-1]
         ms = 1000 * record["time/iter_s"]

@@ -45,6 +45,20 @@ def test_the_estimates_fit_the_promise() -> None:
     assert sum(gpu_check.FULL.estimate_s.values()) <= gpu_check.BUDGET_S == 480
 
 
+@pytest.mark.parametrize("name", gpu_check.CIFAR_SCHEDULES)
+def test_the_full_size_cifar_runs_are_valid(name, tmp_path) -> None:
+    """Section d's runs at the GPU's sizes, which CI does not train: each composes and passes
+    the runner's checks (the step run once asked for milestones past its 2 epochs)."""
+    from experiments.config import compose_config
+    from experiments.validation import validate_config
+
+    overrides = gpu_check.cifar_run(name, tmp_path, gpu_check.FULL, "cuda")
+    cfg = compose_config([*gpu_check.COMMON, *overrides])
+    validate_config(cfg)
+    assert (cfg.model.name, cfg.trainer.batch_size) == ("resnet18", gpu_check.FULL.cifar_batch)
+    assert 10_000 % cfg.trainer.eval_batch_size == 0 and cfg.data.verify is False
+
+
 @pytest.mark.parametrize("name", [name for name, _ in gpu_check.SECTIONS])
 def test_every_section_is_a_named_function(name: str) -> None:
     assert name[0] in "abcdefg" and callable(dict(gpu_check.SECTIONS)[name])
