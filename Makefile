@@ -77,9 +77,10 @@ lint: $(STAMP) ## Lint with ruff
 format: $(STAMP) ## Format with ruff
 	$(PY) -m ruff format .
 
-bench: $(STAMP) ## Benchmarks: AutoDrop / HD / TLR / schedule-free overhead, data loader throughput
+bench: $(STAMP) ## Benchmarks: AutoDrop / HD / TLR / schedule-free overhead, launches per step, data loader throughput
 	$(PY) -m scripts.bench_autodrop
 	$(PY) -m scripts.bench_baselines
+	$(PY) -m scripts.bench_launches
 	$(PY) -m scripts.bench_data
 
 faults: $(STAMP) ## Fault-injection campaign on real training runs (~15 min on 2 CPU cores)

@@ -13,6 +13,11 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+#: Device types on which ``sum_of_dots`` takes one BLAS dot per tensor (a launch costs nothing
+#: there); elsewhere it uses ``fused_dots``. ``scripts/bench_launches.py`` empties it to count
+#: the accelerator path's operator calls on the CPU.
+PER_TENSOR_DOT_DEVICES: tuple[str, ...] = ("cpu",)
+
 
 def sum_of_dots(xs: list[Tensor], ys: list[Tensor], *, promote: bool = False) -> Tensor:
     """<xs, ys> of two tensor lists viewed as flat vectors: a 0-d float64 tensor on the device
@@ -34,7 +39,7 @@ def sum_of_dots(xs: list[Tensor], ys: list[Tensor], *, promote: bool = False) ->
         for x64, y64 in _promoted_pairs(xs, ys):
             total += torch.dot(x64, y64)
         return total
-    if xs[0].device.type != "cpu":
+    if xs[0].device.type not in PER_TENSOR_DOT_DEVICES:
         return fused_dots(xs, ys)
     dots = [torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(xs, ys, strict=True)]
     return torch.stack(dots).sum(dtype=torch.float64)
@@ -42,9 +47,36 @@ def sum_of_dots(xs: list[Tensor], ys: list[Tensor], *, promote: bool = False) ->
 
 def fused_dots(xs: list[Tensor], ys: list[Tensor]) -> Tensor:
     """``sum_of_dots`` in three kernels: one fused elementwise product over the lists
-    (``torch._foreach_mul``), one concatenation, one float64 sum."""
+    (``torch._foreach_mul``), one concatenation, one float64 sum. Each product enters the
+    concatenation as it lies in memory (``memory_order_flat``), so channels_last tensors are not
+    copied first."""
     products = torch._foreach_mul(xs, ys)
-    return torch.cat([p.reshape(-1) for p in products]).sum(dtype=torch.float64)
+    return torch.cat([memory_order_flat(p) for p in products]).sum(dtype=torch.float64)
+
+
+def memory_order_flat(t: Tensor) -> Tensor:
+    """The elements of ``t`` as a 1-D tensor in the order they lie in memory: a view when they
+    fill their memory without gaps or overlaps (contiguous in any dimension order, e.g.
+    channels_last), else a copy in logical order. A sum over the elements does not care which
+    order; ``reshape(-1)`` would copy every channels_last tensor."""
+    if t.is_contiguous():
+        return t.view(-1)
+    if _is_dense(t):
+        return t.as_strided((t.numel(),), (1,))
+    return t.reshape(-1)
+
+
+def _is_dense(t: Tensor) -> bool:
+    """Whether the elements of ``t`` occupy exactly ``numel`` consecutive memory slots."""
+    expected = 1
+    for size, stride in sorted(
+        ((size, stride) for size, stride in zip(t.shape, t.stride(), strict=True) if size != 1),
+        key=lambda dim: dim[1],
+    ):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
 
 
 def _promoted_pairs(xs: list[Tensor], ys: list[Tensor]) -> Iterator[tuple[Tensor, Tensor]]:

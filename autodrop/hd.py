@@ -139,10 +139,11 @@ class SGDHD(Optimizer):
             if grads:
                 # A new tensor (not in place): lrs recorded from earlier steps keep their value.
                 alpha = alpha + beta * sum_of_dots(grads, directions).to(alpha.device)
+        step_size = _step_size(alpha, [p for batch in work for p in batch.params])
         for group, batch in zip(self.param_groups, work, strict=True):
             group["lr"] = alpha
             group["hd_step"] = step
-            self._update(group, batch, alpha, step)
+            self._update(group, batch, step_size, step)
         return loss
 
     def _gather(self, group: dict[str, Any], step: int) -> _GroupWork:
@@ -163,7 +164,9 @@ class SGDHD(Optimizer):
                 h_directions.append(_direction_buffer(state, group))
         return _GroupWork(params, grads, h_grads, h_directions)
 
-    def _update(self, group: dict[str, Any], batch: _GroupWork, alpha: Tensor, step: int) -> None:
+    def _update(
+        self, group: dict[str, Any], batch: _GroupWork, step_size: Tensor, step: int
+    ) -> None:
         if not batch.params:
             return
         states = [self.state[p] for p in batch.params]
@@ -177,10 +180,19 @@ class SGDHD(Optimizer):
                 torch._foreach_add_(directions, buffers, alpha=momentum)
             else:
                 directions = buffers
-        # theta -= alpha * d with alpha on the device (torch.optim.SGD's tensor-lr arithmetic).
-        torch._foreach_add_(batch.params, torch._foreach_mul(directions, -alpha))
+        # theta += (-alpha) * d with alpha on the device (torch.optim.SGD's tensor-lr arithmetic).
+        torch._foreach_add_(batch.params, torch._foreach_mul(directions, step_size))
         for state in states:
             state["last_step"] = step
+
+
+def _step_size(alpha: Tensor, params: list[Tensor]) -> Tensor:
+    """-alpha in the parameters' dtype, cast once per step: a foreach product with a scalar
+    tensor of another dtype falls back to one kernel per parameter. The products are taken in
+    that dtype either way (a 0-d tensor does not promote its partner), so the numbers are the
+    same; parameters of several dtypes keep the float64 alpha."""
+    dtypes = {p.dtype for p in params}
+    return -alpha.to(dtypes.pop()) if len(dtypes) == 1 else -alpha
 
 
 def _validate_group(group: dict[str, Any], first: dict[str, Any] | None, index: int) -> None:

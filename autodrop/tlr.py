@@ -59,6 +59,12 @@ def gap_steps(steps_per_epoch: int, gap_epochs: float) -> int:
     return max(1, round(gap_epochs * steps_per_epoch))
 
 
+def _on(device: torch.device, value: Tensor) -> Tensor:
+    """``value`` on ``device`` (a call only when it is elsewhere: empty lists' dots are on the
+    CPU)."""
+    return value if value.device == device else value.to(device)
+
+
 def _checked_options(bound: float, gamma: float, optimizer: Optimizer) -> tuple[float, float]:
     """``bound`` and ``gamma`` as floats, once they and the optimizer's lrs are valid."""
     bound = check_float("bound", bound, low=0.0, high=1.0, high_open=True)
@@ -115,6 +121,8 @@ class TrainableLR(ScheduleHooks, LRScheduler):
         self.direction = [torch.zeros_like(p) for p in self.params]
         self._optimizer_stepped = False
         self._pending: list[dict[str, Any]] = []
+        # (slope_{t-1}, a_t, alpha_{t-1}) of the pairs not yet in gap_sums (see _fold_pairs).
+        self._pairs: list[tuple[Tensor, Tensor, float]] = []
         super().__init__(optimizer)
         self._hook = optimizer.register_step_post_hook(self._note_optimizer_step)
 
@@ -146,12 +154,11 @@ class TrainableLR(ScheduleHooks, LRScheduler):
         lr = float(self.optimizer.param_groups[0]["lr"])
         with_grad, grads = self._gradients()
         device = self.gap_sums.device
-        a = sum_of_dots(grads, [self.direction[i] for i in with_grad]).to(device)
+        a = _on(device, sum_of_dots(grads, [self.direction[i] for i in with_grad]))
         self._store_direction(lr)
-        slope = sum_of_dots(grads, [self.direction[i] for i in with_grad]).to(device)
+        slope = _on(device, sum_of_dots(grads, [self.direction[i] for i in with_grad]))
         if self.has_direction:
-            curvature = (self.previous_slope - a) / self.previous_lr
-            self.gap_sums = self.gap_sums + torch.stack([self.previous_slope, curvature, a])
+            self._pairs.append((self.previous_slope, a, self.previous_lr))
             self.pairs += 1
         self.previous_slope = slope
         self.previous_lr = lr
@@ -184,7 +191,22 @@ class TrainableLR(ScheduleHooks, LRScheduler):
         torch._foreach_div_(self.direction, lr)
         torch._foreach_copy_(self.params_before, self.params)
 
+    def _fold_pairs(self) -> None:
+        """Add the kept pairs' (slope, curvature, a) to ``gap_sums``, one pair after the other
+        (a cumulative sum runs through its rows in order): the very numbers of adding each at
+        its step, without the step's four tiny kernels."""
+        if not self._pairs:
+            return
+        slopes = torch.stack([pair[0] for pair in self._pairs])
+        a = torch.stack([pair[1] for pair in self._pairs])
+        lrs = [pair[2] for pair in self._pairs]
+        lrs = torch.tensor(lrs, dtype=torch.float64, device=slopes.device)
+        rows = torch.stack([slopes, (slopes - a) / lrs, a], dim=1)
+        self.gap_sums = torch.cat([self.gap_sums[None], rows]).cumsum(dim=0)[-1]
+        self._pairs = []
+
     def _end_gap(self) -> None:
+        self._fold_pairs()
         slope, curvature, a_sum = self.gap_sums.tolist()
         line_search_lr = slope / curvature if curvature > 0 else None
         factor = broadcast_value(self._factor(slope, curvature, a_sum), self.params[0].device)
@@ -237,6 +259,7 @@ class TrainableLR(ScheduleHooks, LRScheduler):
     _buffers = ("params_before", "direction")
 
     def state_dict(self) -> dict[str, Any]:
+        self._fold_pairs()
         state: dict[str, Any] = {}
         for name in self._scalars:
             value = getattr(self, name)
@@ -263,4 +286,5 @@ class TrainableLR(ScheduleHooks, LRScheduler):
             value = state_dict[name]
             setattr(self, name, list(value) if isinstance(value, list) else value)
         self._pending = []
+        self._pairs = []
         self._optimizer_stepped = False

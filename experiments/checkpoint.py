@@ -144,8 +144,9 @@ def save_checkpoint(path: Path, state: dict[str, Any], *, current_digest: str | 
 
 
 class CheckpointSchedule:
-    """When to checkpoint: every ``every_epochs`` epochs, and also once ``every_minutes`` have
-    passed since the last checkpoint (0: no time rule); always after the last epoch."""
+    """When to checkpoint at the end of an epoch: every ``every_epochs`` epochs (0: no epoch
+    rule), and also once ``every_minutes`` have passed since the last checkpoint (0: no time
+    rule); always after the last epoch. (A stop signal checkpoints wherever it stops.)"""
 
     def __init__(self, every_epochs: int, every_minutes: float, last_epoch: int) -> None:
         self.every_epochs, self.every_minutes, self.last_epoch = (
@@ -158,7 +159,7 @@ class CheckpointSchedule:
     def due(self, epoch: int) -> bool:
         minutes = (time.monotonic() - self.last_save) / 60.0
         return (
-            epoch % self.every_epochs == 0
+            (self.every_epochs > 0 and epoch % self.every_epochs == 0)
             or epoch == self.last_epoch
             or (self.every_minutes > 0 and minutes >= self.every_minutes)
         )

@@ -1,8 +1,9 @@
 """One epoch of training and one evaluation pass.
 
-Losses and counts accumulate on the device and are read once at the end (plus, optionally,
-every ``nan_check_every`` steps and when the progress bar refreshes), so the GPU is not
-synchronised every step. Totals are summed over ranks, so metrics are exact under DDP.
+Losses and counts accumulate on the device (``RunningSums``) and are read once at the end (plus,
+optionally, every ``nan_check_every`` steps and when the progress bar refreshes), so the GPU is
+not synchronised every step, and most steps launch no kernel for them at all. Totals are summed
+over ranks, so metrics are exact under DDP.
 """
 
 from __future__ import annotations
@@ -44,16 +45,97 @@ class Totals:
         return 100.0 * self.correct / self.count
 
 
+class RunningSums:
+    """An epoch's running totals on the device: the loss summed over samples, the correct
+    predictions, the samples (counted on the host: an exact integer) and the sum of the steps'
+    lrs, without a kernel of their own on most steps.
+
+    ``add`` only keeps references to the step's loss, logits and labels (the loaders never
+    overwrite a batch they handed out); every ``FOLD_EVERY`` steps, when the batch shape
+    changes, and before the totals are read, the kept steps are folded in by a few batched ops.
+    The fold computes exactly what adding step by step computed: each step's float32
+    ``loss * scale`` in float64, accumulated in order (a cumulative sum that starts from the
+    running total), and exact integer counts. An lr that is a float is added on the host; an
+    lr on the device (HD) is folded like the losses.
+    """
+
+    FOLD_EVERY = 64
+
+    def __init__(self, start: PartialEpoch, device: torch.device) -> None:
+        loss_sum, correct, count = start.sums
+        self.loss_total = torch.tensor([loss_sum], dtype=torch.float64, device=device)
+        self.correct_total = torch.tensor([correct], dtype=torch.float64, device=device)
+        self.count = float(count)
+        self.lr_total: float | Tensor = start.lr_sum
+        self._losses: list[Tensor] = []
+        self._logits: list[Tensor] = []
+        self._labels: list[Tensor] = []
+        self._scale = 1
+        self._lrs: list[Tensor] = []
+
+    def add(self, loss: Tensor, logits: Tensor, labels: Tensor, scale: int = 1) -> None:
+        """One step: ``loss * scale`` is the step's loss summed over its samples."""
+        if self._logits and (scale != self._scale or logits.shape != self._logits[0].shape):
+            self.fold()
+        self._losses.append(loss)
+        self._logits.append(logits)
+        self._labels.append(labels)
+        self._scale = scale
+        self.count += labels.shape[0]
+        if len(self._logits) >= self.FOLD_EVERY:
+            self.fold()
+
+    def add_lr(self, lr: float | Tensor) -> None:
+        if isinstance(lr, Tensor):
+            self._lrs.append(lr)
+            return
+        if self._lrs:
+            self.fold()
+        self.lr_total = self.lr_total + lr
+
+    @torch.no_grad()
+    def fold(self) -> None:
+        if self._logits:
+            predictions = torch.stack(self._logits).argmax(dim=-1)
+            correct = (predictions == torch.stack(self._labels)).sum()
+            self.correct_total = self.correct_total + correct
+            step_sums = (torch.stack(self._losses) * self._scale).double()
+            self.loss_total = _in_order(self.loss_total, step_sums)
+            self._losses, self._logits, self._labels = [], [], []
+        if self._lrs:
+            start = self.lr_total
+            if not isinstance(start, Tensor):
+                start = torch.tensor([start], dtype=torch.float64, device=self._lrs[0].device)
+            self.lr_total = _in_order(start.reshape(1), torch.stack(self._lrs).double())
+            self._lrs = []
+
+    def loss_sum(self) -> Tensor:
+        self.fold()
+        return self.loss_total[0]
+
+    def values(self) -> tuple[list[float], float]:
+        """([loss sum, correct, count], lr sum) of this rank, on the host (a synchronisation)."""
+        self.fold()
+        sums = torch.cat([self.loss_total, self.correct_total]).tolist()
+        return [*sums, self.count], float(self.lr_total)
+
+    def totals(self, ctx: DistContext) -> Totals:
+        """The totals summed over every rank (a collective under several processes)."""
+        self.fold()
+        count = torch.tensor([self.count], dtype=torch.float64, device=self.loss_total.device)
+        return _totals(torch.cat([self.loss_total, self.correct_total, count]), ctx)
+
+
+def _in_order(total: Tensor, values: Tensor) -> Tensor:
+    """``total`` [1] + values[0] + values[1] + ..., added one after the other (a cumulative
+    sum runs through its input in order), as a [1] tensor."""
+    return torch.cat([total, values]).cumsum(0)[-1:]
+
+
 def _totals(sums: Tensor, ctx: DistContext) -> Totals:
     all_reduce_sum(sums, ctx)
     loss_sum, correct, count = sums.tolist()
     return Totals(loss_sum, correct, count)
-
-
-def _accumulate(sums: Tensor, loss_sum: Tensor, logits: Tensor, labels: Tensor) -> None:
-    sums[0] += loss_sum.detach().double()
-    sums[1] += (logits.detach().argmax(dim=1) == labels).sum()
-    sums[2] += labels.shape[0]
 
 
 def _check_finite_everywhere(loss_sum: Tensor, ctx: DistContext, where: str) -> None:
@@ -127,14 +209,14 @@ def train_epoch(
     """
     schedule.train_mode(model)
     resume = resume or PartialEpoch()
-    sums = torch.tensor(resume.sums, dtype=torch.float64, device=device)
+    sums = RunningSums(resume, device)
     steps = resume.batch
-    lr_sum = resume.lr_sum
     start = time.perf_counter() - resume.seconds
     for images, labels in batches:
         if stop is not None and stop(steps):
             _sync(device)
-            partial = PartialEpoch(steps, sums.tolist(), float(lr_sum), time.perf_counter() - start)
+            values, lr_sum = sums.values()
+            partial = PartialEpoch(steps, values, lr_sum, time.perf_counter() - start)
             return TrainResult(
                 None, steps, partial.seconds, partial.lr_sum / max(steps, 1), partial
             )
@@ -147,14 +229,14 @@ def train_epoch(
         loss.backward()
         optimizer.step()
         schedule.step()
-        _accumulate(sums, loss * labels.shape[0], logits, labels)
-        lr_sum = lr_sum + schedule.step_lr()  # an lr on the device stays there (no sync)
+        sums.add(loss, logits, labels, scale=labels.shape[0])
+        sums.add_lr(schedule.step_lr())  # an lr on the device stays there (no sync)
         steps += 1
         progress.advance()
         if nan_check_every and steps % nan_check_every == 0:
-            _check_finite_everywhere(sums[0], ctx, f"at step {first_step + steps}")
+            _check_finite_everywhere(sums.loss_sum(), ctx, f"at step {first_step + steps}")
         if progress.wants_refresh:
-            loss_sum, correct, count = sums.tolist()
+            (loss_sum, correct, count), _ = sums.values()
             elapsed = time.perf_counter() - start
             progress.refresh(
                 loss_sum / count,
@@ -164,7 +246,8 @@ def train_epoch(
             )
     _sync(device)
     seconds = time.perf_counter() - start
-    return TrainResult(_totals(sums, ctx), steps, seconds, float(lr_sum) / max(steps, 1))
+    totals = sums.totals(ctx)
+    return TrainResult(totals, steps, seconds, float(sums.lr_total) / max(steps, 1))
 
 
 @torch.no_grad()
@@ -179,11 +262,11 @@ def evaluate(
 ) -> Totals:
     """Loss and accuracy over this rank's shard, summed over every rank (each sample once)."""
     model.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    sums = RunningSums(PartialEpoch(), device)
     for images, labels in batches:
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast():
             logits = model(images)
-        _accumulate(sums, F.cross_entropy(logits.float(), labels, reduction="sum"), logits, labels)
-    return _totals(sums, ctx)
+        sums.add(F.cross_entropy(logits.float(), labels, reduction="sum"), logits, labels)
+    return sums.totals(ctx)

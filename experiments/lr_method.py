@@ -20,6 +20,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from autodrop import registry
 from autodrop.checks import check_float, check_int
 from autodrop.hd import SGDHD
+from experiments.runtime import use_fused_optimizer
 from experiments.schema import OPTIMIZER_OWNED_LR
 
 
@@ -29,15 +30,32 @@ def _options(node: DictConfig) -> dict[str, Any]:
     return {key: value for key, value in values.items() if key not in ("name", "label")}
 
 
+def _fused(params: list[nn.Parameter]) -> bool | None:
+    """True for torch's fused optimizer kernels where the runner uses them
+    (``use_fused_optimizer``: one launch updates every parameter), else None (torch's
+    default)."""
+    return True if params and use_fused_optimizer(params[0].device) else None
+
+
 def _sgd(params: list[nn.Parameter], o: DictConfig, steps_per_epoch: int) -> Optimizer:
     return torch.optim.SGD(
-        params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay
+        params,
+        lr=o.lr,
+        momentum=o.momentum,
+        nesterov=o.nesterov,
+        weight_decay=o.weight_decay,
+        fused=_fused(params),
     )
 
 
 def _adam(params: list[nn.Parameter], o: DictConfig, steps_per_epoch: int) -> Optimizer:
     return torch.optim.Adam(
-        params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay
+        params,
+        lr=o.lr,
+        betas=tuple(o.betas),
+        eps=o.eps,
+        weight_decay=o.weight_decay,
+        fused=_fused(params),
     )
 
 

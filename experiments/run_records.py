@@ -110,6 +110,11 @@ class RunRecords:
             "setup": identity.setup,
             "wandb_run_id": state.wandb_run_id,
             "message": message,
+            "checkpoint_cadence": {
+                "every_epochs": cfg.trainer.checkpoint_every_epochs,
+                "every_minutes": cfg.trainer.checkpoint_every_minutes,
+                "also": "after the last epoch and on a stop signal",
+            },
             "data_verify": cfg.data.verify,
             "data_skipped_images": facts.skipped_images(),
             "interruption": interruption,

@@ -6,6 +6,7 @@ import contextlib
 import copy
 import os
 import random
+import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
@@ -15,6 +16,10 @@ from omegaconf import DictConfig
 
 # cuBLAS needs this before its first use to be deterministic (CUDA docs, "Reproducibility").
 CUBLAS_WORKSPACE = ":4096:8"
+INDUCTOR_DETERMINISTIC_ENV = "TORCHINDUCTOR_DETERMINISTIC"
+# The time rule of checkpoints on CUDA (trainer.checkpoint_every_minutes null): a kill loses at
+# most this much training; a stop signal and the end of the run always checkpoint.
+GPU_CHECKPOINT_MINUTES = 10.0
 
 
 def select_device(accelerator: str, local_rank: int) -> torch.device:
@@ -56,9 +61,16 @@ def autocast_factory(
 
 
 def configure_determinism(deterministic: bool, cudnn_benchmark: bool) -> None:
-    """Deterministic kernels on request (opt-in: slower); otherwise cuDNN autotuning as asked."""
+    """Deterministic kernels on request (opt-in: slower); otherwise cuDNN autotuning as asked.
+
+    Deterministic runs also make compiled code deterministic: inductor then skips the on-device
+    benchmarking that picks among kernel configurations of different numerics (a reduction's
+    block sizes decide its summation order), so a resumed process compiles the same kernels.
+    That stays on for later jobs of a sweep run in the same process (slower, never wrong).
+    """
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+        _inductor_deterministic()
         # warn_only: torch flags every CUDA adaptive_avg_pool2d backward as nondeterministic
         # (it uses atomicAdd) and would stop the run, yet the models' global pooling gives each
         # input exactly one contribution, which is deterministic; other flagged ops warn.
@@ -69,6 +81,16 @@ def configure_determinism(deterministic: bool, cudnn_benchmark: bool) -> None:
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.deterministic = False
         torch.backends.cudnn.benchmark = cudnn_benchmark
+
+
+def _inductor_deterministic() -> None:
+    # Importing inductor's config takes seconds: set the attribute only where it is loaded
+    # already, else the variable it reads when loaded.
+    config = sys.modules.get("torch._inductor.config")
+    if config is not None:
+        config.deterministic = True
+    else:
+        os.environ[INDUCTOR_DETERMINISTIC_ENV] = "1"
 
 
 def configure_cpu_threads(requested: int, processes: int) -> None:
@@ -123,12 +145,43 @@ def use_channels_last(requested: bool | None, device: torch.device) -> bool:
     return device.type == "cuda" if requested is None else bool(requested)
 
 
+def use_compile(requested: bool | None, device: torch.device) -> bool:
+    """``trainer.compile``: null (auto) is on for CUDA (fused kernels, fewer launches) and off on
+    the CPU, where compiling costs minutes and a launch costs nothing."""
+    return device.type == "cuda" if requested is None else bool(requested)
+
+
+def use_fused_optimizer(device: torch.device) -> bool:
+    """Whether SGD and Adam use torch's fused kernels (``fused=True``): on CUDA. torch also has
+    them on the CPU, but the CPU keeps the single-tensor loop its recorded results came from."""
+    return torch.device(device).type == "cuda"
+
+
+def checkpoint_cadence(
+    every_epochs: int | None, every_minutes: float | None, device: torch.device
+) -> tuple[int, float]:
+    """(epochs, minutes) between checkpoints, 0 meaning that rule is off; null (auto) is every
+    epoch on the CPU and every ``GPU_CHECKPOINT_MINUTES`` on CUDA, where a CIFAR epoch takes
+    seconds and each checkpoint copies hundreds of MB. The last epoch and a stop signal always
+    checkpoint, whatever the cadence (experiments.job)."""
+    cuda = device.type == "cuda"
+    epochs = (0 if cuda else 1) if every_epochs is None else int(every_epochs)
+    minutes = (GPU_CHECKPOINT_MINUTES if cuda else 0.0) if every_minutes is None else every_minutes
+    return epochs, float(minutes)
+
+
 def with_device_defaults(
     cfg: DictConfig, device: torch.device, processes_sharing_cpus: int
 ) -> DictConfig:
-    """A copy of ``cfg`` whose device-dependent trainer settings (``channels_last`` null,
-    ``num_workers`` -1) are resolved for ``device``; neither is part of the run's identity."""
+    """A copy of ``cfg`` whose device-dependent trainer settings (``channels_last``,
+    ``compile``, the checkpoint cadence: null; ``num_workers``: -1) are resolved for
+    ``device``; none of them is part of the run's identity."""
     resolved = copy.deepcopy(cfg)
-    resolved.trainer.channels_last = use_channels_last(cfg.trainer.channels_last, device)
-    resolved.trainer.num_workers = data_workers(cfg.trainer.num_workers, processes_sharing_cpus)
+    trainer = resolved.trainer
+    trainer.channels_last = use_channels_last(cfg.trainer.channels_last, device)
+    trainer.compile = use_compile(cfg.trainer.compile, device)
+    trainer.num_workers = data_workers(cfg.trainer.num_workers, processes_sharing_cpus)
+    trainer.checkpoint_every_epochs, trainer.checkpoint_every_minutes = checkpoint_cadence(
+        cfg.trainer.checkpoint_every_epochs, cfg.trainer.checkpoint_every_minutes, device
+    )
     return resolved

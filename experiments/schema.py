@@ -190,7 +190,7 @@ class TrainerConfig:
     accelerator: Accelerator = Accelerator.auto
     precision: Precision = Precision.auto
     channels_last: bool | None = None  # None (auto): on for CUDA, off on the CPU
-    compile: bool = False
+    compile: bool | None = None  # None (auto): on for CUDA, off on the CPU (experiments.runtime)
     cudnn_benchmark: bool = True
     deterministic: bool = False  # opt-in: torch deterministic algorithms (slower on GPU)
     num_workers: int = -1  # classic loader / imagenet; -1: the process's CPUs minus two
@@ -200,8 +200,11 @@ class TrainerConfig:
     progress: Progress = Progress.auto
     sync_bn: bool = True  # BatchNorm over the global batch whenever world_size > 1
     nan_check_every: int = 200  # optimizer steps between loss checks; 0 = at epoch end only
-    checkpoint_every_epochs: int = 1  # always after the last epoch too
-    checkpoint_every_minutes: float = 0.0  # also once this long since the last one; 0: off
+    # Checkpoints: after the last epoch and on a stop signal always, and at the end of an epoch
+    # every N epochs and/or once M minutes have passed since the last one (0: that rule off).
+    # None (auto): every epoch on the CPU; every 10 minutes on CUDA (experiments.runtime).
+    checkpoint_every_epochs: int | None = None
+    checkpoint_every_minutes: float | None = None
     gpu_slots: int = 0  # >0: share this many GPUs of the node among the jobs of a sweep
     allow_code_change: bool = False  # resume a run that other code started (recorded)
     # On SIGTERM/SIGINT/SIGUSR1/SIGUSR2 training stops between two optimizer steps with a

@@ -123,12 +123,14 @@ def _check_trainer(cfg: DictConfig) -> None:
         "batch_size",
         "eval_batch_size",
         "devices",
-        "checkpoint_every_epochs",
         "stop_check_every",
     ):
         _check_at_least(f"trainer.{key}", trainer[key], 1)
-    for key in ("checkpoint_every_minutes", "gpu_slots", "cpu_threads", "nan_check_every"):
+    for key in ("gpu_slots", "cpu_threads", "nan_check_every"):
         _check_at_least(f"trainer.{key}", trainer[key], 0)
+    for key in ("checkpoint_every_epochs", "checkpoint_every_minutes"):  # None: auto
+        if trainer[key] is not None:
+            _check_at_least(f"trainer.{key}", trainer[key], 0)
     _check_at_least("trainer.num_workers", trainer.num_workers, -1)
     if trainer.batch_size % trainer.devices:
         raise invalid(

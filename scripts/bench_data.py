@@ -219,8 +219,11 @@ def imagenet_epoch_seconds(bundle, epoch: int, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def write_jpeg_folder(root: Path, classes: int = 8, per_class: int = 256) -> None:
-    """Natural-looking (smooth) 500x375 JPEGs, about the size of ImageNet's average photo."""
+def write_jpeg_folder(
+    root: Path, classes: int = 8, per_class: int = 256, size: tuple[int, int] = (500, 375)
+) -> None:
+    """Natural-looking (smooth) JPEGs, by default 500x375, about the size of ImageNet's
+    average photo."""
     import numpy as np
     from PIL import Image
 
@@ -231,7 +234,7 @@ def write_jpeg_folder(root: Path, classes: int = 8, per_class: int = 256) -> Non
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(count):
                 small = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
-                image = Image.fromarray(small).resize((500, 375), Image.BICUBIC)
+                image = Image.fromarray(small).resize(size, Image.BICUBIC)
                 image.save(folder / f"img_{i}.JPEG", quality=90)
 
 

@@ -350,3 +350,11 @@ def test_help_lists_the_groups_and_cfg_job_prints_the_config(train_cli) -> None:
     assert printed.returncode == 0, printed.stderr
     job = OmegaConf.create(printed.stdout)
     assert job.experiment_name == "quick/digits" and job.scheduler.window == 4
+
+
+@pytest.mark.parametrize("preset", sorted(PAPER_PROTOCOL))
+def test_imagenet_presets_use_per_gpu_batchnorm_and_cifar_keeps_it_synchronised(preset) -> None:
+    cfg = compose_config([f"experiment={preset}"])
+    # torchvision's ImageNet recipe: BatchNorm per GPU; CIFAR's 128 images split over GPUs are
+    # too few per GPU, so its statistics stay those of the global batch.
+    assert cfg.trainer.sync_bn is (cfg.data.name != "imagenet")

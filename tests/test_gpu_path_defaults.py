@@ -11,14 +11,29 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from omegaconf import OmegaConf
 from torch import nn
 
+from experiments.checkpoint import CheckpointSchedule
 from experiments.components import compile_model
+from experiments.config import compose_config
 from experiments.data import DataSettings, build_data
 from experiments.data.gpu_decode import check_decode
 from experiments.data.imagenet import build_imagenet
 from experiments.data.staging import OnDeviceNormalize, stage_batches
-from experiments.runtime import AUTO_WORKERS, data_workers, use_channels_last
+from experiments.lr_method import build_optimizer
+from experiments.runtime import (
+    AUTO_WORKERS,
+    GPU_CHECKPOINT_MINUTES,
+    INDUCTOR_DETERMINISTIC_ENV,
+    checkpoint_cadence,
+    data_workers,
+    use_channels_last,
+    use_compile,
+    use_fused_optimizer,
+    with_device_defaults,
+)
+from experiments.schema import AdamConfig
 from experiments.sync_batchnorm import GlobalBatchNorm
 from tests.fake_datasets import write_fake_imagenet
 
@@ -100,6 +115,11 @@ def test_device_dependent_defaults(monkeypatch) -> None:
     assert use_channels_last(None, torch.device("cuda", 0)) is True
     assert use_channels_last(None, torch.device("cpu")) is False
     assert use_channels_last(False, torch.device("cuda", 0)) is False
+    assert use_compile(None, torch.device("cuda", 0)) is True
+    assert use_compile(None, torch.device("cpu")) is False
+    assert use_compile(False, torch.device("cuda", 0)) is False
+    assert use_compile(True, torch.device("cpu")) is True
+    assert use_fused_optimizer(torch.device("cuda", 0)) and not use_fused_optimizer("cpu")
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
     assert data_workers(AUTO_WORKERS) == 14
     assert data_workers(AUTO_WORKERS, processes_sharing_cpus=8) == 1
@@ -158,14 +178,87 @@ def test_torch_sync_batchnorm_refuses_cpu_so_global_batchnorm_stays(tmp_path) ->
     assert [m for _, m in messages if m.startswith("ours")] == ["ours ok (4, 3, 5, 5)"] * 2
 
 
-def test_deterministic_mode_warns_on_flagged_cuda_ops_instead_of_stopping() -> None:
+def test_deterministic_mode_warns_on_flagged_cuda_ops_instead_of_stopping(monkeypatch) -> None:
+    import sys
+
     from experiments.runtime import configure_determinism
 
+    monkeypatch.delenv(INDUCTOR_DETERMINISTIC_ENV, raising=False)
+    inductor = sys.modules.get("torch._inductor.config")
+    if inductor is not None:
+        monkeypatch.setattr(inductor, "deterministic", False)
     try:
         configure_determinism(True, cudnn_benchmark=True)
         assert torch.are_deterministic_algorithms_enabled()
         assert torch.is_deterministic_algorithms_warn_only_enabled()
         assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        # Compiled code too: inductor picks no kernel configuration by timing it.
+        if inductor is not None:
+            assert inductor.deterministic is True
+        else:
+            assert os.environ[INDUCTOR_DETERMINISTIC_ENV] == "1"
     finally:
         configure_determinism(False, cudnn_benchmark=True)
     assert not torch.are_deterministic_algorithms_enabled()
+
+
+def test_resolved_defaults_for_cuda_and_cpu() -> None:
+    """What a run gets when it leaves the device-dependent settings at null (no GPU needed: the
+    resolution reads only the device's type)."""
+    cfg = compose_config(["experiment=quick/digits", "trainer.num_workers=2"])
+    cuda = with_device_defaults(cfg, torch.device("cuda", 0), 1).trainer
+    cpu = with_device_defaults(cfg, torch.device("cpu"), 1).trainer
+    assert (cuda.compile, cuda.channels_last) == (True, True)
+    assert (cpu.compile, cpu.channels_last) == (False, False)
+    assert (cuda.checkpoint_every_epochs, cuda.checkpoint_every_minutes) == (
+        0,
+        GPU_CHECKPOINT_MINUTES,
+    )
+    assert (cpu.checkpoint_every_epochs, cpu.checkpoint_every_minutes) == (1, 0.0)
+    assert checkpoint_cadence(5, None, torch.device("cuda", 0)) == (5, GPU_CHECKPOINT_MINUTES)
+    assert checkpoint_cadence(None, 0, torch.device("cuda", 0)) == (0, 0.0)
+
+
+def test_time_cadence_checkpoints_on_time_and_after_the_last_epoch(monkeypatch) -> None:
+    clock = [0.0]
+    monkeypatch.setattr("experiments.checkpoint.time.monotonic", lambda: clock[0])
+    when = CheckpointSchedule(0, 10.0, last_epoch=50)
+    saved = []
+    for epoch in range(1, 51):
+        clock[0] += 110.0  # a 110 s epoch: the 10-minute rule fires every 6th epoch
+        if when.due(epoch):
+            saved.append(epoch)
+            when.saved()
+    assert saved == [6, 12, 18, 24, 30, 36, 42, 48, 50]
+    assert [e for e in range(1, 5) if CheckpointSchedule(1, 0.0, 4).due(e)] == [1, 2, 3, 4]
+
+
+def test_sgd_and_adam_are_fused_where_the_runner_asks(monkeypatch) -> None:
+    """On the CPU the runner keeps torch's default (the single-tensor loop its recorded numbers
+    came from); where ``use_fused_optimizer`` says so (CUDA), torch's fused kernels. torch has
+    them on the CPU too, which lets this test step one."""
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    sgd = compose_config(["experiment=quick/digits", "optimizer=sgd"]).optimizer
+    adam = OmegaConf.structured(AdamConfig)
+    assert build_optimizer(sgd, model, steps_per_epoch=1).param_groups[0]["fused"] is None
+    monkeypatch.setattr("experiments.lr_method.use_fused_optimizer", lambda device: True)
+    fused = build_optimizer(sgd, model, steps_per_epoch=1)
+    assert fused.param_groups[0]["fused"] is True
+    assert build_optimizer(adam, model, steps_per_epoch=1).param_groups[0]["fused"] is True
+    reference = torch.optim.SGD(
+        [p.detach().clone().requires_grad_() for p in model.parameters()],
+        lr=sgd.lr,
+        momentum=sgd.momentum,
+        nesterov=sgd.nesterov,
+        weight_decay=sgd.weight_decay,
+    )
+    inputs, labels = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    for _ in range(3):
+        for optimizer, params in ((fused, list(model.parameters())), (reference, None)):
+            weights = params or reference.param_groups[0]["params"]
+            optimizer.zero_grad()
+            out = torch.tanh(inputs @ weights[0].T + weights[1]) @ weights[2].T + weights[3]
+            nn.functional.cross_entropy(out, labels).backward()
+            optimizer.step()
+    for mine, theirs in zip(model.parameters(), reference.param_groups[0]["params"], strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-6, atol=1e-7)

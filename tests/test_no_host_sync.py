@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from autodrop.angles import dots64, fused_dots, sum_of_dots
+from autodrop.angles import dots64, fused_dots, memory_order_flat, sum_of_dots
 from autodrop.hd import SGDHD
 from autodrop.schedules.optimizer_lr import HypergradientLR
 from autodrop.tlr import TrainableLR
@@ -162,3 +162,58 @@ def test_sum_of_dots_promoted_is_the_float64_loop_and_syncs_nothing():
     assert dots64([], []) == (0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="differ in length"):
         dots64(xs, ys[:1])
+
+
+def test_hd_casts_its_step_size_to_the_parameters_dtype_with_the_same_numbers(monkeypatch):
+    """The float32 step size (once per step, so the foreach product can take its fused path)
+    moves float32 parameters exactly as the float64 alpha did."""
+    from autodrop import hd as hd_module
+
+    step_size = hd_module._step_size
+    alpha = torch.tensor(0.1, dtype=torch.float64)
+    assert step_size(alpha, [torch.zeros(2)]).dtype == torch.float32
+    assert step_size(alpha, [torch.zeros(2), torch.zeros(2, dtype=torch.float64)]).dtype == (
+        torch.float64  # several dtypes: alpha stays float64
+    )
+    trajectories = []
+    for cast in (True, False):
+        model, data = model_and_batches(steps=8)
+        optimizer = SGDHD(model.parameters(), lr=0.05, beta=1e-3, momentum=0.9, nesterov=True)
+        if not cast:
+            monkeypatch.setattr(hd_module, "_step_size", lambda alpha, params: -alpha)
+        for inputs, labels in data:
+            optimizer.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(inputs), labels).backward()
+            optimizer.step()
+        trajectories.append([p.detach().clone() for p in model.parameters()])
+    for cast, kept in zip(*trajectories, strict=True):
+        assert torch.equal(cast, kept)
+
+
+def test_fused_dots_read_channels_last_tensors_in_place():
+    g = torch.Generator().manual_seed(4)
+    shapes = [(16, 3, 3, 3), (16,), (32, 16, 1, 1), (8, 16, 3, 3)]
+    xs = [torch.randn(s, generator=g) for s in shapes]
+    ys = [torch.randn(s, generator=g) for s in shapes]
+    as_nhwc = [
+        t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t for t in xs + ys
+    ]
+    xs_cl, ys_cl = as_nhwc[: len(xs)], as_nhwc[len(xs) :]
+    assert not xs_cl[0].is_contiguous()
+    flat = memory_order_flat(xs_cl[0])
+    assert flat.data_ptr() == xs_cl[0].data_ptr() and flat.shape == (16 * 27,)
+    assert sorted(flat.tolist()) == sorted(xs_cl[0].reshape(-1).tolist())
+    gappy = torch.randn(4, 6)[:, ::2]  # not dense: read through a copy in logical order
+    assert torch.equal(memory_order_flat(gappy), gappy.reshape(-1))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fused = fused_dots(xs_cl, ys_cl)
+    calls = {e.name for e in prof.events() if e.cpu_parent is None}
+    # products, a view of each (no reshape copying them), one concatenation, one float64 sum
+    assert calls == {
+        "aten::_foreach_mul",
+        "aten::as_strided",
+        "aten::view",
+        "aten::cat",
+        "aten::sum",
+    }
+    torch.testing.assert_close(fused, per_parameter_sum_of_dots(xs, ys), rtol=1e-5, atol=0)

@@ -334,3 +334,21 @@ def test_ranks_hold_rank_zeros_lr(tmp_path):
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert traced_lrs(20) != traced_lrs(21), "left alone, the ranks' lrs must differ"
     assert rank0 == rank1 == traced_lrs(20)
+
+
+@pytest.mark.parametrize("pairs", [1, 7, 130])
+def test_folded_gap_sums_are_the_per_step_sums_bit_for_bit(pairs) -> None:
+    """The pairs kept between folds add up exactly as adding each at its step did:
+    S += slope_{t-1}, K += (slope_{t-1} - a_t) / alpha_{t-1}, A += a_t, in order."""
+    g = torch.Generator().manual_seed(pairs)
+    _, optimizer, tlr = make()
+    start = torch.randn(3, dtype=torch.float64, generator=g)
+    tlr.gap_sums = start.clone()
+    expected = start.clone()
+    for _ in range(pairs):
+        slope, a = (torch.randn((), dtype=torch.float64, generator=g) * 1e3 for _ in range(2))
+        lr = float(torch.rand((), dtype=torch.float64, generator=g)) * 0.1 + 1e-4
+        tlr._pairs.append((slope, a, lr))
+        expected = expected + torch.stack([slope, (slope - a) / lr, a])
+    tlr._fold_pairs()
+    assert torch.equal(tlr.gap_sums, expected) and tlr._pairs == []

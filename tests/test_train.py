@@ -67,6 +67,7 @@ SUMMARY_KEYS = [
     "setup",
     "wandb_run_id",
     "message",
+    "checkpoint_cadence",  # the resolved cadence (auto: every epoch on the CPU, 10 min on CUDA)
     "data_verify",
     "data_skipped_images",
     "interruption",  # the signal, step, epoch and batch a stop happened at (else None)
@@ -110,6 +111,8 @@ def test_autodrop_run_writes_every_file_of_the_contract(train_in_process, result
     assert summary["status"] == "finished" and summary["message"] is None
     assert summary["data_verify"] is True and summary["data_skipped_images"] == 0
     assert summary["interruption"] is None and summary["resumes"] == []
+    cadence = summary["checkpoint_cadence"]
+    assert (cadence["every_epochs"], cadence["every_minutes"]) == (1, 0.0)
     assert (summary["experiment"], summary["dataset"], summary["model"]) == (
         "quick/digits",
         "digits",

@@ -74,9 +74,12 @@ class HypergradientLR(OptimizerSetsLR):
         return {"lr/epoch_mean": lr_mean}
 
     def step_lr(self) -> float | Tensor:
-        """SGDHD's lr: a 0-d device tensor (detached), read without a host synchronisation."""
+        """SGDHD's lr: a 0-d device tensor outside autograd, read without a host
+        synchronisation (SGDHD makes it without grad; no detach call per step)."""
         lr = self.optimizer.param_groups[0]["lr"]
-        return lr.detach() if isinstance(lr, Tensor) else float(lr)
+        if not isinstance(lr, Tensor):
+            return float(lr)
+        return lr.detach() if lr.requires_grad else lr
 
 
 def is_schedule_free(optimizer: Optimizer) -> bool:

@@ -3,16 +3,34 @@
 The DataLoader workers only read file bytes, so a few CPU cores feed a fast GPU.
 
 The random crop and flip of every sample are drawn exactly as the CPU path draws them
-(RandomResizedCrop.get_params, then the flip coin, from a torch RNG seeded with the sample's
-seed), so both paths crop the same boxes; pixels differ slightly (another JPEG decoder and
-resize kernel). A file nvJPEG cannot decode (CMYK, PNG in disguise) is decoded on the CPU.
+(RandomResizedCrop.get_params, then the flip coin, from the CPU torch RNG seeded with the sample's
+seed and restored afterwards; no other generator is touched, so the CUDA RNG state a checkpoint
+saves is the training's own), so both paths crop the same boxes; pixels differ slightly (another
+JPEG decoder and resize kernel). A file nvJPEG cannot decode (CMYK, PNG in disguise) is decoded
+on the CPU.
+
+A worker ships a batch as one packed uint8 tensor of the files' bytes (plus their lengths): an
+ordinary tensor, which torch moves through shared memory under any sharing strategy (the
+tensors of ``torchvision.io.read_file`` cannot be: under the default ``file_descriptor``
+strategy pickling them fails in the worker's feeder thread and the batch never arrives).
+
+Decoding runs on a stream of its own, ordered against the compute stream: torchvision's CUDA
+decoder allocates its output buffers on the current stream and writes them from a private
+stream that does not wait for the current stream, and nvJPEG's hardware engine may write before
+work queued ahead of it has run. On the compute stream the caching allocator hands out memory
+freed by the previous step while that step's kernels may still be reading it, so decoding there
+could overwrite live tensors. On the decode stream the allocator only reuses memory once the
+work of every stream that used it has run (``SideStream.hand_over`` records the compute stream's
+use), and the host waits for the decode stream's own previous work before the next decode.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision import io
@@ -25,9 +43,17 @@ from experiments.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from experiments.data.settings import DECODERS, DataSettings
 from experiments.data.staging import OnDeviceNormalize
 from experiments.data.worker_loader import (
+    EpochStart,
     SampleSeedSampler,
+    cpu_rng_seeded,
     make_split_loaders,
     seeded_train_sampler,
+)
+from experiments.device_seam import (
+    GPU_DECODE_ON_CPU_ENV,
+    SideStream,
+    decode_jpegs,
+    gpu_decode_possible,
 )
 
 _SCALE, _RATIO = (0.08, 1.0), (3.0 / 4.0, 4.0 / 3.0)  # RandomResizedCrop's defaults
@@ -39,17 +65,17 @@ def check_decode(decode: str, dataset: str, device: torch.device) -> None:
         raise ValueError(f"data.decode={decode!r} is invalid: valid: {', '.join(DECODERS)}")
     if decode == "gpu" and dataset != "imagenet":
         raise ValueError(f"data.decode='gpu' applies to imagenet only, not {dataset!r}")
-    if decode == "gpu" and device.type != "cuda":
+    if decode == "gpu" and not gpu_decode_possible(device):
         raise ValueError(
             f"data.decode='gpu' needs a CUDA device (torchvision.io.decode_jpeg on the GPU), "
-            f"but this run trains on {device.type}: use data.decode=cpu "
-            f"(valid: {', '.join(DECODERS)})"
+            f"but this run trains on {torch.device(device).type}: use data.decode=cpu "
+            f"(valid: {', '.join(DECODERS)}; tests set {GPU_DECODE_ON_CPU_ENV}=1 to run this "
+            "path with the CPU decoder)"
         )
 
 
 class EncodedImages(Dataset):
-    """(file bytes as a uint8 tensor, sample seed, label) for keys ``index`` or
-    ``(index, sample seed)``."""
+    """(file bytes, sample seed, label) for keys ``index`` or ``(index, sample seed)``."""
 
     def __init__(self, folder: CheckedImageFolder) -> None:
         self.samples = folder.samples  # checked: inside the dataset root, no duplicates
@@ -57,35 +83,54 @@ class EncodedImages(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[bytes, int, int]:
         index, seed = key if isinstance(key, tuple) else (key, -1)
         sample = self.samples[index]
-        return io.read_file(sample.real), seed, sample.label
+        return Path(sample.real).read_bytes(), seed, sample.label
 
 
-def collate_encoded(items: list[tuple[torch.Tensor, int, int]]) -> tuple[list, list, torch.Tensor]:
-    data, seeds, labels = zip(*items, strict=True)
-    return list(data), list(seeds), torch.tensor(labels)
+class EncodedBatch(NamedTuple):
+    """A batch of files as one uint8 tensor (their bytes back to back), the files' lengths,
+    the samples' seeds and their labels."""
+
+    data: torch.Tensor
+    lengths: list[int]
+    seeds: list[int]
+    labels: torch.Tensor
+
+    def files(self) -> list[torch.Tensor]:
+        """Each file's bytes: views of ``data``, no copy."""
+        return list(torch.split(self.data, self.lengths))
+
+
+def collate_encoded(items: list[tuple[bytes, int, int]]) -> EncodedBatch:
+    blobs, seeds, labels = zip(*items, strict=True)
+    lengths = [len(blob) for blob in blobs]
+    packed = torch.empty(sum(lengths), dtype=torch.uint8)
+    view, offset = packed.numpy(), 0
+    for blob, length in zip(blobs, lengths, strict=True):
+        view[offset : offset + length] = np.frombuffer(blob, dtype=np.uint8)
+        offset += length
+    return EncodedBatch(packed, lengths, list(seeds), torch.tensor(labels))
 
 
 def _decode(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
     try:
-        return io.decode_jpeg(data, mode=io.ImageReadMode.RGB, device=device)
+        return decode_jpegs(data, device)
     except RuntimeError:  # one undecodable file fails the batch: decode one by one
         return [_decode_one(d, device) for d in data]
 
 
 def _decode_one(data: torch.Tensor, device: torch.device) -> torch.Tensor:
     try:
-        return io.decode_jpeg(data, mode=io.ImageReadMode.RGB, device=device)
+        return decode_jpegs([data], device)[0]
     except RuntimeError:
         return io.decode_image(data, mode=io.ImageReadMode.RGB).to(device)
 
 
 def _train_view(image: torch.Tensor, seed: int, size: int) -> torch.Tensor:
     """RandomResizedCrop(size) + RandomHorizontalFlip with the CPU path's draws for ``seed``."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with cpu_rng_seeded(seed):
         top, left, height, width = RandomResizedCrop.get_params(image, list(_SCALE), list(_RATIO))
         flip = bool(torch.rand(1) < 0.5)
     view = TF.resized_crop(image, top, left, height, width, [size, size], antialias=True)
@@ -97,7 +142,10 @@ def _eval_view(image: torch.Tensor, resize: int, size: int) -> torch.Tensor:
 
 
 class GpuDecodedLoader:
-    """Batches of file bytes from the workers -> normalised float32 images on the device."""
+    """Batches of file bytes from the workers -> normalised float32 images on the device,
+    decoded on a side stream (module docstring). As a train loader (with ``sampler``),
+    ``set_epoch(epoch, start_batch=b)`` starts the epoch at its batch b without reading the
+    earlier files."""
 
     def __init__(
         self,
@@ -110,32 +158,44 @@ class GpuDecodedLoader:
         channels_last: bool,
         sampler: SampleSeedSampler | None = None,
     ) -> None:
-        self.loader, self.device, self.train = loader, device, train
+        self.loader, self.device, self.train = loader, torch.device(device), train
         self.crop_size, self.resize_size = crop_size, resize_size
         self.channels_last = channels_last
-        self.sampler = sampler
-        self.normalize = OnDeviceNormalize(IMAGENET_MEAN, IMAGENET_STD, device)
+        self.epochs = EpochStart(loader, sampler) if sampler is not None else None
+        self.normalize = OnDeviceNormalize(IMAGENET_MEAN, IMAGENET_STD, self.device)
+        self.stream = SideStream(self.device)
 
-    def set_epoch(self, epoch: int) -> None:
-        if self.sampler is not None:
-            self.sampler.set_epoch(epoch)
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        if self.epochs is None:
+            raise TypeError("set_epoch is for the train loader (this one evaluates)")
+        self.epochs.set_epoch(epoch, start_batch)
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return len(self.epochs) if self.epochs is not None else len(self.loader)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for data, seeds, labels in self.loader:
-            decoded = _decode(data, self.device)
-            if self.train:
-                views = [
-                    _train_view(im, s, self.crop_size) for im, s in zip(decoded, seeds, strict=True)
-                ]
-            else:
-                views = [_eval_view(im, self.resize_size, self.crop_size) for im in decoded]
-            images = self.normalize(torch.stack(views))
-            if self.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            yield images, labels.to(self.device, non_blocking=True)
+        for batch in self.loader:
+            # The previous batch's crops, queued on the decode stream, must have read their
+            # decoded images before the decoder may be handed that memory again.
+            self.stream.synchronize()
+            with self.stream.active():
+                images, labels = self._prepare(batch)
+            self.stream.hand_over(images, labels)
+            yield images, labels
+
+    def _prepare(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        decoded = _decode(batch.files(), self.device)
+        if self.train:
+            views = [
+                _train_view(im, s, self.crop_size)
+                for im, s in zip(decoded, batch.seeds, strict=True)
+            ]
+        else:
+            views = [_eval_view(im, self.resize_size, self.crop_size) for im in decoded]
+        images = self.normalize(torch.stack(views))
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, batch.labels.to(self.device, non_blocking=True)
 
 
 def build_gpu_decoded_imagenet(

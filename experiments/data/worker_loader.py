@@ -9,6 +9,7 @@ an epoch is identical for any ``num_workers``, with persistent workers, and afte
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -144,16 +145,43 @@ class PerSampleSeededDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int]):
         index, sample_seed = key
-        saved = torch.get_rng_state()
-        torch.default_generator.manual_seed(sample_seed)
-        try:
+        with cpu_rng_seeded(sample_seed):
             return self.base[index]
-        finally:
-            torch.set_rng_state(saved)
+
+
+@contextlib.contextmanager
+def cpu_rng_seeded(seed: int) -> Iterator[None]:
+    """The global CPU torch RNG seeded with ``seed`` inside the block and restored after it.
+    Only the CPU generator is touched (``torch.manual_seed`` would also reseed every CUDA
+    generator, whose state the checkpoints save)."""
+    saved = torch.get_rng_state()
+    torch.default_generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(saved)
 
 
 class EpochSampler(Protocol):
     def set_epoch(self, epoch: int, skip: int = 0) -> None: ...
+
+
+class EpochStart:
+    """``set_epoch(epoch, start_batch)`` of a train loader over a DataLoader whose sampler has
+    ``set_epoch(epoch, skip)``: the sampler skips the first ``start_batch`` batches' samples, so
+    the DataLoader never loads them; ``len`` stays the whole epoch's batch count."""
+
+    def __init__(self, loader: DataLoader, sampler: EpochSampler) -> None:
+        self.loader, self.sampler = loader, sampler
+        self.batches = len(loader)  # before any skip: the whole epoch
+        self.start_batch = 0
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.start_batch = check_start_batch(start_batch, self.batches)
+        self.sampler.set_epoch(epoch, skip=self.start_batch * self.loader.batch_size)
 
 
 def make_dataloader(
@@ -258,11 +286,8 @@ class _ToDevice:
 
 
 class WorkerTrainLoader(_ToDevice):
-    """TrainLoader over a DataLoader whose sampler has ``set_epoch(epoch, skip)``.
-
-    ``set_epoch(e, start_batch=b)`` makes the sampler skip the first b batches' samples, so
-    the DataLoader never loads them; ``len`` stays the whole epoch's batch count.
-    """
+    """TrainLoader over a DataLoader whose sampler has ``set_epoch(epoch, skip)``; epochs start
+    at a batch as ``EpochStart`` describes."""
 
     def __init__(
         self,
@@ -273,16 +298,13 @@ class WorkerTrainLoader(_ToDevice):
         normalize: OnDeviceNormalize | None = None,
     ) -> None:
         super().__init__(loader, device, channels_last, normalize)
-        self.sampler = sampler
-        self.batches = len(loader)  # before any skip: the whole epoch
-        self.start_batch = 0
+        self.epochs = EpochStart(loader, sampler)
 
     def __len__(self) -> int:
-        return self.batches
+        return len(self.epochs)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.start_batch = check_start_batch(start_batch, self.batches)
-        self.sampler.set_epoch(epoch, skip=self.start_batch * self.loader.batch_size)
+        self.epochs.set_epoch(epoch, start_batch)
 
 
 class WorkerEvalLoader(_ToDevice):
