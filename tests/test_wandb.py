@@ -125,7 +125,7 @@ def test_offline_run_logs_epochs_and_trace_and_no_secret(
         run_dir / "summary.json"
     ).read_text()
     config = {item.key: json.loads(item.value_json) for item in run.config.update}
-    assert config["scheduler"]["window"] == 4 and config["experiment_name"] == "quick/digits"
+    assert config["scheduler"]["window"] == 3 and config["experiment_name"] == "quick/digits"
 
     history = _history(records)
     epochs = [row for row in history if "epoch" in row]
