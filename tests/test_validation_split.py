@@ -213,3 +213,32 @@ def test_imagenet_validation_shards_count_each_image_once(tmp_path):
     labels = [torch.cat([y for _, y in shard.val]).tolist() for shard in shards]
     assert [len(y) for y in labels] == [2, 1] and sorted(labels[0] + labels[1]) == [0, 1, 2]
     assert shards[0].validation.fingerprint == shards[1].validation.fingerprint
+
+
+def test_the_gpu_decoding_path_holds_out_the_same_split(tmp_path, monkeypatch):
+    # The decoder runs on the CPU here (the check that asks for CUDA is lifted: a device seam).
+    from experiments.data import build, gpu_decode
+
+    for module in (build, gpu_decode):
+        monkeypatch.setattr(module, "check_decode", lambda *args: None)
+    write_fake_imagenet(tmp_path, classes=3, per_class=4, size=24, val_per_class=2)
+    common = {
+        "root": str(tmp_path),
+        "batch_size": 2,
+        "eval_batch_size": 2,
+        "device": CPU,
+        "seed": 0,
+        "loader": "classic",
+        "num_workers": 0,
+        "crop_size": 16,
+        "resize_size": 20,
+        "val_size": 3,
+    }
+    gpu = build_data("imagenet", DataSettings(**common, decode="gpu"))
+    cpu = build_data("imagenet", DataSettings(**common))
+    assert gpu.validation.fingerprint == cpu.validation.fingerprint
+    assert (gpu.num_train, gpu.num_val, gpu.num_test) == (9, 3, 6)
+    labels = torch.cat([y for _, y in gpu.val]).tolist()
+    assert labels == torch.cat([y for _, y in cpu.val]).tolist() == [0, 1, 2]
+    images, _ = next(iter(gpu.val))
+    assert images.shape == (2, 3, 16, 16)
