@@ -96,7 +96,11 @@ quick: $(STAMP) ## CPU-sized grid on the embedded digits data, both protocols ->
 	$(TRAIN) -m experiment=quick/digits scheduler=$(QUICK_SCHEDULES) seed=$(QUICK_SEEDS) paths.results_dir=$(RESULTS) logger=none $(QUICK_PARALLEL)
 	$(PY) -m scripts.aggregate --runs $(RESULTS)/runs --experiment quick --out $(QUICK_OUT)
 	$(PY) -m scripts.figures curves --runs $(RESULTS)/runs --experiment quick --out $(QUICK_OUT)/figures
-	@echo "tables and figures in $(QUICK_OUT)/ (make quick-update refreshes the committed $(RESULTS)/quick/)"
+	@# Both protocols: the paper's (table2) and the honest one (table2_honest, time_to_target).
+	@for table in table2 table2_honest time_to_target; do \
+	  if [ -f $(QUICK_OUT)/tables/$$table.md ]; then echo; cat $(QUICK_OUT)/tables/$$table.md; fi; \
+	done
+	@echo; echo "tables and figures in $(QUICK_OUT)/ (make quick-update refreshes the committed $(RESULTS)/quick/)"
 
 quick-update: $(STAMP) ## make quick, then rewrite the committed reference output results/quick/
 	$(MAKE) quick QUICK_OUT=$(RESULTS)/quick
