@@ -333,8 +333,8 @@ def time_to_target(runs: RunSet, targets: list[ttt.Target]) -> Table | None:
         f"{HONEST_PROTOCOL}: time to the task's validation-error target (AlgoPerf's measure), "
         "the median over seeds of the epochs, optimizer steps and training seconds (evaluation "
         "excluded) until the validation error first reaches the target; a run that never "
-        "reaches it is a miss, infinite, so a median half or more misses make is 'not reached'; "
-        f"reached: runs that reached it / runs; {seeds_phrase(per_task['n'])}."
+        "reaches it is a miss, counted as infinite, so the median is 'not reached' when half "
+        "the seeds or more missed; reached: the runs that reached it / the runs."
     )
     return Table("time_to_target", display, per_task, note, caption)
 
