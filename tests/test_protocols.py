@@ -126,3 +126,20 @@ def test_the_split_is_the_same_for_every_schedule_and_seed(train_in_process):
     first, second = (_summary(run)["validation"] for run in runs)
     assert first == second and first["size"] == 360
     assert [_summary(run)["metric_source"] for run in runs] == [None, None]
+
+
+def test_the_completeness_rule_checks_the_honest_fields(tmp_path):
+    from experiments.rundir import completeness_problem
+    from tests.fake_runs import write_fake_run
+
+    run = write_fake_run(
+        tmp_path, experiment="e", dataset="digits", model="resnet8", scheduler="step", seed=0,
+        test_errs=[5.0, 4.0, 3.0], val_errs=[6.0, 2.0, 4.0],
+    )  # fmt: skip
+    assert completeness_problem(run) is None
+    summary = _summary(run)
+    assert (summary["best_val_epoch"], summary["test_err_at_best_val"]) == (2, 4.0)
+    (run / "summary.json").write_text(json.dumps({**summary, "test_err_at_best_val": 3.0}))
+    assert "test_err_at_best_val=3.0 disagrees with metrics.jsonl (4.0)" in completeness_problem(
+        run
+    )
