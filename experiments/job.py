@@ -56,9 +56,19 @@ DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _build_data(cfg: DictConfig, device: torch.device, ctx: DistContext) -> Any:
-    from experiments.data import DataSettings, build_data
+    from experiments.data import DataSettings
+    from experiments.data.validation_split import ValidationSplitError
 
     settings = DataSettings.for_rank(cfg, device, ctx.rank, ctx.world_size)
+    try:
+        return _load_data(cfg, settings, ctx)
+    except ValidationSplitError as error:  # a config value that only the data can refuse
+        raise ConfigError(str(error)) from None
+
+
+def _load_data(cfg: DictConfig, settings: Any, ctx: DistContext) -> Any:
+    from experiments.data import build_data
+
     if not (cfg.data.download and ctx.is_distributed):
         return build_data(cfg.data.name, settings)
     # One download: rank 0 fetches while the others wait, then they read the files it wrote.

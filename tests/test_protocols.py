@@ -143,3 +143,13 @@ def test_the_completeness_rule_checks_the_honest_fields(tmp_path):
     assert "test_err_at_best_val=3.0 disagrees with metrics.jsonl (4.0)" in completeness_problem(
         run
     )
+
+
+def test_a_split_larger_than_the_training_set_is_refused_in_one_line(train_cli):
+    result = train_cli([*TINY_RUN, "data.val_size=1437"])
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: data.val_size=1437 is invalid: must be an integer in 0..1436 (the training "
+        "split holds 1437 examples; 0 = no validation split)"
+    )
+    assert "Traceback" not in result.stderr

@@ -34,6 +34,10 @@ SPLIT_SEED = 2_023
 FINGERPRINT_CHARS = 16
 
 
+class ValidationSplitError(ValueError):
+    """``data.val_size`` does not fit the training split (the message names the key)."""
+
+
 @dataclass(frozen=True)
 class ValidationSplit:
     """Positions in the loaded training split: ``train`` (kept for training) and ``val`` (held
@@ -66,13 +70,13 @@ def stratified_counts(class_sizes: Sequence[int], size: int) -> list[int]:
 def split_validation(labels: torch.Tensor | Sequence[int], size: int) -> ValidationSplit | None:
     """The validation split of a training split with these ``labels`` (None when ``size`` is 0).
 
-    Raises ValueError naming ``data.val_size`` when ``size`` is negative, not smaller than the
-    training split, or would take every training example of some class.
+    Raises ValidationSplitError naming ``data.val_size`` when ``size`` is negative, not smaller
+    than the training split, or would take every training example of some class.
     """
     labels = torch.as_tensor(labels, dtype=torch.int64).cpu()
     total = int(labels.shape[0])
     if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < total:
-        raise ValueError(
+        raise ValidationSplitError(
             f"data.val_size={size!r} is invalid: must be an integer in 0..{total - 1} (the "
             f"training split holds {total} examples; 0 = no validation split)"
         )
@@ -84,7 +88,7 @@ def split_validation(labels: torch.Tensor | Sequence[int], size: int) -> Validat
     counts = stratified_counts([len(m) for m in members], size)
     emptied = [int(c) for c, m, k in zip(classes, members, counts, strict=True) if k == len(m)]
     if emptied:
-        raise ValueError(
+        raise ValidationSplitError(
             f"data.val_size={size} is invalid: it would hold out every training example of "
             f"class(es) {emptied[:5]}; choose a smaller size"
         )
