@@ -338,6 +338,7 @@ def test_help_lists_the_groups_and_cfg_job_prints_the_config(train_cli) -> None:
         "scheduler",
         "trainer",
         "logger",
+        "protocol",
         "hydra/launcher",
     ):
         assert group in lines
@@ -349,4 +350,4 @@ def test_help_lists_the_groups_and_cfg_job_prints_the_config(train_cli) -> None:
     printed = train_cli(["--cfg", "job", "experiment=quick/digits", "scheduler=autodrop"])
     assert printed.returncode == 0, printed.stderr
     job = OmegaConf.create(printed.stdout)
-    assert job.experiment_name == "quick/digits" and job.scheduler.window == 4
+    assert job.experiment_name == "quick/digits" and job.scheduler.window == 3
