@@ -8,6 +8,7 @@ import torch
 from torch.optim import Optimizer
 
 from autodrop.angles import angle_degrees
+from autodrop.base import Signal
 from autodrop.checks import check_float, check_int
 from autodrop.distributed import broadcast_value
 from autodrop.drop_scheduler import DropScheduler
@@ -46,6 +47,7 @@ class AutoDrop(DropScheduler):
     name = "autodrop"
     display_name = "AutoDrop"
     colour = "#d62728"
+    reads = frozenset({Signal.PARAMETERS})
 
     _scalar_fields = ("window", "rho", "buffer_size", "threshold", "min_lr", "omegas",
                       "previous_smoothed", "has_previous_mean", "has_previous_step")

@@ -6,6 +6,7 @@ import torch
 from torch.optim import Optimizer
 
 from autodrop.angles import authors_angle_from_dots, dots64
+from autodrop.base import Signal
 from autodrop.checks import check_float, check_int
 from autodrop.distributed import broadcast_tensors, broadcast_value
 from autodrop.drop_scheduler import DropScheduler
@@ -38,6 +39,7 @@ class AutoDropV1(DropScheduler):
     name = "autodrop_v1"
     display_name = "AutoDrop (2021 code)"
     colour = "#ff7f0e"
+    reads = frozenset({Signal.PARAMETERS})
 
     _scalar_fields = ("steps_per_epoch", "theta", "drop_factor", "extra_epochs", "auto_theta",
                       "max_theta", "min_lr", "average_weights", "history", "pending_omega",

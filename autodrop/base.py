@@ -5,7 +5,8 @@ optimizer step. This mixin adds what a training loop and the results scripts nee
 torch's API, so that neither has to know a schedule by its name:
 
 - metadata (class attributes): ``name`` (the registry name), ``display_name``, ``colour``,
-  ``paper_name``, ``tuned_setting``, ``record_stream``;
+  ``paper_name``, ``tuned_setting``, ``record_stream``, and ``reads``: the training signals the
+  method consumes (``Signal``), which every registered schedule declares;
 - the epoch: ``train_mode`` before every training epoch, ``eval_mode`` after it (before the
   evaluation and the routine checkpoint), ``epoch_end`` once the epoch's metric is known,
   ``pop_measurements`` and ``epoch_fields`` for the records;
@@ -17,9 +18,38 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
+from enum import StrEnum
 from typing import Any
 
 from torch import Tensor, nn
+
+
+class Signal(StrEnum):
+    """What a learning-rate method may observe while training, beyond the step count.
+
+    A method that reads none of them is a fixed function of the step (and the budget). A
+    method that reads ``HELD_OUT_METRIC`` consumes data outside the training set: under the
+    honest protocol that is a validation split, under the paper's the test split, and the run
+    records which (``metric_source`` in summary.json).
+    """
+
+    TRAINING_LOSS = "training_loss"
+    GRADIENTS = "gradients"
+    PARAMETERS = "parameters"
+    HELD_OUT_METRIC = "held_out_metric"
+
+
+def declared_signals(cls: type) -> frozenset[Signal]:
+    """The ``reads`` declaration of a schedule class; TypeError when it has none or it is not a
+    frozenset of ``Signal`` members (every schedule must say what it reads)."""
+    reads = getattr(cls, "reads", None)
+    if not isinstance(reads, frozenset) or not all(isinstance(s, Signal) for s in reads):
+        raise TypeError(
+            f"reads: schedule class {cls.__qualname__} must declare `reads`, a frozenset of "
+            f"autodrop.base.Signal members (valid: {', '.join(s.name for s in Signal)}; "
+            "frozenset() for a fixed function of the step)"
+        )
+    return reads
 
 
 class ScheduleHooks:
@@ -38,11 +68,19 @@ class ScheduleHooks:
     #: The run-directory record file ``<record_stream>.jsonl`` that pop_measurements() feeds.
     record_stream: str | None = None
 
-    #: True for schedules driven by a metric (plateau): the loop must pass it to epoch_end().
-    needs_metric: bool = False
+    #: The signals the method consumes to set its lr (or iterates), beyond the step count: no
+    #: default, every schedule declares it (``declared_signals``). ``Signal.HELD_OUT_METRIC``:
+    #: the loop passes the epoch's held-out loss to ``epoch_end``.
+    reads: frozenset[Signal]
+
+    @property
+    def needs_metric(self) -> bool:
+        """Whether ``epoch_end`` needs the epoch's held-out metric (declared in ``reads``)."""
+        return Signal.HELD_OUT_METRIC in declared_signals(type(self))
 
     def epoch_end(self, metric: float | None = None) -> None:
-        """Called once at the end of every epoch, with the epoch's metric when needs_metric."""
+        """Called once at the end of every epoch, with the epoch's held-out loss when the
+        schedule reads one (``needs_metric``)."""
 
     def pop_measurements(self) -> list[dict[str, Any]]:
         """Records produced since the last call (AutoDrop's per-window measurements)."""

@@ -2,7 +2,8 @@
 
 A registered schedule is a ``torch.optim.lr_scheduler.LRScheduler`` with the ``ScheduleHooks``
 contract, stepped once after every optimizer step; its class carries its metadata (``name``,
-``display_name``, ``colour``, ``paper_name``, ``tuned_setting``, ``record_stream``). The registry
+``display_name``, ``colour``, ``paper_name``, ``tuned_setting``, ``record_stream``) and declares
+the signals it reads (``reads``, checked here). The registry
 name is the runner's ``scheduler.name`` (``conf/scheduler/<name>.yaml``). Adding a schedule is a
 class with that metadata, its line in ``SCHEDULE_CLASSES`` and a YAML file.
 
@@ -26,7 +27,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from autodrop.autodrop import AutoDrop
 from autodrop.autodrop_v1 import AutoDropV1
-from autodrop.base import ScheduleHooks
+from autodrop.base import ScheduleHooks, Signal, declared_signals
 from autodrop.checks import check_int
 from autodrop.schedules.constant import ConstantSchedule
 from autodrop.schedules.cosine import CosineSchedule
@@ -59,6 +60,8 @@ SCHEDULE_CLASSES: tuple[type[ScheduleHooks], ...] = (
 _SCHEDULES: dict[str, type[ScheduleHooks]] = {cls.name: cls for cls in SCHEDULE_CLASSES}
 if len(_SCHEDULES) != len(SCHEDULE_CLASSES):  # pragma: no cover - a programming error
     raise RuntimeError("two registered schedules share a name")
+for _cls in SCHEDULE_CLASSES:
+    declared_signals(_cls)  # a schedule that does not say what it reads is refused at import
 
 #: The registry names, in results order.
 SCHEDULE_NAMES: tuple[str, ...] = tuple(_SCHEDULES)
@@ -69,6 +72,11 @@ def schedule_class(name: str) -> type[ScheduleHooks]:
     if name not in _SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}: expected one of {list(SCHEDULE_NAMES)}")
     return _SCHEDULES[name]
+
+
+def schedule_signals(name: str) -> frozenset[Signal]:
+    """What schedule ``name`` reads while training (its class's ``reads``)."""
+    return declared_signals(schedule_class(name))
 
 
 def schedule_options(name: str) -> tuple[str, ...]:
@@ -89,6 +97,7 @@ def build(
     """The schedule ``name`` on ``optimizer`` for a budget of ``epochs`` * ``steps_per_epoch``
     optimizer steps; ``options`` are the schedule's own keyword arguments."""
     cls = schedule_class(name)
+    declared_signals(cls)
     check_int("steps_per_epoch", steps_per_epoch, low=1)
     check_int("epochs", epochs, low=1)
     parameters = inspect.signature(cls).parameters
@@ -112,4 +121,5 @@ __all__ = [
     "build",
     "schedule_class",
     "schedule_options",
+    "schedule_signals",
 ]

@@ -43,7 +43,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from autodrop.angles import sum_of_dots
-from autodrop.base import ScheduleHooks
+from autodrop.base import ScheduleHooks, Signal
 from autodrop.checks import check_float, check_int
 from autodrop.distributed import broadcast_value
 
@@ -91,6 +91,7 @@ class TrainableLR(ScheduleHooks, LRScheduler):
     name = "tlr"
     display_name = "TLR (reconstruction)"
     colour = "#393b79"
+    reads = frozenset({Signal.GRADIENTS, Signal.PARAMETERS})
     paper_name = "TLR"
     record_stream = "tlr"
     label = display_name

@@ -18,7 +18,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ValidationError
 
-from experiments.schema import CHOSEN_SCHEMAS, Config
+from experiments.schema import CHOSEN_SCHEMAS, Config, honest_val_size
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # How Hydra words a failure to merge a command-line override into the composed config.
@@ -74,6 +74,7 @@ def register_configs() -> None:
         replace=True,
     )
     OmegaConf.register_new_resolver("mul", multiply, replace=True)
+    OmegaConf.register_new_resolver("honest_val_size", honest_val_size, replace=True)
     store = ConfigStore.instance()
     store.store(name="config_schema", node=Config)
     for section, schemas in CHOSEN_SCHEMAS.items():

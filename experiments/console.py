@@ -88,6 +88,10 @@ def format_epoch_line(record: dict[str, Any], epochs: int, eta_s: float | None =
         f"lr {record['lr']:.4g}",
         f"train loss {record['train/loss']:.4f}",
         f"train acc {record['train/acc']:.2f}%",
+    ]
+    if "val/err" in record:
+        parts += [f"val loss {record['val/loss']:.4f}", f"val err {record['val/err']:.2f}%"]
+    parts += [
         f"test loss {record['test/loss']:.4f}",
         f"test err {record['test/err']:.2f}%",
         f"{record['time/epoch_s']:.1f}s",

@@ -59,7 +59,7 @@ EXECUTION_KEYS = (
 # Defining, but already spelled in the directory path itself.
 IN_PATH_KEYS = ("experiment_name", "seed", "data.name", "model.name", "scheduler.name")
 # Config groups whose choice may differ from the preset's; data and model show in the path.
-IDENTITY_GROUPS = ("optimizer", "trainer")
+IDENTITY_GROUPS = ("optimizer", "trainer", "protocol")
 PATH_GROUPS = ("experiment", "scheduler", "data", "model")
 # Longer suffixes are replaced by a digest of the differences (which summary.json lists).
 MAX_SUFFIX_CHARS = 120

@@ -37,7 +37,7 @@ from experiments.data.bundle import reserved_epoch_batches
 from experiments.distributed import DistContext, broadcast_object, gather_objects
 from experiments.identity import setup_differences
 from experiments.launch import RunIdentity
-from experiments.loop import PartialEpoch, TrainingDiverged, evaluate, train_epoch
+from experiments.loop import PartialEpoch, Totals, TrainingDiverged, _sync, evaluate, train_epoch
 from experiments.lr_method import build_optimizer, build_schedule
 from experiments.preemption import StopPoll, StopSignals, TrainingInterrupted
 from experiments.run_records import RunFacts, RunRecords, RunState
@@ -56,15 +56,34 @@ DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _build_data(cfg: DictConfig, device: torch.device, ctx: DistContext) -> Any:
-    from experiments.data import DataSettings, build_data
+    from experiments.data import DataSettings
+    from experiments.data.validation_split import ValidationSplitError
 
     settings = DataSettings.for_rank(cfg, device, ctx.rank, ctx.world_size)
+    try:
+        return _load_data(cfg, settings, ctx)
+    except ValidationSplitError as error:  # a config value that only the data can refuse
+        raise ConfigError(str(error)) from None
+
+
+def _load_data(cfg: DictConfig, settings: Any, ctx: DistContext) -> Any:
+    from experiments.data import build_data
+
     if not (cfg.data.download and ctx.is_distributed):
         return build_data(cfg.data.name, settings)
     # One download: rank 0 fetches while the others wait, then they read the files it wrote.
     bundle = build_data(cfg.data.name, settings) if ctx.is_main else None
     dist.barrier()
     return bundle if ctx.is_main else build_data(cfg.data.name, settings)
+
+
+def metric_source(schedule: Any, data: Any) -> str | None:
+    """Which split a schedule that reads a held-out metric (``Signal.HELD_OUT_METRIC``) reads:
+    the validation split when the run has one, else the test split (the paper's protocol,
+    ReduceLROnPlateau on the test loss); None for a schedule that reads no held-out metric."""
+    if not schedule.needs_metric:
+        return None
+    return rd.VAL_SPLIT if data.val is not None else rd.TEST_SPLIT
 
 
 def _sync_buffers_from_rank0(model: nn.Module, ctx: DistContext) -> None:
@@ -112,8 +131,17 @@ class TrainingJob:
             EpochAngleTracker(params) if trainer.track_angle and ctx.is_main else None
         )
         self.autocast = autocast_factory(trainer.precision, device)
+        self.metric_source = metric_source(self.schedule, self.data)
         self.state = RunState()
-        facts = RunFacts(self.steps_per_epoch, device, ctx.world_size, self.data.skipped_images)
+        facts = RunFacts(
+            self.steps_per_epoch,
+            device,
+            ctx.world_size,
+            self.data.skipped_images,
+            validation=self.data.validation.record() if self.data.validation else None,
+            signals=sorted(signal.value for signal in self.schedule.reads),
+            metric_source=self.metric_source,
+        )
         self.records = RunRecords(cfg, run_dir, identity, facts, self.schedule.record_stream)
         self.started = time.perf_counter()
         # Written in a background thread from a host copy; see experiments.checkpoint.
@@ -252,27 +280,27 @@ class TrainingJob:
         # The schedule's evaluation weights (a no-op unless it keeps its own, e.g. an average
         # with BatchNorm recomputed on batches training never reaches). They stay until the next
         # epoch's train_mode, so the checkpoint below holds them (BASELINES.md section 3.5).
+        # Its time counts as training time (AlgoPerf's clock counts the preparation for an
+        # evaluation, not the evaluation itself).
+        preparing = time.perf_counter()
         self.schedule.eval_mode(
             self.model,
             lambda: reserved_epoch_batches(self.data.train, restore_epoch=epoch - 1),
             autocast=self.autocast,
         )
-        test = evaluate(
-            eval_model,
-            self.data.test,
-            autocast=self.autocast,
-            device=self.device,
-            ctx=ctx,
-            channels_last=trainer.channels_last,
-        )
+        _sync(self.device)
+        train_s = result.seconds + time.perf_counter() - preparing
+        val = None if self.data.val is None else self._evaluate(eval_model, self.data.val)
+        test = self._evaluate(eval_model, self.data.test)
         train_loss = result.totals.mean_loss
-        if not (math.isfinite(train_loss) and math.isfinite(test.mean_loss)):
-            raise TrainingDiverged(
-                f"non-finite loss at epoch {epoch} (train/loss={train_loss}, "
-                f"test/loss={test.mean_loss})"
-            )
-        if self.schedule.needs_metric:
-            self.schedule.epoch_end(test.mean_loss)
+        losses = {"train/loss": train_loss, "test/loss": test.mean_loss}
+        if val is not None:
+            losses["val/loss"] = val.mean_loss
+        if not all(math.isfinite(loss) for loss in losses.values()):
+            shown = ", ".join(f"{key}={loss}" for key, loss in losses.items())
+            raise TrainingDiverged(f"non-finite loss at epoch {epoch} ({shown})")
+        if self.metric_source is not None:
+            self.schedule.epoch_end((val if self.metric_source == rd.VAL_SPLIT else test).mean_loss)
         else:
             self.schedule.epoch_end()
         p.epoch, p.step = epoch, p.step + result.steps
@@ -282,11 +310,18 @@ class TrainingJob:
             "lr": self.schedule.lr,
             "train/loss": train_loss,
             "train/acc": result.totals.accuracy,
-            "test/loss": test.mean_loss,
-            "test/err": 100.0 - test.accuracy,
-            "time/epoch_s": time.perf_counter() - start,
-            "time/iter_s": result.seconds / max(result.steps, 1),
         }
+        if val is not None:
+            record.update({"val/loss": val.mean_loss, "val/err": 100.0 - val.accuracy})
+        record.update(
+            {
+                "test/loss": test.mean_loss,
+                "test/err": 100.0 - test.accuracy,
+                "time/epoch_s": time.perf_counter() - start,
+                "time/iter_s": result.seconds / max(result.steps, 1),
+                "time/train_s": train_s,
+            }
+        )
         earlier = resumed.measurements if resumed else []
         measurements = [*earlier, *self.schedule.pop_measurements()]
         p.stopped = None
@@ -296,6 +331,16 @@ class TrainingJob:
         if self.angle_tracker is not None:
             record["angle/epoch"] = self.angle_tracker.end_epoch()
         return record, measurements
+
+    def _evaluate(self, eval_model: nn.Module, batches: Any) -> Totals:
+        return evaluate(
+            eval_model,
+            batches,
+            autocast=self.autocast,
+            device=self.device,
+            ctx=self.ctx,
+            channels_last=self.cfg.trainer.channels_last,
+        )
 
     def stop_mid_epoch(
         self, epoch: int, position: PartialEpoch, resumed: StoppedEpoch | None

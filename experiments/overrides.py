@@ -30,7 +30,16 @@ from experiments.schema import (
 )
 
 # Groups chosen on the command line whose options are the YAML files below conf/<group>.
-CHECKED_GROUPS = ("experiment", "data", "model", "optimizer", "scheduler", "trainer", "logger")
+CHECKED_GROUPS = (
+    "experiment",
+    "data",
+    "model",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "logger",
+    "protocol",
+)
 
 
 def group_options(group: str) -> list[str]:

@@ -50,6 +50,10 @@ class RunFacts:
     device: torch.device
     world_size: int
     skipped_images: Callable[[], int]  # distinct bad image files replaced so far
+    # The validation split (size, fingerprint, split seed), None under the paper's protocol.
+    validation: dict[str, Any] | None = None
+    signals: list[str] = field(default_factory=list)  # what the schedule reads (its ``reads``)
+    metric_source: str | None = None  # the split a metric-driven schedule reads: val | test
 
 
 class RunRecords:
@@ -95,7 +99,14 @@ class RunRecords:
             "final_test_err": derived["final_test_err"],
             "min_test_err": derived["min_test_err"],
             "min_test_err_epoch": derived["min_test_err_epoch"],
+            "min_val_err": derived["min_val_err"],
+            "best_val_epoch": derived["best_val_epoch"],
+            "test_err_at_best_val": derived["test_err_at_best_val"],
+            "validation": facts.validation,
+            "signals": facts.signals,
+            "metric_source": facts.metric_source,
             "wall_time_s": elapsed_s,
+            "train_time_s": derived["train_time_s"],
             "time_per_iter_s": derived["time_per_iter_s"],
             "steps_per_epoch": facts.steps_per_epoch,
             "batch_size": cfg.trainer.batch_size,

@@ -47,6 +47,9 @@ INTERRUPTED, REQUEUED = "interrupted", "requeued"
 # Never written: what ``effective_status`` reports for a "running" run nobody holds the lock of.
 STALE = "stale"
 STATUSES = (RUNNING, FINISHED, FAILED, DIVERGED, INTERRUPTED, REQUEUED, STALE)
+# The held-out splits a run evaluates, as its records prefix them (val/err, test/err) and as
+# summary.json's metric_source names the one a metric-driven schedule read.
+VAL_SPLIT, TEST_SPLIT = "val", "test"
 LOCK_ATTEMPTS, LOCK_RETRY_S = 5, 0.02
 
 
@@ -399,7 +402,7 @@ def completeness_problem(root: Path) -> str | None:
         )
     derived = summarize_metrics(metrics)
     for key, value in derived.items():
-        if key != "time_per_iter_s" and summary.get(key) != value:
+        if key not in TIME_FIELDS and summary.get(key) != value:
             return (
                 f"{summary_path}: {key}={summary.get(key)!r} disagrees with "
                 f"{METRICS_FILE} ({value!r})"
@@ -413,15 +416,46 @@ def _span(epochs: list[Any]) -> str:
     return f"{epochs[0]}..{epochs[-1]} ({len(epochs)} records)"
 
 
+# Derived fields that measure time: recorded, but not compared by the completeness rule.
+TIME_FIELDS = ("time_per_iter_s", "train_time_s")
+
+
+def best_validation(records: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The record of the epoch the honest protocol picks: the lowest validation error, ties
+    broken by the lower validation loss, then the earlier epoch (None without validation)."""
+    scored = [r for r in records if _is_number(r.get("val/err"))]
+    if not scored:
+        return None
+    loss = [r.get("val/loss") if _is_number(r.get("val/loss")) else math.inf for r in scored]
+    best = min(range(len(scored)), key=lambda i: (scored[i]["val/err"], loss[i], i))
+    return scored[best]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def summarize_metrics(records: list[Mapping[str, Any]]) -> dict[str, Any]:
-    """The summary fields derived from the per-epoch records."""
+    """The summary fields derived from the per-epoch records.
+
+    Both protocols: ``min_test_err`` (and its epoch) is the paper's number, the epoch chosen on
+    the test set; ``test_err_at_best_val`` is the honest one, the test error at
+    ``best_val_epoch`` (:func:`best_validation`), None without a validation split.
+    ``train_time_s`` sums the epochs' training seconds (``time/train_s``; evaluation excluded).
+    """
     errors = [(r["test/err"], r["epoch"]) for r in records if r.get("test/err") is not None]
     iter_times = [r["time/iter_s"] for r in records if r.get("time/iter_s") is not None]
+    train_times = [r["time/train_s"] for r in records if r.get("time/train_s") is not None]
     best = min(errors, key=lambda pair: pair[0]) if errors else (None, None)
+    chosen = best_validation(records)
     return {
         "epochs_done": len(records),
         "final_test_err": records[-1].get("test/err") if records else None,
         "min_test_err": best[0],
         "min_test_err_epoch": best[1],
+        "min_val_err": chosen["val/err"] if chosen else None,
+        "best_val_epoch": chosen["epoch"] if chosen else None,
+        "test_err_at_best_val": chosen.get("test/err") if chosen else None,
         "time_per_iter_s": sum(iter_times) / len(iter_times) if iter_times else None,
+        "train_time_s": sum(train_times) if records and len(train_times) == len(records) else None,
     }

@@ -78,6 +78,30 @@ class DataConfig:
     skip_bad_images: bool = False  # imagenet: replace unreadable images instead of failing
     max_image_pixels: int = 40_000_000  # imagenet: larger images are refused before decoding
     decode: Decoder = Decoder.cpu  # imagenet JPEG decoding
+    # Training examples held out as the validation split (0: none, the paper's protocol);
+    # protocol=honest sets HONEST_VAL_SIZES[data.name] (experiments.data.validation_split).
+    val_size: int = 0
+
+
+#: The honest protocol's validation split per dataset (``protocol=honest``): CIFAR 5,000 of its
+#: 50,000 training images; ImageNet 10,000 (10 per class on average; the official val set stays
+#: the test set); digits 360 of its 1,437 training digits (a quarter, as many as its test split).
+HONEST_VAL_SIZES: dict[str, int] = {
+    "cifar10": 5_000,
+    "cifar100": 5_000,
+    "imagenet": 10_000,
+    "digits": 360,
+}
+
+
+def honest_val_size(dataset: str) -> int:
+    """The validation split size of ``protocol=honest`` for ``dataset`` (its resolver)."""
+    if dataset not in HONEST_VAL_SIZES:
+        raise ValueError(
+            f"data.name={dataset!r} has no honest validation size (known: "
+            f"{', '.join(HONEST_VAL_SIZES)}): set data.val_size yourself"
+        )
+    return HONEST_VAL_SIZES[dataset]
 
 
 @dataclass

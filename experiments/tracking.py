@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 SYNC_HINT = "`make wandb-sync` uploads offline runs later"
 # Summarised by their minimum (the run summary of a wandb run otherwise holds the last value).
-MIN_METRICS = ("test/err", "test/loss", "train/loss")
+MIN_METRICS = ("test/err", "test/loss", "train/loss", "val/err", "val/loss")
 TRACE_STEP = "trace/step"
 # Files of the run directory uploaded with the run (at its end).
 UPLOADED_FILES = (LOG_FILE, SUMMARY_FILE)

@@ -106,6 +106,7 @@ def _check_data_and_model(cfg: DictConfig) -> None:
     _check_choice("data.name", cfg.data.name, DATASET_NAMES)
     _check_at_least("data.image_size", cfg.data.image_size, 8)
     _check_at_least("data.max_image_pixels", cfg.data.max_image_pixels, 1)
+    _check_at_least("data.val_size", cfg.data.val_size, 0)
     if cfg.data.name.startswith("cifar") and cfg.data.image_size != CIFAR_IMAGE_SIZE:
         raise invalid(
             "data.image_size",

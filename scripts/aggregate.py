@@ -4,9 +4,10 @@
     python -m scripts.aggregate --source wandb --project autodrop-bench --out results/paper
 
 Writes ``<out>/tables/runs.csv`` (every run), ``failed_runs.{csv,md}`` and, each as CSV,
-Markdown and LaTeX: table2, table2_vs_paper, table16, table3, comparisons (paired statistics),
-iqm, lr_sensitivity and one ablation table per varied setting. Failed, diverged and
-still-running runs are listed and never averaged.
+Markdown and LaTeX: table2 (the paper's protocol), table2_honest and time_to_target (the honest
+protocol, for runs with a validation split; targets from --targets), table2_vs_paper, table16,
+table3, comparisons (paired statistics), iqm, lr_sensitivity and one ablation table per varied
+setting. Failed, diverged and still-running runs are listed and never averaged.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from scripts.analysis.report import aggregate
 from scripts.analysis.runs import FINISHED, NoRunsError, RunSet, load_runs
+from scripts.analysis.time_to_target import TARGETS_FILE, load_targets
 
 SOURCES = ("local", "wandb")
 
@@ -30,6 +32,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--source", default="local", help=f"one of {', '.join(SOURCES)}")
     parser.add_argument("--project", default="autodrop-bench", help="W&B project (wandb)")
     parser.add_argument("--entity", default=None, help="W&B entity (wandb; default: yours)")
+    parser.add_argument(
+        "--targets", type=Path, default=TARGETS_FILE, help="validation targets (time to target)"
+    )
     return parser.parse_args(argv)
 
 
@@ -48,10 +53,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         runs = load_from_source(args)
+        targets = load_targets(args.targets)
     except (NoRunsError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    paths = aggregate(runs, args.out)
+    paths = aggregate(runs, args.out, targets)
     finished = int((runs.runs["status"] == FINISHED).sum())
     print(f"{len(runs.runs)} runs ({finished} finished) -> {len(paths)} files in {args.out}/tables")
     return 0

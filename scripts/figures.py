@@ -7,8 +7,10 @@ the performance profile and lr-sensitivity figures.
     python -m scripts.figures summary --runs results/runs --experiment ablation/lr_sensitivity \\
         --out results/quick/lr_sensitivity/figures
 
-``curves`` draws the per-task training curves, the fixed-lr angle study and AutoDrop's
-measurement trace, then what ``summary`` draws.
+``curves`` draws the per-task training curves (validation beside test where runs hold out a
+validation split), the fixed-lr angle study and AutoDrop's measurement trace, then what
+``summary`` draws (the performance profiles: over the IQM, and over time to the validation
+target from 3 tasks on).
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ from scripts.analysis.figures.curves import make_all_figures
 from scripts.analysis.figures.summary import make_summary_figures
 from scripts.analysis.figures.theory import make_theory_figures
 from scripts.analysis.runs import NoRunsError, load_runs
+from scripts.analysis.time_to_target import TARGETS_FILE, load_targets
 
 
 def _from_runs(args: argparse.Namespace) -> list[Path]:
+    targets = load_targets(args.targets)
     if args.figures == "curves":
-        return make_all_figures(args.runs, args.out, experiment=args.experiment)
+        return make_all_figures(args.runs, args.out, experiment=args.experiment, targets=targets)
     runs = load_runs(args.runs, experiment=args.experiment).finished()
-    return make_summary_figures(runs, args.out) if not runs.runs.empty else []
+    return make_summary_figures(runs, args.out, targets) if not runs.runs.empty else []
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -46,6 +50,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         sub.add_argument("--runs", type=Path, default=Path("results/runs"), help="runs directory")
         sub.add_argument("--out", type=Path, required=True, help="e.g. results/quick/figures")
         sub.add_argument("--experiment", default=None, help="only experiments under this prefix")
+        sub.add_argument(
+            "--targets", type=Path, default=TARGETS_FILE, help="validation targets (time to target)"
+        )
     return parser.parse_args(argv)
 
 

@@ -57,8 +57,15 @@ def write_fake_run(
     config: dict | None = None,
     settings: dict | None = None,
     changes: dict | None = None,
+    val_errs: Sequence[float] | None = None,
+    validation: dict | None = None,
+    metric_source: str | None = None,
 ) -> Path:
     """Create one run directory whose epoch e has test error ``test_errs[e-1]``.
+
+    ``val_errs``: a validation split's error per epoch (validation loss = err / 10), recorded
+    with ``validation`` (default: 360 images, fingerprint 'fake'); ``metric_source`` as the
+    runner records it for a metric-driven schedule.
 
     ``scheduler`` is the registry name; ``settings`` the label settings (dotted key -> value,
     e.g. ``{"scheduler.window": 32}``: label 'autodrop-window=32'); ``changes`` the values
@@ -93,7 +100,10 @@ def write_fake_run(
             "test/err": err,
             "time/epoch_s": time_per_iter_s * steps_per_epoch,
             "time/iter_s": time_per_iter_s,
+            "time/train_s": time_per_iter_s * steps_per_epoch,
         }
+        if val_errs is not None:
+            record["val/loss"], record["val/err"] = val_errs[index] / 10, val_errs[index]
         if is_autodrop:
             record["autodrop/drops"] = sum(lr < lrs[0] for lr in lrs[: index + 1])
             record["autodrop/omega"] = None if index < 2 else 80.0 + index
@@ -101,6 +111,9 @@ def write_fake_run(
             record[key] = values[index]
         records.append(record)
     _write_jsonl(run_dir / rd.METRICS_FILE, records)
+    derived = rd.summarize_metrics(records)
+    if val_errs is not None and validation is None:
+        validation = {"size": 360, "fingerprint": "fake", "split_seed": 0}
     if trace is not None:
         _write_jsonl(run_dir / TRACE_FILE, trace)
     summary = {
@@ -119,7 +132,16 @@ def write_fake_run(
         "final_test_err": test_errs[-1] if test_errs else None,
         "min_test_err": min(test_errs) if test_errs else None,
         "min_test_err_epoch": (list(test_errs).index(min(test_errs)) + 1) if test_errs else None,
+        "min_val_err": derived["min_val_err"],
+        "best_val_epoch": derived["best_val_epoch"],
+        "test_err_at_best_val": derived["test_err_at_best_val"],
+        "validation": validation,
+        "signals": sorted(s.value for s in schedule_class(scheduler).reads)
+        if scheduler in SCHEDULE_NAMES
+        else [],
+        "metric_source": metric_source,
         "wall_time_s": time_per_iter_s * steps_per_epoch * epochs,
+        "train_time_s": derived["train_time_s"],
         "time_per_iter_s": time_per_iter_s if epochs else None,
         "steps_per_epoch": steps_per_epoch,
         "batch_size": 128,

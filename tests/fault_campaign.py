@@ -987,6 +987,7 @@ DATA_RUN = (
     "trainer.batch_size=4",
     "trainer.eval_batch_size=8",
     "trainer.num_workers=0",
+    "protocol=paper",  # no validation split: these datasets are far smaller than its size
 )
 CIFAR_RUN = ("data=cifar10", "data.image_size=32")
 IMAGENET_RUN = (

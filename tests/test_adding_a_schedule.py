@@ -13,6 +13,7 @@ import torch
 from torch.optim import Optimizer
 
 from autodrop import registry
+from autodrop.base import Signal, declared_signals
 from autodrop.checks import check_float
 from autodrop.schedules.per_step import PerStepSchedule
 from experiments import config as config_module
@@ -30,6 +31,7 @@ class LinearDecaySchedule(PerStepSchedule):
     name = "linear"
     display_name = "Linear"
     colour = "#aa3377"
+    reads = frozenset()  # a fixed function of the step: it reads no training signal
 
     def __init__(
         self, optimizer: Optimizer, steps_per_epoch: int, epochs: int, end_factor: float = 0.0
@@ -98,3 +100,19 @@ def test_the_class_is_a_torch_scheduler_with_the_contract() -> None:
         seen.append(schedule.lr)
     assert seen == [0.75, 0.5, 0.25, 0.0]
     assert schedule.record_stream is None and schedule.epoch_fields([], 0.5) == {}
+
+
+def test_a_schedule_that_does_not_declare_what_it_reads_is_refused(
+    linear_registered, monkeypatch
+) -> None:
+    monkeypatch.delattr(LinearDecaySchedule, "reads")
+    with pytest.raises(TypeError, match=r"LinearDecaySchedule must declare `reads`"):
+        declared_signals(LinearDecaySchedule)
+    cfg = compose_config(["experiment=quick/digits", "scheduler=linear"])
+    with pytest.raises(ConfigError, match=r"must declare `reads`.*HELD_OUT_METRIC"):
+        validate_config(cfg)
+    monkeypatch.setattr(LinearDecaySchedule, "reads", frozenset({"gradients"}), raising=False)
+    with pytest.raises(TypeError, match="must declare `reads`"):
+        declared_signals(LinearDecaySchedule)  # strings are not Signal members
+    monkeypatch.setattr(LinearDecaySchedule, "reads", frozenset({Signal.GRADIENTS}))
+    assert declared_signals(LinearDecaySchedule) == {Signal.GRADIENTS}

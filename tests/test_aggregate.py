@@ -189,7 +189,7 @@ def test_table2_cells_are_mean_sample_std_and_count(finished):
     assert display.loc[TASK, "Cosine"] == "8.00 (1)"
     assert display.loc["digits/resnet8", "Step"] == "10.00 (1)"
     assert display.loc["digits/resnet8", "AutoDrop"] == ""
-    assert table.caption.startswith("Minimum test error (%)")
+    assert table.caption.startswith("Paper's protocol (the epoch chosen on the test set): min")
     assert "mean ± sample std over seeds; n = 1-3 seeds per cell" in table.caption
     step = table.values.set_index(["row", "scheduler"]).loc[(TASK, "step")]
     assert (step["mean"], step["std"], step["n"]) == (6.0, 1.0, 3)

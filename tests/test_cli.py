@@ -126,7 +126,7 @@ def test_console_script_runs_completes_and_reports_errors(tmp_path: Path) -> Non
     )
     assert "scheduler=" in completion.stdout.split(), completion.stdout
     job = _run([str(script), "--cfg", "job", "experiment=quick/digits"], tmp_path, env)
-    assert job.returncode == 0 and OmegaConf.create(job.stdout).scheduler.window == 4
+    assert job.returncode == 0 and OmegaConf.create(job.stdout).scheduler.window == 3
     mistake = _run([str(script), "trainer.epoch=3"], REPO_ROOT, env)
     assert mistake.returncode == 2
     assert mistake.stderr.strip().endswith("did you mean trainer.epochs?")

@@ -156,7 +156,7 @@ def test_paper_presets_match_the_protocol_table(preset: str) -> None:
 
 
 def test_quick_preset_scales_each_schedule_and_the_command_line_still_wins() -> None:
-    assert compose_config(["experiment=quick/digits", "scheduler=autodrop"]).scheduler.window == 4
+    assert compose_config(["experiment=quick/digits", "scheduler=autodrop"]).scheduler.window == 3
     v1 = compose_config(["experiment=quick/digits", "scheduler=autodrop_v1"])
     assert v1.scheduler.extra_epochs == 3 == v1.trainer.epochs // 10
     assert (
@@ -226,7 +226,7 @@ def test_lr_sensitivity_preset_sweeps_the_task_lr_times_the_multipliers() -> Non
 def test_lr_sensitivity_keeps_the_quick_scaling_of_each_schedule() -> None:
     autodrop = compose_config(["experiment=ablation/lr_sensitivity", "scheduler=autodrop"])
     v1 = compose_config(["experiment=ablation/lr_sensitivity", "scheduler=autodrop_v1"])
-    assert autodrop.scheduler.window == 4 and v1.scheduler.extra_epochs == 3
+    assert autodrop.scheduler.window == 3 and v1.scheduler.extra_epochs == 3
 
 
 def test_mul_resolver_names_a_value_that_is_not_a_number() -> None:
@@ -338,6 +338,7 @@ def test_help_lists_the_groups_and_cfg_job_prints_the_config(train_cli) -> None:
         "scheduler",
         "trainer",
         "logger",
+        "protocol",
         "hydra/launcher",
     ):
         assert group in lines
@@ -349,7 +350,7 @@ def test_help_lists_the_groups_and_cfg_job_prints_the_config(train_cli) -> None:
     printed = train_cli(["--cfg", "job", "experiment=quick/digits", "scheduler=autodrop"])
     assert printed.returncode == 0, printed.stderr
     job = OmegaConf.create(printed.stdout)
-    assert job.experiment_name == "quick/digits" and job.scheduler.window == 4
+    assert job.experiment_name == "quick/digits" and job.scheduler.window == 3
 
 
 @pytest.mark.parametrize("preset", sorted(PAPER_PROTOCOL))

@@ -768,6 +768,7 @@ def test_settings_for_rank_take_every_field_from_the_config():
         "skip_bad_images": True,
         "max_image_pixels": 1234,
         "decode": "cpu",
+        "val_size": 10,
     }
     trainer = {
         "batch_size": 128,

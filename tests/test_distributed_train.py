@@ -141,6 +141,7 @@ def test_two_gloo_processes_match_one_process(train_in_process) -> None:
         "optimizer.lr=0.01",
         "optimizer.momentum=0.0",
         "optimizer.nesterov=false",
+        "protocol=paper",  # the whole training part, as this comparison was calibrated on
     ]
     single = train_in_process([*common, "experiment_name=one_process"])
     double = train_in_process([*common, "experiment_name=two_processes", "trainer.devices=2"])
@@ -164,6 +165,20 @@ def test_two_gloo_processes_match_one_process(train_in_process) -> None:
     assert len(omegas) >= 3
     for a, b in omegas:
         assert b == pytest.approx(a, abs=0.05)
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_count_every_validation_digit_once(train_in_process) -> None:
+    # 301 validation digits: the ranks evaluate 151 and 150 of them, none padded or repeated,
+    # so every validation error is k / 301 (a padded 302nd sample would make it k / 302).
+    run = train_in_process(
+        [*TINY_RUN, "scheduler=step", "trainer.epochs=2", "data.val_size=301", "trainer.devices=2"]
+    )
+    summary = _summary(run)
+    assert summary["world_size"] == 2 and summary["validation"]["size"] == 301
+    for record in read_records(run / "metrics.jsonl"):
+        wrong = record["val/err"] * 301 / 100
+        assert 0 < round(wrong) < 301 and wrong == pytest.approx(round(wrong), abs=1e-6)
 
 
 @pytest.mark.slow

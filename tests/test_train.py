@@ -31,10 +31,13 @@ METRIC_KEYS = [
     "lr",
     "train/loss",
     "train/acc",
+    "val/loss",  # quick/digits holds out a validation split (protocol=honest)
+    "val/err",
     "test/loss",
     "test/err",
     "time/epoch_s",
     "time/iter_s",
+    "time/train_s",
 ]
 SUMMARY_KEYS = [
     "status",
@@ -52,7 +55,14 @@ SUMMARY_KEYS = [
     "final_test_err",
     "min_test_err",
     "min_test_err_epoch",
+    "min_val_err",
+    "best_val_epoch",
+    "test_err_at_best_val",
+    "validation",
+    "signals",
+    "metric_source",
     "wall_time_s",
+    "train_time_s",
     "time_per_iter_s",
     "steps_per_epoch",
     "batch_size",
@@ -73,7 +83,7 @@ SUMMARY_KEYS = [
     "interruption",  # the signal, step, epoch and batch a stop happened at (else None)
     "resumes",  # one entry per resume: step, epoch, batch, reason, host, world size
 ]
-STEPS_PER_EPOCH = 23  # 1,437 digits at batch 64
+STEPS_PER_EPOCH = 17  # 1,437 - 360 validation digits = 1,077 at batch 64
 
 
 def _summary(run_dir: Path) -> dict:
@@ -89,16 +99,18 @@ def test_autodrop_run_writes_every_file_of_the_contract(train_in_process, result
     assert run_dir == results_dir / f"runs/quick/digits/digits-resnet8/autodrop{suffix}/seed=5"
     metrics = read_records(run_dir / "metrics.jsonl")
     assert [m["epoch"] for m in metrics] == [1, 2, 3]
-    assert [m["step"] for m in metrics] == [23, 46, 69]
+    assert [m["step"] for m in metrics] == [17, 34, 51]
     for record in metrics:
         assert list(record) == [*METRIC_KEYS, "autodrop/drops", "autodrop/omega", "angle/epoch"]
         assert 0.0 <= record["train/acc"] <= 100.0 and 0.0 <= record["test/err"] <= 100.0
-        assert record["time/iter_s"] > 0 and record["time/epoch_s"] > record["time/iter_s"]
+        assert record["val/err"] * 360 / 100 == pytest.approx(round(record["val/err"] * 3.6))
+        assert record["time/iter_s"] > 0 and record["time/epoch_s"] > record["time/train_s"]
+        assert record["time/train_s"] >= record["time/iter_s"] * STEPS_PER_EPOCH
     assert [m["angle/epoch"] is None for m in metrics] == [True, True, False]
     assert 0.0 < metrics[2]["angle/epoch"] < 180.0
 
     trace = read_records(run_dir / "autodrop.jsonl")
-    assert [r["step"] for r in trace] == list(range(4, 69, 4))  # window 4, 69 steps
+    assert [r["step"] for r in trace] == list(range(3, 52, 3))  # window 3, 51 steps
     assert all(list(r) == ["step", "omega", "smoothed", "lr", "dropped"] for r in trace)
     assert metrics[-1]["autodrop/drops"] == sum(r["dropped"] for r in trace)
     assert metrics[-1]["autodrop/omega"] == next(
@@ -124,7 +136,7 @@ def test_autodrop_run_writes_every_file_of_the_contract(train_in_process, result
         5,
     )
     assert summary["changes"] == {"data.image_size": 8, "trainer.epochs": 3}
-    assert summary["scheduler_options"]["window"] == 4
+    assert summary["scheduler_options"]["window"] == 3
     assert (summary["epochs_planned"], summary["epochs_done"]) == (3, 3)
     assert summary["final_test_err"] == metrics[-1]["test/err"]
     best = min(metrics, key=lambda m: m["test/err"])
@@ -132,13 +144,24 @@ def test_autodrop_run_writes_every_file_of_the_contract(train_in_process, result
         best["test/err"],
         best["epoch"],
     )
+    # The honest protocol: the epoch of the lowest validation error, the test error there.
+    chosen = min(metrics, key=lambda m: (m["val/err"], m["val/loss"], m["epoch"]))
+    assert (summary["min_val_err"], summary["best_val_epoch"]) == (
+        chosen["val/err"],
+        chosen["epoch"],
+    )
+    recorded = metrics[summary["best_val_epoch"] - 1]
+    assert summary["test_err_at_best_val"] == recorded["test/err"]
+    assert summary["validation"]["size"] == 360 and len(summary["validation"]["fingerprint"]) == 16
+    assert summary["signals"] == ["parameters"] and summary["metric_source"] is None
+    assert summary["train_time_s"] == pytest.approx(sum(m["time/train_s"] for m in metrics))
     assert summary["steps_per_epoch"] == STEPS_PER_EPOCH and summary["batch_size"] == 64
     assert summary["world_size"] == 1 and summary["hardware"].startswith("cpu")
     assert summary["versions"]["torch"] == torch.__version__.split("+")[0]
     assert summary["wall_time_s"] > 0
 
     checkpoint = torch.load(run_dir / "checkpoints/last.pt", weights_only=True)
-    assert (checkpoint["epoch"], checkpoint["step"]) == (3, 69)
+    assert (checkpoint["epoch"], checkpoint["step"]) == (3, 51)
     assert checkpoint["metrics"] == metrics and checkpoint["stream_records"] == trace
     log_text = (run_dir / "train.log").read_text()
     assert "epoch 3/3" in log_text and "run finished" in log_text
@@ -236,7 +259,11 @@ def test_records_and_summary_are_strict_json() -> None:
         "final_test_err": 8.0,
         "min_test_err": 7.0,
         "min_test_err_epoch": 2,
+        "min_val_err": None,  # no validation split: the paper's protocol
+        "best_val_epoch": None,
+        "test_err_at_best_val": None,
         "time_per_iter_s": pytest.approx(0.2),
+        "train_time_s": None,  # records without time/train_s
     }
     assert summarize_metrics([])["final_test_err"] is None
 

@@ -67,7 +67,7 @@ def test_offline_run_logs_epochs_and_trace_and_no_secret(
         run_dir / "summary.json"
     ).read_text()
     recorded = config(records)
-    assert recorded["scheduler"]["window"] == 4 and recorded["experiment_name"] == "quick/digits"
+    assert recorded["scheduler"]["window"] == 3 and recorded["experiment_name"] == "quick/digits"
 
     rows = history(records)
     epochs = [row for row in rows if "epoch" in row]

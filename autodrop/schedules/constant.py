@@ -13,6 +13,7 @@ class ConstantSchedule(PerStepSchedule):
     name = "constant"
     display_name = "Constant"
     colour = "#bcbd22"
+    reads = frozenset()
 
     def __init__(self, optimizer: Optimizer) -> None:
         super().__init__(optimizer)

@@ -18,6 +18,7 @@ class CosineSchedule(PerStepSchedule):
     name = "cosine"
     display_name = "Cosine"
     colour = "#2ca02c"
+    reads = frozenset()
 
     def __init__(
         self,

@@ -24,6 +24,7 @@ class CyclicSchedule(PerStepSchedule):
     name = "clr"
     display_name = "CLR"
     colour = "#8c564b"
+    reads = frozenset()
 
     def __init__(
         self,

@@ -14,6 +14,7 @@ class ExponentialSchedule(PerStepSchedule):
     name = "exp"
     display_name = "ExpLR"
     colour = "#e377c2"
+    reads = frozenset()
 
     def __init__(self, optimizer: Optimizer, steps_per_epoch: int, gamma: float = 0.95) -> None:
         self.gamma = check_float("gamma", gamma, low=0.0, high=1.0, low_open=True)

@@ -51,6 +51,7 @@ class MultiStepSchedule(PerStepSchedule):
     name = "step"
     display_name = "Step"
     colour = "#1f77b4"
+    reads = frozenset()
 
     def __init__(
         self,

@@ -31,6 +31,7 @@ class OneCycleSchedule(PerStepSchedule):
     name = "onecycle"
     display_name = "One-cycle"
     colour = "#9467bd"
+    reads = frozenset()
 
     def __init__(
         self,

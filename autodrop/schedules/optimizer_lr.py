@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from autodrop.base import ScheduleHooks
+from autodrop.base import ScheduleHooks, Signal
 from autodrop.batchnorm import BN_PASS_BATCHES, recompute_batchnorm
 from autodrop.hd import SGDHD
 
@@ -58,6 +58,7 @@ class HypergradientLR(OptimizerSetsLR):
     name = "hd"
     display_name = "HD"
     colour = "#17becf"
+    reads = frozenset({Signal.GRADIENTS})  # SGDHD's hypergradient
     tuned_setting = "beta"
 
     def __init__(self, optimizer: Optimizer) -> None:
@@ -110,6 +111,7 @@ class ScheduleFreeLR(OptimizerSetsLR):
     name = "schedulefree"
     display_name = "Schedule-free"
     colour = "#637939"
+    reads = frozenset({Signal.GRADIENTS})  # its optimizer replaces the schedule
     tuned_setting = "lr_multiplier"
 
     def __init__(self, optimizer: Optimizer) -> None:

@@ -6,6 +6,7 @@ import math
 
 from torch.optim import Optimizer
 
+from autodrop.base import Signal
 from autodrop.checks import check_choice, check_float, check_int
 from autodrop.schedules.per_step import PerStepSchedule, initial_lrs, per_group
 
@@ -19,8 +20,7 @@ class PlateauSchedule(PerStepSchedule):
     name = "plateau"
     display_name = "Plateau"
     colour = "#7f7f7f"
-
-    needs_metric = True
+    reads = frozenset({Signal.HELD_OUT_METRIC})
 
     def __init__(
         self,

@@ -29,6 +29,12 @@ class ImageArrays:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def select(self, indices: torch.Tensor) -> ImageArrays:
+        """The samples at ``indices`` (int64 positions), in that order."""
+        return ImageArrays(
+            self.images.index_select(0, indices), self.labels.index_select(0, indices)
+        )
+
 
 @dataclass(frozen=True)
 class ArraySplits:

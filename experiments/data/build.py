@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from experiments.data.arrays import ArraySplits
-from experiments.data.bundle import DataBundle
+from collections.abc import Callable
+from dataclasses import replace
+
+from experiments.data.arrays import ArraySplits, ImageArrays
+from experiments.data.bundle import DataBundle, EvalLoader
 from experiments.data.cifar import CIFAR_SIDE, load_cifar
 from experiments.data.device_loader import DeviceEvalLoader, DeviceTrainLoader
 from experiments.data.digits import load_digits_splits
@@ -11,12 +14,14 @@ from experiments.data.gpu_decode import check_decode
 from experiments.data.imagenet import build_imagenet
 from experiments.data.settings import LOADER_NAMES, DataSettings
 from experiments.data.sharding import EpochPlanner, train_steps_per_epoch
+from experiments.data.validation_split import split_validation
 from experiments.data.worker_loader import (
     ArrayImageDataset,
     PlannedEpochSampler,
     WorkerEvalLoader,
     WorkerTrainLoader,
-    make_split_loaders,
+    make_eval_dataloader,
+    make_train_dataloader,
 )
 
 __all__ = ["DATASET_NAMES", "LOADER_NAMES", "build_array_bundle", "build_data"]
@@ -76,45 +81,66 @@ def build_data(name: str, settings: DataSettings) -> DataBundle:
 
 def build_array_bundle(splits: ArraySplits, settings: DataSettings, *, name: str) -> DataBundle:
     """Loaders over in-memory splits (CIFAR, digits, or synthetic arrays in benchmarks), by
-    ``settings.loader``."""
+    ``settings.loader``; ``settings.val_size`` training samples are held out as the validation
+    split (``experiments.data.validation_split``)."""
+    validation = split_validation(splits.train.labels, settings.val_size)
+    held_out = None
+    if validation is not None:
+        held_out = splits.train.select(validation.val)
+        splits = replace(splits, train=splits.train.select(validation.train))
+    make = _device_loaders if settings.loader == "device" else _classic_loaders
+    train, eval_loader = make(splits, settings)
+    return DataBundle(
+        train=train,
+        test=eval_loader(splits.test),
+        num_classes=splits.num_classes,
+        num_train=len(splits.train),
+        num_test=len(splits.test),
+        name=name,
+        val=None if held_out is None else eval_loader(held_out),
+        validation=validation,
+    )
+
+
+EvalLoaderMaker = Callable[[ImageArrays], EvalLoader]
+
+
+def _device_loaders(
+    splits: ArraySplits, settings: DataSettings
+) -> tuple[DeviceTrainLoader, EvalLoaderMaker]:
+    """The device-resident train loader and a maker of eval loaders (test, validation)."""
     norm = {"mean": splits.mean, "std": splits.std}
     shard = {"rank": settings.rank, "world_size": settings.world_size}
-    if settings.loader == "device":
-        train = DeviceTrainLoader(
-            splits.train,
-            batch_size=settings.batch_size,
-            device=settings.device,
-            seed=settings.seed,
-            padding=splits.padding,
-            augment=settings.augment,
-            drop_last=settings.drop_last,
-            channels_last=settings.channels_last,
-            **norm,
-            **shard,
-        )
-        test = DeviceEvalLoader(
-            splits.test,
+    train = DeviceTrainLoader(
+        splits.train,
+        batch_size=settings.batch_size,
+        device=settings.device,
+        seed=settings.seed,
+        padding=splits.padding,
+        augment=settings.augment,
+        drop_last=settings.drop_last,
+        channels_last=settings.channels_last,
+        **norm,
+        **shard,
+    )
+
+    def eval_loader(arrays: ImageArrays) -> DeviceEvalLoader:
+        return DeviceEvalLoader(
+            arrays,
             batch_size=settings.eval_batch_size,
             device=settings.device,
             channels_last=settings.channels_last,
             **norm,
             **shard,
         )
-    else:
-        train, test = _classic_loaders(splits, settings)
-    return DataBundle(
-        train=train,
-        test=test,
-        num_classes=splits.num_classes,
-        num_train=len(splits.train),
-        num_test=len(splits.test),
-        name=name,
-    )
+
+    return train, eval_loader
 
 
 def _classic_loaders(
     splits: ArraySplits, settings: DataSettings
-) -> tuple[WorkerTrainLoader, WorkerEvalLoader]:
+) -> tuple[WorkerTrainLoader, EvalLoaderMaker]:
+    """The DataLoader-worker train loader and a maker of eval loaders (test, validation)."""
     norm = {"mean": splits.mean, "std": splits.std, "padding": splits.padding}
     sampler = PlannedEpochSampler(
         EpochPlanner(
@@ -126,14 +152,13 @@ def _classic_loaders(
             2 * splits.padding,
         )
     )
-    train_loader, test_loader = make_split_loaders(
-        settings,
-        ArrayImageDataset(splits.train, augment=settings.augment, **norm),
-        sampler,
-        ArrayImageDataset(splits.test, augment=False, **norm),
+    train_loader = make_train_dataloader(
+        settings, ArrayImageDataset(splits.train, augment=settings.augment, **norm), sampler
     )
     device, channels_last = settings.device, settings.channels_last
-    return (
-        WorkerTrainLoader(train_loader, sampler, device, channels_last),
-        WorkerEvalLoader(test_loader, device, channels_last),
-    )
+
+    def eval_loader(arrays: ImageArrays) -> WorkerEvalLoader:
+        dataset = ArrayImageDataset(arrays, augment=False, **norm)
+        return WorkerEvalLoader(make_eval_dataloader(settings, dataset), device, channels_last)
+
+    return WorkerTrainLoader(train_loader, sampler, device, channels_last), eval_loader

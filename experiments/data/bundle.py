@@ -1,4 +1,5 @@
-"""What ``build_data`` returns: the two loaders and the dataset's sizes."""
+"""What ``build_data`` returns: the loaders (train, test and, under the honest protocol, the
+validation split held out of the training set) and the dataset's sizes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 
 from autodrop.batchnorm import BN_PASS_BATCHES
 from autodrop.checks import check_int
+from experiments.data.validation_split import ValidationSplit
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -32,8 +34,8 @@ class TrainLoader(Protocol):
 
 
 class EvalLoader(Protocol):
-    """Yields (images, labels) of this rank's disjoint shard; over all ranks, each test image
-    exactly once. ``len()`` is the number of batches on this rank."""
+    """Yields (images, labels) of this rank's disjoint shard; over all ranks, each image of the
+    split exactly once. ``len()`` is the number of batches on this rank."""
 
     def __len__(self) -> int: ...
 
@@ -42,14 +44,24 @@ class EvalLoader(Protocol):
 
 @dataclass(frozen=True)
 class DataBundle:
+    """``train`` trains on the training split less the validation split; ``test`` evaluates the
+    test split (ImageNet's official val folder); ``val`` the validation split, None without one
+    (``data.val_size=0``, the paper's protocol)."""
+
     train: TrainLoader
     test: EvalLoader
     num_classes: int
-    num_train: int  # samples in the whole train split (all ranks)
+    num_train: int  # samples in the whole train split (all ranks), the validation split excluded
     num_test: int
     name: str
     # Distinct bad image files replaced so far (data.skip_bad_images=true, imagenet).
     skipped_images: Callable[[], int] = lambda: 0
+    val: EvalLoader | None = None
+    validation: ValidationSplit | None = None
+
+    @property
+    def num_val(self) -> int:
+        return 0 if self.validation is None else len(self.validation)
 
 
 #: The epoch id of reserved batches (a BatchNorm pass's): far beyond any training epoch.

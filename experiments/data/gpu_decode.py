@@ -42,10 +42,12 @@ from experiments.data.image_folder import CheckedImageFolder
 from experiments.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from experiments.data.settings import DECODERS, DataSettings
 from experiments.data.staging import OnDeviceNormalize
+from experiments.data.validation_split import ValidationSplit
 from experiments.data.worker_loader import (
     EpochStart,
     SampleSeedSampler,
     cpu_rng_seeded,
+    make_eval_dataloader,
     make_split_loaders,
     seeded_train_sampler,
 )
@@ -204,7 +206,11 @@ def build_gpu_decoded_imagenet(
     *,
     num_classes: int,
     settings: DataSettings,
+    held_out: CheckedImageFolder | None = None,
+    validation: ValidationSplit | None = None,
 ) -> DataBundle:
+    """``val_folder``: the test split (ImageNet's val/); ``held_out``: the validation split
+    drawn from train/ (``validation`` describes it), None without one."""
     device = settings.device
     check_decode("gpu", "imagenet", device)
     train_set, val_set = EncodedImages(train_folder), EncodedImages(val_folder)
@@ -217,6 +223,10 @@ def build_gpu_decoded_imagenet(
         resize_size=settings.resize_size,
         channels_last=settings.channels_last,
     )
+    held_out_loader = None
+    if held_out is not None:
+        loader = make_eval_dataloader(settings, EncodedImages(held_out), collate_fn=collate_encoded)
+        held_out_loader = GpuDecodedLoader(loader, device, train=False, **sizes)
     return DataBundle(
         train=GpuDecodedLoader(
             train_loader, device, train=settings.augment, sampler=sampler, **sizes
@@ -226,4 +236,6 @@ def build_gpu_decoded_imagenet(
         num_train=len(train_set),
         num_test=len(val_set),
         name="imagenet",
+        val=held_out_loader,
+        validation=validation,
     )

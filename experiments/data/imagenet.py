@@ -3,6 +3,9 @@
 Train: RandomResizedCrop(crop_size) + flip under per-sample seeds, sharded by a
 DistributedSampler (set_epoch). Eval: Resize(resize_size) + CenterCrop(crop_size), sharded
 ``rank::world_size`` without padding so every val image is counted once across ranks.
+The official val/ folder is the test split; the honest protocol's validation split
+(``data.val_size``) is held out of train/ (``experiments.data.validation_split``) and evaluated
+like the test split.
 The folders are read through ``image_folder``: confined to the root, loops and duplicates
 handled, no file in both splits, each image size-checked before decoding; see that module.
 """
@@ -21,16 +24,19 @@ from experiments.data.image_folder import (
     IMAGE_EXTENSIONS,
     CheckedImageFolder,
     FolderScan,
+    Sample,
     refuse_shared_files,
     scan_split,
 )
 from experiments.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from experiments.data.settings import DataSettings
 from experiments.data.staging import OnDeviceNormalize
+from experiments.data.validation_split import ValidationSplit, split_validation
 from experiments.data.worker_loader import (
     PerSampleSeededDataset,
     WorkerEvalLoader,
     WorkerTrainLoader,
+    make_eval_dataloader,
     make_split_loaders,
     seeded_train_sampler,
 )
@@ -110,14 +116,42 @@ def _scan_splits(root: Path, classes: list[str], options: FolderOptions) -> dict
 
 
 def _image_folder(
-    scan: FolderScan, transform: transforms.Compose | None, options: FolderOptions
+    samples: list[Sample], transform: transforms.Compose | None, options: FolderOptions
 ) -> CheckedImageFolder:
     return CheckedImageFolder(
-        scan.samples,
+        samples,
         transform,
         max_pixels=options.max_image_pixels,
         skip_bad=options.skip_bad_images,
     )
+
+
+@dataclass(frozen=True)
+class ImageNetSamples:
+    """The samples of one run: ``train`` (less the validation split), ``held_out`` (the
+    validation split, drawn from train/; empty without one) and ``test`` (the val/ folder)."""
+
+    train: list[Sample]
+    held_out: list[Sample]
+    test: list[Sample]
+    num_classes: int
+    validation: ValidationSplit | None
+
+    @classmethod
+    def scan(cls, root: Path, options: FolderOptions, val_size: int) -> ImageNetSamples:
+        classes = check_imagenet_layout(root)
+        scans = _scan_splits(root, classes, options)
+        train, test = scans["train"].samples, scans["val"].samples
+        validation = split_validation([sample.label for sample in train], val_size)
+        if validation is None:
+            return cls(train, [], test, len(classes), None)
+        return cls(
+            [train[i] for i in validation.train.tolist()],
+            [train[i] for i in validation.val.tolist()],
+            test,
+            len(classes),
+            validation,
+        )
 
 
 WORKER_OUTPUTS = ("uint8", "float32")
@@ -148,41 +182,51 @@ def imagenet_transforms(
 
 
 def build_imagenet(settings: DataSettings, *, output: str = "uint8") -> DataBundle:
-    """ImageNet loaders as ``settings`` describes (its ``root``, sizes, ``decode`` and folder
-    options). ``output``: what the workers produce (see ``imagenet_transforms``).
+    """ImageNet loaders as ``settings`` describes (its ``root``, sizes, ``decode``, folder
+    options and ``val_size``: training images held out as the validation split; the val/ folder
+    is the test split). ``output``: what the workers produce (see ``imagenet_transforms``).
     ``decode="gpu"``: the workers only read the JPEG bytes; decoding and crops run on the CUDA
     device."""
     root = Path(settings.root).expanduser()
-    classes = check_imagenet_layout(root)
     options = FolderOptions.of(settings)
-    scans = _scan_splits(root, classes, options)
+    samples = ImageNetSamples.scan(root, options, settings.val_size)
     if settings.decode == "gpu":
         from experiments.data.gpu_decode import build_gpu_decoded_imagenet
 
         return build_gpu_decoded_imagenet(
-            _image_folder(scans["train"], None, options),
-            _image_folder(scans["val"], None, options),
-            num_classes=len(classes),
+            _image_folder(samples.train, None, options),
+            _image_folder(samples.test, None, options),
+            num_classes=samples.num_classes,
             settings=settings,
+            held_out=_image_folder(samples.held_out, None, options) if samples.held_out else None,
+            validation=samples.validation,
         )
     train_tf, eval_tf = imagenet_transforms(
         settings.crop_size, settings.resize_size, settings.augment, output
     )
-    train_set = _image_folder(scans["train"], train_tf, options)
-    val_set = _image_folder(scans["val"], eval_tf, options)
+    train_set = _image_folder(samples.train, train_tf, options)
+    test_set = _image_folder(samples.test, eval_tf, options)
+    held_out = _image_folder(samples.held_out, eval_tf, options) if samples.held_out else None
     sampler = seeded_train_sampler(train_set, settings)
-    train_loader, val_loader = make_split_loaders(
-        settings, PerSampleSeededDataset(train_set), sampler, val_set
+    train_loader, test_loader = make_split_loaders(
+        settings, PerSampleSeededDataset(train_set), sampler, test_set
     )
     device, channels_last = settings.device, settings.channels_last
     uint8 = output == "uint8"
     normalize = OnDeviceNormalize(IMAGENET_MEAN, IMAGENET_STD, device) if uint8 else None
+    folders = [folder for folder in (train_set, test_set, held_out) if folder is not None]
+    val = None
+    if held_out is not None:
+        val_loader = make_eval_dataloader(settings, held_out)
+        val = WorkerEvalLoader(val_loader, device, channels_last, normalize)
     return DataBundle(
         train=WorkerTrainLoader(train_loader, sampler, device, channels_last, normalize),
-        test=WorkerEvalLoader(val_loader, device, channels_last, normalize),
-        num_classes=len(classes),
+        test=WorkerEvalLoader(test_loader, device, channels_last, normalize),
+        num_classes=samples.num_classes,
         num_train=len(train_set),
-        num_test=len(val_set),
+        num_test=len(test_set),
         name="imagenet",
-        skipped_images=lambda: train_set.skipped() + val_set.skipped(),
+        skipped_images=lambda: sum(folder.skipped() for folder in folders),
+        val=val,
+        validation=samples.validation,
     )

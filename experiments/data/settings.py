@@ -37,7 +37,8 @@ class DataSettings:
     apply to cifar, ``image_size`` to digits (cifar must be 32; imagenet ignores it),
     ``crop_size``/``resize_size``, ``decode`` and the folder safety options (``follow_links``,
     ``skip_bad_images``, ``max_image_pixels``; see ``experiments.data.image_folder``) to
-    imagenet. Remainders: see ``experiments.data.sharding``.
+    imagenet. ``val_size``: training examples held out as the validation split (0: none; see
+    ``experiments.data.validation_split``). Remainders: see ``experiments.data.sharding``.
 
     Every value is checked on construction (a ValueError names the value and the valid range);
     what depends on the dataset is checked by ``build_data``.
@@ -64,6 +65,7 @@ class DataSettings:
     skip_bad_images: bool = False
     max_image_pixels: int = 40_000_000
     decode: str = "cpu"
+    val_size: int = 0
 
     def __post_init__(self) -> None:
         set_field = object.__setattr__  # frozen: normalise in place once
@@ -78,6 +80,7 @@ class DataSettings:
         check_int("crop_size", self.crop_size, low=1)
         check_int("resize_size", self.resize_size, low=1)
         check_int("max_image_pixels", self.max_image_pixels, low=1)
+        check_int("val_size", self.val_size, low=0)
         if self.resize_size < self.crop_size:
             raise ValueError(
                 f"resize_size must be >= crop_size ({self.crop_size}), got {self.resize_size}"
@@ -116,4 +119,5 @@ class DataSettings:
             skip_bad_images=data.skip_bad_images,
             max_image_pixels=data.max_image_pixels,
             decode=data.decode,
+            val_size=data.val_size,
         )

@@ -224,22 +224,53 @@ def make_split_loaders(
 ) -> tuple[DataLoader, DataLoader]:
     """This rank's (train, eval) DataLoaders from ``settings``: the train split in
     ``train_sampler``'s order (``drop_last`` as set), the eval split sharded by ``eval_shard``."""
-    common = {
+    return (
+        make_train_dataloader(settings, train_set, train_sampler, collate_fn),
+        make_eval_dataloader(settings, test_set, collate_fn),
+    )
+
+
+def make_train_dataloader(
+    settings: DataSettings,
+    train_set: Dataset,
+    train_sampler: Iterable,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+) -> DataLoader:
+    """This rank's DataLoader over the train split in ``train_sampler``'s order."""
+    return make_dataloader(
+        train_set,
+        sampler=train_sampler,
+        batch_size=settings.batch_size,
+        drop_last=settings.drop_last,
+        **_loader_options(settings, collate_fn),
+    )
+
+
+def _loader_options(
+    settings: DataSettings, collate_fn: Callable[[list[Any]], Any] | None
+) -> dict[str, Any]:
+    return {
         "num_workers": settings.num_workers,
         "device": settings.device,
         "seed": settings.seed,
         "collate_fn": collate_fn,
     }
-    train = make_dataloader(
-        train_set,
-        sampler=train_sampler,
-        batch_size=settings.batch_size,
-        drop_last=settings.drop_last,
-        **common,
+
+
+def make_eval_dataloader(
+    settings: DataSettings,
+    dataset: Dataset,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+) -> DataLoader:
+    """This rank's DataLoader over an evaluation split (test or validation): its shard
+    ``eval_shard`` (no padding, so over all ranks each sample once), in order."""
+    shard = eval_shard(len(dataset), settings.rank, settings.world_size).tolist()
+    return make_dataloader(
+        dataset,
+        sampler=shard,
+        batch_size=settings.eval_batch_size,
+        **_loader_options(settings, collate_fn),
     )
-    shard = eval_shard(len(test_set), settings.rank, settings.world_size).tolist()
-    test = make_dataloader(test_set, sampler=shard, batch_size=settings.eval_batch_size, **common)
-    return train, test
 
 
 def seeded_train_sampler(dataset: Dataset, settings: DataSettings) -> SampleSeedSampler:

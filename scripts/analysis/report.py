@@ -12,19 +12,28 @@ from typing import TextIO
 import pandas as pd
 
 from scripts.analysis import tables
+from scripts.analysis import time_to_target as ttt
 from scripts.analysis.runs import RunSet
 
 
-def build_tables(runs: RunSet, paper_table: Path = tables.PAPER_TABLE2) -> list[tables.Table]:
-    """Every table of finished runs, in the order they are written."""
+def build_tables(
+    runs: RunSet,
+    paper_table: Path = tables.PAPER_TABLE2,
+    targets: list[ttt.Target] | None = None,
+) -> list[tables.Table]:
+    """Every table of finished runs, in the order they are written. ``targets``: the validation
+    targets of time to target (default: the committed ``ttt.TARGETS_FILE``)."""
     finished = runs.finished()
     if finished.runs.empty:
         return []
+    targets = ttt.load_targets() if targets is None else targets
     built: list[tables.Table | None] = []
     if finished.runs["setting_key"].isna().any():  # runs with plain schedule labels
         table2 = tables.table2(finished)
         built += [
             table2,
+            tables.table2_honest(finished),
+            tables.time_to_target(finished, targets),
             tables.table2_vs_paper(table2, tables.load_paper_table2(paper_table)),
             tables.table16(finished),
             tables.table3(finished),
@@ -93,7 +102,9 @@ def _or_unknown(value: object) -> str:
     return "?" if pd.isna(value) else str(value)
 
 
-def aggregate(runs: RunSet, out_dir: str | Path) -> list[Path]:
+def aggregate(
+    runs: RunSet, out_dir: str | Path, targets: list[ttt.Target] | None = None
+) -> list[Path]:
     """Write runs.csv, failed_runs and every table into ``<out_dir>/tables``; return the paths."""
     table_dir = Path(out_dir) / "tables"
     table_dir.mkdir(parents=True, exist_ok=True)
@@ -101,6 +112,6 @@ def aggregate(runs: RunSet, out_dir: str | Path) -> list[Path]:
     runs.runs.to_csv(runs_csv, index=False)
     warn_unfinished(runs)
     written = [runs_csv, *write_table(tables.failed_runs(runs), table_dir, ("csv", "md"))]
-    for table in build_tables(runs):
+    for table in build_tables(runs, targets=targets):
         written += write_table(table, table_dir, ("csv", "md", "tex"))
     return written

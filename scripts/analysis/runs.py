@@ -54,7 +54,15 @@ _RUN_DTYPES: dict[str, str] = {
     "min_test_err": "float64",
     "min_test_err_epoch": "Int64",
     "final_test_err": "float64",
+    "min_val_err": "float64",
+    "best_val_epoch": "Int64",
+    "test_err_at_best_val": "float64",
+    "val_size": "Int64",  # 0: no validation split (the paper's protocol)
+    "val_fingerprint": "object",
+    "metric_source": "object",  # the split a metric-driven schedule read: val, test (or None)
+    "signals": "str",  # what the schedule reads, comma-separated (autodrop.base.Signal values)
     "time_per_iter_s": "float64",
+    "train_time_s": "float64",
     "wall_time_s": "float64",
     "steps_per_epoch": "Int64",
     "batch_size": "Int64",
@@ -74,10 +82,13 @@ METRIC_KEYS = (
     "lr",
     "train/loss",
     "train/acc",
+    "val/loss",
+    "val/err",
     "test/loss",
     "test/err",
     "time/epoch_s",
     "time/iter_s",
+    "time/train_s",
     "autodrop/drops",
     "autodrop/omega",
 )
@@ -361,6 +372,7 @@ def _run_row(raw: RawRun, metrics: pd.DataFrame) -> dict:
         "options": json.dumps(summary.get("scheduler_options") or {}, sort_keys=True),
         "optimizer_lr": summary.get("optimizer_lr"),
         "source": raw.source,
+        **_validation_fields(summary),
     }
     for name in (
         "epochs_planned",
@@ -377,6 +389,10 @@ def _run_row(raw: RawRun, metrics: pd.DataFrame) -> dict:
         "final_test_err",
         "min_test_err",
         "min_test_err_epoch",
+        "min_val_err",
+        "best_val_epoch",
+        "test_err_at_best_val",
+        "train_time_s",
     ):
         row[name] = summary.get(name)
     row.update(_metric_derived_fields(metrics))
@@ -386,17 +402,34 @@ def _run_row(raw: RawRun, metrics: pd.DataFrame) -> dict:
 
 
 def _metric_derived_fields(metrics: pd.DataFrame) -> dict:
-    """Fields recomputed from the per-epoch records, the source of truth, when there are any."""
+    """Fields recomputed from the per-epoch records, the source of truth, when there are any
+    (by the records module's rules, ``experiments.rundir.summarize_metrics``)."""
     if metrics.empty:
         return {}
+    records = [
+        {key: value for key, value in record.items() if pd.notna(value)}
+        for record in metrics.drop(columns="run_id").to_dict("records")
+    ]
+    derived = rd.summarize_metrics(records)
     fields: dict = {"epochs_done": int(metrics["epoch"].max())}
-    errors = metrics.dropna(subset=["test/err"]) if "test/err" in metrics else metrics.iloc[:0]
-    if not errors.empty:
-        best = errors["test/err"].idxmin()
-        fields["min_test_err"] = float(errors.loc[best, "test/err"])
-        fields["min_test_err_epoch"] = int(errors.loc[best, "epoch"])
-        fields["final_test_err"] = float(errors["test/err"].iloc[-1])
+    keys = ("min_test_err", "min_test_err_epoch", "final_test_err", "min_val_err")
+    keys += ("best_val_epoch", "test_err_at_best_val", "train_time_s")
+    fields.update({key: derived[key] for key in keys if derived[key] is not None})
     return fields
+
+
+def _validation_fields(summary: dict) -> dict:
+    """The run's validation split, the signals its schedule reads and where a metric-driven
+    schedule read its metric, as summary.json records them (runs that predate them: no split,
+    nothing known)."""
+    validation = summary.get("validation") if isinstance(summary.get("validation"), dict) else {}
+    signals = summary.get("signals") if isinstance(summary.get("signals"), list) else []
+    return {
+        "val_size": int(validation.get("size") or 0),
+        "val_fingerprint": validation.get("fingerprint"),
+        "metric_source": summary.get("metric_source"),
+        "signals": ",".join(str(signal) for signal in signals),
+    }
 
 
 def _display(label: str, name: str, settings: dict, changes: object) -> str:

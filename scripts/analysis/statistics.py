@@ -58,6 +58,10 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
+#: Performance profiles (over IQMs or times to target) are drawn from this many tasks on: with
+#: fewer, a profile is one or two steps that say no more than the per-task table.
+MIN_PROFILE_TASKS = 3
+
 CONFIDENCE = 0.95
 ALPHA = 1.0 - CONFIDENCE
 # Mark (``significant``) nothing below this many paired seeds.

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from scripts.analysis import time_to_target as ttt
 from scripts.analysis.figures import summary
 from scripts.analysis.figures.common import (
     integer_ticks,
@@ -48,6 +49,16 @@ _TASK_PANELS = (
     ("test_loss_zoom", "test/loss", "test loss, last {pct} %", "loss"),
     ("test_err_zoom", "test/err", "test error, last {pct} %", "error (%)"),
 )
+# With a validation split, its curves stand beside the test curves.
+_VALIDATION_PANELS = (
+    ("val_loss", "val/loss", "validation loss", "loss"),
+    ("val_err", "val/err", "validation error", "error (%)"),
+)
+_LAYOUT = [["lr", "test_loss", "test_err"], ["train_loss", "test_loss_zoom", "test_err_zoom"]]
+_LAYOUT_WITH_VALIDATION = [
+    ["lr", "val_loss", "test_loss", "test_loss_zoom"],
+    ["train_loss", "val_err", "test_err", "test_err_zoom"],
+]
 
 
 def seed_band(runs: RunSet, run_ids: Sequence[str], key: str) -> pd.DataFrame:
@@ -112,12 +123,25 @@ def _zoom(ax: Axes, bands: list[pd.DataFrame], epochs: tuple[int, int]) -> None:
         ax.set_ylim(low - pad, high + pad)
 
 
-def task_figure(runs: RunSet, title: str, zoom_fraction: float = ZOOM_FRACTION) -> Figure:
+def has_validation(runs: RunSet) -> bool:
+    """Whether any run's records carry a validation error."""
+    return "val/err" in runs.metrics and runs.metrics["val/err"].notna().any()
+
+
+def task_figure(
+    runs: RunSet,
+    title: str,
+    zoom_fraction: float = ZOOM_FRACTION,
+    target: float | None = None,
+) -> Figure:
     """lr, test loss, test error and training loss vs epoch, one line per schedule (mean over
-    seeds, min-max band), plus the last ``zoom_fraction`` of test loss and test error."""
+    seeds, min-max band), plus the last ``zoom_fraction`` of test loss and test error. Runs with
+    a validation split add their validation loss and error beside the test panels, with the
+    task's validation ``target`` (time to target) as a dotted line when given."""
+    validation = has_validation(runs)
     fig, axes = plt.subplot_mosaic(
-        [["lr", "test_loss", "test_err"], ["train_loss", "test_loss_zoom", "test_err_zoom"]],
-        figsize=(15, 8.6),
+        _LAYOUT_WITH_VALIDATION if validation else _LAYOUT,
+        figsize=(19, 8.6) if validation else (15, 8.6),
         layout="constrained",
     )
     labels = order_labels(runs.runs["scheduler"], runs.runs)
@@ -127,7 +151,8 @@ def task_figure(runs: RunSet, title: str, zoom_fraction: float = ZOOM_FRACTION) 
     colors = label_colors(labels, names)
     last_epoch = int(runs.metrics["epoch"].max())
     epochs = zoom_range(last_epoch, zoom_fraction)
-    for name, key, panel_title, ylabel in _TASK_PANELS:
+    panels = (*_TASK_PANELS, *(_VALIDATION_PANELS if validation else ()))
+    for name, key, panel_title, ylabel in panels:
         ax = axes[name]
         bands = []
         for label in labels:
@@ -144,10 +169,17 @@ def task_figure(runs: RunSet, title: str, zoom_fraction: float = ZOOM_FRACTION) 
             _zoom(ax, bands, epochs)
         if name == "train_loss" and bands:
             ax.set_yscale("log")
+    extra = band_entries(fig)
+    if validation and target is not None:
+        axes["val_err"].axhline(target, color="black", linestyle=":", linewidth=1.0)
+        extra.append((Line2D([], [], color="black", linestyle=":"), TARGET_LABEL))
     integer_ticks(fig.axes)
-    shared_legend(fig, title="schedule", extra=band_entries(fig))
+    shared_legend(fig, title="schedule", extra=extra)
     fig.suptitle(title)
     return fig
+
+
+TARGET_LABEL = "validation target (time to target)"
 
 
 def _run_lr(runs: RunSet, run: pd.Series) -> float:
@@ -294,9 +326,14 @@ def _groups_by_task(runs: pd.DataFrame):
 
 
 def make_all_figures(
-    runs_dir: str | Path, out_dir: str | Path, experiment: str | None = None
+    runs_dir: str | Path,
+    out_dir: str | Path,
+    experiment: str | None = None,
+    targets: list[ttt.Target] | None = None,
 ) -> list[Path]:
-    """Draw and save every figure the finished runs under ``runs_dir`` allow; return the files."""
+    """Draw and save every figure the finished runs under ``runs_dir`` allow; return the files.
+    ``targets``: the validation targets (default: the committed ``ttt.TARGETS_FILE``)."""
+    targets = ttt.load_targets() if targets is None else targets
     runs = load_runs(runs_dir, experiment=experiment).finished()
     if runs.runs.empty:
         return []
@@ -307,7 +344,12 @@ def make_all_figures(
     with_metrics = runs.runs["run_id"].isin(set(runs.metrics["run_id"]))
     curve_runs = runs.runs[with_metrics & ~runs.runs["run_id"].isin(angle_ids)]
     for key, group, split in _groups_by_task(curve_runs):
-        fig = task_figure(runs.subset(group["run_id"]), title=key)
+        target = ttt.matching_target(group.iloc[0], targets)
+        fig = task_figure(
+            runs.subset(group["run_id"]),
+            title=key,
+            target=None if target is None else target.val_err,
+        )
         paths += save_figure(fig, out_dir, _file_stem("fig_task", group, split))
     angle_groups = list(_groups_by_task(runs.runs[runs.runs["run_id"].isin(angle_ids)]))
     for key, group, _split in angle_groups:
@@ -327,5 +369,5 @@ def make_all_figures(
             runs.subset(first_seed["run_id"]), title=f"{key}: AutoDrop measurements"
         )
         paths += save_figure(fig, out_dir, _file_stem("fig_autodrop_trace", group, split))
-    return paths + summary.make_summary_figures(runs, out_dir)
+    return paths + summary.make_summary_figures(runs, out_dir, targets)
 

@@ -1,6 +1,7 @@
 """Figures over seeds and tasks: the performance profile (fraction of tasks on which each
-schedule's interquartile mean is within x points of the best; from 3 tasks on) and the
-lr-sensitivity study (minimum test error vs initial lr, one line per schedule).
+schedule's interquartile mean is within x points of the best), the performance profile over time
+to target (AlgoPerf's) and the lr-sensitivity study (minimum test error vs initial lr, one line
+per schedule). Profiles are drawn from ``statistics.MIN_PROFILE_TASKS`` tasks on.
 :func:`make_summary_figures` draws what the runs allow;
 :func:`scripts.analysis.figures.curves.make_all_figures` calls it, and so does
 ``python -m scripts.figures summary``.
@@ -19,13 +20,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from scripts.analysis import statistics, tables
+from scripts.analysis import time_to_target as ttt
 from scripts.analysis.display import display_name
 from scripts.analysis.figures.common import save_figure, schedule_color, shared_legend
 from scripts.analysis.runs import RunSet
 
 PROFILE_POINTS = 200
-# Fewer tasks make a profile of one or two steps that says no more than Table 2.
-MIN_TASKS_FOR_PROFILE = 3
 
 
 def profile_thresholds(scores: pd.DataFrame, score: str = "iqm") -> np.ndarray:
@@ -78,6 +78,36 @@ def performance_profile_figure(
     return fig
 
 
+def time_to_target_profile_figure(
+    task_times: pd.DataFrame, title: str, runs: pd.DataFrame | None = None
+) -> Figure:
+    """AlgoPerf's performance profile over time to target (``ttt.per_task`` rows): per schedule,
+    the fraction of tasks on which it reached the target within r times the fastest schedule's
+    time, for r from 1 to ``ttt.MAX_RATIO``; one panel in optimizer steps, one in training
+    seconds. ``runs`` (the runs the times come from) names and colours the labels."""
+    ratios = np.linspace(1.0, ttt.MAX_RATIO, PROFILE_POINTS)
+    legend = _legend_names(runs if runs is not None else task_times)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True, layout="constrained")
+    tasks = task_times["row"].nunique()
+    for ax, measure in zip(axes, ("steps", "train_s"), strict=True):
+        profile = ttt.profile(task_times, measure, ratios)
+        for label in tables.order_labels(profile["scheduler"], runs):
+            name, shown = legend.get(label, (label, display_name(label)))
+            line = profile[profile["scheduler"] == label]
+            ax.step(
+                line["ratio"], line["fraction"], where="post", color=schedule_color(name),
+                label=shown, linewidth=1.6,
+            )  # fmt: skip
+        ax.set_xlabel(f"r: {ttt.MEASURES[measure]} to the target / the task's fastest")
+        ax.set_xlim(1.0, ttt.MAX_RATIO)
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"fraction of tasks within r (of {tasks}; a miss is never within)")
+    shared_legend(fig, title="schedule (median over seeds per task)")
+    fig.suptitle(title)
+    return fig
+
+
 def lr_sensitivity_figure(values: pd.DataFrame, title: str) -> Figure:
     """Minimum test error (mean over seeds, ± std bars) vs initial lr on a log axis, one line
     per schedule (labelled by schedule name); ``values`` is one task row of
@@ -113,24 +143,36 @@ def _stem(row: str) -> str:
 
 
 def make_summary_figures(
-    runs: RunSet, out_dir: str | Path, stream: TextIO | None = None
+    runs: RunSet,
+    out_dir: str | Path,
+    stream: TextIO | None = None,
+    targets: list[ttt.Target] | None = None,
 ) -> list[Path]:
-    """Save the performance profile (when plain-labelled runs cover MIN_TASKS_FOR_PROFILE tasks;
-    with fewer, one line on ``stream``, stderr by default, says why there is none) and one
-    lr-sensitivity figure per task of the lr study; return the files."""
+    """Save the performance profile and the performance profile over time to target (each
+    from ``statistics.MIN_PROFILE_TASKS`` tasks on; with fewer, one line on ``stream``, stderr by
+    default, says why there is none) and one lr-sensitivity figure per task of the lr study;
+    return the files. ``targets``: default the committed ``ttt.TARGETS_FILE``."""
+    targets = ttt.load_targets() if targets is None else targets
     paths: list[Path] = []
     if runs.runs["setting_key"].isna().any():
+        honest = tables.plain_runs(runs, select_on="min_val_err")
+        task_times = ttt.times_to_target(honest, runs.metrics, targets)
+        if not task_times.empty and task_times["row"].nunique() >= statistics.MIN_PROFILE_TASKS:
+            per_task = ttt.per_task(task_times)
+            title = f"Time to the validation target over {per_task['row'].nunique()} tasks"
+            fig = time_to_target_profile_figure(per_task, title, honest)
+            paths += save_figure(fig, out_dir, "fig_time_to_target_profile")
         plain = tables.plain_runs(runs)
         scores = statistics.interquartile_means(plain)
         tasks = scores["row"].nunique()
-        if tasks >= MIN_TASKS_FOR_PROFILE:
+        if tasks >= statistics.MIN_PROFILE_TASKS:
             title = f"Performance profile over {tasks} tasks"
             fig = performance_profile_figure(scores, title, plain)
             paths += save_figure(fig, out_dir, "fig_performance_profile")
         elif tasks:
             print(
                 f"note: no performance profile: the runs cover {tasks} task(s), it needs "
-                f">= {MIN_TASKS_FOR_PROFILE} (with fewer, Table 2 says the same)",
+                f">= {statistics.MIN_PROFILE_TASKS} (with fewer, Table 2 says the same)",
                 file=stream or sys.stderr,
             )
     study = tables.lr_sensitivity(runs)
