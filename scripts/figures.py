@@ -32,7 +32,7 @@ def _from_runs(args: argparse.Namespace) -> list[Path]:
     if args.figures == "curves":
         return make_all_figures(args.runs, args.out, experiment=args.experiment, targets=targets)
     runs = load_runs(args.runs, experiment=args.experiment).finished()
-    return make_summary_figures(runs, args.out, targets) if not runs.runs.empty else []
+    return make_summary_figures(runs, args.out, targets=targets) if not runs.runs.empty else []
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -185,7 +185,7 @@ def test_the_time_to_target_profile_is_drawn_from_three_tasks_only(runs_dir, tmp
     runs = load_runs(runs_dir).finished()
     assert not any(
         p.stem == "fig_time_to_target_profile"
-        for p in summary.make_summary_figures(runs, tmp_path / "one", [target()])
+        for p in summary.make_summary_figures(runs, tmp_path / "one", targets=[target()])
     )
     root = tmp_path / "three"
     tasks = [("digits", "resnet8"), ("digits", "resnet20"), ("cifar10", "resnet8")]
@@ -196,7 +196,7 @@ def test_the_time_to_target_profile_is_drawn_from_three_tasks_only(runs_dir, tmp
                 seed=0, test_errs=[5, 5, 5, 5], val_errs=curves_per_seed[0],
             )  # fmt: skip
     targets = [ttt.Target(EXPERIMENT, f"{d}/{m}", 3.0, "step", 1, 360, "fake") for d, m in tasks]
-    paths = summary.make_summary_figures(load_runs(root).finished(), tmp_path / "out", targets)
+    paths = summary.make_summary_figures(load_runs(root).finished(), tmp_path / "out", targets=targets)
     assert {p.name for p in paths} >= {"fig_time_to_target_profile.png"}
 
 

@@ -369,5 +369,5 @@ def make_all_figures(
             runs.subset(first_seed["run_id"]), title=f"{key}: AutoDrop measurements"
         )
         paths += save_figure(fig, out_dir, _file_stem("fig_autodrop_trace", group, split))
-    return paths + summary.make_summary_figures(runs, out_dir, targets)
+    return paths + summary.make_summary_figures(runs, out_dir, targets=targets)
 

@@ -145,8 +145,9 @@ def _stem(row: str) -> str:
 def make_summary_figures(
     runs: RunSet,
     out_dir: str | Path,
-    stream: TextIO | None = None,
+    *,
     targets: list[ttt.Target] | None = None,
+    stream: TextIO | None = None,
 ) -> list[Path]:
     """Save the performance profile and the performance profile over time to target (each
     from ``statistics.MIN_PROFILE_TASKS`` tasks on; with fewer, one line on ``stream``, stderr by
