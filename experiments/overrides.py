@@ -17,7 +17,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from experiments.config import CONF_DIR, ConfigError
+from experiments.config import CONF_DIR, ConfigError, did_you_mean, refused_value
 from experiments.schema import (
     CHOSEN_SCHEMAS,
     FREE_FORM_KEYS,
@@ -59,6 +59,7 @@ def _check_group(group: str, values: Iterable[Any]) -> None:
         if value is not None and str(value) not in options:
             raise ConfigError(
                 f"{group}={value} is invalid: allowed values are {', '.join(options)}"
+                f"{did_you_mean(group, value, options)}"
             )
 
 
@@ -74,9 +75,9 @@ def _check_value(key: str, value: Any, schemas: Sequence[type]) -> None:
             node[field_name] = value
             return
         except OmegaConfBaseException as error:
-            problems.append(str(error).splitlines()[0])
+            problems.append(error)
     if problems:
-        raise ConfigError(f"{key}={value!r} is invalid: {problems[0]}")
+        raise refused_value(key, value, problems[0])
 
 
 def _chosen_options(overrides: Sequence[Override]) -> dict[str, list[str]]:
@@ -117,13 +118,29 @@ def _check_key(override: Override, chosen: dict[str, list[str]]) -> None:
                 _check_value(key, value, schemas)
 
 
+def check_single_run(arguments: Sequence[str]) -> None:
+    """Raise ConfigError for an override that sweeps (``scheduler=autodrop,step``, ``range()``,
+    ``glob()``) on a command line without ``-m``, where Hydra's own message offers a list, a
+    quoted string and --multirun over six lines."""
+    for override in _parse(arguments):
+        if override.is_sweep_override():
+            raise ConfigError(
+                f"{override.input_line} sweeps over several values, which needs -m: add -m "
+                "(--multirun) to the command line to run one job per value"
+            )
+
+
+def _parse(arguments: Sequence[str]) -> list[Override]:
+    try:
+        return OverridesParser.create().parse_overrides(list(arguments))
+    except HydraException as error:
+        raise ConfigError(str(error).splitlines()[0]) from error
+
+
 def check_overrides(arguments: Sequence[str]) -> None:
     """Raise ConfigError for the first override that names an unknown key or group option, or
     gives a value its field cannot hold. ``hydra.*`` overrides are left to Hydra."""
-    try:
-        overrides = OverridesParser.create().parse_overrides(list(arguments))
-    except HydraException as error:
-        raise ConfigError(str(error).splitlines()[0]) from error
+    overrides = _parse(arguments)
     chosen = _chosen_options(overrides)
     for override in overrides:
         if override.is_hydra_override() or override.package is not None:
