@@ -38,6 +38,18 @@ def group_options(group: str) -> list[str]:
     return sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml"))
 
 
+def hydra_group_options(group: str) -> list[str]:
+    """The options of one of Hydra's own groups (``hydra/launcher``: Hydra's, its plugins' and
+    conf/hydra/'s), from Hydra's config search path."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return GlobalHydra.instance().config_loader().get_group_options(group)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return GlobalHydra.instance().config_loader().get_group_options(group)
+
+
 def _values(override: Override) -> list[Any]:
     """The values an override sets (each of a choice or range sweep); [] when not enumerable."""
     if override.is_delete() or override.value_type == ValueType.GLOB_CHOICE_SWEEP:
@@ -53,8 +65,7 @@ def _is_interpolation(value: Any) -> bool:
     return isinstance(value, str) and value.startswith("${")
 
 
-def _check_group(group: str, values: Iterable[Any]) -> None:
-    options = group_options(group)
+def _check_group(group: str, values: Iterable[Any], options: Sequence[str]) -> None:
     for value in values:
         if value is not None and str(value) not in options:
             raise ConfigError(
@@ -138,14 +149,23 @@ def _parse(arguments: Sequence[str]) -> list[Override]:
 
 
 def check_overrides(arguments: Sequence[str]) -> None:
-    """Raise ConfigError for the first override that names an unknown key or group option, or
-    gives a value its field cannot hold. ``hydra.*`` overrides are left to Hydra."""
+    """Raise ConfigError for the first override that names an unknown key or group option
+    (``hydra/launcher`` included), or gives a value its field cannot hold. ``hydra.*`` keys are
+    left to Hydra."""
     overrides = _parse(arguments)
     chosen = _chosen_options(overrides)
     for override in overrides:
-        if override.is_hydra_override() or override.package is not None:
+        group = override.key_or_group
+        if override.package is not None:
+            continue
+        if group.startswith("hydra/"):
+            options = hydra_group_options(group)
+            if options:  # a group Hydra does not know is Hydra's to report
+                _check_group(group, _values(override), options)
+            continue
+        if override.is_hydra_override():
             continue
         if override.key_or_group in CHECKED_GROUPS:
-            _check_group(override.key_or_group, _values(override))
+            _check_group(group, _values(override), group_options(group))
         elif not override.key_or_group.endswith("_preset"):
             _check_key(override, chosen)

@@ -342,6 +342,7 @@ def test_an_enum_value_gets_a_did_you_mean_on_the_command_line_and_at_compositio
         ("model=resnet", "model=resnet8"),
         ("experiment=quick/digit", "experiment=quick/digits"),
         ("optimizer=sdg", "optimizer=sgd"),
+        ("hydra/launcher=jobib", "hydra/launcher=joblib"),  # Hydra's group, plugins included
     ],
 )
 def test_a_group_choice_gets_a_did_you_mean(override: str, meant: str) -> None:
