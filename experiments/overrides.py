@@ -165,7 +165,7 @@ def check_overrides(arguments: Sequence[str]) -> None:
             continue
         if override.is_hydra_override():
             continue
-        if override.key_or_group in CHECKED_GROUPS:
+        if group in CHECKED_GROUPS:
             _check_group(group, _values(override), group_options(group))
-        elif not override.key_or_group.endswith("_preset"):
+        elif not group.endswith("_preset"):
             _check_key(override, chosen)
