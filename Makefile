@@ -24,13 +24,29 @@ PAPER_SCHEDULES := autodrop,autodrop_v1,step,cosine,onecycle,clr,exp,tlr
 PAPER_GRIDS := "scheduler=$(PAPER_SCHEDULES)" \
                "scheduler=hd optimizer.beta=1e-3,1e-4,1e-5" \
                "scheduler=schedulefree optimizer.lr_multiplier=10,20,50"
-QUICK_SCHEDULES := autodrop,autodrop_v1,step,cosine,onecycle
+QUICK_SCHEDULES ?= autodrop,autodrop_v1,step,cosine,onecycle
 # Five paired seeds: the fewest from which the paired statistics mark a difference.
-QUICK_SEEDS     := 0,1,2,3,4
-LR_SENSITIVITY_SEEDS := 0,1,2
-# make quick writes its tables and figures here (git-ignored); make quick-update writes them to
-# the committed reference output $(RESULTS)/quick/ instead. Runs always go to $(RESULTS)/runs/.
-QUICK_OUT       ?= $(RESULTS)/local/quick
+QUICK_SEEDS     ?= 0,1,2,3,4
+LR_SENSITIVITY_SEEDS ?= 0,1,2
+# Added to every quick and lr-sensitivity run, e.g. "data.image_size=8 trainer.epochs=2" (tests
+# shrink the grids so); like any override of a run-defining value, it is in the run's name.
+QUICK_OVERRIDES ?=
+# Tables and figures go to a git-ignored folder, $(RESULTS)/local/<preset>/ (OUT=<dir> picks
+# another), so running a target never changes the committed reference output. The *-update
+# targets rewrite that output ($(RESULTS)/<preset>/): built whole in $(UPDATE_DIR), then put in
+# place of the committed folder, so no stale file stays beside new ones.
+LOCAL       := $(RESULTS)/local
+OUT         ?= $(LOCAL)/$(PRESET)
+UPDATE_DIR  := $(LOCAL)/update
+LR_SENSITIVITY_OUT ?= $(LOCAL)/quick/lr_sensitivity
+LR_SENSITIVITY_REF := $(RESULTS)/quick/lr_sensitivity
+# $(call publish,<built folder>,<committed folder>): the committed folder becomes a copy of the
+# built one (copied beside it first, so a failed copy leaves the committed folder as it was).
+publish = rm -rf "$(2).new" && mkdir -p "$(dir $(2))" && cp -R "$(1)" "$(2).new" && \
+          rm -rf "$(2)" && mv "$(2).new" "$(2)" && echo "rewrote $(2)/ from $(1)/"
+# DRY_RUN=1: grid targets list what they would train, output targets what they would write;
+# nothing is launched or written.
+DRY := $(filter 1,$(DRY_RUN))
 # quick/* runs use one torch thread each: two jobs at once fill this 2-core class of machine.
 QUICK_JOBS      := 2
 QUICK_PARALLEL  := hydra/launcher=joblib hydra.launcher.n_jobs=$(QUICK_JOBS)
@@ -46,18 +62,25 @@ TRAIN := $(PY) -m experiments.train
 STATUS       := $(PY) -m scripts.status --runs $(RESULTS)/runs
 STATUS_paper  = $(STATUS) --experiments $(addprefix paper/,$(PAPER_TASKS)) --grid $(PAPER_GRIDS) \
                   --seeds $(SEEDS) --gpus $(GPUS)
-STATUS_quick  = $(STATUS) --experiments quick/fixed_lr --gpus $(QUICK_JOBS) && \
-                $(STATUS) --experiments quick/digits --grid "scheduler=$(QUICK_SCHEDULES)" \
-                  --seeds $(QUICK_SEEDS) --gpus $(QUICK_JOBS)
+STATUS_quick  = $(STATUS) --launch "experiment=quick/fixed_lr $(QUICK_OVERRIDES)" \
+                  --launch "experiment=quick/digits scheduler=$(QUICK_SCHEDULES) seed=$(QUICK_SEEDS) $(QUICK_OVERRIDES)" \
+                  --gpus $(QUICK_JOBS)
 STATUS_lr-sensitivity = $(STATUS) --experiments ablation/lr_sensitivity \
-                  --grid "scheduler=$(QUICK_SCHEDULES)" --seeds $(LR_SENSITIVITY_SEEDS) --gpus $(QUICK_JOBS)
+                  --grid "scheduler=$(QUICK_SCHEDULES) $(QUICK_OVERRIDES)" --seeds $(LR_SENSITIVITY_SEEDS) --gpus $(QUICK_JOBS)
+ABLATIONS := window buffer_size rho
+STATUS_ablations = $(STATUS) --experiments $(addprefix ablation/,$(ABLATIONS)) --seeds $(SEEDS) --gpus $(GPUS)
 
-.PHONY: help install test test-fast lint format bench faults gpu-check quick quick-update reproduce ablations lr-sensitivity status tables figures wandb-sync clean
+.PHONY: help install test test-fast lint format bench faults gpu-check quick quick-update quick-runs reproduce \
+        ablations lr-sensitivity lr-sensitivity-update lr-sensitivity-runs lr-sensitivity-outputs \
+        status tables figures tables-update figures-update wandb-sync clean
 
 help: ## Show this help
 	@echo "AutoDrop benchmark suite. Targets:"
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
-	@echo "Variables: LAUNCHER=local|slurm GPUS=N GPUS_PER_RUN=N DATA_DIR=path SEEDS=0,1,2,3 RESULTS=dir DRY_RUN=1"
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}'
+	@echo "Variables: LAUNCHER=local|slurm GPUS=N GPUS_PER_RUN=N DATA_DIR=path SEEDS=0,1,2,3 RESULTS=dir PRESET=name"
+	@echo "  OUT=dir (tables and figures; default results/local/<PRESET>)"
+	@echo "  QUICK_SCHEDULES=a,b QUICK_SEEDS=0,1 QUICK_OVERRIDES='key=value ...' (quick and lr-sensitivity grids)"
+	@echo "  DRY_RUN=1: targets that train or write list what they would do and change nothing"
 
 $(STAMP): pyproject.toml
 	$(PYTHON_BOOT) -m venv $(VENV)
@@ -91,24 +114,33 @@ faults: $(STAMP) ## Fault-injection campaign on real training runs (~15 min on 2
 gpu-check: $(STAMP) ## Check and measure the GPU path on this machine's GPU (<= 8 min) -> results/gpu_check/
 	$(PY) -m tests.gpu_check --out $(RESULTS)/gpu_check
 
-quick: $(STAMP) ## CPU-sized grid on the embedded digits data, both protocols -> results/local/quick/ (minutes)
-	$(PY) -m scripts.figures theory --out $(QUICK_OUT)/figures
-	$(TRAIN) -m experiment=quick/fixed_lr paths.results_dir=$(RESULTS) logger=none $(QUICK_PARALLEL)
-	$(TRAIN) -m experiment=quick/digits scheduler=$(QUICK_SCHEDULES) seed=$(QUICK_SEEDS) paths.results_dir=$(RESULTS) logger=none $(QUICK_PARALLEL)
-	$(PY) -m scripts.aggregate --runs $(RESULTS)/runs --experiment quick --out $(QUICK_OUT)
-	$(PY) -m scripts.figures curves --runs $(RESULTS)/runs --experiment quick --out $(QUICK_OUT)/figures
+quick: quick-runs ## CPU-sized grid on the embedded digits data, both protocols -> results/local/quick/ (minutes)
+	@$(MAKE) --no-print-directory tables figures PRESET=quick
+ifneq ($(DRY),1)
 	@# Both protocols: the paper's (table2) and the honest one (table2_honest, time_to_target).
 	@for table in table2 table2_honest time_to_target; do \
-	  if [ -f $(QUICK_OUT)/tables/$$table.md ]; then echo; cat $(QUICK_OUT)/tables/$$table.md; fi; \
+	  if [ -f $(OUT)/tables/$$table.md ]; then echo; cat $(OUT)/tables/$$table.md; fi; \
 	done
-	@echo; echo "tables and figures in $(QUICK_OUT)/ (make quick-update refreshes the committed $(RESULTS)/quick/)"
+	@echo; echo "tables and figures in $(OUT)/ (make quick-update rewrites the committed $(RESULTS)/quick/)"
+endif
 
-quick-update: $(STAMP) ## make quick, then rewrite the committed reference output results/quick/
-	$(MAKE) quick QUICK_OUT=$(RESULTS)/quick
+quick quick-update: PRESET := quick
+quick-update: quick-runs ## make quick, then rewrite the committed reference output results/quick/{tables,figures}
+	@$(MAKE) --no-print-directory tables-update figures-update PRESET=quick
+
+quick-runs: $(STAMP)
+ifeq ($(DRY),1)
+	$(STATUS_quick) --dry-run
+else
+	$(TRAIN) -m experiment=quick/fixed_lr $(QUICK_OVERRIDES) paths.results_dir=$(RESULTS) logger=none $(QUICK_PARALLEL)
+	$(TRAIN) -m experiment=quick/digits scheduler=$(QUICK_SCHEDULES) seed=$(QUICK_SEEDS) $(QUICK_OVERRIDES) \
+	  paths.results_dir=$(RESULTS) logger=none $(QUICK_PARALLEL)
+endif
 
 reproduce: $(STAMP) ## Full paper grid (Table 2 tasks x schedules x seeds), then tables and figures (DRY_RUN=1: list and estimate only)
-ifeq ($(DRY_RUN),1)
+ifeq ($(DRY),1)
 	$(STATUS_paper) --dry-run
+	@$(MAKE) --no-print-directory tables figures PRESET=paper
 else
 	@# A sweep with a diverged run (expected at the top of the HD grid) exits non-zero: carry on
 	@# with the other sweeps, draw the tables (which list failed runs), then report the failure.
@@ -121,36 +153,84 @@ else
 	$(MAKE) tables figures PRESET=paper && exit $$status
 endif
 
-ablations: $(STAMP) ## The paper's window / buffer / rho ablations (ResNet-18 CIFAR-10)
-	set -e; for grid in window buffer_size rho; do \
+ablations: $(STAMP) ## The paper's window / buffer / rho ablations (ResNet-18 CIFAR-10), then their tables
+ifeq ($(DRY),1)
+	$(STATUS_ablations) --dry-run
+	@$(MAKE) --no-print-directory tables PRESET=ablation
+else
+	set -e; for grid in $(ABLATIONS); do \
 	  $(TRAIN) -m experiment=ablation/$$grid seed=$(SEEDS) \
 	    paths.data_dir=$(DATA_DIR) paths.results_dir=$(RESULTS) $(LAUNCH_CIFAR_$(LAUNCHER)); \
 	done
-	$(MAKE) tables PRESET=paper
+	@$(MAKE) --no-print-directory tables PRESET=ablation
+endif
 
-lr-sensitivity: $(STAMP) ## Each quick schedule at lr x {1/4,1/2,1,2,4} on digits (75 runs, ~25 min) -> results/quick/lr_sensitivity/
+lr-sensitivity: lr-sensitivity-runs ## Each quick schedule at lr x {1/4,1/2,1,2,4} on digits (75 runs, ~25 min) -> results/local/quick/lr_sensitivity/
+	@$(MAKE) --no-print-directory lr-sensitivity-outputs
+
+lr-sensitivity-update: lr-sensitivity-runs ## make lr-sensitivity, then rewrite the committed results/quick/lr_sensitivity/
+ifeq ($(DRY),1)
+	@echo "would rewrite $(LR_SENSITIVITY_REF)/ with the lr-sensitivity tables and figures"
+else
+	rm -rf $(UPDATE_DIR)/lr_sensitivity
+	@$(MAKE) --no-print-directory lr-sensitivity-outputs LR_SENSITIVITY_OUT=$(UPDATE_DIR)/lr_sensitivity
+	@$(call publish,$(UPDATE_DIR)/lr_sensitivity,$(LR_SENSITIVITY_REF))
+endif
+
+lr-sensitivity-runs: $(STAMP)
+ifeq ($(DRY),1)
+	$(STATUS_lr-sensitivity) --dry-run
+else
 	$(TRAIN) -m experiment=ablation/lr_sensitivity scheduler=$(QUICK_SCHEDULES) seed=$(LR_SENSITIVITY_SEEDS) \
-	  paths.results_dir=$(RESULTS) logger=none $(QUICK_PARALLEL)
-	$(PY) -m scripts.aggregate --runs $(RESULTS)/runs --experiment ablation/lr_sensitivity --out $(RESULTS)/quick/lr_sensitivity
-	$(PY) -m scripts.figures summary --runs $(RESULTS)/runs --experiment ablation/lr_sensitivity --out $(RESULTS)/quick/lr_sensitivity/figures
+	  $(QUICK_OVERRIDES) paths.results_dir=$(RESULTS) logger=none $(QUICK_PARALLEL)
+endif
+
+lr-sensitivity-outputs: $(STAMP)
+ifeq ($(DRY),1)
+	@echo "would write the lr-sensitivity tables and figures to $(LR_SENSITIVITY_OUT)/"
+else
+	$(PY) -m scripts.aggregate --runs $(RESULTS)/runs --experiment ablation/lr_sensitivity --out $(LR_SENSITIVITY_OUT)
+	$(PY) -m scripts.figures summary --runs $(RESULTS)/runs --experiment ablation/lr_sensitivity --out $(LR_SENSITIVITY_OUT)/figures
+endif
 
 PRESET ?= paper
-NO_GRID = echo "PRESET=$(PRESET) has no grid: use paper, quick or lr-sensitivity" >&2; exit 2
-status: $(STAMP) ## Grid status: finished/running/stale/failed/diverged/missing and compute left (PRESET=paper|quick|lr-sensitivity, GPUS=N)
+NO_GRID = echo "PRESET=$(PRESET) has no grid: use paper, quick, lr-sensitivity or ablations" >&2; exit 2
+status: $(STAMP) ## Grid status: finished/running/stale/failed/diverged/missing, compute left, other runs (PRESET=paper|quick|lr-sensitivity|ablations, GPUS=N)
 	$(or $(STATUS_$(PRESET)),$(NO_GRID))
 
-tables: $(STAMP) ## Aggregate runs into the paper's tables (PRESET=paper|quick)
-	$(PY) -m scripts.aggregate --runs $(RESULTS)/runs --experiment $(PRESET) --out $(RESULTS)/$(PRESET)
+tables: $(STAMP) ## Aggregate runs into the paper's tables -> results/local/<PRESET>/tables/ (PRESET=paper|quick|ablation)
+ifeq ($(DRY),1)
+	@echo "would write the tables of the $(PRESET) runs in $(RESULTS)/runs to $(OUT)/tables/"
+else
+	$(PY) -m scripts.aggregate --runs $(RESULTS)/runs --experiment $(PRESET) --out $(OUT)
+endif
 
-figures: $(STAMP) ## Draw every figure from the runs (PRESET=paper|quick)
-	$(PY) -m scripts.figures theory --out $(RESULTS)/$(PRESET)/figures
-	$(PY) -m scripts.figures curves --runs $(RESULTS)/runs --experiment $(PRESET) --out $(RESULTS)/$(PRESET)/figures
+figures: $(STAMP) ## Draw every figure from the runs -> results/local/<PRESET>/figures/ (PRESET=paper|quick)
+ifeq ($(DRY),1)
+	@echo "would draw the figures of the $(PRESET) runs in $(RESULTS)/runs into $(OUT)/figures/"
+else
+	$(PY) -m scripts.figures theory --out $(OUT)/figures
+	$(PY) -m scripts.figures curves --runs $(RESULTS)/runs --experiment $(PRESET) --out $(OUT)/figures
+endif
 
-wandb-sync: $(STAMP) ## Upload runs that were logged offline (needs WANDB_API_KEY and network)
+# $(call update,tables|figures): build them afresh in $(UPDATE_DIR), then rewrite the committed
+# results/<PRESET>/<tables|figures>/ with them.
+update = $(if $(DRY),@echo "would rewrite $(RESULTS)/$(PRESET)/$(1)/ with the $(1) of the $(PRESET) runs",\
+	rm -rf $(UPDATE_DIR)/$(PRESET)/$(1) && $(MAKE) --no-print-directory $(1) OUT=$(UPDATE_DIR)/$(PRESET) && \
+	$(call publish,$(UPDATE_DIR)/$(PRESET)/$(1),$(RESULTS)/$(PRESET)/$(1)))
+
+tables-update: $(STAMP) ## make tables, then rewrite the committed results/<PRESET>/tables/ with them (nothing stale kept)
+	$(call update,tables)
+
+figures-update: $(STAMP) ## make figures, then rewrite the committed results/<PRESET>/figures/ with them
+	$(call update,figures)
+
+wandb-sync: $(STAMP) ## Upload runs that were logged offline (needs WANDB_API_KEY and network; DRY_RUN=1: list only)
 	@echo "looking for offline wandb runs under $(RESULTS)/runs (RESULTS=<dir> looks elsewhere)"; \
 	found=$$(find $(RESULTS)/runs -type d -name 'offline-run-*' 2>/dev/null); \
 	if [ -z "$$found" ]; then echo "no offline wandb runs under $(RESULTS)/runs"; \
-	else echo "$$(echo "$$found" | wc -l) offline runs found"; $(VENV)/bin/wandb sync $$found; fi
+	else echo "$$(echo "$$found" | wc -l) offline runs found"; \
+	  $(if $(DRY),echo "would upload:"; echo "$$found",$(VENV)/bin/wandb sync $$found); fi
 
 .PHONY: wandb-upload
 wandb-upload: $(STAMP) ## Log finished runs to W&B from their records (EXPERIMENT=prefix, DRY_RUN=1: list only)

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from numbers import Integral, Real
+
+
+def _no_valid_value(name: str, value: object, lower: str, upper: str) -> ValueError:
+    """The error when bounds taken from other arguments exclude each other (``lower`` and
+    ``upper`` are the two conditions): printed as a range, they would show an empty one."""
+    return ValueError(
+        f"{name}={value!r} is invalid, as any value would be: the other arguments require "
+        f"{lower} and {upper}, which no number satisfies"
+    )
 
 
 def check_int(name: str, value: object, *, low: int, high: int | None = None) -> int:
     """``value`` as an int in [low, high] (bools are rejected)."""
+    if high is not None and high < low:
+        raise _no_valid_value(name, value, f"{name} >= {low}", f"{name} <= {high}")
     valid = isinstance(value, Integral) and not isinstance(value, bool)
     if not valid or value < low or (high is not None and value > high):
         upper = f" <= {high}" if high is not None else ""
@@ -28,6 +40,11 @@ def check_float(
     high_open: bool = False,
 ) -> float:
     """``value`` as a finite float in the interval given by low/high (open ends if asked)."""
+    if low is not None and high is not None:
+        if high < low or (high == low and (low_open or high_open)):
+            lower = f"{name} {'>' if low_open else '>='} {low}"
+            upper = f"{name} {'<' if high_open else '<='} {high}"
+            raise _no_valid_value(name, value, lower, upper)
     valid = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
     if valid:
         number = float(value)
@@ -43,10 +60,30 @@ def check_float(
     return number
 
 
+def closest_choice(value: object, choices: Iterable[object]) -> str | None:
+    """The choice ``value`` was most likely meant to be, or None: the only choice it begins,
+    else the choice it is with two neighbouring letters swapped, else difflib's closest match
+    above 0.7 (case ignored). The cut-off is high because a wrong suggestion misleads: 'gpu' is
+    as close to 'cpu' (0.67) as 'sdg' is to 'sgd'."""
+    names = {str(choice).lower(): str(choice) for choice in choices}
+    text = str(value).lower()
+    begun = [name for lowered, name in names.items() if text and lowered.startswith(text)]
+    if len(begun) == 1:
+        return begun[0]
+    for i in range(len(text) - 1):
+        swapped = text[:i] + text[i + 1] + text[i] + text[i + 2 :]
+        if swapped != text and swapped in names:
+            return names[swapped]
+    close = difflib.get_close_matches(text, list(names), n=1, cutoff=0.7)
+    return names[close[0]] if close else None
+
+
 def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
     """``value`` if it is one of ``choices``."""
     if value not in choices:
-        raise ValueError(f"{name}={value!r} is invalid: expected one of {list(choices)}")
+        close = closest_choice(value, choices)
+        hint = "" if close is None else f"; did you mean {name}={close!r}?"
+        raise ValueError(f"{name}={value!r} is invalid: expected one of {list(choices)}{hint}")
     return str(value)
 
 

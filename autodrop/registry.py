@@ -28,7 +28,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from autodrop.autodrop import AutoDrop
 from autodrop.autodrop_v1 import AutoDropV1
 from autodrop.base import ScheduleHooks, Signal, declared_signals
-from autodrop.checks import check_int
+from autodrop.checks import check_choice, check_int
 from autodrop.schedules.constant import ConstantSchedule
 from autodrop.schedules.cosine import CosineSchedule
 from autodrop.schedules.cyclic import CyclicSchedule
@@ -69,9 +69,7 @@ SCHEDULE_NAMES: tuple[str, ...] = tuple(_SCHEDULES)
 
 def schedule_class(name: str) -> type[ScheduleHooks]:
     """The class behind ``name``."""
-    if name not in _SCHEDULES:
-        raise ValueError(f"unknown schedule {name!r}: expected one of {list(SCHEDULE_NAMES)}")
-    return _SCHEDULES[name]
+    return _SCHEDULES[check_choice("schedule", name, SCHEDULE_NAMES)]
 
 
 def schedule_signals(name: str) -> frozenset[Signal]:

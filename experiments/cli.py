@@ -25,7 +25,7 @@ from experiments import sweep_report
 from experiments.config import ConfigError
 from experiments.data.errors import DatasetUnavailableError
 from experiments.loop import TrainingDiverged
-from experiments.overrides import check_overrides
+from experiments.overrides import check_overrides, check_single_run
 from experiments.preemption import TrainingInterrupted
 
 log = logging.getLogger("experiments.train")
@@ -128,6 +128,8 @@ def main(hydra_entry: Callable[[], Any], argv: Sequence[str] | None = None) -> N
     if not arguments.shell_completion and not full_errors_wanted():
         try:
             check_overrides(arguments.overrides)
+            if not (arguments.multirun or arguments.help or arguments.hydra_help):
+                check_single_run(arguments.overrides)
         except ConfigError as error:
             print(error_line(error), file=sys.stderr)
             sys.exit(USER_ERROR_EXIT)

@@ -7,7 +7,7 @@ config before anything is built are in ``experiments.validation``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException
-from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import ValidationError
+from omegaconf import DictConfig, EnumNode, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 
+from autodrop.checks import closest_choice
 from experiments.schema import CHOSEN_SCHEMAS, Config, honest_val_size
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -32,6 +33,28 @@ class ConfigError(ValueError):
 def invalid(key: str, value: Any, allowed: str) -> ConfigError:
     """The error for ``key=value``: names the key, the value and what is allowed."""
     return ConfigError(f"{key}={value!r} is invalid: {allowed}")
+
+
+def did_you_mean(key: str, value: Any, choices: Iterable[Any]) -> str:
+    """'; did you mean trainer.precision=bf16?' naming the choice ``value`` likely meant, or ''."""
+    close = closest_choice(value, choices)
+    return "" if close is None else f"; did you mean {key}={close}?"
+
+
+def invalid_choice(key: str, value: Any, choices: Iterable[Any]) -> ConfigError:
+    """The error for ``key=value`` outside a fixed set: names the set and the likely choice."""
+    choices = [str(choice) for choice in choices]
+    allowed = f"allowed values are {', '.join(choices)}{did_you_mean(key, value, choices)}"
+    return invalid(key, value, allowed)
+
+
+def refused_value(key: str, value: Any, error: OmegaConfBaseException) -> ConfigError:
+    """The error for a value a schema field refused (OmegaConf's ``error``): an enum field's
+    choices with a did-you-mean, else the first line of OmegaConf's reason."""
+    node = getattr(error, "child_node", None)
+    if isinstance(node, EnumNode):
+        return invalid_choice(key, value, [member.name for member in node.enum_type])
+    return invalid(key, value, str(error).splitlines()[0])
 
 
 def check_relative_path(key: str, value: str) -> str:
@@ -105,7 +128,7 @@ def _refused_override(error: ConfigCompositionException) -> ConfigError | None:
     if not isinstance(error.__cause__, ValidationError) or override == str(error):
         return None
     key, _, value = override.partition("=")
-    return invalid(key, value, str(error.__cause__).splitlines()[0])
+    return refused_value(key, value, error.__cause__)
 
 
 def compose_with_choices(overrides: Sequence[str] = ()) -> tuple[DictConfig, dict[str, Any]]:

@@ -7,9 +7,11 @@ every process runs the Hydra job and the environment says who is who (one task p
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import os
+import pickle
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -203,7 +205,8 @@ def spawn(
 
     ``worker`` and ``args`` must be picklable (module-level function, plain data).
     ``started(pids)`` is called once they run (e.g. to pass signals on to them). Raises like
-    ``torch.multiprocessing.spawn`` when a worker fails.
+    ``torch.multiprocessing.spawn`` when a worker fails, with the error of the worker that
+    failed first (see ``_first_failure``).
     """
     if mp.get_start_method(allow_none=True) not in (None, "spawn", "fork", "forkserver"):
         # A joblib (loky) worker's start method is "loky", which the children, plain
@@ -216,7 +219,33 @@ def spawn(
         join=False,
         start_method="spawn",
     )
-    if started is not None:
-        started(context.pids())
-    while not context.join():
-        pass
+    try:
+        if started is not None:
+            started(context.pids())
+        while not context.join():
+            pass
+    except mp.ProcessRaisedException as error:
+        raise _first_failure(context, error) from None
+    finally:
+        for path in context.error_files:  # torch leaves them in the temp folder
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def _first_failure(
+    context: mp.ProcessContext, reported: mp.ProcessRaisedException
+) -> mp.ProcessRaisedException:
+    """torch reports the failed worker it notices first, often one that failed only because
+    another did (a peer closed the connection); the cause is the worker whose error (the
+    traceback torch has each failed worker write to its own file) was written first."""
+    written = []
+    for rank, path in enumerate(context.error_files):
+        with contextlib.suppress(OSError):
+            written.append((os.stat(path).st_mtime_ns, rank, path))
+    if not written or min(written)[1] == reported.error_index:
+        return reported
+    _, rank, path = min(written)
+    with open(path, "rb") as handle:
+        trace = pickle.load(handle)  # torch's own protocol: one pickled string
+    message = f"\n\n-- Process {rank:d} terminated with the following error:\n{trace}"
+    return mp.ProcessRaisedException(message, rank, context.processes[rank].pid)

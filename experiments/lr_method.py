@@ -20,6 +20,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from autodrop import registry
 from autodrop.checks import check_float, check_int
 from autodrop.hd import SGDHD
+from experiments.config import invalid_choice
 from experiments.runtime import use_fused_optimizer
 from experiments.schema import OPTIMIZER_OWNED_LR
 
@@ -131,10 +132,7 @@ def build_optimizer(
     """The optimizer of ``optimizer_cfg`` (``steps_per_epoch`` sizes schedule-free's warmup)."""
     builder = _OPTIMIZER_BUILDERS.get(optimizer_cfg.name)
     if builder is None:
-        raise ValueError(
-            f"optimizer.name={optimizer_cfg.name!r} is invalid: allowed values are "
-            f"{', '.join(_OPTIMIZER_BUILDERS)}"
-        )
+        raise invalid_choice("optimizer.name", optimizer_cfg.name, _OPTIMIZER_BUILDERS)
     params = [p for p in model.parameters() if p.requires_grad]
     return builder(params, optimizer_cfg, steps_per_epoch)
 

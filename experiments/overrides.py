@@ -17,7 +17,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from experiments.config import CONF_DIR, ConfigError
+from experiments.config import CONF_DIR, ConfigError, did_you_mean, refused_value
 from experiments.schema import (
     CHOSEN_SCHEMAS,
     FREE_FORM_KEYS,
@@ -47,6 +47,18 @@ def group_options(group: str) -> list[str]:
     return sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml"))
 
 
+def hydra_group_options(group: str) -> list[str]:
+    """The options of one of Hydra's own groups (``hydra/launcher``: Hydra's, its plugins' and
+    conf/hydra/'s), from Hydra's config search path."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return GlobalHydra.instance().config_loader().get_group_options(group)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return GlobalHydra.instance().config_loader().get_group_options(group)
+
+
 def _values(override: Override) -> list[Any]:
     """The values an override sets (each of a choice or range sweep); [] when not enumerable."""
     if override.is_delete() or override.value_type == ValueType.GLOB_CHOICE_SWEEP:
@@ -62,12 +74,12 @@ def _is_interpolation(value: Any) -> bool:
     return isinstance(value, str) and value.startswith("${")
 
 
-def _check_group(group: str, values: Iterable[Any]) -> None:
-    options = group_options(group)
+def _check_group(group: str, values: Iterable[Any], options: Sequence[str]) -> None:
     for value in values:
         if value is not None and str(value) not in options:
             raise ConfigError(
                 f"{group}={value} is invalid: allowed values are {', '.join(options)}"
+                f"{did_you_mean(group, value, options)}"
             )
 
 
@@ -83,9 +95,9 @@ def _check_value(key: str, value: Any, schemas: Sequence[type]) -> None:
             node[field_name] = value
             return
         except OmegaConfBaseException as error:
-            problems.append(str(error).splitlines()[0])
+            problems.append(error)
     if problems:
-        raise ConfigError(f"{key}={value!r} is invalid: {problems[0]}")
+        raise refused_value(key, value, problems[0])
 
 
 def _chosen_options(overrides: Sequence[Override]) -> dict[str, list[str]]:
@@ -126,18 +138,43 @@ def _check_key(override: Override, chosen: dict[str, list[str]]) -> None:
                 _check_value(key, value, schemas)
 
 
-def check_overrides(arguments: Sequence[str]) -> None:
-    """Raise ConfigError for the first override that names an unknown key or group option, or
-    gives a value its field cannot hold. ``hydra.*`` overrides are left to Hydra."""
+def check_single_run(arguments: Sequence[str]) -> None:
+    """Raise ConfigError for an override that sweeps (``scheduler=autodrop,step``, ``range()``,
+    ``glob()``) on a command line without ``-m``, where Hydra's own message offers a list, a
+    quoted string and --multirun over six lines."""
+    for override in _parse(arguments):
+        if override.is_sweep_override():
+            raise ConfigError(
+                f"{override.input_line} sweeps over several values, which needs -m: add -m "
+                "(--multirun) to the command line to run one job per value"
+            )
+
+
+def _parse(arguments: Sequence[str]) -> list[Override]:
     try:
-        overrides = OverridesParser.create().parse_overrides(list(arguments))
+        return OverridesParser.create().parse_overrides(list(arguments))
     except HydraException as error:
         raise ConfigError(str(error).splitlines()[0]) from error
+
+
+def check_overrides(arguments: Sequence[str]) -> None:
+    """Raise ConfigError for the first override that names an unknown key or group option
+    (``hydra/launcher`` included), or gives a value its field cannot hold. ``hydra.*`` keys are
+    left to Hydra."""
+    overrides = _parse(arguments)
     chosen = _chosen_options(overrides)
     for override in overrides:
-        if override.is_hydra_override() or override.package is not None:
+        group = override.key_or_group
+        if override.package is not None:
             continue
-        if override.key_or_group in CHECKED_GROUPS:
-            _check_group(override.key_or_group, _values(override))
-        elif not override.key_or_group.endswith("_preset"):
+        if group.startswith("hydra/"):
+            options = hydra_group_options(group)
+            if options:  # a group Hydra does not know is Hydra's to report
+                _check_group(group, _values(override), options)
+            continue
+        if override.is_hydra_override():
+            continue
+        if group in CHECKED_GROUPS:
+            _check_group(group, _values(override), group_options(group))
+        elif not group.endswith("_preset"):
             _check_key(override, chosen)

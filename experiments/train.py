@@ -42,6 +42,7 @@ from experiments.launch import RunIdentity, decide
 from experiments.loop import TrainingDiverged
 from experiments.preemption import StopSignals, TrainingInterrupted
 from experiments.provenance import code_version
+from experiments.refused_launch import directories_to_make, removed_if_refused
 from experiments.runtime import configure_cpu_threads, configure_determinism, select_device
 from experiments.validation import validate_config
 
@@ -99,6 +100,16 @@ def _importable_worker() -> Any:
     return importlib.import_module("experiments.train")._worker
 
 
+def _worker_refusal(error: ProcessRaisedException) -> Exception | None:
+    """The user error (``cli.USER_ERRORS``) a spawned worker raised, rebuilt from the traceback
+    text that is all torch passes back; None for any other error."""
+    name, sep, message = cli.error_message(error).partition(": ")
+    for kind in cli.USER_ERRORS:
+        if sep and name == kind.__name__:
+            return kind(message)
+    return None
+
+
 def _raise_from_summary(run_dir: rd.RunDir, error: BaseException) -> None:
     summary = run_dir.read_summary() or {}
     message = summary.get("message") or str(error)
@@ -144,6 +155,9 @@ def _spawn_workers(plan: LaunchPlan, args: tuple[Any, ...], run_dir: rd.RunDir) 
         try:
             spawn(plan, _importable_worker(), args, started=started)
         except ProcessRaisedException as error:
+            refusal = _worker_refusal(error)
+            if refusal is not None and run_dir.read_summary() is None:
+                raise refusal from error  # refused before training, as a single process is
             _raise_from_summary(run_dir, error)
         except ProcessExitedException as error:
             _mark_failed_if_running(run_dir, f"a worker process died: {error}")
@@ -193,7 +207,8 @@ def run_job(
     """Validate, name the run, then skip, resume or start it; return what was done and where.
 
     Nothing is written before the config is valid, the run directory named and locked, and the
-    stored setup (if any) found equal to the requested one.
+    stored setup (if any) found equal to the requested one; a launch refused before training
+    removes the run directory it made (``experiments.refused_launch``).
     """
     validate_config(cfg)
     plan = plan_launch(cfg.trainer.devices)
@@ -216,8 +231,12 @@ def run_job(
             )
     root, identity = identify_run(cfg, choices)
     run_dir = rd.RunDir(root)
+    made = directories_to_make(root) if plan.rank == 0 else []
     # One launch per run directory: rank 0 holds its lock (other ranks of torchrun/SLURM join).
-    with run_dir.lock() if plan.rank == 0 else contextlib.nullcontext():
+    with (
+        run_dir.lock() if plan.rank == 0 else contextlib.nullcontext(),
+        removed_if_refused(made, cli.USER_ERRORS),
+    ):
         action, identity = decide(run_dir, identity, plan.world_size, cfg)
         if action is rd.LaunchAction.SKIP:
             log.info("already finished, nothing to do: results in %s", run_dir.root)

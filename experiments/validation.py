@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig
 
 from autodrop import registry
-from experiments.config import ConfigError, check_relative_path, invalid
+from experiments.config import ConfigError, check_relative_path, invalid, invalid_choice
 from experiments.lr_method import build_optimizer, build_schedule
 from experiments.schema import (
     CHOSEN_SCHEMAS,
@@ -37,7 +37,7 @@ PROBE_STEPS_PER_EPOCH = 1000
 def _check_choice(key: str, value: object, choices: Iterable[str]) -> None:
     choices = tuple(choices)
     if value not in choices:
-        raise invalid(key, value, f"allowed values are {', '.join(choices)}")
+        raise invalid_choice(key, value, choices)
 
 
 def _check_at_least(key: str, value: float, low: float) -> None:

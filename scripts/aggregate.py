@@ -1,7 +1,7 @@
 """Aggregate run directories (or W&B runs) into the paper's tables.
 
-    python -m scripts.aggregate --runs results/runs --out results/paper --experiment paper
-    python -m scripts.aggregate --source wandb --project autodrop-bench --out results/paper
+    python -m scripts.aggregate --runs results/runs --out results/local/paper --experiment paper
+    python -m scripts.aggregate --source wandb --project autodrop-bench --out results/local/paper
 
 Writes ``<out>/tables/runs.csv`` (every run), ``failed_runs.{csv,md}`` and, each as CSV,
 Markdown and LaTeX: table2 (the paper's protocol), table2_honest and time_to_target (the honest
@@ -27,7 +27,7 @@ SOURCES = ("local", "wandb")
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, default=Path("results/runs"), help="runs directory")
-    parser.add_argument("--out", type=Path, required=True, help="output, e.g. results/quick")
+    parser.add_argument("--out", type=Path, required=True, help="output, e.g. results/local/quick")
     parser.add_argument("--experiment", default=None, help="only experiments under this prefix")
     parser.add_argument("--source", default="local", help=f"one of {', '.join(SOURCES)}")
     parser.add_argument("--project", default="autodrop-bench", help="W&B project (wandb)")

@@ -1,11 +1,12 @@
 """Draw the figures: the theory figures (no runs needed), every figure the runs allow, or only
 the performance profile and lr-sensitivity figures.
 
-    python -m scripts.figures theory --out results/paper/figures [--iterations 4000] [--seed 0]
+    python -m scripts.figures theory --out results/local/paper/figures [--iterations 4000] \\
+        [--seed 0]
     python -m scripts.figures curves --runs results/runs --experiment paper \\
-        --out results/paper/figures
+        --out results/local/paper/figures
     python -m scripts.figures summary --runs results/runs --experiment ablation/lr_sensitivity \\
-        --out results/quick/lr_sensitivity/figures
+        --out results/local/quick/lr_sensitivity/figures
 
 ``curves`` draws the per-task training curves (validation beside test where runs hold out a
 validation split), the fixed-lr angle study and AutoDrop's measurement trace, then what
@@ -39,7 +40,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="figures", required=True, metavar="FIGURES")
     theory = commands.add_parser("theory", help="NQM (Figs. 1-2) and velocity model (Figs. 4-5)")
-    theory.add_argument("--out", type=Path, default=Path("results/quick/figures"))
+    theory.add_argument("--out", type=Path, default=Path("results/local/quick/figures"))
     theory.add_argument("--iterations", type=int, default=4000)
     theory.add_argument("--seed", type=int, default=0)
     for name, help_text in (
@@ -48,7 +49,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--runs", type=Path, default=Path("results/runs"), help="runs directory")
-        sub.add_argument("--out", type=Path, required=True, help="e.g. results/quick/figures")
+        sub.add_argument("--out", type=Path, required=True, help="e.g. results/local/quick/figures")
         sub.add_argument("--experiment", default=None, help="only experiments under this prefix")
         sub.add_argument(
             "--targets", type=Path, default=TARGETS_FILE, help="validation targets (time to target)"

@@ -3,9 +3,13 @@ long the rest will take.
 
     python -m scripts.status --runs results/runs --experiments quick/digits \
         --grid "scheduler=autodrop,step" --seeds 0,1,2 --gpus 2 [--dry-run]
+    python -m scripts.status --launch "experiment=quick/fixed_lr" \
+        --launch "experiment=quick/digits scheduler=autodrop,step seed=0,1,2"
 
 The grid comes from the command line (the Makefile passes its own variables, see
-:mod:`scripts.analysis.grid`); the states and the estimate from :mod:`scripts.analysis.status`.
+:mod:`scripts.analysis.grid`): every --experiments x --grid launch with --seeds, and each
+--launch as the runner's overrides; the states and the estimate from
+:mod:`scripts.analysis.status`. Runs found outside the grid are counted per experiment below it.
 ``--dry-run`` lists what a launch would train and starts nothing.
 """
 
@@ -23,6 +27,7 @@ from scripts.analysis.status import (
     count_table,
     dry_run_lines,
     grid_status,
+    outside_grid_lines,
     scan_runs,
     summary_lines,
 )
@@ -31,9 +36,7 @@ from scripts.analysis.status import (
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=Path, default=Path("results/runs"), help="runs directory")
-    parser.add_argument(
-        "--experiments", nargs="+", required=True, help="presets, e.g. quick/digits"
-    )
+    parser.add_argument("--experiments", nargs="+", default=[], help="presets, e.g. quick/digits")
     parser.add_argument(
         "--grid",
         nargs="*",
@@ -41,9 +44,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help='sweeps per preset, e.g. "scheduler=hd optimizer.beta=1e-3,1e-4"',
     )
     parser.add_argument("--seeds", default=None, help="e.g. 0,1,2,3 (default: the preset's)")
+    parser.add_argument(
+        "--launch",
+        action="append",
+        default=[],
+        help='one launch\'s overrides, e.g. "experiment=quick/digits scheduler=step seed=0,1" '
+        "(repeatable)",
+    )
     parser.add_argument("--gpus", type=int, default=1, help="devices running runs in parallel")
     parser.add_argument("--dry-run", action="store_true", help="list what a launch would train")
     args = parser.parse_args(argv)
+    if not (args.experiments or args.launch):
+        parser.error("name the grid with --experiments or --launch")
     if args.gpus < 1:
         parser.error(f"--gpus {args.gpus} is invalid: must be >= 1")
     return args
@@ -52,7 +64,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        planned = plan(args.experiments, args.grid, args.seeds)
+        planned = plan(args.experiments, args.grid, args.seeds, args.launch)
         runs = scan_runs(args.runs)
     except (ValueError, HydraException) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -63,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(count_table(status).to_string(index=False))
     print("\n".join(summary_lines(status, args.gpus)))
+    others = [] if args.dry_run else outside_grid_lines(planned, runs)
+    if others:
+        print("\n".join(others))
     return 0
 
 

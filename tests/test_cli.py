@@ -17,7 +17,7 @@ from experiments import sweep_report
 from experiments.cli import finish_line
 from experiments.config import ConfigError
 from experiments.console import EpochProgress, format_epoch_line, run_eta_s
-from experiments.overrides import check_overrides
+from experiments.overrides import check_overrides, check_single_run
 from tests.conftest import REPO_ROOT, TINY_RUN
 
 
@@ -45,14 +45,25 @@ def _run(command: list[str], cwd: Path, env: dict[str, str] | None = None, timeo
         (["trainer.epochs=many"], "error: trainer.epochs='many' is invalid"),
         (["data=mnist"], "error: data=mnist is invalid: allowed values are cifar10"),
         (["scheduler=step", "scheduler.window=3"], "error: unknown key scheduler.window for"),
+        (["trainer.precision=bf61"], "; did you mean trainer.precision=bf16?"),
+        (["scheduler=cosin"], "; did you mean scheduler=cosine?"),
+        (["scheduler=autodrop,step"], "error: scheduler=autodrop,step sweeps over several values"),
+        (["seed=range(0,2)"], "add -m (--multirun)"),
+        (
+            ["scheduler=step", "scheduler.milestones=[5,10]", "trainer.epochs=1"],
+            "milestones must lie within the 1-epoch budget",
+        ),
     ],
 )
-def test_common_mistakes_print_one_line_and_exit_2(train_cli, overrides, message) -> None:
+def test_common_mistakes_print_one_line_exit_2_and_leave_nothing(
+    train_cli, results_dir, overrides, message
+) -> None:
     result = train_cli([*TINY_RUN, *overrides])
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert not results_dir.exists()  # also a launch refused after its run directory was made
 
 
 def test_hydra_full_error_shows_the_traceback(results_dir: Path) -> None:
@@ -78,6 +89,13 @@ def test_hydra_full_error_shows_the_traceback(results_dir: Path) -> None:
 def test_overrides_are_checked_against_the_schemas(arguments, message) -> None:
     with pytest.raises(ConfigError, match=message.replace("?", r"\?").replace("+", r"\+")):
         check_overrides(arguments)
+
+
+def test_a_sweep_without_m_is_refused_in_one_line_and_with_m_or_quoted_passes() -> None:
+    for sweep in ("scheduler=autodrop,step", "seed=range(0,3)", "optimizer=glob(sgd*)"):
+        with pytest.raises(ConfigError, match=r"sweeps over several values, which needs -m"):
+            check_single_run([sweep])
+    check_single_run(["scheduler.label='a,b'", "scheduler.milestones=[5,10]", "seed=1"])
 
 
 def test_valid_overrides_pass_the_check() -> None:

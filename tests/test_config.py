@@ -313,6 +313,69 @@ def test_fixed_choices_are_refused_by_the_schema_with_the_choices(
         OmegaConf.update(copy.deepcopy(quick_config), key, value)
 
 
+@pytest.mark.parametrize(
+    ("override", "meant"),
+    [
+        ("trainer.precision=bf61", "trainer.precision=bf16"),
+        ("trainer.accelerator=cud", "trainer.accelerator=cuda"),
+        ("trainer.loader=clasic", "trainer.loader=classic"),
+        ("logger.mode=offlin", "logger.mode=offline"),
+        ("data.decode=CPU", "data.decode=cpu"),
+    ],
+)
+def test_an_enum_value_gets_a_did_you_mean_on_the_command_line_and_at_composition(
+    override: str, meant: str
+) -> None:
+    with pytest.raises(ConfigError) as checked:
+        check_overrides([override])
+    with pytest.raises(ConfigError) as composed:  # e.g. a grid passed to scripts.status
+        compose_config(["experiment=quick/digits", "logger=wandb", override])
+    for caught in (checked, composed):
+        assert str(caught.value).endswith(f"; did you mean {meant}?"), caught.value
+
+
+@pytest.mark.parametrize(
+    ("override", "meant"),
+    [
+        ("scheduler=cosin", "scheduler=cosine"),
+        ("scheduler=autodrop_1", "scheduler=autodrop_v1"),
+        ("model=resnet", "model=resnet8"),
+        ("experiment=quick/digit", "experiment=quick/digits"),
+        ("optimizer=sdg", "optimizer=sgd"),
+        ("hydra/launcher=jobib", "hydra/launcher=joblib"),  # Hydra's group, plugins included
+    ],
+)
+def test_a_group_choice_gets_a_did_you_mean(override: str, meant: str) -> None:
+    with pytest.raises(ConfigError, match=f"; did you mean {meant}[?]$"):
+        check_overrides([override])
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "meant"),
+    [
+        ("data.name", "cifar1", "cifar10"),
+        ("model.name", "resnet81", "resnet18"),
+        ("scheduler.name", "onecylce", "onecycle"),
+        ("logger.name", "wanb", "wandb"),
+    ],
+)
+def test_a_name_checked_against_a_registry_gets_a_did_you_mean(
+    quick_config, key: str, value: str, meant: str
+) -> None:
+    cfg = copy.deepcopy(quick_config)
+    OmegaConf.update(cfg, key, value)
+    with pytest.raises(ConfigError, match=f"; did you mean {key}={meant}[?]$"):
+        validate_config(cfg)
+
+
+def test_no_did_you_mean_when_no_choice_is_close() -> None:
+    # 'gpu' is as close to 'cpu' as a swap of letters: suggesting cpu would mislead
+    for override in ("trainer.accelerator=gpu", "data=mnist"):
+        with pytest.raises(ConfigError) as caught:
+            check_overrides([override])
+        assert "did you mean" not in str(caught.value)
+
+
 def test_global_batch_must_split_over_devices_and_imagenet_needs_classic_loader(
     quick_config,
 ) -> None:

@@ -724,7 +724,7 @@ BASE_ARGS = {"root": "unused", "batch_size": 8, "eval_batch_size": 8, "device": 
 @pytest.mark.parametrize(
     ("name", "overrides", "match"),
     [
-        ("mnist", {}, r"Unknown dataset 'mnist'; valid: cifar10, cifar100, imagenet, digits"),
+        ("mnist", {}, r"dataset='mnist' is invalid: expected one of \['cifar10', 'cifar100'"),
         (
             "digits",
             {"loader": "dali"},

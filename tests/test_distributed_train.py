@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -218,3 +220,36 @@ def test_local_launcher_preset_joins_two_tasks_into_one_run(train_cli, results_d
     label = "constant,data.image_size=8,trainer.epochs=1"  # sync_bn=true is the default
     summary = _summary(results_dir / f"runs/quick/digits/digits-resnet8/{label}/seed=0")
     assert summary["status"] == "finished" and summary["world_size"] == 2
+
+
+def _exited(pid: int) -> bool:
+    """Whether the child process ``pid`` has exited (Linux: a zombie until it is reaped)."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+
+
+def _fail_after(plan, rank: int, local_rank: int, delays: tuple[float, ...]) -> None:
+    time.sleep(delays[rank])
+    raise ValueError(f"rank {rank} failed")
+
+
+@pytest.mark.slow
+def test_spawn_reports_the_worker_that_failed_first_and_leaves_no_error_files() -> None:
+    import torch.multiprocessing as mp
+
+    from experiments.distributed import LaunchPlan, spawn
+
+    folder = Path(tempfile.gettempdir())
+    before = set(folder.glob("pytorch-errorfile-*"))
+
+    def both_exited(pids: list[int]) -> None:
+        # Wait until both workers have exited (zombies, not yet reaped), so that torch finds
+        # both failed when it first looks, and then names the lower rank.
+        deadline = time.monotonic() + 240
+        while not all(_exited(pid) for pid in pids):
+            assert time.monotonic() < deadline, "the workers did not fail"
+            time.sleep(0.1)
+
+    # Rank 1 fails at once, rank 0 a second later.
+    with pytest.raises(mp.ProcessRaisedException, match="rank 1 failed"):
+        spawn(LaunchPlan(kind="spawn", world_size=2), _fail_after, ((1.0, 0.0),), both_exited)
+    assert set(folder.glob("pytorch-errorfile-*")) == before

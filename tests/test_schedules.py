@@ -12,6 +12,7 @@ from torch.optim import lr_scheduler as torch_sched
 
 from autodrop import AutoDrop, AutoDropV1
 from autodrop.base import ScheduleHooks
+from autodrop.checks import check_choice, check_float, check_int, closest_choice
 from autodrop.registry import (
     SCHEDULE_CLASSES,
     SCHEDULE_NAMES,
@@ -603,6 +604,74 @@ def test_bad_options_raise_value_error_naming_the_value(name, options, text):
 
 def test_every_schedule_has_a_bad_option_case():
     assert {name for name, _, _ in BAD_OPTIONS} == set(CASES) - {"constant"}
+
+
+# A range printed as [low, high] or low <= x <= high with low > high says nothing about what is
+# wrong: every range message is checked for one.
+EMPTY_RANGE = re.compile(r"\[(-?[\d.]+), (-?[\d.]+)[\])]|(-?[\d.]+) <=? \w+ <=? (-?[\d.]+)")
+
+
+def _shows_an_empty_range(message: str) -> bool:
+    for match in EMPTY_RANGE.finditer(message):
+        low, high = (float(x) for x in match.groups() if x is not None)
+        if low > high:
+            return True
+    return False
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "epochs", "spe", "says"),
+    [
+        ("step", {"milestones": [5, 10]}, 1, SPE, "within the 1-epoch budget, which has no"),
+        ("step", {"milestones": [1]}, 1, SPE, "use [] or more epochs"),
+        ("step", {"milestones": [5, 10]}, 2, SPE, "within the 2-epoch budget: expected"),
+        ("cosine", {"warmup_epochs": 1.0}, 1, 1, "the 1-step budget"),
+        ("cosine", {"warmup_epochs": 1.0}, 1, 2, "the 2-step budget"),
+        ("cosine", {"warmup_epochs": 1.0}, 1, 3, "must leave at least one step of decay"),
+    ],
+)
+def test_a_budget_too_short_for_an_option_is_named_never_shown_as_an_empty_range(
+    name, options, epochs, spe, says
+):
+    with pytest.raises(ValueError) as caught:
+        build(name, make_optimizer(), steps_per_epoch=spe, epochs=epochs, **options)
+    message = str(caught.value)
+    assert says in message and not _shows_an_empty_range(message), message
+
+
+def test_the_empty_range_detector_detects():
+    assert _shows_an_empty_range("expected strictly increasing ints in [1, 0] (epochs=1)")
+    assert _shows_an_empty_range("expected an int with 3 <= rank <= 2")
+    assert not _shows_an_empty_range("expected an int with 1 <= rank <= 1 in [0, 1)")
+
+
+@pytest.mark.parametrize(
+    ("check", "kwargs"),
+    [
+        (check_int, {"low": 0, "high": -1}),
+        (check_float, {"low": 1.0, "high": 0.5}),
+        (check_float, {"low": 0.5, "high": 0.5, "low_open": True}),
+    ],
+)
+def test_bounds_that_exclude_each_other_are_named_as_such(check, kwargs):
+    with pytest.raises(ValueError) as caught:
+        check("x", 0, **kwargs)
+    message = str(caught.value)
+    assert "which no number satisfies" in message and not _shows_an_empty_range(message)
+
+
+def test_a_choice_gets_a_did_you_mean_only_when_one_is_close():
+    with pytest.raises(
+        ValueError, match=r"expected one of \['min', 'max'\]; did you mean mode='min'\?"
+    ):
+        check_choice("mode", "mn", ("min", "max"))
+    with pytest.raises(ValueError, match=r"did you mean schedule='cosine'\?"):
+        schedule_class("cosin")
+    assert closest_choice("cosin", SCHEDULE_NAMES) == "cosine"  # the only name it begins
+    assert closest_choice("sdg", ("sgd", "adam")) == "sgd"  # two letters swapped
+    assert closest_choice("BF16", ("bf16", "fp32")) == "bf16"
+    assert closest_choice("gpu", ("auto", "cpu", "cuda")) is None  # cpu would mislead
+    assert closest_choice("", ("a", "b")) is None
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -14,7 +14,7 @@ from experiments import rundir as rd
 from experiments.rundir import LOCK_FILE, RunDir
 from scripts import status as status_command
 from scripts.analysis import status
-from scripts.analysis.grid import PlannedRun, parse_sweep, planned_runs
+from scripts.analysis.grid import PlannedRun, launch_runs, parse_sweep, planned_runs
 from tests.fake_runs import write_fake_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,6 +153,41 @@ def test_status_command_prints_the_table_and_totals(tree, capsys):
     out = capsys.readouterr().out
     assert "4 runs in the grid: 2 finished" in out
     assert "wall time on 2 device(s)" in out
+
+
+def test_runs_outside_the_grid_are_counted_by_experiment_and_task(tree, capsys):
+    write_fake_run(
+        tree, experiment="adhoc", dataset="digits", model="resnet8",
+        scheduler="step,optimizer.lr=0.1", seed=0, test_errs=[5.0, 4.0],
+    )  # fmt: skip
+    write_fake_run(
+        tree, experiment="adhoc", dataset="digits", model="resnet8",
+        scheduler="cosine", seed=3, test_errs=[5.0], status="failed",
+    )  # fmt: skip
+    others = status.outside_grid(planned(), status.scan_runs(tree)).set_index("experiment")
+    assert others.loc["adhoc", ["task", "finished", "failed", "runs"]].tolist() == [
+        "digits/resnet8", 1, 1, 2,
+    ]  # fmt: skip
+    assert others.loc[EXP, ["finished", "runs"]].tolist() == [1, 1]  # exp, not in the grid
+    args = ["--runs", str(tree), "--experiments", EXP, "--grid", "scheduler=" + ",".join(SCHEDULES)]
+    assert status_command.main([*args, "--seeds", "0,1"]) == 0
+    out = capsys.readouterr().out
+    assert "3 runs outside this grid, by experiment:" in out
+    assert any(line.split()[:2] == ["adhoc", "digits/resnet8"] for line in out.splitlines())
+    assert status.outside_grid(planned(), status.scan_runs(tree / "none")).empty
+
+
+def test_a_launch_is_planned_from_its_own_overrides():
+    runs = launch_runs("experiment=quick/digits scheduler=step,cosine seed=0,1 trainer.epochs=2")
+    assert sorted((run.scheduler, run.seed, run.epochs) for run in runs) == [
+        (label, seed, 2)
+        for label in ("cosine,trainer.epochs=2", "step,trainer.epochs=2")
+        for seed in (0, 1)
+    ]
+    fixed_lr = launch_runs("experiment=quick/fixed_lr")  # the preset's own sweep and seed
+    assert len(fixed_lr) == 5 and {run.seed for run in fixed_lr} == {0}
+    with pytest.raises(ValueError, match="must name one experiment=<preset>"):
+        launch_runs("scheduler=step")
 
 
 def test_make_reproduce_dry_run_launches_nothing(tmp_path):

@@ -196,7 +196,9 @@ def test_the_time_to_target_profile_is_drawn_from_three_tasks_only(runs_dir, tmp
                 seed=0, test_errs=[5, 5, 5, 5], val_errs=curves_per_seed[0],
             )  # fmt: skip
     targets = [ttt.Target(EXPERIMENT, f"{d}/{m}", 3.0, "step", 1, 360, "fake") for d, m in tasks]
-    paths = summary.make_summary_figures(load_runs(root).finished(), tmp_path / "out", targets=targets)
+    paths = summary.make_summary_figures(
+        load_runs(root).finished(), tmp_path / "out", targets=targets
+    )
     assert {p.name for p in paths} >= {"fig_time_to_target_profile.png"}
 
 

@@ -35,10 +35,17 @@ class CosineSchedule(PerStepSchedule):
         warmup_epochs = check_float("warmup_epochs", warmup_epochs, low=0.0, high=epochs)
         self.warmup_steps = round(warmup_epochs * steps_per_epoch)
         if self.warmup_steps > 0 and self.warmup_steps >= self.total_steps - 1:
+            budget = f"(epochs={epochs}, steps_per_epoch={steps_per_epoch})"
+            if self.total_steps <= 2:  # warm-up steps < total_steps - 1 leaves only 0
+                room = f"the {self.total_steps}-step budget {budget} has no room for a warm-up"
+            else:
+                room = (
+                    f"warm-up steps must leave at least one step of decay, i.e. be < "
+                    f"{self.total_steps - 1} {budget}"
+                )
             raise ValueError(
                 f"warmup_epochs={warmup_epochs!r} is invalid: it is {self.warmup_steps} steps "
-                f"and must leave at least one step of decay, i.e. warm-up steps < "
-                f"{self.total_steps - 1} (epochs={epochs}, steps_per_epoch={steps_per_epoch})"
+                f"and {room}"
             )
         self.warmup_start_factor = check_float(
             "warmup_start_factor", warmup_start_factor, low=0.0, high=1.0

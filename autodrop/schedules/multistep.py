@@ -35,10 +35,12 @@ def check_milestones(milestones: object, epochs: int) -> list[int]:
         )
         valid = in_range and all(a < b for a, b in pairwise(values))
     if not valid:
-        raise ValueError(
-            f"milestones={values!r} is invalid: expected strictly increasing ints in "
-            f"[1, {epochs - 1}] (epochs={epochs})"
-        )
+        budget = f"milestones must lie within the {epochs}-epoch budget"
+        if epochs < 2:  # no epoch boundary inside the budget: [1, epochs - 1] is empty
+            budget += ", which has no epoch boundary to drop at: use [] or more epochs"
+        else:
+            budget += f": expected strictly increasing ints in [1, {epochs - 1}]"
+        raise ValueError(f"milestones={values!r} is invalid: {budget}")
     return [int(m) for m in values]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from autodrop.checks import check_choice
 from experiments.data.arrays import ArraySplits, ImageArrays
 from experiments.data.bundle import DataBundle, EvalLoader
 from experiments.data.cifar import CIFAR_SIDE, load_cifar
@@ -37,7 +38,7 @@ def _require(condition: bool, message: str) -> None:
 
 def _check_dataset(name: str, settings: DataSettings) -> None:
     """What ``DataSettings`` cannot check alone: the dataset and the settings it needs."""
-    _require(name in DATASET_NAMES, f"Unknown dataset {name!r}; valid: {', '.join(DATASET_NAMES)}")
+    check_choice("dataset", name, DATASET_NAMES)
     _require(
         settings.loader != "device" or name in DEVICE_LOADER_DATASETS,
         f"loader='device' does not support {name!r} (it does {', '.join(DEVICE_LOADER_DATASETS)}); "

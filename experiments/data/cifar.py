@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from autodrop.checks import check_choice
 from experiments.data.archive_download import install_tar_archive, missing_files
 from experiments.data.arrays import ArraySplits, ImageArrays
 from experiments.data.cifar_pickle import (
@@ -105,9 +106,7 @@ CIFAR_RELEASES: dict[str, CifarRelease] = {
 
 
 def _release(kind: str) -> CifarRelease:
-    if kind not in CIFAR_RELEASES:
-        raise ValueError(f"Unknown CIFAR kind {kind!r}; valid: {sorted(CIFAR_RELEASES)}")
-    return CIFAR_RELEASES[kind]
+    return CIFAR_RELEASES[check_choice("kind", kind, sorted(CIFAR_RELEASES))]
 
 
 def _how_to_get(release: CifarRelease, root: Path) -> str:

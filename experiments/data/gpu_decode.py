@@ -37,6 +37,7 @@ from torchvision import io
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
+from autodrop.checks import check_choice
 from experiments.data.bundle import DataBundle
 from experiments.data.image_folder import CheckedImageFolder
 from experiments.data.normalization import IMAGENET_MEAN, IMAGENET_STD
@@ -63,8 +64,7 @@ _SCALE, _RATIO = (0.08, 1.0), (3.0 / 4.0, 4.0 / 3.0)  # RandomResizedCrop's defa
 
 def check_decode(decode: str, dataset: str, device: torch.device) -> None:
     """Refuse a ``data.decode`` this run cannot use, naming the key and the valid choices."""
-    if decode not in DECODERS:
-        raise ValueError(f"data.decode={decode!r} is invalid: valid: {', '.join(DECODERS)}")
+    check_choice("data.decode", decode, DECODERS)
     if decode == "gpu" and dataset != "imagenet":
         raise ValueError(f"data.decode='gpu' applies to imagenet only, not {dataset!r}")
     if decode == "gpu" and not gpu_decode_possible(device):

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from torchvision import transforms
 
+from autodrop.checks import check_choice
 from experiments.data.bundle import DataBundle
 from experiments.data.errors import DatasetUnavailableError
 from experiments.data.image_folder import (
@@ -164,8 +165,7 @@ def imagenet_transforms(
 
     ``output``: "uint8" crops (normalised later on the device by ``OnDeviceNormalize``) or
     "float32" (ToTensor + Normalize in the worker: 4x the bytes, same values)."""
-    if output not in WORKER_OUTPUTS:
-        raise ValueError(f"output={output!r} is invalid: valid: {', '.join(WORKER_OUTPUTS)}")
+    check_choice("output", output, WORKER_OUTPUTS)
     if output == "uint8":
         normalize: list = [transforms.PILToTensor()]
     else:

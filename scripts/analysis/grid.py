@@ -1,10 +1,11 @@
 """The runs a multirun launch would train, found by composing its configs (no run is started).
 
 A launch is ``python -m experiments.train -m experiment=<preset> <grid> seed=<seeds>``, as the
-Makefile's quick / reproduce targets run it: the preset's own sweep (``hydra.sweeper.params``)
-overridden by the grid's ``key=v1,v2`` values and the seeds. Every combination is composed
-through Hydra, so the run's identity (label, dataset, model, epochs) is exactly the one the
-runner will record, whatever the label rules are.
+Makefile's quick / reproduce targets run it (``launch_runs`` takes such a command line's
+overrides): the preset's own sweep (``hydra.sweeper.params``) overridden by the grid's
+``key=v1,v2`` values and the seeds. Every combination is composed through Hydra, so the run's
+identity (label, dataset, model, epochs) is exactly the one the runner will record, whatever the
+label rules are.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from experiments.config import CONF_DIR, compose_config, compose_with_choices
+from experiments.config import CONF_DIR, compose_config, compose_with_choices, invalid_choice
 from experiments.identity import name_suffix
 
 SEED_KEY = "seed"
+EXPERIMENT_KEY = "experiment"
 _UNSUPPORTED = ("(", "[", "{", "*")  # Hydra's range(), glob(), choice() and list sweeps
 
 
@@ -62,7 +64,7 @@ def check_preset(experiment: str) -> None:
     folder = CONF_DIR / "experiment"
     presets = sorted(str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml"))
     if experiment not in presets:
-        raise ValueError(f"experiment {experiment!r} is not a preset; presets: {presets}")
+        raise invalid_choice("experiment", experiment, presets)
 
 
 def planned_runs(experiment: str, grid: str = "", seeds: str | None = None) -> list[PlannedRun]:
@@ -98,11 +100,32 @@ def planned_runs(experiment: str, grid: str = "", seeds: str | None = None) -> l
     return runs
 
 
-def plan(experiments: Sequence[str], grids: Sequence[str], seeds: str | None) -> list[PlannedRun]:
-    """The runs of every experiment x grid launch (as `make reproduce` loops), without repeats."""
+def launch_runs(launch: str) -> list[PlannedRun]:
+    """Every run of one launch written as its overrides, e.g.
+    ``"experiment=quick/digits scheduler=autodrop,step seed=0,1 trainer.epochs=2"``."""
+    params = parse_sweep(launch)
+    experiment = params.pop(EXPERIMENT_KEY, None)
+    if experiment is None or len(experiment) != 1:
+        raise ValueError(f"launch {launch!r} must name one {EXPERIMENT_KEY}=<preset>")
+    seeds = params.pop(SEED_KEY, None)
+    grid = " ".join(f"{key}={','.join(values)}" for key, values in params.items())
+    return planned_runs(experiment[0], grid, None if seeds is None else ",".join(seeds))
+
+
+def plan(
+    experiments: Sequence[str],
+    grids: Sequence[str],
+    seeds: str | None,
+    launches: Sequence[str] = (),
+) -> list[PlannedRun]:
+    """The runs of every experiment x grid launch (as `make reproduce` loops) and of every
+    launch in ``launches`` (see ``launch_runs``), without repeats."""
     found: dict[tuple, PlannedRun] = {}
     for experiment in experiments:
         for grid in grids or [""]:
             for run in planned_runs(experiment, grid, seeds):
                 found.setdefault(run.key, run)
+    for launch in launches:
+        for run in launch_runs(launch):
+            found.setdefault(run.key, run)
     return list(found.values())

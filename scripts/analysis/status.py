@@ -4,7 +4,8 @@ long the rest will take (``python -m scripts.status`` prints it).
 The grid comes from :mod:`scripts.analysis.grid`; the runs from each run directory's summary.json
 fields (never from directory names) and its ``.lock``. A run is finished, running (another
 process holds its flock), stale (its summary says running but nobody holds the lock), failed,
-diverged, any other status the runner records (its own column) or missing.
+diverged, any other status the runner records (its own column) or missing. Runs found outside
+the grid (a user's own runs, other presets') are counted per experiment and task beside it.
 
 Remaining compute = remaining epochs x device-seconds per epoch of the task (dataset/model): the
 mean of time_per_iter_s x steps_per_epoch x world_size over finished runs of the task, else
@@ -127,6 +128,30 @@ def count_table(status: pd.DataFrame) -> pd.DataFrame:
     return counts.assign(remaining_h=hours.round(2)).reset_index()
 
 
+def outside_grid(planned: Sequence[PlannedRun], runs: pd.DataFrame) -> pd.DataFrame:
+    """Per experiment and task, the runs that are not in ``planned``: their number in each state
+    (the states that occur) and in all."""
+    keys = {run.key for run in planned}
+    identity = runs[list(_IDENTITY)].itertuples(index=False, name=None)
+    others = runs[[key not in keys for key in identity]]
+    if others.empty:
+        return pd.DataFrame(columns=["experiment", "task", "runs"])
+    task = others["dataset"] + "/" + others["model"]
+    counts = pd.crosstab([others["experiment"], task.rename("task")], others["state"])
+    states = [state for state in COLUMNS if state in counts.columns]
+    counts = counts[states + sorted(set(counts.columns) - set(states))]
+    return counts.assign(runs=counts.sum(axis=1)).reset_index()
+
+
+def outside_grid_lines(planned: Sequence[PlannedRun], runs: pd.DataFrame) -> list[str]:
+    """The table of ``outside_grid`` under a heading; nothing when every run is in the grid."""
+    table = outside_grid(planned, runs)
+    if table.empty:
+        return []
+    heading = f"{int(table['runs'].sum())} runs outside this grid, by experiment:"
+    return ["", heading, table.to_string(index=False)]
+
+
 def summary_lines(status: pd.DataFrame, gpus: int) -> list[str]:
     """Totals, the estimate's sources and the wall time on ``gpus`` devices."""
     left = status[status["state"] != FINISHED]
@@ -162,4 +187,3 @@ def dry_run_lines(status: pd.DataFrame) -> list[str]:
             action = f"relaunch ({run.state}, epoch {run.epochs_done}/{run.epochs})"
         lines.append(f"would {action}: {where}")
     return lines or ["nothing to launch: every run of the grid finished"]
-
