@@ -16,6 +16,7 @@ from autodrop import registry
 from autodrop.base import Signal, declared_signals
 from autodrop.checks import check_float
 from autodrop.schedules.per_step import PerStepSchedule
+from autodrop.search_space import Uniform, space
 from experiments import config as config_module
 from experiments import schema
 from experiments.config import ConfigError, compose_config
@@ -32,6 +33,8 @@ class LinearDecaySchedule(PerStepSchedule):
     display_name = "Linear"
     colour = "#aa3377"
     reads = frozenset()  # a fixed function of the step: it reads no training signal
+    needs_budget = True  # it decays over the whole budget: it takes `epochs`
+    search_space = space(scheduler__end_factor=Uniform(0.0, 0.5))  # and the lr
 
     def __init__(
         self, optimizer: Optimizer, steps_per_epoch: int, epochs: int, end_factor: float = 0.0
