@@ -119,3 +119,20 @@ def test_a_schedule_that_does_not_declare_what_it_reads_is_refused(
         declared_signals(LinearDecaySchedule)  # strings are not Signal members
     monkeypatch.setattr(LinearDecaySchedule, "reads", frozenset({Signal.GRADIENTS}))
     assert declared_signals(LinearDecaySchedule) == {Signal.GRADIENTS}
+
+
+def test_a_schedule_that_does_not_declare_its_budget_or_search_space_is_refused(
+    linear_registered, monkeypatch
+) -> None:
+    cfg = compose_config(["experiment=quick/digits", "scheduler=linear"])
+    for attribute, text in (
+        ("needs_budget", "must declare `needs_budget`"),
+        ("search_space", "must declare `search_space`"),
+    ):
+        with monkeypatch.context() as patch:
+            patch.delattr(LinearDecaySchedule, attribute)
+            with pytest.raises(ConfigError, match=text):
+                validate_config(cfg)
+    monkeypatch.setattr(LinearDecaySchedule, "needs_budget", False)  # yet it takes `epochs`
+    with pytest.raises(ConfigError, match="declares needs_budget=False but its constructor takes"):
+        validate_config(cfg)
