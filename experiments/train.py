@@ -44,6 +44,7 @@ from experiments.preemption import StopSignals, TrainingInterrupted
 from experiments.provenance import code_version
 from experiments.refused_launch import directories_to_make, removed_if_refused
 from experiments.runtime import configure_cpu_threads, configure_determinism, select_device
+from experiments.studies import with_trial
 from experiments.validation import validate_config
 
 log = logging.getLogger("experiments.train")
@@ -210,6 +211,7 @@ def run_job(
     stored setup (if any) found equal to the requested one; a launch refused before training
     removes the run directory it made (``experiments.refused_launch``).
     """
+    cfg = with_trial(cfg, overrides)  # a tuning-study trial's values (experiments.studies)
     validate_config(cfg)
     plan = plan_launch(cfg.trainer.devices)
     if cfg.trainer.gpu_slots and plan.kind not in ("single", "spawn"):

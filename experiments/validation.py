@@ -27,6 +27,7 @@ from experiments.schema import (
     schema_keys,
     unknown_key_message,
 )
+from experiments.studies import check_study
 
 CIFAR_IMAGE_SIZE = 32
 # Steps per epoch of the trial build: the real value needs the data, so take a large one (a
@@ -208,6 +209,7 @@ def validate_config(cfg: DictConfig) -> None:
     _check_choice("optimizer.name", cfg.optimizer.name, OPTIMIZER_SCHEMAS)
     _check_choice("logger.name", cfg.logger.name, LOGGER_SCHEMAS)
     _check_known_keys(cfg)
+    check_study(cfg)  # before trainer.epochs is read: the horizon study derives it
     check_relative_path("experiment_name", cfg.experiment_name)
     _check_at_least("seed", cfg.seed, 0)
     _check_data_and_model(cfg)
