@@ -240,25 +240,33 @@ else
 	$(PY) -m scripts.figures summary --runs $(RESULTS)/runs --experiment ablation/lr_sensitivity --out $(LR_SENSITIVITY_OUT)/figures
 endif
 
-study-quick: study-quick-runs ## Horizon and tuning studies on digits (~35 min on 2 cores) -> results/local/quick/studies/
-	@$(MAKE) --no-print-directory study-quick-outputs
+# A tuning trial may diverge (its lr is drawn up to 10x the task's): that is a result, so every
+# launch runs, the outputs are written (they list such runs and score diverged trials), and the
+# target then fails if a job did not finish, as make reproduce does.
+study-quick: $(STAMP) ## Horizon and tuning studies on digits (~35 min on 2 cores) -> results/local/quick/studies/
+	@status=0; $(MAKE) --no-print-directory study-quick-runs || status=1; \
+	$(MAKE) --no-print-directory study-quick-outputs && exit $$status
 
-study-quick-update: study-quick-runs ## make study-quick, then rewrite the committed results/quick/studies/
+study-quick-update: $(STAMP) ## make study-quick, then rewrite the committed results/quick/studies/
 ifeq ($(DRY),1)
+	@$(MAKE) --no-print-directory study-quick-runs
 	@echo "would rewrite $(STUDY_QUICK_REF)/ with the studies' tables, figures and README"
 else
-	rm -rf $(UPDATE_DIR)/quick_studies
-	@$(MAKE) --no-print-directory study-quick-outputs STUDY_QUICK_OUT=$(UPDATE_DIR)/quick_studies
-	@$(call publish,$(UPDATE_DIR)/quick_studies,$(STUDY_QUICK_REF))
+	@status=0; $(MAKE) --no-print-directory study-quick-runs || status=1; \
+	rm -rf $(UPDATE_DIR)/quick_studies && \
+	$(MAKE) --no-print-directory study-quick-outputs STUDY_QUICK_OUT=$(UPDATE_DIR)/quick_studies && \
+	$(call publish,$(UPDATE_DIR)/quick_studies,$(STUDY_QUICK_REF)) && exit $$status
 endif
 
 study-quick-runs: $(STAMP)
 ifeq ($(DRY),1)
 	$(STATUS_study-quick) --dry-run
 else
-	$(TRAIN) -m $(STUDY_QUICK_HORIZONS_AWARE) paths.results_dir=$(RESULTS) logger=none $(QUICK_PARALLEL)
-	$(TRAIN) -m $(STUDY_QUICK_HORIZONS_FREE) paths.results_dir=$(RESULTS) logger=none $(QUICK_PARALLEL)
-	$(TRAIN) -m $(STUDY_QUICK_TUNING) paths.results_dir=$(RESULTS) logger=none $(QUICK_PARALLEL)
+	status=0; \
+	$(TRAIN) -m $(STUDY_QUICK_HORIZONS_AWARE) paths.results_dir=$(RESULTS) logger=none $(QUICK_PARALLEL) || status=1; \
+	$(TRAIN) -m $(STUDY_QUICK_HORIZONS_FREE) paths.results_dir=$(RESULTS) logger=none $(QUICK_PARALLEL) || status=1; \
+	$(TRAIN) -m $(STUDY_QUICK_TUNING) paths.results_dir=$(RESULTS) logger=none $(QUICK_PARALLEL) || status=1; \
+	exit $$status
 endif
 
 study-quick-outputs: $(STAMP)

@@ -26,8 +26,8 @@ from autodrop.search_space import (
 )
 from experiments.config import ConfigError, compose_config, compose_with_choices
 from experiments.studies import with_trial
-from experiments.trials import halton_points, pool
 from experiments.train import identify_run
+from experiments.trials import halton_points, pool
 from experiments.validation import validate_config
 from scripts.analysis import tuning
 from scripts.analysis.runs import load_runs
@@ -82,7 +82,7 @@ def test_distributions_map_the_unit_interval_onto_their_range(distribution, low,
     end = distribution.value(1.0)
     assert end == pytest.approx(high) if isinstance(high, float) else end == high
     values = [distribution.value(u) for u in np.linspace(0, 1, 101)]
-    assert values == sorted(values, key=lambda v: (str(v) if isinstance(v, str) else v))
+    assert values == sorted(values, key=lambda v: str(v) if isinstance(v, str) else v)
 
 
 def test_integer_and_choice_draws_give_each_value_its_share():
@@ -253,3 +253,25 @@ def test_the_tables_read_trials_and_defaults_from_the_runs(tmp_path):
     assert row["K = 3 (N)"].startswith("3.00 [")  # trial 1 has the lowest validation error
     assert list(pool_table.display["trial"]) == ["1", "2", "0", "defaults"]
     assert math.isclose(table.values["test_err"].iloc[-1], 3.0)
+
+
+def test_a_diverged_trial_stays_in_the_pool_scored_by_the_epochs_it_recorded(tmp_path):
+    runs_dir = tmp_path / "runs"
+    trials = {0: ([4.0, 3.0], [5.0, 2.0], "finished"), 1: ([6.0], [7.0], "diverged"),
+              2: ([], [], "diverged"), 3: ([1.0], [1.0], "failed")}  # fmt: skip
+    for trial, (vals, tests, status) in trials.items():
+        write_fake_run(
+            runs_dir, experiment=STUDY, dataset="digits", model="resnet8", scheduler="hd",
+            seed=0, test_errs=tests, val_errs=vals, settings={"tuning.trial": trial},
+            status=status, epochs_planned=2,
+        )  # fmt: skip
+    trials_frame, _ = tuning.study_frames(load_runs(runs_dir))
+    scored = trials_frame.set_index("trial")[["val_err", "test_err", "diverged"]]
+    assert scored.to_dict("index") == {
+        0: {"val_err": 3.0, "test_err": 2.0, "diverged": False},
+        1: {"val_err": 6.0, "test_err": 7.0, "diverged": True},
+        2: {"val_err": tuning.DIVERGED_ERROR, "test_err": tuning.DIVERGED_ERROR, "diverged": True},
+    }  # a failed run is no trial: it is listed, never scored
+    (table, pool_table) = tuning.tuning_tables(load_runs(runs_dir))
+    assert "diverged trials (HD 2) stay in their pools" in table.note
+    assert list(pool_table.display["diverged"]) == ["", "diverged", "diverged"]

@@ -119,8 +119,9 @@ class ScheduleFreeLR(OptimizerSetsLR):
     reads = frozenset({Signal.GRADIENTS})  # its optimizer replaces the schedule
     tuned_setting = "lr_multiplier"
     needs_budget = False  # its warmup is a fixed number of epochs
-    # Its lr is the task's lr times lr_multiplier (its README: 1-10x, up to 50x the SGD lr):
-    # the multiplier is its lr knob, so the task's lr itself is not searched as well.
+    # Its lr is the task's lr times lr_multiplier, so the multiplier is its lr knob (the task's lr
+    # is not searched as well): one decade either side of its default 10, as every other space
+    # searches the lr (the package's README asks 10-50x the SGD lr).
     search_space = MappingProxyType({"optimizer.lr_multiplier": LogUniform(1.0, 100.0)})
 
     def __init__(self, optimizer: Optimizer) -> None:

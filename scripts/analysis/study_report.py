@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from autodrop.registry import schedule_needs_budget
-from scripts.analysis import horizons, statistics, tuning
+from scripts.analysis import horizons, statistics, tables, tuning
 from scripts.analysis.display import display_name
 from scripts.analysis.figures.common import save_figure
 from scripts.analysis.figures.studies import horizon_figure, tuning_figure
@@ -28,8 +28,8 @@ def _stem(task: str) -> str:
 
 def study_tables(runs: RunSet) -> list[Table]:
     """Both studies' tables of the finished runs."""
-    finished = runs.finished()
-    return horizons.horizon_tables(finished) + tuning.tuning_tables(finished)
+    listed = [tables.failed_runs(runs)] if not runs.unfinished().empty else []
+    return horizons.horizon_tables(runs.finished()) + tuning.tuning_tables(runs) + listed
 
 
 def study_figures(runs: RunSet, out_dir: Path) -> list[Path]:
@@ -40,7 +40,7 @@ def study_figures(runs: RunSet, out_dir: Path) -> list[Path]:
     for task, group in reads.groupby("task", sort=True):
         title = f"{task}: test error within each budget (horizon study)"
         paths += save_figure(horizon_figure(group, title), out_dir, f"fig_horizons_{_stem(task)}")
-    trials, defaults = tuning.study_frames(finished)
+    trials, defaults = tuning.study_frames(runs)
     curve = tuning.curves(trials)
     for task, group in curve.groupby("task", sort=True):
         title = f"{task}: test error of the validation-best of K trials (tuning study)"

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from autodrop.registry import schedule_search_space
+from experiments.rundir import DIVERGED, FINISHED
 from scripts.analysis.display import display_name
 from scripts.analysis.runs import RunSet
 from scripts.analysis.tables import Table, order_labels
@@ -40,7 +41,12 @@ BAND = 0.95
 BOOTSTRAP_SEED = 0
 TABLE_KS = (1, 4)  # and N
 PROTOCOL = "Honest protocol (every choice made on the validation split)"
-POOL_COLUMNS = ("run_id", "experiment", "task", "schedule", "trial", "seed", "val_err", "test_err")
+POOL_COLUMNS = (
+    "run_id", "experiment", "task", "schedule", "trial", "seed", "val_err", "test_err", "diverged",
+)  # fmt: skip
+# The error of a diverged trial that recorded no epoch: the worst possible, so that a tuner keeps
+# it only when every trial it drew diverged.
+DIVERGED_ERROR = 100.0
 
 
 def selection_probabilities(n: int) -> np.ndarray:
@@ -99,14 +105,17 @@ def bootstrap_band(
 
 
 def study_frames(runs: RunSet) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(trials, defaults) of the finished tuning-study runs (label setting ``tuning.trial``):
-    POOL_COLUMNS plus the values drawn, one ``<config key>`` column each (the defaults' own
-    values for the defaults runs, whose trial is None)."""
+    """(trials, defaults) of the tuning-study runs (label setting ``tuning.trial``) that
+    finished or diverged: POOL_COLUMNS plus the values drawn, one ``<config key>`` column each
+    (the defaults' own values for the defaults runs, whose trial is None). A diverged trial is a
+    trial, scored by the epochs it recorded (DIVERGED_ERROR without any)."""
     rows = []
-    for run in runs.finished().runs.itertuples(index=False):
+    for run in runs.runs.itertuples(index=False):
         settings = json.loads(run.settings)
-        if TRIAL_KEY not in settings:
+        if TRIAL_KEY not in settings or run.status not in (FINISHED, DIVERGED):
             continue
+        diverged = run.status == DIVERGED
+        scored = not (pd.isna(run.min_val_err) or pd.isna(run.test_err_at_best_val))
         setup = json.loads(run.setup)
         drawn = {key: setup.get(key) for key in schedule_search_space(run.scheduler_name)}
         rows.append(
@@ -117,8 +126,9 @@ def study_frames(runs: RunSet) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "schedule": run.scheduler_name,
                 "trial": settings[TRIAL_KEY],
                 "seed": run.seed,
-                "val_err": run.min_val_err,
-                "test_err": run.test_err_at_best_val,
+                "val_err": run.min_val_err if scored else DIVERGED_ERROR,
+                "test_err": run.test_err_at_best_val if scored else DIVERGED_ERROR,
+                "diverged": diverged,
                 **drawn,
             }
         )
@@ -187,9 +197,17 @@ def tuning_table(trials: pd.DataFrame, defaults: pd.DataFrame) -> Table | None:
     )
     note = (
         "K = 1 is the pool's mean (one untuned random trial); K = N the validation-best "
-        "trial; the band resamples the N trials, not the seeds (tuning.md's caption); the "
-        "expected validation error falls with K, the test error need not (tuning_curve.csv)"
+        "trial; the band resamples the N trials, not the seeds; the expected validation error "
+        "falls with K, the test error need not (tuning.csv has every K)"
     )
+    diverged = trials[trials["diverged"].astype(bool)]
+    if not diverged.empty:
+        counts = diverged.groupby("schedule").size()
+        shown = ", ".join(f"{display_name(s)} {n}" for s, n in counts.items())
+        note += (
+            f"; diverged trials ({shown}) stay in their pools, scored by the epochs before they "
+            f"diverged ({DIVERGED_ERROR:g} % without any)"
+        )
     return Table("tuning", display, curve, note, caption)
 
 
@@ -217,9 +235,12 @@ def pool_table(trials: pd.DataFrame, defaults: pd.DataFrame) -> Table | None:
     ]
     rank = {name: i for i, name in enumerate(order_labels(set(frame["schedule"])))}
     frame = frame.sort_values(["task", "schedule", "val_err", "trial"], key=_rank_key(rank))
-    display = frame.assign(schedule=frame["schedule"].map(display_name))[
-        ["task", "schedule", "trial", "settings", "val_err", "test_err"]
-    ].set_index(["task", "schedule"])
+    shown = frame.assign(
+        schedule=frame["schedule"].map(display_name),
+        diverged=frame["diverged"].map({True: "diverged"}).fillna(""),
+    )
+    columns = ["task", "schedule", "trial", "settings", "val_err", "test_err", "diverged"]
+    display = shown[columns].set_index(["task", "schedule"])
     display = display.rename(columns={"val_err": "min val err (%)", "test_err": "test err (%)"})
     caption = (
         f"{PROTOCOL}: every trial of the tuning study, best validation error first: the values "

@@ -10,10 +10,16 @@ from matplotlib.figure import Figure
 
 from autodrop.registry import schedule_needs_budget
 from scripts.analysis.display import display_name
-from scripts.analysis.figures.common import schedule_color, shared_legend, style_entry
+from scripts.analysis.figures.common import (
+    integer_ticks,
+    schedule_color,
+    shared_legend,
+    style_entry,
+)
 from scripts.analysis.tables import order_labels
 
-BAND_ALPHA = 0.15
+BAND_ALPHA = 0.1
+DODGE = 0.025  # log2 units between neighbouring schedules at one budget
 _ANYTIME = {"linestyle": "-", "marker": "o"}
 _PER_BUDGET = {"linestyle": "--", "marker": "s", "markerfacecolor": "white"}
 
@@ -25,11 +31,14 @@ def horizon_figure(reads: pd.DataFrame, title: str) -> Figure:
     stats = reads.groupby(["schedule", "horizon_epochs"])["test_err"].agg(["mean", "std"])
     stats = stats.reset_index()
     fig, ax = plt.subplots(figsize=(6.5, 4.6), layout="constrained")
-    for schedule in order_labels(set(stats["schedule"])):
+    schedules = order_labels(set(stats["schedule"]))
+    for index, schedule in enumerate(schedules):
         line = stats[stats["schedule"] == schedule].sort_values("horizon_epochs")
         style = _PER_BUDGET if schedule_needs_budget(schedule) else _ANYTIME
+        # Side by side around each budget (log2 x), so the bars do not hide each other.
+        dodge = 2.0 ** (DODGE * (index - (len(schedules) - 1) / 2))
         ax.errorbar(
-            line["horizon_epochs"],
+            line["horizon_epochs"] * dodge,
             line["mean"],
             yerr=line["std"].fillna(0.0),
             color=schedule_color(schedule),
@@ -61,7 +70,9 @@ def tuning_figure(curve: pd.DataFrame, defaults: pd.DataFrame, title: str) -> Fi
     for schedule in order_labels(set(curve["schedule"])):
         line = curve[curve["schedule"] == schedule].sort_values("k")
         color = schedule_color(schedule)
-        ax.plot(line["k"], line["test_err"], color=color, label=display_name(schedule))
+        ax.plot(
+            line["k"], line["test_err"], color=color, label=display_name(schedule), linewidth=1.6
+        )
         ax.fill_between(line["k"], line["low"], line["high"], color=color, alpha=BAND_ALPHA)
         default = defaults[defaults["schedule"] == schedule]["test_err"].dropna()
         if len(default):
@@ -69,6 +80,7 @@ def tuning_figure(curve: pd.DataFrame, defaults: pd.DataFrame, title: str) -> Fi
     ax.set_xlabel("K: trials tuned (the validation-best of K drawn from the pool)")
     ax.set_ylabel("expected test error (%)")
     ax.set_xlim(left=0.8)
+    integer_ticks([ax])
     ax.grid(alpha=0.3)
     extra = [
         style_entry("95% bootstrap band over the pool", linewidth=6, alpha=0.3),
