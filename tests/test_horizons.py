@@ -352,3 +352,32 @@ def test_the_runs_table_counts_the_saving(study):
     assert values.loc["autodrop", "epochs, one run per budget"] == 5 * (1 + 2 + 4 + 8)
     assert values.loc["autodrop", "epochs saved"] == 5 * 7
     assert values.loc["step", "epochs saved"] == 0
+
+
+def test_status_totals_show_the_grid_and_the_saving_without_the_table(tmp_path, capsys):
+    from scripts import status
+
+    launch = f"experiment={DIGITS} scheduler=autodrop seed=0,1"
+    assert status.main(["--runs", str(tmp_path), "--launch", launch, "--totals"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("2 runs in the grid: 0 finished")
+    assert f"{DIGITS}: 2 runs of schedules that need no budget are read at 6 shorter" in out
+    assert "autodrop-budget=2" not in out  # no table of runs
+
+
+def test_the_studies_command_writes_tables_figures_and_a_readme_from_the_numbers(study, tmp_path):
+    from scripts import studies
+
+    runs_dir = tmp_path / "runs"
+    out = tmp_path / "out"
+    assert studies.main(["--runs", str(runs_dir), "--out", str(out)]) == 0
+    names = {path.name for path in (out / "tables").iterdir()}
+    assert {"horizons.md", "horizons_comparisons.csv", "horizons_time_to_target.tex"} <= names
+    assert (out / "figures" / "fig_horizons_digits-resnet8.png").is_file()
+    readme = (out / "README.md").read_text()
+    assert "digits/resnet8, T = 4 epochs, 5 seeds." in readme
+    reads = horizons.horizon_reads(study)
+    at_t = reads[(reads["budget"] == 1.0)].groupby("schedule")["test_err"].mean()
+    assert f"1T (4 ep): best AutoDrop {at_t['autodrop']:.2f} %; reference Step" in readme
+    assert "## Tuning study" not in readme  # no tuning runs here
+    assert studies.main(["--runs", str(runs_dir), "--experiments", "paper", "--out", str(out)]) == 2

@@ -35,7 +35,7 @@ from experiments.schema import HORIZON_BUDGETS
 from scripts.analysis import statistics
 from scripts.analysis import time_to_target as ttt
 from scripts.analysis.display import display_name
-from scripts.analysis.runs import RunSet
+from scripts.analysis.runs import RunSet, task_keys
 from scripts.analysis.tables import Table, format_cell, order_labels, seeds_phrase
 
 BUDGET_KEY = "horizon.budget"  # the label setting of a horizon-study run
@@ -65,7 +65,7 @@ def study_runs(runs: RunSet) -> pd.DataFrame:
         {
             "run_id": frame["run_id"],
             "experiment": frame["experiment"],
-            "task": frame["task"],
+            "task": task_keys(frame),  # with the experiment where a task has several
             "schedule": frame["scheduler_name"],
             "seed": frame["seed"].astype(int),
             "needs_budget": frame["scheduler_name"].map(schedule_needs_budget),

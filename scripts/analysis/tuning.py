@@ -32,7 +32,7 @@ import pandas as pd
 from autodrop.registry import schedule_search_space
 from experiments.rundir import DIVERGED, FINISHED
 from scripts.analysis.display import display_name
-from scripts.analysis.runs import RunSet
+from scripts.analysis.runs import RunSet, task_keys
 from scripts.analysis.tables import Table, order_labels
 
 TRIAL_KEY = "tuning.trial"  # the label setting of a tuning-study run
@@ -109,11 +109,14 @@ def study_frames(runs: RunSet) -> tuple[pd.DataFrame, pd.DataFrame]:
     finished or diverged: POOL_COLUMNS plus the values drawn, one ``<config key>`` column each
     (the defaults' own values for the defaults runs, whose trial is None). A diverged trial is a
     trial, scored by the epochs it recorded (DIVERGED_ERROR without any)."""
+    frame = runs.runs[
+        runs.runs["settings"].map(lambda text: TRIAL_KEY in json.loads(text))
+        & runs.runs["status"].isin([FINISHED, DIVERGED])
+    ]
+    frame = frame.assign(task=task_keys(frame)) if not frame.empty else frame
     rows = []
-    for run in runs.runs.itertuples(index=False):
+    for run in frame.itertuples(index=False):
         settings = json.loads(run.settings)
-        if TRIAL_KEY not in settings or run.status not in (FINISHED, DIVERGED):
-            continue
         diverged = run.status == DIVERGED
         scored = not (pd.isna(run.min_val_err) or pd.isna(run.test_err_at_best_val))
         setup = json.loads(run.setup)
