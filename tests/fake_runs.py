@@ -103,6 +103,7 @@ def write_fake_run(
     _write_jsonl(run_dir / rd.METRICS_FILE, records)
     if trace is not None:
         _write_jsonl(run_dir / TRACE_FILE, trace)
+    derived = rd.summarize_metrics(records)
     summary = {
         "status": status,
         "experiment": experiment,
@@ -115,20 +116,23 @@ def write_fake_run(
         "label_settings": settings,
         "seed": seed,
         "epochs_planned": planned,
-        "epochs_done": epochs,
-        "final_test_err": test_errs[-1] if test_errs else None,
-        "min_test_err": min(test_errs) if test_errs else None,
-        "min_test_err_epoch": (list(test_errs).index(min(test_errs)) + 1) if test_errs else None,
+        **derived,  # epochs_done, final and minimum test error, time per iteration
         "wall_time_s": time_per_iter_s * steps_per_epoch * epochs,
-        "time_per_iter_s": time_per_iter_s if epochs else None,
         "steps_per_epoch": steps_per_epoch,
-        "batch_size": 128,
+        "batch_size": 128,  # the setup's trainer.batch_size
         "hardware": "cpu (fake)",
         "world_size": 1,
         "versions": {"torch": "fake"},
         "git_commit": None,
         "changes": changes,
         "setup": {
+            "experiment_name": experiment,
+            "data.name": dataset,
+            "model.name": model,
+            "scheduler.name": scheduler,
+            "seed": seed,
+            "trainer.epochs": planned,
+            "trainer.batch_size": 128,
             **{f"scheduler.{key}": value for key, value in (options or {}).items()},
             **settings,
             **changes,
