@@ -12,7 +12,7 @@ import contextlib
 import importlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +37,27 @@ from experiments.distributed import (
     spawn,
 )
 from experiments.gpu_slots import SLOT_DIR_NAME, SlotPool, claim_slot, visible_gpus
-from experiments.identity import label_settings, name_suffix, run_directory, run_setup
+from experiments.identity import (
+    DATA_FINGERPRINT_KEY,
+    label_settings,
+    name_suffix,
+    rounding_values,
+    run_directory,
+    run_setup,
+)
 from experiments.launch import RunIdentity, decide
 from experiments.loop import TrainingDiverged
 from experiments.preemption import StopSignals, TrainingInterrupted
 from experiments.provenance import code_version
-from experiments.runtime import configure_cpu_threads, configure_determinism, select_device
-from experiments.validation import validate_config
+from experiments.runtime import (
+    configure_cpu_threads,
+    configure_determinism,
+    launch_device_type,
+    processes_per_node,
+    select_device,
+    with_device_defaults,
+)
+from experiments.validation import check_batch_fits, validate_config
 
 log = logging.getLogger("experiments.train")
 
@@ -78,6 +92,10 @@ def _worker(
             return  # the parent reports it: it holds the lock and any scheduler's handler
         raise
     except SystemExit:  # a scheduler's handler requeued the job after our checkpoint
+        raise
+    except KeyboardInterrupt:  # Ctrl-C twice: the run is marked failed; the entry says so
+        if rank == 0:
+            log.error("stopped at once by a second Ctrl-C: the run is marked failed")
         raise
     except TrainingDiverged as error:
         if rank == 0:
@@ -155,19 +173,66 @@ def _spawn_workers(plan: LaunchPlan, args: tuple[Any, ...], run_dir: rd.RunDir) 
 class LaunchResult:
     action: str  # skip | resume | fresh
     run_dir: Path
+    note: str | None = None  # what the result line adds (a skip's other rounding values)
 
 
-def identify_run(cfg: DictConfig, choices: Mapping[str, str | None]) -> tuple[Path, RunIdentity]:
-    """The run directory and identity of ``cfg`` (composed from the Hydra ``choices``)."""
-    suffix, changes = name_suffix(cfg, choices, compose_config)
+def resolve_for_launch(cfg: DictConfig, world_size: int) -> DictConfig:
+    """``cfg`` with its device-dependent values resolved as this launch trains them (precision,
+    channels_last, threads, ...: ``experiments.runtime.with_device_defaults`` on the device type
+    ``trainer.accelerator`` picks). The workers train this config; the run records it."""
+    device = torch.device(launch_device_type(str(cfg.trainer.accelerator)))
+    jobs_on_node = cfg.trainer.gpu_slots // cfg.trainer.devices
+    return with_device_defaults(cfg, device, processes_per_node(world_size, jobs_on_node))
+
+
+def run_suffix(
+    cfg: DictConfig, choices: Mapping[str, str | None], world_size: int | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The identity suffix of ``cfg``'s run directory and the changes it names, for a launch of
+    ``world_size`` processes (by default the one ``trainer.devices`` plans)."""
+    world = world_size or plan_launch(cfg.trainer.devices).world_size
+    return name_suffix(cfg, choices, compose_config, _setup_for(world))
+
+
+def _setup_for(world_size: int) -> Any:
+    def setup_of(config: DictConfig) -> dict[str, Any]:
+        return run_setup(resolve_for_launch(config, world_size), world_size)
+
+    return setup_of
+
+
+def identify_run(
+    cfg: DictConfig, choices: Mapping[str, str | None], world_size: int | None = None
+) -> tuple[Path, RunIdentity]:
+    """The run directory and identity of ``cfg`` (composed from the Hydra ``choices``) for a
+    launch of ``world_size`` processes (by default the one ``trainer.devices`` plans); the
+    setup's data fingerprint is added by ``with_data_fingerprint``."""
+    world = world_size or plan_launch(cfg.trainer.devices).world_size
+    suffix, changes = run_suffix(cfg, choices, world)
     identity = RunIdentity(
         label=f"{cfg.scheduler.label}{suffix}",
         changes=changes,
-        setup=run_setup(cfg),
+        setup=_setup_for(world)(cfg),
         label_settings=label_settings(cfg),
-        code_version=code_version(),
+        code_version=code_version(exclude=(cfg.paths.results_dir, cfg.data.root)),
+        numerics=rounding_values(resolve_for_launch(cfg, world)),
     )
     return run_directory(cfg.paths.results_dir, cfg, suffix).absolute(), identity
+
+
+def with_data_fingerprint(resolved: DictConfig, identity: RunIdentity) -> RunIdentity:
+    """``identity`` whose setup holds the fingerprint of the data the run trains on; the batch
+    size is checked against the training set on the way (before anything is written). Reading
+    the data here costs one more load of an in-memory dataset, or one more directory scan of
+    ImageNet, per launch (the workers read it again): the price of refusing a skip or resume
+    into a run trained on other data."""
+    from experiments.data import DataSettings, fingerprint_data
+
+    settings = DataSettings.for_rank(resolved, torch.device("cpu"), 0, 1)
+    fingerprint = fingerprint_data(resolved.data.name, settings)
+    check_batch_fits(resolved, fingerprint.num_train)
+    setup = dict(sorted({**identity.setup, DATA_FINGERPRINT_KEY: fingerprint.value()}.items()))
+    return replace(identity, setup=setup)
 
 
 def _write_hydra_files(
@@ -214,18 +279,22 @@ def run_job(
                 f"trainer.devices={plan.world_size} is invalid: only "
                 f"{torch.cuda.device_count()} GPUs are visible here"
             )
-    root, identity = identify_run(cfg, choices)
+    root, identity = identify_run(cfg, choices, plan.world_size)
+    resolved = resolve_for_launch(cfg, plan.world_size)
+    if plan.rank == 0:  # other ranks of torchrun/SLURM take rank 0's (experiments.job)
+        identity = with_data_fingerprint(resolved, identity)
     run_dir = rd.RunDir(root)
     # One launch per run directory: rank 0 holds its lock (other ranks of torchrun/SLURM join).
     with run_dir.lock() if plan.rank == 0 else contextlib.nullcontext():
         action, identity = decide(run_dir, identity, plan.world_size, cfg)
         if action is rd.LaunchAction.SKIP:
-            log.info("already finished, nothing to do: results in %s", run_dir.root)
-            return LaunchResult(action.value, run_dir.root)
+            note = f"; {identity.note}" if identity.note else ""
+            log.info("already finished, nothing to do: results in %s%s", run_dir.root, note)
+            return LaunchResult(action.value, run_dir.root, identity.note)
         if plan.rank == 0:
             run_dir.record_lock_owner()
             _write_hydra_files(run_dir, cfg, overrides, hydra_cfg)
-        config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        config = OmegaConf.to_container(resolved, resolve=True, enum_to_str=True)
         args = (config, str(run_dir.root), identity)
         with _gpu_slot(cfg) as slot_plan:
             plan = slot_plan or plan

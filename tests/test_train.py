@@ -65,6 +65,7 @@ SUMMARY_KEYS = [
     "code_change_allowed_from",
     "changes",
     "setup",
+    "numerics",
     "wandb_run_id",
     "message",
     "data_verify",

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from experiments.data.arrays import ArraySplits
 from experiments.data.bundle import DataBundle
 from experiments.data.cifar import CIFAR_SIDE, load_cifar
 from experiments.data.device_loader import DeviceEvalLoader, DeviceTrainLoader
 from experiments.data.digits import load_digits_splits
+from experiments.data.fingerprint import DataFingerprint, arrays_fingerprint, samples_fingerprint
 from experiments.data.gpu_decode import check_decode
-from experiments.data.imagenet import build_imagenet
+from experiments.data.image_folder import scan_split
+from experiments.data.imagenet import build_imagenet, check_imagenet_layout
 from experiments.data.settings import LOADER_NAMES, DataSettings
 from experiments.data.sharding import EpochPlanner, train_steps_per_epoch
 from experiments.data.worker_loader import (
@@ -19,7 +23,13 @@ from experiments.data.worker_loader import (
     make_split_loaders,
 )
 
-__all__ = ["DATASET_NAMES", "LOADER_NAMES", "build_array_bundle", "build_data"]
+__all__ = [
+    "DATASET_NAMES",
+    "LOADER_NAMES",
+    "build_array_bundle",
+    "build_data",
+    "fingerprint_data",
+]
 
 DATASET_NAMES = ("cifar10", "cifar100", "imagenet", "digits")
 DEVICE_LOADER_DATASETS = ("cifar10", "cifar100", "digits")
@@ -58,12 +68,7 @@ def build_data(name: str, settings: DataSettings) -> DataBundle:
     if name == "imagenet":
         bundle = build_imagenet(settings)
     else:
-        splits = (
-            load_digits_splits(settings.image_size)
-            if name == "digits"
-            else load_cifar(settings.root, name, settings.download, settings.verify)
-        )
-        bundle = build_array_bundle(splits, settings, name=name)
+        bundle = build_array_bundle(_load_arrays(name, settings), settings, name=name)
     batch, world = settings.batch_size, settings.world_size
     steps = train_steps_per_epoch(bundle.num_train, batch, world, settings.drop_last)
     _require(
@@ -72,6 +77,35 @@ def build_data(name: str, settings: DataSettings) -> DataBundle:
         f"batch of the {bundle.num_train} train samples",
     )
     return bundle
+
+
+def _load_arrays(name: str, settings: DataSettings) -> ArraySplits:
+    if name == "digits":
+        return load_digits_splits(settings.image_size)
+    return load_cifar(settings.root, name, settings.download, settings.verify)
+
+
+IMAGENET_SPLITS = {"train": "train", "test": "val"}  # role -> folder
+
+
+def fingerprint_data(name: str, settings: DataSettings) -> DataFingerprint:
+    """The fingerprint of the data ``build_data(name, settings)`` trains and evaluates on,
+    read the same way without building loaders: the arrays of an in-memory dataset (CIFAR
+    downloaded and verified as ``settings`` say), or ImageNet's scanned sample lists (one
+    directory scan, no image decoded)."""
+    _require(name in DATASET_NAMES, f"Unknown dataset {name!r}; valid: {', '.join(DATASET_NAMES)}")
+    if name != "imagenet":
+        return arrays_fingerprint(_load_arrays(name, settings))
+    root = Path(settings.root).expanduser()
+    classes = check_imagenet_layout(root)
+    samples = {
+        role: [
+            (sample.shown, sample.label)
+            for sample in scan_split(root, root / folder, classes, settings.follow_links).samples
+        ]
+        for role, folder in IMAGENET_SPLITS.items()
+    }
+    return samples_fingerprint(root, samples)
 
 
 def build_array_bundle(splits: ArraySplits, settings: DataSettings, *, name: str) -> DataBundle:
