@@ -12,7 +12,7 @@ import contextlib
 import importlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -202,37 +202,47 @@ def _setup_for(world_size: int) -> Any:
 
 
 def identify_run(
-    cfg: DictConfig, choices: Mapping[str, str | None], world_size: int | None = None
+    cfg: DictConfig,
+    choices: Mapping[str, str | None],
+    world_size: int | None = None,
+    *,
+    read_data: bool = True,
 ) -> tuple[Path, RunIdentity]:
     """The run directory and identity of ``cfg`` (composed from the Hydra ``choices``) for a
-    launch of ``world_size`` processes (by default the one ``trainer.devices`` plans); the
-    setup's data fingerprint is added by ``with_data_fingerprint``."""
+    launch of ``world_size`` processes (by default the one ``trainer.devices`` plans).
+
+    With ``read_data`` the setup holds the fingerprint of the data the run trains on, and the
+    batch size is checked against the training set on the way (both before anything is
+    written). Reading the data here costs one more load of an in-memory dataset, or one more
+    directory scan of ImageNet, per launch (the workers read it again): the price of refusing a
+    skip or resume into a run trained on other data. Without it (ranks > 0 of torchrun/SLURM,
+    which take rank 0's identity, and callers that only want the name), the setup has none."""
     world = world_size or plan_launch(cfg.trainer.devices).world_size
+    resolved = resolve_for_launch(cfg, world)
     suffix, changes = run_suffix(cfg, choices, world)
+    setup = _setup_for(world)(cfg)
+    if read_data:
+        setup = dict(sorted({**setup, DATA_FINGERPRINT_KEY: _data_fingerprint(resolved)}.items()))
     identity = RunIdentity(
         label=f"{cfg.scheduler.label}{suffix}",
         changes=changes,
-        setup=_setup_for(world)(cfg),
+        setup=setup,
         label_settings=label_settings(cfg),
         code_version=code_version(exclude=(cfg.paths.results_dir, cfg.data.root)),
-        numerics=rounding_values(resolve_for_launch(cfg, world)),
+        numerics=rounding_values(resolved),
     )
     return run_directory(cfg.paths.results_dir, cfg, suffix).absolute(), identity
 
 
-def with_data_fingerprint(resolved: DictConfig, identity: RunIdentity) -> RunIdentity:
-    """``identity`` whose setup holds the fingerprint of the data the run trains on; the batch
-    size is checked against the training set on the way (before anything is written). Reading
-    the data here costs one more load of an in-memory dataset, or one more directory scan of
-    ImageNet, per launch (the workers read it again): the price of refusing a skip or resume
-    into a run trained on other data."""
+def _data_fingerprint(resolved: DictConfig) -> str:
+    """The setup's ``data.fingerprint`` of the data ``resolved`` trains on, after checking the
+    batch against its training set."""
     from experiments.data import DataSettings, fingerprint_data
 
     settings = DataSettings.for_rank(resolved, torch.device("cpu"), 0, 1)
     fingerprint = fingerprint_data(resolved.data.name, settings)
     check_batch_fits(resolved, fingerprint.num_train)
-    setup = dict(sorted({**identity.setup, DATA_FINGERPRINT_KEY: fingerprint.value()}.items()))
-    return replace(identity, setup=setup)
+    return fingerprint.value()
 
 
 def _write_hydra_files(
@@ -279,10 +289,9 @@ def run_job(
                 f"trainer.devices={plan.world_size} is invalid: only "
                 f"{torch.cuda.device_count()} GPUs are visible here"
             )
-    root, identity = identify_run(cfg, choices, plan.world_size)
+    # Other ranks of torchrun/SLURM take rank 0's identity (experiments.job).
+    root, identity = identify_run(cfg, choices, plan.world_size, read_data=plan.rank == 0)
     resolved = resolve_for_launch(cfg, plan.world_size)
-    if plan.rank == 0:  # other ranks of torchrun/SLURM take rank 0's (experiments.job)
-        identity = with_data_fingerprint(resolved, identity)
     run_dir = rd.RunDir(root)
     # One launch per run directory: rank 0 holds its lock (other ranks of torchrun/SLURM join).
     with run_dir.lock() if plan.rank == 0 else contextlib.nullcontext():

@@ -668,7 +668,7 @@ def scenario_wandb(ws: Workspace, trials: int, init_timeout_s: float = 30.0) -> 
 # Keys the fuzz perturbs: (scheduler it belongs to or None, key, valid values, invalid values).
 FUZZ_SPEC: list[tuple[str | None, str, list[Any], list[Any]]] = [
     (None, "trainer.epochs", [2, 3], [0, -3]),
-    (None, "trainer.batch_size", [1, 64, 5000], [0, -64]),
+    (None, "trainer.batch_size", [1, 64, 1437], [0, -64]),  # 1437: the digits train split
     (None, "trainer.eval_batch_size", [1, 360], [0]),
     (None, "trainer.nan_check_every", [0, 3], [-1]),
     (None, "trainer.devices", [1], [0, -2]),

@@ -23,7 +23,8 @@ RUNS = "runs/quick/digits/digits-resnet8"
 
 
 def _identify(overrides: list[str]) -> Path:
-    return identify_run(*compose_with_choices([*overrides, "paths.results_dir=/r"]))[0]
+    cfg, choices = compose_with_choices([*overrides, "paths.results_dir=/r"])
+    return identify_run(cfg, choices, read_data=False)[0]
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
