@@ -231,6 +231,8 @@ class TrainerConfig:
     checkpoint_every_minutes: float | None = None
     gpu_slots: int = 0  # >0: share this many GPUs of the node among the jobs of a sweep
     allow_code_change: bool = False  # resume a run that other code started (recorded)
+    # resume a run with other rounding values (threads, channels_last, ...; recorded)
+    allow_numerics_change: bool = False
     # On SIGTERM/SIGINT/SIGUSR1/SIGUSR2 training stops between two optimizer steps with a
     # checkpoint; several processes agree on stopping every N steps (one tiny all-reduce).
     stop_check_every: int = 10

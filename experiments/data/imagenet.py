@@ -138,6 +138,11 @@ class ImageNetSamples:
     num_classes: int
     validation: ValidationSplit | None
 
+    def by_role(self) -> dict[str, list[Sample]]:
+        """train, val (when held out) and test, in the order a fingerprint reads them."""
+        val = {"val": self.held_out} if self.held_out else {}
+        return {"train": self.train, **val, "test": self.test}
+
     @classmethod
     def scan(cls, root: Path, options: FolderOptions, val_size: int) -> ImageNetSamples:
         classes = check_imagenet_layout(root)

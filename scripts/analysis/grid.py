@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from experiments.config import CONF_DIR, compose_config, compose_with_choices, invalid_choice
-from experiments.identity import name_suffix
+from experiments.train import run_suffix
 
 SEED_KEY = "seed"
 EXPERIMENT_KEY = "experiment"
@@ -85,7 +85,7 @@ def planned_runs(experiment: str, grid: str = "", seeds: str | None = None) -> l
             *(f"{k}={v}" for k, v in zip(keys, values, strict=True)),
         ]
         cfg, choices = compose_with_choices(overrides)
-        suffix = name_suffix(cfg, choices, compose_config)[0]
+        suffix = run_suffix(cfg, choices)[0]
         runs += [
             PlannedRun(
                 experiment=cfg.experiment_name,
