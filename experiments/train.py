@@ -252,9 +252,13 @@ def _data_fingerprint(resolved: DictConfig) -> str:
     """The setup's ``data.fingerprint`` of the data ``resolved`` trains on, after checking the
     batch against its training set."""
     from experiments.data import DataSettings, fingerprint_data
+    from experiments.data.validation_split import ValidationSplitError
 
     settings = DataSettings.for_rank(resolved, torch.device("cpu"), 0, 1)
-    fingerprint = fingerprint_data(resolved.data.name, settings)
+    try:
+        fingerprint = fingerprint_data(resolved.data.name, settings)
+    except ValidationSplitError as error:  # a config value that only the data can refuse
+        raise ConfigError(str(error)) from None
     check_batch_fits(resolved, fingerprint.num_train)
     return fingerprint.value()
 

@@ -173,11 +173,16 @@ def _check_optimizer_pairing(optimizer_name: str, scheduler_name: str) -> None:
         )
 
 
-def _check_data_and_model(cfg: DictConfig) -> None:
+def _check_dataset_name(cfg: DictConfig) -> None:
+    # First: other values (protocol=honest's data.val_size) are resolved from the name.
     from experiments.data import DATASET_NAMES
-    from models import MODEL_NAMES
 
     _check_choice("data.name", cfg.data.name, DATASET_NAMES)
+
+
+def _check_data_and_model(cfg: DictConfig) -> None:
+    from models import MODEL_NAMES
+
     _check_at_least("data.image_size", cfg.data.image_size, 8)
     _check_at_least("data.max_image_pixels", cfg.data.max_image_pixels, 1)
     _check_at_least("data.val_size", cfg.data.val_size, 0)
@@ -283,6 +288,7 @@ def validate_config(cfg: DictConfig) -> None:
     _check_choice("scheduler.name", cfg.scheduler.name, registry.SCHEDULE_NAMES)
     _check_choice("optimizer.name", cfg.optimizer.name, OPTIMIZER_SCHEMAS)
     _check_choice("logger.name", cfg.logger.name, LOGGER_SCHEMAS)
+    _check_dataset_name(cfg)
     _check_known_keys(cfg)
     _check_finite(cfg)
     _check_paths(cfg)
