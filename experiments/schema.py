@@ -84,8 +84,9 @@ class DataConfig:
 
 
 #: The honest protocol's validation split per dataset (``protocol=honest``): CIFAR 5,000 of its
-#: 50,000 training images; ImageNet 10,000 (10 per class on average; the official val set stays
-#: the test set); digits 360 of its 1,437 training digits (a quarter, as many as its test split).
+#: 50,000 training images (500 per class); ImageNet 10,000 (10 per class, as balanced as its val
+#: folder, which stays the test set); digits 360 of its 1,437 training digits (as many, class by
+#: class, as its test split). The classes take the test split's shares (validation_split).
 HONEST_VAL_SIZES: dict[str, int] = {
     "cifar10": 5_000,
     "cifar100": 5_000,
