@@ -93,7 +93,8 @@ def finish_line(status: str, summary: dict[str, Any] | None, run_dir: Path) -> s
 
 
 def job_outcome(run: Callable[[], Any]) -> dict[str, Any]:
-    """Run one job; print its result line; return its outcome (status, message, line).
+    """Run one job; print its result line; return its outcome (status, message, line, and for
+    a run that finished or was skipped the numbers the sweep's summary averages).
 
     A single run exits on an expected error (one line, exit 2 or 1); a sweep job returns it.
     """
@@ -120,11 +121,12 @@ def job_outcome(run: Callable[[], Any]) -> dict[str, Any]:
             log.error(line)
         return {"status": status_of(error), "message": error_message(error), "line": line}
     status = SKIPPED if result.action == rd.LaunchAction.SKIP.value else rd.FINISHED
-    line = finish_line(status, rd.RunDir(result.run_dir).read_summary(), result.run_dir)
+    summary = rd.RunDir(result.run_dir).read_summary()
+    line = finish_line(status, summary, result.run_dir)
     if result.note:
         line += f"; {result.note}"
     log.info(line)
-    return {"status": status, "message": None, "line": line}
+    return {"status": status, "message": None, "line": line, **sweep_report.job_result(summary)}
 
 
 def hydra_arguments(argv: Sequence[str]) -> Any:

@@ -35,6 +35,8 @@ TINY_GRIDS = (
     "PAPER_TASKS=resnet18_cifar10",
     'PAPER_GRIDS="scheduler=step"',
     "ABLATIONS=rho",
+    "TASK=quick/digits",
+    "SCHEDULES=autodrop,step",
 )
 
 
@@ -94,6 +96,10 @@ def test_dry_run_trains_and_writes_nothing_in_any_target(tmp_path):
     assert f"would rewrite {results}/quick/lr_sensitivity/" in out
     assert f"would rewrite {results}/quick/tables/" in out
     assert f"would write the tables of the quick runs in {results}/runs to {results}/local/" in out
+    # make compare: the fake step run of seed 0 is finished, AutoDrop's is to train
+    assert "would start (30 epochs): quick/digits/digits-resnet8/autodrop/seed=0" in out
+    assert "would start (30 epochs): quick/digits/digits-resnet8/step/seed=0" not in out
+    assert f"would write the comparison's tables and figure to {results}/local/compare/" in out
 
 
 def _clone_of_the_working_tree(clone: Path) -> None:
