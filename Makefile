@@ -114,7 +114,7 @@ study_tuning = experiment=study/tuning/$(1) scheduler=$(STUDY_AWARE),$(STUDY_FRE
 STATUS_studies = $(STATUS) $(foreach task,$(STUDY_TASKS),--launch "$(call study_horizons_aware,$(task))" \
   --launch "$(call study_horizons_free,$(task))" --launch "$(call study_tuning,$(task))") --gpus $(GPUS)
 
-.PHONY: help install test test-fast lint format bench faults gpu-check quick quick-update quick-runs reproduce \
+.PHONY: help install test test-fast lint format bench faults gpu-check quick quick-update quick-runs reproduce compare \
         ablations lr-sensitivity lr-sensitivity-update lr-sensitivity-runs lr-sensitivity-outputs \
         study-quick study-quick-update study-quick-runs study-quick-outputs studies \
         status tables figures tables-update figures-update wandb-sync clean
@@ -125,6 +125,7 @@ help: ## Show this help
 	@echo "Variables: LAUNCHER=local|slurm GPUS=N GPUS_PER_RUN=N DATA_DIR=path SEEDS=0,1,2,3 RESULTS=dir PRESET=name"
 	@echo "  OUT=dir (tables and figures; default results/local/<PRESET>)"
 	@echo "  QUICK_SCHEDULES=a,b QUICK_SEEDS=0,1 QUICK_OVERRIDES='key=value ...' (quick and lr-sensitivity grids)"
+	@echo "  TASK=preset SCHEDULES=a,b OVERRIDES='key=value ...' (make compare; SEEDS default 0-4)"
 	@echo "  DRY_RUN=1: targets that train or write list what they would do and change nothing"
 
 $(STAMP): pyproject.toml
@@ -291,6 +292,21 @@ else
 	$(PY) -m scripts.studies --runs $(RESULTS)/runs --experiments $(STUDY_EXPERIMENTS) \
 	  --out $(STUDY_OUT) && exit $$status
 endif
+
+# make compare: schedules on one task (scripts/compare.py), the first one the baseline. SEEDS
+# defaults to COMPARE_SEEDS here (five: the fewest from which a difference can be marked);
+# OVERRIDES go to every run (e.g. "trainer.epochs=5 logger=none hydra/launcher=joblib").
+TASK      ?=
+SCHEDULES ?=
+OVERRIDES ?=
+COMPARE_SEEDS ?= 0-4
+given = $(filter-out file default undefined,$(origin $(1)))
+COMPARE_OUT = $(if $(call given,OUT),$(OUT),$(LOCAL)/compare/$(TASK))
+compare: $(STAMP) ## Compare schedules on a task: train what is missing, print mean ± std and paired CIs vs the first (TASK=quick/digits SCHEDULES=autodrop,step SEEDS=0-4 OVERRIDES=...) -> results/local/compare/<TASK>/
+	$(PY) -m scripts.compare --task "$(TASK)" --schedules "$(SCHEDULES)" \
+	  --seeds "$(if $(call given,SEEDS),$(SEEDS),$(COMPARE_SEEDS))" --runs $(RESULTS)/runs \
+	  --out $(COMPARE_OUT) $(if $(DRY),--dry-run) -- \
+	  $(if $(call given,DATA_DIR),paths.data_dir=$(DATA_DIR)) $(OVERRIDES)
 
 PRESET ?= paper
 NO_GRID = echo "PRESET=$(PRESET) has no grid: use paper, quick, lr-sensitivity, ablations, study-quick or studies" >&2; exit 2

@@ -33,7 +33,13 @@ log = logging.getLogger("experiments.train")
 USER_ERRORS = (ConfigError, DatasetUnavailableError)
 USER_ERROR_EXIT = 2
 RUN_FAILED_EXIT = 1
+INTERRUPTED_EXIT = 130  # the shell's code for a process ended by SIGINT (128 + 2)
 SKIPPED = "skipped"
+# Ctrl-C twice (experiments.preemption): no checkpoint of the step in flight; what is said.
+STOPPED_AT_ONCE = (
+    "error: stopped at once by Ctrl-C: a run in progress is marked failed and keeps its last "
+    "checkpoint; relaunch the same command to resume it"
+)
 
 
 class TrainingFailed(RuntimeError):
@@ -87,7 +93,8 @@ def finish_line(status: str, summary: dict[str, Any] | None, run_dir: Path) -> s
 
 
 def job_outcome(run: Callable[[], Any]) -> dict[str, Any]:
-    """Run one job; print its result line; return its outcome (status, message, line).
+    """Run one job; print its result line; return its outcome (status, message, line, and for
+    a run that finished or was skipped the numbers the sweep's summary averages).
 
     A single run exits on an expected error (one line, exit 2 or 1); a sweep job returns it.
     """
@@ -98,6 +105,11 @@ def job_outcome(run: Callable[[], Any]) -> dict[str, Any]:
         # Saved and logged by the run; exit as a process ended by that signal would (128 + n),
         # also from a sweep: the scheduler stopped this whole process.
         sys.exit(stop.exit_code)
+    except KeyboardInterrupt:
+        if full_errors_wanted():
+            raise
+        print(STOPPED_AT_ONCE, file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT)
     except Exception as error:
         if full_errors_wanted() or not (sweeping or isinstance(error, ONE_LINE_ERRORS)):
             raise
@@ -109,9 +121,12 @@ def job_outcome(run: Callable[[], Any]) -> dict[str, Any]:
             log.error(line)
         return {"status": status_of(error), "message": error_message(error), "line": line}
     status = SKIPPED if result.action == rd.LaunchAction.SKIP.value else rd.FINISHED
-    line = finish_line(status, rd.RunDir(result.run_dir).read_summary(), result.run_dir)
+    summary = rd.RunDir(result.run_dir).read_summary()
+    line = finish_line(status, summary, result.run_dir)
+    if result.note:
+        line += f"; {result.note}"
     log.info(line)
-    return {"status": status, "message": None, "line": line}
+    return {"status": status, "message": None, "line": line, **sweep_report.job_result(summary)}
 
 
 def hydra_arguments(argv: Sequence[str]) -> Any:

@@ -75,12 +75,16 @@ def check_relative_path(key: str, value: str) -> str:
 
 
 def compact_number(value: Any) -> str:
-    """A number as labels show it (10.0 -> '10', 0.0001 -> '0.0001'); None -> 'none'."""
+    """A number as labels and run names show it, exactly: ``{:g}`` where that reads back as the
+    same float (10.0 -> '10', 0.0001 -> '0.0001', 1e-05), else the shortest text that does
+    (``repr``: 0.1234567 -> '0.1234567', where ``{:g}`` would give '0.123457' for 0.1234568
+    too); None -> 'none'."""
     if value is None:
         return "none"
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, float):
         return str(value)
-    return f"{value:g}"
+    short = f"{value:g}"
+    return short if float(short) == value or value != value else repr(value)
 
 
 def multiply(*factors: Any) -> float:

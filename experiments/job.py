@@ -35,8 +35,8 @@ from experiments.config import ConfigError
 from experiments.console import EpochProgress, use_progress_bar
 from experiments.data.bundle import reserved_epoch_batches
 from experiments.distributed import DistContext, broadcast_object, gather_objects
-from experiments.identity import setup_differences
-from experiments.launch import RunIdentity
+from experiments.identity import rounding_differences, setup_differences
+from experiments.launch import RunIdentity, numerics_remedy
 from experiments.loop import PartialEpoch, Totals, TrainingDiverged, _sync, evaluate, train_epoch
 from experiments.lr_method import build_optimizer, build_schedule
 from experiments.preemption import StopPoll, StopSignals, TrainingInterrupted
@@ -107,7 +107,8 @@ class TrainingJob:
         signals: StopSignals | None = None,
     ) -> None:
         sharing = processes_per_node(ctx.world_size, cfg.trainer.gpu_slots // cfg.trainer.devices)
-        cfg = with_device_defaults(cfg, device, sharing)  # channels_last, num_workers: auto
+        # Resolved by the launch already (experiments.train); a no-op unless run directly.
+        cfg = with_device_defaults(cfg, device, sharing)
         self.cfg, self.run_dir, self.ctx, self.device = cfg, run_dir, ctx, device
         self.identity = identity
         self.stop = StopPoll(signals or StopSignals(), ctx, device, cfg.trainer.stop_check_every)
@@ -133,6 +134,7 @@ class TrainingJob:
         self.autocast = autocast_factory(trainer.precision, device)
         self.metric_source = metric_source(self.schedule, self.data)
         self.state = RunState()
+        self.numerics_change: list[str] = []  # allowed differences from the resumed segment
         facts = RunFacts(
             self.steps_per_epoch,
             device,
@@ -170,6 +172,7 @@ class TrainingJob:
                 f"({'; '.join(differences)}): give this run another scheduler.label or "
                 "experiment_name, or delete the old run"
             )
+        self.numerics_change = self._check_numerics(state.get("numerics"))
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
@@ -191,9 +194,24 @@ class TrainingJob:
             stream_records=list(state["stream_records"]),
             wandb_run_id=state["wandb_run_id"],
             elapsed_s=state["elapsed_s"],
+            numerics=state.get("numerics"),
         )
         self.state.stopped = stopped_epoch.restore(state.get("stopped_epoch"), self.ctx)
         return True
+
+    def _check_numerics(self, saved: dict[str, Any] | None) -> list[str]:
+        """The rounding values that differ from those of the segment that wrote the checkpoint
+        (every rank reads the same one); refused unless trainer.allow_numerics_change=true. A
+        repair trains nothing, so it needs no check."""
+        if self.identity.repair:
+            return []
+        differences = rounding_differences([saved] if saved else [], self.identity.numerics)
+        if differences and not self.cfg.trainer.allow_numerics_change:
+            raise ConfigError(
+                f"{self.run_dir.root} holds a checkpoint written with other rounding values "
+                f"({'; '.join(differences)}): this launch trains nothing; {numerics_remedy()}"
+            )
+        return differences
 
     def save_checkpoint(self) -> None:
         rng_states = gather_objects(capture_rng_state(), self.ctx)
@@ -217,6 +235,7 @@ class TrainingJob:
                 "elapsed_s": self.elapsed_s(),
                 "setup": self.identity.setup,
                 "code_version": self.identity.code_version,
+                "numerics": self.identity.numerics,
                 "stopped_epoch": stopped,
             },
         )
@@ -236,7 +255,7 @@ class TrainingJob:
 
     def open_run_directory(self, resumed: bool) -> None:
         """Rank 0: make the record files match the checkpoint, start wandb, mark running."""
-        self.records.open(self.state, resumed)
+        self.records.open(self.state, resumed, self.numerics_change)
         self.run_dir.write_summary(self.summary(rd.RUNNING))
 
     # ------------------------------------------------------------------------------ epochs
@@ -449,6 +468,7 @@ def _train_and_record(
     identity: RunIdentity,
     signals: StopSignals,
 ) -> dict[str, Any] | None:
+    identity = broadcast_object(identity, ctx)  # torchrun/SLURM: rank 0 read the data
     job = TrainingJob(cfg, run_dir, ctx, device, identity, signals)
     resumed = job.resume_if_possible()
     if ctx.is_main:

@@ -3,21 +3,25 @@
 A launch compares the setup it was asked for with the one stored in the run (summary.json, or
 the checkpoint when the summary is unreadable): equal -> skip a finished run or resume an
 unfinished one; different -> refuse before writing anything, naming every differing key. A
-resume also needs the same world size and, unless ``trainer.allow_code_change=true``, the same
-code version. A finished run whose records are damaged is repaired from its checkpoint.
+resume also needs the same world size, unless ``trainer.allow_code_change=true`` the same code
+version (the refusal names the files that differ), and unless
+``trainer.allow_numerics_change=true`` the same rounding values as the segment it continues
+(``experiments.identity.ROUNDING_KEYS``); a skip says which rounding values differ. A finished
+run whose records are damaged is repaired from its checkpoint.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from experiments import rundir as rd
 from experiments.config import ConfigError
-from experiments.identity import setup_differences
+from experiments.identity import DATA_FINGERPRINT_KEY, rounding_differences, setup_differences
+from experiments.provenance import code_changes, describe_code_version
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +35,11 @@ class RunIdentity:
     setup: dict[str, Any]  # every run-defining value, flat
     label_settings: dict[str, Any]  # the settings the label names (identity.label_settings)
     code_version: dict[str, Any]
+    # The resolved ROUNDING_KEYS this launch trains with (experiments.identity).
+    numerics: dict[str, Any] = field(default_factory=dict)
     code_change_from: dict[str, Any] | None = None  # set when a resume crosses code versions
     repair: str | None = None  # why a finished run is rebuilt from its checkpoint
+    note: str | None = None  # what a skip adds to its line (other rounding values)
 
 
 def _stored_run(run_dir: rd.RunDir) -> dict[str, Any] | None:
@@ -51,10 +58,20 @@ def _stored_run(run_dir: rd.RunDir) -> dict[str, Any] | None:
                 "setup": state.get("setup"),
                 "world_size": len(state["rng"]),
                 "code_version": state.get("code_version"),
+                "numerics": state.get("numerics"),
                 "epochs_done": state["epoch"],
                 "epochs_planned": (state.get("setup") or {}).get("trainer.epochs"),
             }
     return summary
+
+
+def recorded_numerics(stored: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rounding values of each training segment of a stored run, oldest first (the first
+    segment's, then each resume's; empty for a run recorded before they were)."""
+    resumes = stored.get("resumes") if isinstance(stored.get("resumes"), list) else []
+    segments = [stored.get("numerics")]
+    segments += [entry.get("numerics") for entry in resumes if isinstance(entry, dict)]
+    return [segment for segment in segments if isinstance(segment, dict)]
 
 
 def _refuse(run_dir: rd.RunDir, reason: str, remedy: str) -> None:
@@ -62,13 +79,16 @@ def _refuse(run_dir: rd.RunDir, reason: str, remedy: str) -> None:
 
 
 def _check_same_setup(run_dir: rd.RunDir, stored: dict[str, Any], setup: dict[str, Any]) -> None:
-    if stored.get("setup") is None:
+    saved = stored.get("setup")
+    if not isinstance(saved, dict):
         _refuse(
             run_dir,
             "a run without a recorded setup (written by an older runner)",
             "delete the run directory to train it afresh",
         )
-    differences = setup_differences(stored["setup"], setup)
+    if DATA_FINGERPRINT_KEY not in setup:  # a rank > 0 of torchrun/SLURM: rank 0 reads the data
+        saved = {k: v for k, v in saved.items() if k != DATA_FINGERPRINT_KEY}
+    differences = setup_differences(saved, setup)
     if differences:
         _refuse(
             run_dir,
@@ -100,8 +120,7 @@ def _check_resumable(
         if not allow_code_change:
             _refuse(
                 run_dir,
-                f"a run trained by other code ({_describe(saved_code)}; now "
-                f"{_describe(identity.code_version)})",
+                f"a run trained by other code ({code_changes(saved_code, identity.code_version)})",
                 "relaunch with trainer.allow_code_change=true to resume it anyway (the "
                 "summary records it), or restore that code",
             )
@@ -109,11 +128,27 @@ def _check_resumable(
     return None
 
 
-def _describe(code: dict[str, Any]) -> str:
-    commit = (code.get("commit") or "no git")[:12]
-    if code.get("dirty"):
-        return f"{commit} + uncommitted changes {code['changes'][:12]}"
-    return commit
+def _check_same_numerics(
+    run_dir: rd.RunDir, stored: dict[str, Any], identity: RunIdentity, allowed: bool
+) -> None:
+    """Refuse a resume whose rounding values differ from the last recorded segment's (the
+    worker checks again against the checkpoint it continues, see experiments.job)."""
+    segments = recorded_numerics(stored)
+    differences = rounding_differences(segments[-1:], identity.numerics)
+    if differences and not allowed:
+        _refuse(
+            run_dir,
+            f"a run trained with other rounding values ({'; '.join(differences)})",
+            numerics_remedy(),
+        )
+
+
+def numerics_remedy() -> str:
+    return (
+        "a resume never mixes them silently: relaunch with the run's values, or with "
+        "trainer.allow_numerics_change=true to resume anyway (recorded with the resume in "
+        "summary.json)"
+    )
 
 
 def decide(
@@ -125,6 +160,11 @@ def decide(
     if stored is None:
         return action, identity
     _check_same_setup(run_dir, stored, identity.setup)
+    if action is rd.LaunchAction.SKIP:
+        differences = rounding_differences(recorded_numerics(stored), identity.numerics)
+        if differences:
+            note = f"trained with other rounding values: {'; '.join(differences)}"
+            return action, replace(identity, note=note)
     if action is not rd.LaunchAction.RESUME:
         return action, identity
     summary = run_dir.read_summary()
@@ -136,11 +176,13 @@ def decide(
         return action, replace(identity, repair=repair)
     allow = bool(OmegaConf.select(cfg, "trainer.allow_code_change", default=False))
     crossed = _check_resumable(run_dir, stored, world_size, identity, allow)
+    allow_numerics = bool(OmegaConf.select(cfg, "trainer.allow_numerics_change", default=False))
+    _check_same_numerics(run_dir, stored, identity, allow_numerics)
     if crossed is not None:
         log.warning(
             "resuming %s across code versions (%s -> %s): allowed by trainer.allow_code_change",
             run_dir.root,
-            _describe(crossed),
-            _describe(identity.code_version),
+            describe_code_version(crossed),
+            describe_code_version(identity.code_version),
         )
     return action, replace(identity, code_change_from=crossed)

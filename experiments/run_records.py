@@ -40,6 +40,8 @@ class RunState:
     elapsed_s: float = 0.0
     stopped: StoppedEpoch | None = None  # set by a mid-epoch checkpoint, cleared when done
     resumes: list[dict[str, Any]] = field(default_factory=list)  # rank 0: summary's provenance
+    # Rank 0: the rounding values of the first training segment (each resume records its own).
+    numerics: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class RunRecords:
             "code_change_allowed_from": identity.code_change_from,
             "changes": identity.changes,
             "setup": identity.setup,
+            "numerics": state.numerics,
             "wandb_run_id": state.wandb_run_id,
             "message": message,
             "checkpoint_cadence": {
@@ -132,11 +135,16 @@ class RunRecords:
             "resumes": state.resumes,
         }
 
-    def open(self, state: RunState, resumed: bool) -> None:
+    def open(self, state: RunState, resumed: bool, numerics_change: list[str]) -> None:
         """Make the record files match the checkpoint (or start them afresh) and start wandb;
-        the caller then writes the running summary."""
+        the caller then writes the running summary. ``numerics_change``: the rounding values a
+        resume changes (allowed by trainer.allow_numerics_change), recorded with it."""
         run_dir = self.run_dir
         if resumed:
+            # The first segment's values, as the previous summary recorded them (when it is
+            # unreadable: those of the checkpoint, restored into ``state``).
+            first = (run_dir.read_summary() or {}).get("numerics")
+            state.numerics = first if isinstance(first, dict) else state.numerics
             run_dir.rewrite_records(run_dir.metrics_path, state.metrics)
             if self.stream_path is not None:
                 run_dir.rewrite_records(self.stream_path, state.stream_records)
@@ -149,8 +157,9 @@ class RunRecords:
                 )
             else:
                 log.info("resuming %s after epoch %d", run_dir.root, state.epoch)
-                self._record_resume(state)
+                self._record_resume(state, numerics_change)
         else:
+            state.numerics = self.identity.numerics
             run_dir.remove_stale_outputs()
             log.info("starting %s", run_dir.root)
         if self.cfg.logger.name == "wandb":
@@ -174,8 +183,9 @@ class RunRecords:
         )
         state.wandb_run_id = self.tracker.run_id or state.wandb_run_id
 
-    def _record_resume(self, state: RunState) -> None:
-        """Append this launch to the ``resumes`` of the previous summary."""
+    def _record_resume(self, state: RunState, numerics_change: list[str]) -> None:
+        """Append this launch, with its rounding values, to the ``resumes`` of the previous
+        summary (whose first segment's values stay the summary's ``numerics``)."""
         previous = self.run_dir.read_summary()
         resumes = (previous or {}).get("resumes")
         entry = stopped_epoch.resume_record(
@@ -185,6 +195,14 @@ class RunRecords:
             stopped=state.stopped,
             world_size=self.facts.world_size,
         )
+        entry["numerics"] = self.identity.numerics
+        if numerics_change:
+            entry["numerics_change_allowed"] = numerics_change
+            log.warning(
+                "resuming with other rounding values (%s): allowed by "
+                "trainer.allow_numerics_change",
+                "; ".join(numerics_change),
+            )
         state.resumes = [*(resumes if isinstance(resumes, list) else []), entry]
         if entry["batch"]:
             log.info(

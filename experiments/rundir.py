@@ -377,11 +377,29 @@ def read_summary(path: Path) -> dict[str, Any] | None:
     return summary if isinstance(summary, dict) else None
 
 
+# Summary fields the analysis reads that copy a value of the recorded setup (summary.json's
+# "setup"): each must equal it. (Fields derived from the records are in summarize_metrics.)
+SUMMARY_FROM_SETUP = {
+    "epochs_planned": "trainer.epochs",
+    "seed": "seed",
+    "experiment": "experiment_name",
+    "dataset": "data.name",
+    "model": "model.name",
+    "scheduler_name": "scheduler.name",
+    "batch_size": "trainer.batch_size",
+}
+
+
 def completeness_problem(root: Path) -> str | None:
     """Why the run in ``root`` does not count as finished (None: it does).
 
     Finished means: summary.json says finished, metrics.jsonl holds exactly one parseable record
-    per planned epoch (1..N in order), and the summary's derived fields agree with them.
+    per planned epoch (1..N in order), and every summary field the analysis reads agrees with
+    what it comes from: the fields derived from the records (``summarize_metrics``, the time
+    per iteration included) with the records, the copies of setup values
+    (``SUMMARY_FROM_SETUP``, ``scheduler_options``, ``label_settings``, ``optimizer_lr``)
+    with the recorded setup, and the run's name with its schedule. (Not with the run's path:
+    a directory renamed by other naming rules stays the run its summary says.)
     """
     summary_path = root / SUMMARY_FILE
     summary = read_summary(summary_path)
@@ -393,6 +411,9 @@ def completeness_problem(root: Path) -> str | None:
         metrics = read_records(root / METRICS_FILE)
     except DamagedRecords as error:
         return str(error)
+    problem = _setup_problem(summary) or _label_problem(summary)
+    if problem is not None:
+        return f"{summary_path}: {problem}"
     planned = summary.get("epochs_planned")
     epochs = [record.get("epoch") for record in metrics]
     if not isinstance(planned, int) or epochs != list(range(1, planned + 1)):
@@ -402,7 +423,7 @@ def completeness_problem(root: Path) -> str | None:
         )
     derived = summarize_metrics(metrics)
     for key, value in derived.items():
-        if key not in TIME_FIELDS and summary.get(key) != value:
+        if summary.get(key) != value:
             return (
                 f"{summary_path}: {key}={summary.get(key)!r} disagrees with "
                 f"{METRICS_FILE} ({value!r})"
@@ -410,14 +431,51 @@ def completeness_problem(root: Path) -> str | None:
     return None
 
 
+def _setup_problem(summary: Mapping[str, Any]) -> str | None:
+    """Where a summary field that copies the recorded setup disagrees with it."""
+    setup = summary.get("setup")
+    if not isinstance(setup, dict):
+        return "no recorded setup to check the summary against"
+    expected = dict(SUMMARY_FROM_SETUP)
+    # A schedule's options, or (hd, schedulefree) those of the optimizer that sets the lr.
+    for option in _keys(summary.get("scheduler_options")):
+        owner = "scheduler" if f"scheduler.{option}" in setup else "optimizer"
+        expected[f"scheduler_options.{option}"] = f"{owner}.{option}"
+    expected.update({f"label_settings.{k}": k for k in _keys(summary.get("label_settings"))})
+    if "optimizer_lr" in summary:
+        expected["optimizer_lr"] = "optimizer.lr"
+    for field, key in expected.items():
+        head, _, sub = field.partition(".")
+        value = summary.get(head) if not sub else summary[head].get(sub)
+        if key not in setup or value != setup[key]:
+            return f"{field}={value!r} disagrees with the recorded setup's {key}={setup.get(key)!r}"
+    return None
+
+
+def _keys(value: Any) -> list[str]:
+    return list(value) if isinstance(value, dict) else []
+
+
+def _label_problem(summary: Mapping[str, Any]) -> str | None:
+    """Where the run's name disagrees with its schedule (checked against the setup): the label
+    is the schedule's name, optionally followed by '-<setting>', and the run's name is the label
+    followed by its identity suffix (the rules ``experiments.validation`` enforces)."""
+    name, label = summary.get("scheduler_name"), summary.get("scheduler_label")
+    shown = summary.get("scheduler")
+    if not (isinstance(name, str) and isinstance(label, str) and isinstance(shown, str)):
+        return "scheduler, scheduler_label or scheduler_name is missing"
+    if not (label == name or label.startswith(f"{name}-")) or not shown.startswith(label):
+        return (
+            f"scheduler={shown!r} (label {label!r}) does not name schedule {name!r}, the "
+            "recorded setup's"
+        )
+    return None
+
+
 def _span(epochs: list[Any]) -> str:
     if not epochs:
         return "none"
     return f"{epochs[0]}..{epochs[-1]} ({len(epochs)} records)"
-
-
-# Derived fields that measure time: recorded, but not compared by the completeness rule.
-TIME_FIELDS = ("time_per_iter_s", "train_time_s")
 
 
 def best_validation(records: list[Mapping[str, Any]]) -> Mapping[str, Any] | None:

@@ -43,11 +43,25 @@ def select_device(accelerator: str, local_rank: int) -> torch.device:
     return torch.device("cuda", index)
 
 
+def launch_device_type(accelerator: str) -> str:
+    """``cpu`` or ``cuda``: the type of device ``select_device`` will pick for ``accelerator``,
+    known before any process picks it (a launch resolves the run's settings with it)."""
+    if accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available()):
+        return "cpu"
+    return "cuda"
+
+
+def resolved_precision(precision: str, device_type: str) -> str:
+    """``bf16`` or ``fp32``: the precision ``trainer.precision`` trains in on a device of this
+    type (``auto`` is bf16 on GPU and fp32 on CPU)."""
+    if precision == "bf16" or (precision == "auto" and device_type == "cuda"):
+        return "bf16"
+    return "fp32"
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype (None: plain fp32). ``auto`` is bf16 on GPU and fp32 on CPU."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
+    """The autocast dtype (None: plain fp32); see ``resolved_precision``."""
+    return torch.bfloat16 if resolved_precision(precision, device.type) == "bf16" else None
 
 
 def autocast_factory(
@@ -93,15 +107,18 @@ def _inductor_deterministic() -> None:
         os.environ[INDUCTOR_DETERMINISTIC_ENV] = "1"
 
 
-def configure_cpu_threads(requested: int, processes: int) -> None:
-    """Intra-op threads: ``requested`` if > 0, else torch's default shared by the processes.
-
-    Several processes each using every core oversubscribe the CPU and slow down many-fold.
-    """
+def cpu_threads_for(requested: int, processes: int) -> int:
+    """Intra-op threads per process: ``requested`` if > 0, else this process's torch default
+    shared by the processes (several processes each using every core oversubscribe the CPU and
+    slow down many-fold)."""
     if requested > 0:
-        torch.set_num_threads(requested)
-    elif processes > 1:
-        torch.set_num_threads(max(1, torch.get_num_threads() // processes))
+        return requested
+    return max(1, torch.get_num_threads() // max(1, processes))
+
+
+def configure_cpu_threads(requested: int, processes: int) -> None:
+    """Set the intra-op threads of this process (``cpu_threads_for``)."""
+    torch.set_num_threads(cpu_threads_for(requested, processes))
 
 
 def seed_everything(seed: int) -> None:
@@ -173,13 +190,21 @@ def checkpoint_cadence(
 def with_device_defaults(
     cfg: DictConfig, device: torch.device, processes_sharing_cpus: int
 ) -> DictConfig:
-    """A copy of ``cfg`` whose device-dependent trainer settings (``channels_last``,
-    ``compile``, the checkpoint cadence: null; ``num_workers``: -1) are resolved for
-    ``device``; none of them is part of the run's identity."""
+    """A copy of ``cfg`` whose device-dependent trainer settings are resolved for ``device``:
+    ``accelerator`` (the device type), ``precision`` (bf16 or fp32), ``channels_last`` and
+    ``compile`` (null: auto), ``cpu_threads`` (0: a share of the default), ``num_workers`` (-1:
+    auto) and the checkpoint cadence (null: by device).
+
+    A launch resolves its config once with this (``experiments.train``), records the resolved
+    values (``experiments.identity``: the setup and the rounding keys) and trains exactly them;
+    resolving a resolved config changes nothing."""
     resolved = copy.deepcopy(cfg)
     trainer = resolved.trainer
+    trainer.accelerator = device.type
+    trainer.precision = resolved_precision(str(cfg.trainer.precision), device.type)
     trainer.channels_last = use_channels_last(cfg.trainer.channels_last, device)
     trainer.compile = use_compile(cfg.trainer.compile, device)
+    trainer.cpu_threads = cpu_threads_for(cfg.trainer.cpu_threads, processes_sharing_cpus)
     trainer.num_workers = data_workers(cfg.trainer.num_workers, processes_sharing_cpus)
     trainer.checkpoint_every_epochs, trainer.checkpoint_every_minutes = checkpoint_cadence(
         cfg.trainer.checkpoint_every_epochs, cfg.trainer.checkpoint_every_minutes, device

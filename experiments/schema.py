@@ -84,8 +84,9 @@ class DataConfig:
 
 
 #: The honest protocol's validation split per dataset (``protocol=honest``): CIFAR 5,000 of its
-#: 50,000 training images; ImageNet 10,000 (10 per class on average; the official val set stays
-#: the test set); digits 360 of its 1,437 training digits (a quarter, as many as its test split).
+#: 50,000 training images (500 per class); ImageNet 10,000 (10 per class, as balanced as its val
+#: folder, which stays the test set); digits 360 of its 1,437 training digits (as many, class by
+#: class, as its test split). The classes take the test split's shares (validation_split).
 HONEST_VAL_SIZES: dict[str, int] = {
     "cifar10": 5_000,
     "cifar100": 5_000,
@@ -231,6 +232,8 @@ class TrainerConfig:
     checkpoint_every_minutes: float | None = None
     gpu_slots: int = 0  # >0: share this many GPUs of the node among the jobs of a sweep
     allow_code_change: bool = False  # resume a run that other code started (recorded)
+    # resume a run with other rounding values (threads, channels_last, ...; recorded)
+    allow_numerics_change: bool = False
     # On SIGTERM/SIGINT/SIGUSR1/SIGUSR2 training stops between two optimizer steps with a
     # checkpoint; several processes agree on stopping every N steps (one tiny all-reduce).
     stop_check_every: int = 10

@@ -37,15 +37,29 @@ from experiments.distributed import (
     spawn,
 )
 from experiments.gpu_slots import SLOT_DIR_NAME, SlotPool, claim_slot, visible_gpus
-from experiments.identity import label_settings, name_suffix, run_directory, run_setup
+from experiments.identity import (
+    DATA_FINGERPRINT_KEY,
+    label_settings,
+    name_suffix,
+    rounding_values,
+    run_directory,
+    run_setup,
+)
 from experiments.launch import RunIdentity, decide
 from experiments.loop import TrainingDiverged
 from experiments.preemption import StopSignals, TrainingInterrupted
 from experiments.provenance import code_version
 from experiments.refused_launch import directories_to_make, removed_if_refused
-from experiments.runtime import configure_cpu_threads, configure_determinism, select_device
+from experiments.runtime import (
+    configure_cpu_threads,
+    configure_determinism,
+    launch_device_type,
+    processes_per_node,
+    select_device,
+    with_device_defaults,
+)
 from experiments.studies import with_trial
-from experiments.validation import validate_config
+from experiments.validation import check_batch_fits, validate_config
 
 log = logging.getLogger("experiments.train")
 
@@ -80,6 +94,10 @@ def _worker(
             return  # the parent reports it: it holds the lock and any scheduler's handler
         raise
     except SystemExit:  # a scheduler's handler requeued the job after our checkpoint
+        raise
+    except KeyboardInterrupt:  # Ctrl-C twice: the run is marked failed; the entry says so
+        if rank == 0:
+            log.error("stopped at once by a second Ctrl-C: the run is marked failed")
         raise
     except TrainingDiverged as error:
         if rank == 0:
@@ -170,19 +188,80 @@ def _spawn_workers(plan: LaunchPlan, args: tuple[Any, ...], run_dir: rd.RunDir) 
 class LaunchResult:
     action: str  # skip | resume | fresh
     run_dir: Path
+    note: str | None = None  # what the result line adds (a skip's other rounding values)
 
 
-def identify_run(cfg: DictConfig, choices: Mapping[str, str | None]) -> tuple[Path, RunIdentity]:
-    """The run directory and identity of ``cfg`` (composed from the Hydra ``choices``)."""
-    suffix, changes = name_suffix(cfg, choices, compose_config)
+def resolve_for_launch(cfg: DictConfig, world_size: int) -> DictConfig:
+    """``cfg`` with its device-dependent values resolved as this launch trains them (precision,
+    channels_last, threads, ...: ``experiments.runtime.with_device_defaults`` on the device type
+    ``trainer.accelerator`` picks). The workers train this config; the run records it."""
+    device = torch.device(launch_device_type(str(cfg.trainer.accelerator)))
+    jobs_on_node = cfg.trainer.gpu_slots // cfg.trainer.devices
+    return with_device_defaults(cfg, device, processes_per_node(world_size, jobs_on_node))
+
+
+def run_suffix(
+    cfg: DictConfig, choices: Mapping[str, str | None], world_size: int | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The identity suffix of ``cfg``'s run directory and the changes it names, for a launch of
+    ``world_size`` processes (by default the one ``trainer.devices`` plans)."""
+    world = world_size or plan_launch(cfg.trainer.devices).world_size
+    return name_suffix(cfg, choices, compose_config, _setup_for(world))
+
+
+def _setup_for(world_size: int) -> Any:
+    def setup_of(config: DictConfig) -> dict[str, Any]:
+        return run_setup(resolve_for_launch(config, world_size), world_size)
+
+    return setup_of
+
+
+def identify_run(
+    cfg: DictConfig,
+    choices: Mapping[str, str | None],
+    world_size: int | None = None,
+    *,
+    read_data: bool = True,
+) -> tuple[Path, RunIdentity]:
+    """The run directory and identity of ``cfg`` (composed from the Hydra ``choices``) for a
+    launch of ``world_size`` processes (by default the one ``trainer.devices`` plans).
+
+    With ``read_data`` the setup holds the fingerprint of the data the run trains on, and the
+    batch size is checked against the training set on the way (both before anything is
+    written). Reading the data here costs one more load of an in-memory dataset, or one more
+    directory scan of ImageNet, per launch (the workers read it again): the price of refusing a
+    skip or resume into a run trained on other data. Without it (ranks > 0 of torchrun/SLURM,
+    which take rank 0's identity, and callers that only want the name), the setup has none."""
+    world = world_size or plan_launch(cfg.trainer.devices).world_size
+    resolved = resolve_for_launch(cfg, world)
+    suffix, changes = run_suffix(cfg, choices, world)
+    setup = _setup_for(world)(cfg)
+    if read_data:
+        setup = dict(sorted({**setup, DATA_FINGERPRINT_KEY: _data_fingerprint(resolved)}.items()))
     identity = RunIdentity(
         label=f"{cfg.scheduler.label}{suffix}",
         changes=changes,
-        setup=run_setup(cfg),
+        setup=setup,
         label_settings=label_settings(cfg),
-        code_version=code_version(),
+        code_version=code_version(exclude=(cfg.paths.results_dir, cfg.data.root)),
+        numerics=rounding_values(resolved),
     )
     return run_directory(cfg.paths.results_dir, cfg, suffix).absolute(), identity
+
+
+def _data_fingerprint(resolved: DictConfig) -> str:
+    """The setup's ``data.fingerprint`` of the data ``resolved`` trains on, after checking the
+    batch against its training set."""
+    from experiments.data import DataSettings, fingerprint_data
+    from experiments.data.validation_split import ValidationSplitError
+
+    settings = DataSettings.for_rank(resolved, torch.device("cpu"), 0, 1)
+    try:
+        fingerprint = fingerprint_data(resolved.data.name, settings)
+    except ValidationSplitError as error:  # a config value that only the data can refuse
+        raise ConfigError(str(error)) from None
+    check_batch_fits(resolved, fingerprint.num_train)
+    return fingerprint.value()
 
 
 def _write_hydra_files(
@@ -231,7 +310,9 @@ def run_job(
                 f"trainer.devices={plan.world_size} is invalid: only "
                 f"{torch.cuda.device_count()} GPUs are visible here"
             )
-    root, identity = identify_run(cfg, choices)
+    # Other ranks of torchrun/SLURM take rank 0's identity (experiments.job).
+    root, identity = identify_run(cfg, choices, plan.world_size, read_data=plan.rank == 0)
+    resolved = resolve_for_launch(cfg, plan.world_size)
     run_dir = rd.RunDir(root)
     made = directories_to_make(root) if plan.rank == 0 else []
     # One launch per run directory: rank 0 holds its lock (other ranks of torchrun/SLURM join).
@@ -241,12 +322,13 @@ def run_job(
     ):
         action, identity = decide(run_dir, identity, plan.world_size, cfg)
         if action is rd.LaunchAction.SKIP:
-            log.info("already finished, nothing to do: results in %s", run_dir.root)
-            return LaunchResult(action.value, run_dir.root)
+            note = f"; {identity.note}" if identity.note else ""
+            log.info("already finished, nothing to do: results in %s%s", run_dir.root, note)
+            return LaunchResult(action.value, run_dir.root, identity.note)
         if plan.rank == 0:
             run_dir.record_lock_owner()
-            _write_hydra_files(run_dir, cfg, overrides, hydra_cfg)
-        config = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+            _write_hydra_files(run_dir, resolved, overrides, hydra_cfg)
+        config = OmegaConf.to_container(resolved, resolve=True, enum_to_str=True)
         args = (config, str(run_dir.root), identity)
         with _gpu_slot(cfg) as slot_plan:
             plan = slot_plan or plan

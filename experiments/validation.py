@@ -8,13 +8,15 @@ schedules) or the library's own constructors, which a trial build on a one-weigh
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from autodrop import registry
 from experiments.config import ConfigError, check_relative_path, invalid, invalid_choice
+from experiments.identity import flatten
 from experiments.lr_method import build_optimizer, build_schedule
 from experiments.schema import (
     CHOSEN_SCHEMAS,
@@ -33,6 +35,11 @@ CIFAR_IMAGE_SIZE = 32
 # Steps per epoch of the trial build: the real value needs the data, so take a large one (a
 # check that depends on it may still refuse at the real build, also before any training).
 PROBE_STEPS_PER_EPOCH = 1000
+# The longest run the suite accepts (the paper's longest budget is 200 epochs): beyond it a
+# mistyped budget would train for ever rather than fail.
+MAX_EPOCHS = 100_000
+# Folders that must name a place: an empty value would write into the current directory.
+PATH_KEYS = ("paths.results_dir", "paths.data_dir", "data.root")
 
 
 def _check_choice(key: str, value: object, choices: Iterable[str]) -> None:
@@ -44,6 +51,41 @@ def _check_choice(key: str, value: object, choices: Iterable[str]) -> None:
 def _check_at_least(key: str, value: float, low: float) -> None:
     if value < low:
         raise invalid(key, value, f"must be >= {low}")
+
+
+def _check_finite(cfg: DictConfig) -> None:
+    """Every float of the config (lists and free-form options included) is finite: an lr of
+    nan or inf passes every range check and trains until it diverges."""
+    values = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    values.pop("hydra", None)
+    for key, value in flatten(values).items():
+        items = value if isinstance(value, list) else [value]
+        for index, item in enumerate(items):
+            if isinstance(item, float) and not math.isfinite(item):
+                where = f"{key}[{index}]" if isinstance(value, list) else key
+                raise invalid(where, item, "must be a finite number")
+
+
+def _check_paths(cfg: DictConfig) -> None:
+    for key in PATH_KEYS:
+        value = OmegaConf.select(cfg, key)
+        if not isinstance(value, str) or not value.strip():
+            raise invalid(
+                key,
+                value,
+                "must name a folder (an empty value would write into the current directory)",
+            )
+
+
+def check_batch_fits(cfg: DictConfig, num_train: int) -> None:
+    """The global batch is at most the training set (read before anything is written)."""
+    if cfg.trainer.batch_size > num_train:
+        raise invalid(
+            "trainer.batch_size",
+            cfg.trainer.batch_size,
+            f"must be <= the training set's {num_train} samples ({cfg.data.name}): a larger "
+            "batch would train one partial batch per epoch",
+        )
 
 
 def _check_known_keys(cfg: DictConfig) -> None:
@@ -70,13 +112,45 @@ def _check_known_keys(cfg: DictConfig) -> None:
                 raise ConfigError(unknown_key_message(dotted, allowed))
 
 
-def _check_label(label: str, name: str) -> None:
+def _without_interpolations(text: str) -> str:
+    """``text`` with each ``${...}`` (nested ones included) replaced by one NUL character."""
+    out, depth, index = [], 0, 0
+    while index < len(text):
+        if text.startswith("${", index):
+            if depth == 0:
+                out.append("\0")
+            depth, index = depth + 1, index + 2
+        elif text[index] == "}" and depth:
+            depth, index = depth - 1, index + 1
+        else:
+            if depth == 0:
+                out.append(text[index])
+            index += 1
+    return "".join(out)
+
+
+def _check_label(cfg: DictConfig) -> None:
+    """The label is the schedule's name, optionally '-<setting>', and every '<key>=<value>' it
+    shows takes its value from the config: a written-out value could name a setting the run
+    does not have and share the directory of the run that has it. (A label equal to another
+    schedule's name fails the first rule.)"""
+    label, name = cfg.scheduler.label, cfg.scheduler.name
     if "/" in label or label.split("-")[0] != name:
         raise invalid(
             "scheduler.label",
             label,
             f"must be the schedule name {name!r}, optionally followed by '-<setting>' "
             "(e.g. 'autodrop-window=32'), and contain no '/'",
+        )
+    raw = str(OmegaConf.to_container(cfg.scheduler, resolve=False).get("label", ""))
+    shape = _without_interpolations(raw)
+    if any(shape[i + 1 : i + 2] != "\0" for i, char in enumerate(shape) if char == "="):
+        raise invalid(
+            "scheduler.label",
+            label,
+            "a '<setting>=<value>' in a label must take its value from the config (e.g. "
+            "'autodrop-window=${scheduler.window}'): a written-out value could name a setting "
+            "this run does not have; use a label without '=' (e.g. 'autodrop-mine')",
         )
 
 
@@ -100,11 +174,16 @@ def _check_optimizer_pairing(optimizer_name: str, scheduler_name: str) -> None:
         )
 
 
-def _check_data_and_model(cfg: DictConfig) -> None:
+def _check_dataset_name(cfg: DictConfig) -> None:
+    # First: other values (protocol=honest's data.val_size) are resolved from the name.
     from experiments.data import DATASET_NAMES
-    from models import MODEL_NAMES
 
     _check_choice("data.name", cfg.data.name, DATASET_NAMES)
+
+
+def _check_data_and_model(cfg: DictConfig) -> None:
+    from models import MODEL_NAMES
+
     _check_at_least("data.image_size", cfg.data.image_size, 8)
     _check_at_least("data.max_image_pixels", cfg.data.max_image_pixels, 1)
     _check_at_least("data.val_size", cfg.data.val_size, 0)
@@ -128,6 +207,8 @@ def _check_trainer(cfg: DictConfig) -> None:
         "stop_check_every",
     ):
         _check_at_least(f"trainer.{key}", trainer[key], 1)
+    if trainer.epochs > MAX_EPOCHS:
+        raise invalid("trainer.epochs", trainer.epochs, f"must be <= {MAX_EPOCHS}")
     for key in ("gpu_slots", "cpu_threads", "nan_check_every"):
         _check_at_least(f"trainer.{key}", trainer[key], 0)
     for key in ("checkpoint_every_epochs", "checkpoint_every_minutes"):  # None: auto
@@ -208,13 +289,16 @@ def validate_config(cfg: DictConfig) -> None:
     _check_choice("scheduler.name", cfg.scheduler.name, registry.SCHEDULE_NAMES)
     _check_choice("optimizer.name", cfg.optimizer.name, OPTIMIZER_SCHEMAS)
     _check_choice("logger.name", cfg.logger.name, LOGGER_SCHEMAS)
+    _check_dataset_name(cfg)
     _check_known_keys(cfg)
     check_study(cfg)  # before trainer.epochs is read: the horizon study derives it
+    _check_finite(cfg)
+    _check_paths(cfg)
     check_relative_path("experiment_name", cfg.experiment_name)
     _check_at_least("seed", cfg.seed, 0)
     _check_data_and_model(cfg)
     _check_trainer(cfg)
     _check_optimizer_values(cfg.optimizer)
     _check_optimizer_pairing(cfg.optimizer.name, cfg.scheduler.name)
-    _check_label(cfg.scheduler.label, cfg.scheduler.name)
+    _check_label(cfg)
     _trial_build(cfg)

@@ -84,7 +84,8 @@ def expected_run_dir(results_dir: Path, overrides: Sequence[str]) -> Path:
     from experiments.config import compose_with_choices
     from experiments.train import identify_run
 
-    return identify_run(*compose_with_choices([*overrides, f"paths.results_dir={results_dir}"]))[0]
+    cfg, choices = compose_with_choices([*overrides, f"paths.results_dir={results_dir}"])
+    return identify_run(cfg, choices, read_data=False)[0]
 
 
 @pytest.fixture

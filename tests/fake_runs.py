@@ -111,11 +111,11 @@ def write_fake_run(
             record[key] = values[index]
         records.append(record)
     _write_jsonl(run_dir / rd.METRICS_FILE, records)
-    derived = rd.summarize_metrics(records)
     if val_errs is not None and validation is None:
         validation = {"size": 360, "fingerprint": "fake", "split_seed": 0}
     if trace is not None:
         _write_jsonl(run_dir / TRACE_FILE, trace)
+    derived = rd.summarize_metrics(records)
     summary = {
         "status": status,
         "experiment": experiment,
@@ -128,29 +128,28 @@ def write_fake_run(
         "label_settings": settings,
         "seed": seed,
         "epochs_planned": planned,
-        "epochs_done": epochs,
-        "final_test_err": test_errs[-1] if test_errs else None,
-        "min_test_err": min(test_errs) if test_errs else None,
-        "min_test_err_epoch": (list(test_errs).index(min(test_errs)) + 1) if test_errs else None,
-        "min_val_err": derived["min_val_err"],
-        "best_val_epoch": derived["best_val_epoch"],
-        "test_err_at_best_val": derived["test_err_at_best_val"],
+        **derived,  # epochs_done, test and validation errors, times: from the records
         "validation": validation,
         "signals": sorted(s.value for s in schedule_class(scheduler).reads)
         if scheduler in SCHEDULE_NAMES
         else [],
         "metric_source": metric_source,
         "wall_time_s": time_per_iter_s * steps_per_epoch * epochs,
-        "train_time_s": derived["train_time_s"],
-        "time_per_iter_s": time_per_iter_s if epochs else None,
         "steps_per_epoch": steps_per_epoch,
-        "batch_size": 128,
+        "batch_size": 128,  # the setup's trainer.batch_size
         "hardware": "cpu (fake)",
         "world_size": 1,
         "versions": {"torch": "fake"},
         "git_commit": None,
         "changes": changes,
         "setup": {
+            "experiment_name": experiment,
+            "data.name": dataset,
+            "model.name": model,
+            "scheduler.name": scheduler,
+            "seed": seed,
+            "trainer.epochs": planned,
+            "trainer.batch_size": 128,
             **{f"scheduler.{key}": value for key, value in (options or {}).items()},
             **settings,
             **changes,

@@ -73,6 +73,7 @@ SECRET_NAME_PATTERN = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.IGNORECASE)
 SLOW_FSYNC_ENV = "FAULTS_SLOW_FSYNC_S"
 KILL_AFTER_SAVES_ENV = "FAULTS_KILL_AFTER_SAVES"
 TRUSTED_CIFAR_MD5_ENV = "FAULTS_TRUSTED_CIFAR_MD5"  # JSON {kind: {file: md5}}
+AUTO_PRECISION_ENV = "FAULTS_AUTO_PRECISION"  # what trainer.precision=auto means (a GPU stand-in)
 CHILD_CODE = "import tests.fault_campaign as faults; faults.child_main()"
 
 
@@ -136,6 +137,16 @@ def child_main() -> None:
         for kind, file_md5 in trusted.items():
             release = dataclasses.replace(cifar.CIFAR_RELEASES[kind], file_md5=file_md5)
             cifar.CIFAR_RELEASES[kind] = release
+    auto_precision = os.environ.get(AUTO_PRECISION_ENV)
+    if auto_precision:
+        from experiments import runtime
+
+        real_precision = runtime.resolved_precision
+
+        def precision_as_on_a_gpu(precision: str, device_type: str) -> str:
+            return auto_precision if precision == "auto" else real_precision(precision, device_type)
+
+        runtime.resolved_precision = precision_as_on_a_gpu
     sys.argv = ["experiments.train", *sys.argv[1:]]
     runpy.run_module("experiments.train", run_name="__main__", alter_sys=True)
 
@@ -657,7 +668,7 @@ def scenario_wandb(ws: Workspace, trials: int, init_timeout_s: float = 30.0) -> 
 # Keys the fuzz perturbs: (scheduler it belongs to or None, key, valid values, invalid values).
 FUZZ_SPEC: list[tuple[str | None, str, list[Any], list[Any]]] = [
     (None, "trainer.epochs", [2, 3], [0, -3]),
-    (None, "trainer.batch_size", [1, 64, 5000], [0, -64]),
+    (None, "trainer.batch_size", [1, 64, 1437], [0, -64]),  # 1437: the digits train split
     (None, "trainer.eval_batch_size", [1, 360], [0]),
     (None, "trainer.nan_check_every", [0, 3], [-1]),
     (None, "trainer.devices", [1], [0, -2]),
@@ -1343,6 +1354,372 @@ def scenario_planted_links(ws: Workspace, trials: int) -> Outcome:
     return outcome
 
 
+# ------------------------------------ 11. run identity, records and values (a second pass)
+def _copied_reference(ws: Workspace) -> tuple[Path, Path]:
+    """A fresh results directory holding a copy of the finished reference run; its run dir."""
+    results = ws.fresh("identity")
+    source = ws.reference.parents[len(RUN_SUBDIR.parts) - 1]
+    shutil.copytree(source, results, dirs_exist_ok=True)
+    return results, results / RUN_SUBDIR
+
+
+def _files_of(run_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+
+
+def _output(result: subprocess.CompletedProcess[str]) -> str:
+    return result.stdout + result.stderr
+
+
+def _refused_unchanged(
+    result: subprocess.CompletedProcess[str], run_dir: Path, before: dict, *expected: str
+) -> str | None:
+    """None when ``result`` was refused with exit 2 naming every ``expected`` text and
+    ``run_dir`` kept every byte."""
+    if result.returncode != 2:
+        return f"exit {result.returncode}, expected a refusal (2)"
+    missing = [text for text in expected if text not in _output(result)]
+    if missing:
+        return f"the refusal does not say {missing}: {result.stderr.strip()[-300:]}"
+    return "the refused launch changed the run directory" if _files_of(run_dir) != before else None
+
+
+def rounding_skip(ws: Workspace) -> str | None:
+    """A finished run relaunched with trainer.channels_last=true: skipped, saying so."""
+    results, run_dir = _copied_reference(ws)
+    before = _files_of(run_dir)
+    result = run_cli(runner_command(results, "trainer.channels_last=true"))
+    if result.returncode != 0 or "skipped" not in _output(result):
+        return f"exit {result.returncode}, not skipped"
+    if "trained with other rounding values: trainer.channels_last: False -> True" not in (
+        _output(result)
+    ):
+        return "the skip line does not name the rounding value that differs"
+    return "the skip changed the run directory" if _files_of(run_dir) != before else None
+
+
+def rounding_resume(ws: Workspace, allow: bool) -> str | None:
+    """SIGKILL after a checkpoint, relaunch with channels_last=true: refused naming key, old
+    and new value; then either the same command resumes exactly, or the change allowed is
+    recorded with the resume."""
+    results = ws.fresh("rounding-resume")
+    run_dir = ws.partial_run(results)
+    before = _files_of(run_dir)
+    changed = runner_command(results, "trainer.channels_last=true")
+    problem = _refused_unchanged(
+        run_cli(changed),
+        run_dir,
+        before,
+        "trainer.channels_last: False -> True",
+        "trainer.allow_numerics_change=true",
+    )
+    if problem:
+        return problem
+    if not allow:
+        relaunch = run_cli(runner_command(results))
+        if relaunch.returncode != 0:
+            return f"the unchanged relaunch: exit {relaunch.returncode}"
+        return difference_from(run_dir, ws.reference)
+    relaunch = run_cli([*changed, "trainer.allow_numerics_change=true"])
+    summary = summary_of(run_dir)
+    if relaunch.returncode != 0 or summary.get("status") != rd.FINISHED:
+        return f"the allowed relaunch: exit {relaunch.returncode}"
+    recorded = (summary.get("resumes") or [{}])[-1].get("numerics_change_allowed")
+    if recorded != ["trainer.channels_last: False -> True"]:
+        return f"summary.json records {recorded!r} for the allowed change"
+    return None
+
+
+def unsynchronised_batchnorm(ws: Workspace) -> str | None:
+    """trainer.devices=2 trainer.sync_bn=false beside the finished one-process run."""
+    results = ws.fresh("bn")
+    short = ("trainer.sync_bn=false", "trainer.epochs=1")
+    first = run_cli(runner_command(results, *short))
+    second = run_cli(runner_command(results, *short, "trainer.devices=2"))
+    if first.returncode or second.returncode:
+        return f"exits {first.returncode}, {second.returncode}"
+    if "skipped" in _output(second):
+        return "the two-process run was skipped as the one-process run"
+    finished = sorted(p.parent.parent.name for p in (results / "runs").rglob(rd.SUMMARY_FILE))
+    return None if len(finished) == 2 else f"runs found: {finished}"
+
+
+def precision_resolved(ws: Workspace, finished: bool) -> str | None:
+    """A run trained in fp32 (auto on this CPU) relaunched where auto means bf16 (the wrapper
+    stands in for a GPU): refused naming the precision, whether finished or interrupted."""
+    if finished:
+        results, run_dir = _copied_reference(ws)
+    else:
+        results = ws.fresh("precision")
+        run_dir = ws.partial_run(results)
+    before = _files_of(run_dir)
+    result = run_cli(runner_command(results, wrapped=True), env={AUTO_PRECISION_ENV: "bf16"})
+    return _refused_unchanged(result, run_dir, before, "trainer.precision: 'fp32' -> 'bf16'")
+
+
+def skipping_images_is_another_run(ws: Workspace) -> str | None:
+    """data.skip_bad_images=true changes which images train: never skipped into the run."""
+    results, run_dir = _copied_reference(ws)
+    result = run_cli(runner_command(results, "data.skip_bad_images=true"))
+    if result.returncode != 0 or "skipped" in _output(result):
+        return f"exit {result.returncode}: {result.stdout[-200:]}"
+    label = f"autodrop,data.image_size=8,data.skip_bad_images=true,trainer.epochs={EPOCHS}"
+    other = RUN_SUBDIR.parent.with_name(label) / RUN_SUBDIR.name
+    return None if (results / other / rd.SUMMARY_FILE).is_file() else "no run of its own"
+
+
+def other_data(ws: Workspace, dataset: str) -> str | None:
+    """The same command on other data (another CIFAR copy read unverified, an image added to
+    ImageNet): refused naming data.fingerprint, for a finished run."""
+    from tests.fake_datasets import write_fake_cifar
+
+    results = ws.fresh("other-data")
+    if dataset == "cifar10":
+        data_dir, _ = _fake_cifar(ws)
+        overrides = [*DATA_RUN, *CIFAR_RUN, "data.verify=false"]
+    else:
+        data_dir, fake = _fake_imagenet(ws)
+        overrides = [*DATA_RUN, *IMAGENET_RUN]
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.train",
+        *overrides,
+        f"paths.data_dir={data_dir}",
+        f"paths.results_dir={results}",
+    ]
+    first = run_cli(command)
+    if first.returncode != 0:
+        return f"the first run: exit {first.returncode}: {first.stderr[-300:]}"
+    (summary_path,) = (results / "runs").rglob(rd.SUMMARY_FILE)
+    before = _files_of(summary_path.parent)
+    if dataset == "cifar10":
+        write_fake_cifar(data_dir, "cifar10", n_train=40, n_test=16, seed=1)
+    else:
+        shutil.copy(fake.train_files[0], fake.train_files[0].with_name("added.JPEG"))
+    return _refused_unchanged(run_cli(command), summary_path.parent, before, "data.fingerprint")
+
+
+def exact_names(ws: Workspace) -> str | None:
+    """optimizer.lr=0.1234567,0.1234568 (one apart in the 7th digit): two runs, both finish."""
+    results = ws.fresh("names")
+    command = [o for o in runner_command(results) if not o.startswith("trainer.epochs=")]
+    command[3:3] = ["-m", "trainer.epochs=1", "optimizer.lr=0.1234567,0.1234568"]
+    sweep = run_cli(command)
+    names = sorted(p.parent.parent.name for p in (results / "runs").rglob(rd.SUMMARY_FILE))
+    expected = [
+        f"autodrop,data.image_size=8,optimizer.lr={lr},trainer.epochs=1"
+        for lr in ("0.1234567", "0.1234568")
+    ]
+    if sweep.returncode != 0 or names != expected:
+        return f"exit {sweep.returncode}, runs {names}"
+    return None
+
+
+IDENTITY_FAULTS: dict[str, Callable[[Workspace], str | None]] = {
+    "finished run relaunched with trainer.channels_last=true": rounding_skip,
+    "killed run resumed with channels_last=true (refused, then exact)": partial(
+        rounding_resume, allow=False
+    ),
+    "killed run resumed with channels_last=true, allowed": partial(rounding_resume, allow=True),
+    "trainer.devices=2 trainer.sync_bn=false beside one process": unsynchronised_batchnorm,
+    "finished fp32 run relaunched where auto is bf16": partial(precision_resolved, finished=True),
+    "killed fp32 run resumed where auto is bf16": partial(precision_resolved, finished=False),
+    "data.skip_bad_images=true": skipping_images_is_another_run,
+    "another CIFAR copy (data.verify=false)": partial(other_data, dataset="cifar10"),
+    "an image added to ImageNet": partial(other_data, dataset="imagenet"),
+    "optimizer.lr=0.1234567,0.1234568": exact_names,
+}
+
+
+def scenario_run_identity(ws: Workspace, trials: int) -> Outcome:
+    """Launches that must not share a run (other rounding values, BatchNorm split, precision,
+    skipped images, other data, values equal to 6 digits): each is skipped saying so, refused
+    naming what differs, or trained as a run of its own, and a refused resume then continues
+    exactly. ``trials`` cases, in order (all by default)."""
+    outcome = Outcome("run_identity")
+    for label, case in list(IDENTITY_FAULTS.items())[:trials]:
+        outcome.record(case(ws), label)
+    return outcome
+
+
+def _checkout_copy(ws: Workspace) -> Path:
+    """A fresh git checkout holding this tree's code (committed), to run the runner from."""
+    copy = ws.fresh("checkout")
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = REPO_ROOT / name
+        if source.is_file() and not name.startswith("results/"):
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, copy / name)
+    for command in (
+        ["init", "-q"],
+        ["add", "-A"],
+        ["-c", "user.name=f", "-c", "user.email=f@f", "commit", "-qm", "code"],
+    ):
+        subprocess.run(["git", *command], cwd=copy, check=True, capture_output=True)
+    return copy
+
+
+def code_fingerprint(ws: Workspace, case: str) -> str | None:
+    """Results kept inside a git checkout (``paths.results_dir=out`` or inside a package), an
+    untracked notebook beside the code, an edited source file: a killed run resumes exactly in
+    the first two cases and is refused naming the file in the third."""
+    checkout = _checkout_copy(ws)
+    results = "experiments/out" if case == "notebook" else "out"
+    command = [*runner_command(Path(results), wrapped=True)]
+
+    def launch(env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            command,
+            cwd=checkout,
+            env=_clean_env(env),
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT_S,
+            check=False,
+        )
+
+    killed = launch({KILL_AFTER_SAVES_ENV: "2"})
+    if killed.returncode != -signal.SIGKILL:
+        return f"the run was not killed: exit {killed.returncode}: {killed.stdout[-300:]}"
+    run_dir = checkout / results / RUN_SUBDIR
+    if case == "notebook":
+        (checkout / "experiments" / "scratch.ipynb").write_text('{"cells": []}')
+    if case == "edited":
+        edited = checkout / "experiments" / "console.py"
+        edited.write_text(edited.read_text() + "\n# an edit\n")
+        refusal = launch()
+        if refusal.returncode != 2 or "files that differ: experiments/console.py" not in (
+            refusal.stderr
+        ):
+            return f"the edited code: exit {refusal.returncode}: {refusal.stderr[-300:]}"
+        subprocess.run(["git", "checkout", "-q", "--", "."], cwd=checkout, check=True)
+    resumed = launch()
+    if resumed.returncode != 0 or "resuming" not in _output(resumed):
+        return f"the resume: exit {resumed.returncode}: {_output(resumed)[-300:]}"
+    return difference_from(run_dir, ws.reference)
+
+
+def scenario_code_fingerprint(ws: Workspace, trials: int) -> Outcome:
+    """The code fingerprint counts code only: results and notebooks in the tree never block a
+    resume, an edited source file is named."""
+    outcome = Outcome("code_fingerprint")
+    for case in ("results in the tree", "notebook", "edited")[:trials]:
+        outcome.record(code_fingerprint(ws, case), case)
+    return outcome
+
+
+def forged_summary(ws: Workspace, case: str) -> str | None:
+    """A finished run whose summary.json was edited: listed as damaged, never averaged."""
+    from scripts.analysis.runs import load_runs
+
+    results, run_dir = _copied_reference(ws)
+    summary = summary_of(run_dir)
+    if case == "cut":  # the records cut to one epoch, the summary edited to match
+        records = read_records(run_dir / rd.METRICS_FILE)[:1]
+        (run_dir / rd.METRICS_FILE).write_text(json.dumps(records[0]) + "\n")
+        summary.update(epochs_planned=1, **rd.summarize_metrics(records))
+        reason = "trainer.epochs=4"
+    else:
+        summary["time_per_iter_s"] *= 100
+        reason = "time_per_iter_s"
+    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary))
+    runs = load_runs(results / "runs").runs
+    status, message = runs["status"].iloc[0], str(runs["message"].iloc[0])
+    if status != "damaged" or reason not in message:
+        return f"status {status!r}, message {message!r}"
+    return None
+
+
+def scenario_forged_summary(ws: Workspace, trials: int) -> Outcome:
+    """Summaries edited to agree with cut records, or with a time per iteration x100."""
+    outcome = Outcome("forged_summary")
+    for case in ("cut", "time")[:trials]:
+        outcome.record(forged_summary(ws, case), case)
+    return outcome
+
+
+UNUSABLE_VALUES = (
+    "optimizer.lr=nan",
+    "optimizer.lr=inf",
+    "trainer.epochs=100000000000",
+    "trainer.batch_size=2000",
+    "paths.results_dir=",
+    "paths.results_dir=' '",
+    "paths.data_dir=",
+)
+
+
+def unusable_value(ws: Workspace, override: str) -> str | None:
+    """Refused in one line naming the key, before anything is written anywhere (the launch
+    runs in an empty folder, so a stray relative write would show)."""
+    scratch = ws.fresh("values")
+    command = [*runner_command(scratch / "results"), override]
+    try:
+        result = subprocess.run(
+            command,
+            cwd=scratch,
+            env=_clean_env({"PYTHONPATH": str(REPO_ROOT)}),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return "still training after 60 s: not refused"
+    lines = result.stderr.strip().splitlines()
+    key = override.partition("=")[0]
+    if result.returncode != 2 or len(lines) != 1 or not lines[0].startswith(f"error: {key}="):
+        return f"exit {result.returncode}: {result.stderr.strip()[-300:]}"
+    written = sorted(str(p.relative_to(scratch)) for p in scratch.rglob("*"))
+    return f"wrote {written}" if written else None
+
+
+def scenario_unusable_values(ws: Workspace, trials: int) -> Outcome:
+    """nan and inf learning rates, an absurd epoch budget, a batch larger than the training
+    set, empty paths: each refused in one line before anything is written."""
+    outcome = Outcome("unusable_values")
+    for override in UNUSABLE_VALUES[:trials]:
+        outcome.record(unusable_value(ws, override), override)
+    return outcome
+
+
+def ctrl_c_twice(ws: Workspace, step: int) -> str | None:
+    """Ctrl-C twice (the second during the first one's checkpoint): one line, no traceback,
+    status failed; the relaunch finishes exactly as the uninterrupted run."""
+    results = ws.fresh("ctrl-c")
+    injection = f"SIGINT:step:{step},SIGINT:checkpoint:{step // 23 + 1}"
+    code = (
+        "import runpy, tests.signal_injection; runpy.run_module('experiments.train', "
+        "run_name='__main__', alter_sys=True)"
+    )
+    command = [sys.executable, "-c", code, *runner_command(results)[3:]]
+    result = run_cli(command, env={"AUTODROP_TEST_SIGNAL": injection})
+    lines = result.stderr.strip().splitlines()
+    if result.returncode != 130 or "Traceback" in _output(result) or len(lines) != 1:
+        return f"exit {result.returncode}: {_output(result)[-400:]}"
+    if summary_of(results / RUN_SUBDIR).get("status") != rd.FAILED:
+        return f"status {summary_of(results / RUN_SUBDIR).get('status')!r}, not failed"
+    relaunch = run_cli(runner_command(results))
+    if relaunch.returncode != 0:
+        return f"the relaunch: exit {relaunch.returncode}"
+    return difference_from(results / RUN_SUBDIR, ws.reference)
+
+
+def scenario_ctrl_c_twice(ws: Workspace, trials: int) -> Outcome:
+    outcome = Outcome("ctrl_c_twice")
+    for _ in range(trials):
+        step = ws.random.randint(24, 3 * 23 - 1)  # epochs 2..3: a checkpoint came before
+        outcome.record(ctrl_c_twice(ws, step), f"step {step}")
+    return outcome
+
+
 # --------------------------------------------------------------------------- the campaign
 SCENARIOS: dict[str, tuple[Callable[[Workspace, int], Outcome], int]] = {
     "sigkill": (scenario_sigkill, 20),
@@ -1355,6 +1732,11 @@ SCENARIOS: dict[str, tuple[Callable[[Workspace, int], Outcome], int]] = {
     "security": (scenario_security, 2),
     "hostile_data": (scenario_hostile_data, len(DATA_FAULTS)),
     "planted_links": (scenario_planted_links, len(LINK_ENTRIES) + len(ESCAPING_NAMES)),
+    "run_identity": (scenario_run_identity, len(IDENTITY_FAULTS)),
+    "code_fingerprint": (scenario_code_fingerprint, 3),
+    "forged_summary": (scenario_forged_summary, 2),
+    "unusable_values": (scenario_unusable_values, len(UNUSABLE_VALUES)),
+    "ctrl_c_twice": (scenario_ctrl_c_twice, 2),
 }
 
 

@@ -6,8 +6,10 @@ subprocess: ``python -m tests.signal_injection <overrides>`` (one run, like
 when interrupted) with
 ``AUTODROP_TEST_SIGNAL=<SIGNAL>:<point>:<n>[:<rank>|parent]`` in the environment, e.g.
 ``SIGTERM:step:37``, ``SIGUSR2:eval:2:1`` (rank 1 only) or ``SIGTERM:step:30:parent`` (the
-parent of spawned workers gets it and passes it on). Spawned workers import this module as their
-``__main__`` (multiprocessing's spawn start method), so they install the same injection.
+parent of spawned workers gets it and passes it on); several, comma-separated, are all armed
+(``SIGINT:step:30,SIGINT:checkpoint:2``: Ctrl-C twice, the second during the stop's
+checkpoint). Spawned workers import this module as their ``__main__`` (multiprocessing's spawn
+start method), so they install the same injection.
 
 Points, counted from the start of the process (a relaunch counts afresh):
 - ``step``: right after the n-th optimizer step of this process;
@@ -108,8 +110,7 @@ _ARMED: list[contextlib.AbstractContextManager[_Trigger]] = []  # kept for the p
 
 
 def _arm_from_environment() -> None:
-    text = os.environ.get(ENV)
-    if text:
+    for text in filter(None, os.environ.get(ENV, "").split(",")):
         armed = inject(Injection.parse(text))
         armed.__enter__()
         _ARMED.append(armed)

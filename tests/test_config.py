@@ -277,6 +277,14 @@ def test_options_added_with_plus_are_checked_against_the_schedule(quick_config) 
         ("scheduler.label", "autodrop/x", "no '/'"),
         ("experiment_name", "../elsewhere", "relative path"),
         ("seed", -1, ">= 0"),
+        ("optimizer.lr", float("nan"), "must be a finite number"),
+        ("optimizer.lr", float("inf"), "must be a finite number"),
+        ("trainer.checkpoint_every_minutes", float("inf"), "must be a finite number"),
+        ("trainer.epochs", 100_000_000_000, "must be <= 100000"),
+        ("paths.results_dir", "", "must name a folder"),
+        ("paths.results_dir", "  ", "must name a folder"),
+        ("paths.data_dir", "", "must name a folder"),
+        ("scheduler.label", "autodrop-window=32", "must take its value from the config"),
     ],
 )
 def test_semantic_checks_name_key_value_and_what_is_allowed(
@@ -388,6 +396,53 @@ def test_global_batch_must_split_over_devices_and_imagenet_needs_classic_loader(
     imagenet = compose_config(["experiment=paper/resnet18_imagenet", "trainer.loader=device"])
     with pytest.raises(ConfigError, match="imagenet needs trainer.loader=classic"):
         validate_config(imagenet)
+
+
+@pytest.mark.parametrize(
+    "override", ["optimizer.lr=nan", "optimizer.lr=inf", "trainer.batch_size=2000"]
+)
+def test_unusable_values_are_refused_in_one_line_before_anything_is_written(
+    train_cli, results_dir, override: str
+) -> None:
+    result = train_cli(["experiment=quick/digits", "logger=none", override])
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = result.stderr.strip().splitlines()
+    key, _, value = override.partition("=")
+    assert line.startswith(f"error: {key}={value} is invalid: ") or line.startswith(
+        f"error: {key}={value!r} is invalid: "
+    )
+    if key == "trainer.batch_size":
+        assert "training set's 1077 samples (digits)" in line  # 360 held out for validation
+    assert not results_dir.exists()
+
+
+def test_an_empty_results_dir_writes_nothing_into_the_current_directory(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    for value in ("", " "):
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "experiments.train",
+                "experiment=quick/digits",
+                "logger=none",
+                f"paths.results_dir={value}",
+            ],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 2 and "paths.results_dir" in result.stderr
+        assert "must name a folder" in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow

@@ -48,6 +48,8 @@ TINY_GRIDS = (
     "STUDY_FREE=autodrop",
     "STUDY_SEEDS=0",
     "STUDY_TRIALS=null,0",
+    "TASK=quick/digits",
+    "SCHEDULES=autodrop,step",
 )
 
 
@@ -117,6 +119,10 @@ def test_dry_run_trains_and_writes_nothing_in_any_target(tmp_path):
     assert f"would start (400 epochs): {paper}" in out  # make studies, and reproduce's totals:
     assert "study/horizons/resnet18_cifar10: 1 runs of schedules that need no budget" in out
     assert f"would rewrite {results}/quick/studies/" in out
+    # make compare: the fake step run of seed 0 is finished, AutoDrop's is to train
+    assert "would start (30 epochs): quick/digits/digits-resnet8/autodrop/seed=0" in out
+    assert "would start (30 epochs): quick/digits/digits-resnet8/step/seed=0" not in out
+    assert f"would write the comparison's tables and figure to {results}/local/compare/" in out
 
 
 def _clone_of_the_working_tree(clone: Path) -> None:

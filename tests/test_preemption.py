@@ -385,3 +385,35 @@ def test_a_killed_worker_never_leaves_the_run_running(results_dir) -> None:
     run_dir = _run_dir(results_dir, [*TWO_PROCESSES, "experiment_name=killed"])
     assert _summary(run_dir)["status"] == "failed", _summary(run_dir)
     assert effective_status(run_dir) == "failed"
+
+
+@pytest.mark.slow
+def test_ctrl_c_twice_says_one_line_marks_the_run_failed_and_resumes_exactly(
+    train_in_process, results_dir
+) -> None:
+    reference = train_in_process([*TRIAL_RUN, "experiment_name=whole"])
+    args = [*TRIAL_RUN, "experiment_name=twice", f"paths.results_dir={results_dir}"]
+    # The second Ctrl-C comes while the first one's checkpoint is being written.
+    env = {**os.environ, "WANDB_MODE": "disabled", ENV: "SIGINT:step:30,SIGINT:checkpoint:2"}
+    code = (
+        "import runpy, tests.signal_injection; "
+        "runpy.run_module('experiments.train', run_name='__main__', alter_sys=True)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 130, result.stderr[-3000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: stopped at once by Ctrl-C") and "relaunch" in line
+    run_dir = _run_dir(results_dir, args)
+    assert _summary(run_dir)["status"] == "failed"
+    train_in_process(args)
+    assert _summary(run_dir)["status"] == "finished"
+    _assert_same_run(run_dir, reference)

@@ -75,6 +75,7 @@ SUMMARY_KEYS = [
     "code_change_allowed_from",
     "changes",
     "setup",
+    "numerics",
     "wandb_run_id",
     "message",
     "checkpoint_cadence",  # the resolved cadence (auto: every epoch on the CPU, 10 min on CUDA)

@@ -4,7 +4,13 @@
 (seed, epoch) and sharded so every rank takes the same number of steps.
 """
 
-from experiments.data.build import DATASET_NAMES, LOADER_NAMES, build_array_bundle, build_data
+from experiments.data.build import (
+    DATASET_NAMES,
+    LOADER_NAMES,
+    build_array_bundle,
+    build_data,
+    fingerprint_data,
+)
 from experiments.data.bundle import DataBundle, EvalLoader, TrainLoader
 from experiments.data.errors import DatasetUnavailableError
 from experiments.data.settings import DataSettings
@@ -19,4 +25,5 @@ __all__ = [
     "TrainLoader",
     "build_array_bundle",
     "build_data",
+    "fingerprint_data",
 ]

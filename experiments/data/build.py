@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from autodrop.checks import check_choice
 from experiments.data.arrays import ArraySplits, ImageArrays
@@ -11,11 +12,12 @@ from experiments.data.bundle import DataBundle, EvalLoader
 from experiments.data.cifar import CIFAR_SIDE, load_cifar
 from experiments.data.device_loader import DeviceEvalLoader, DeviceTrainLoader
 from experiments.data.digits import load_digits_splits
+from experiments.data.fingerprint import DataFingerprint, arrays_fingerprint, samples_fingerprint
 from experiments.data.gpu_decode import check_decode
-from experiments.data.imagenet import build_imagenet
+from experiments.data.imagenet import FolderOptions, ImageNetSamples, build_imagenet
 from experiments.data.settings import LOADER_NAMES, DataSettings
 from experiments.data.sharding import EpochPlanner, train_steps_per_epoch
-from experiments.data.validation_split import split_validation
+from experiments.data.validation_split import ValidationSplit, split_validation
 from experiments.data.worker_loader import (
     ArrayImageDataset,
     PlannedEpochSampler,
@@ -25,7 +27,13 @@ from experiments.data.worker_loader import (
     make_train_dataloader,
 )
 
-__all__ = ["DATASET_NAMES", "LOADER_NAMES", "build_array_bundle", "build_data"]
+__all__ = [
+    "DATASET_NAMES",
+    "LOADER_NAMES",
+    "build_array_bundle",
+    "build_data",
+    "fingerprint_data",
+]
 
 DATASET_NAMES = ("cifar10", "cifar100", "imagenet", "digits")
 DEVICE_LOADER_DATASETS = ("cifar10", "cifar100", "digits")
@@ -64,12 +72,7 @@ def build_data(name: str, settings: DataSettings) -> DataBundle:
     if name == "imagenet":
         bundle = build_imagenet(settings)
     else:
-        splits = (
-            load_digits_splits(settings.image_size)
-            if name == "digits"
-            else load_cifar(settings.root, name, settings.download, settings.verify)
-        )
-        bundle = build_array_bundle(splits, settings, name=name)
+        bundle = build_array_bundle(_load_arrays(name, settings), settings, name=name)
     batch, world = settings.batch_size, settings.world_size
     steps = train_steps_per_epoch(bundle.num_train, batch, world, settings.drop_last)
     _require(
@@ -80,15 +83,61 @@ def build_data(name: str, settings: DataSettings) -> DataBundle:
     return bundle
 
 
+def _load_arrays(name: str, settings: DataSettings) -> ArraySplits:
+    if name == "digits":
+        return load_digits_splits(settings.image_size)
+    return load_cifar(settings.root, name, settings.download, settings.verify)
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """In-memory splits with the validation split taken out of ``splits.train``: ``val`` holds
+    it (None without one, the paper's protocol)."""
+
+    splits: ArraySplits
+    val: ImageArrays | None
+    validation: ValidationSplit | None
+
+    @classmethod
+    def of(cls, splits: ArraySplits, val_size: int) -> HeldOut:
+        validation = split_validation(splits.train.labels, val_size, like=splits.test.labels)
+        if validation is None:
+            return cls(splits, None, None)
+        kept = replace(splits, train=splits.train.select(validation.train))
+        return cls(kept, splits.train.select(validation.val), validation)
+
+    def by_role(self) -> dict[str, ImageArrays]:
+        """train, val (when held out) and test, in the order a fingerprint reads them."""
+        val = {} if self.val is None else {"val": self.val}
+        return {"train": self.splits.train, **val, "test": self.splits.test}
+
+
+def fingerprint_data(name: str, settings: DataSettings) -> DataFingerprint:
+    """The fingerprint of the data ``build_data(name, settings)`` trains and evaluates on, read
+    the same way without building loaders: the split arrays of an in-memory dataset (CIFAR
+    downloaded and verified as ``settings`` say), or ImageNet's scanned sample lists (one
+    directory scan, no image decoded); the validation split held out as the build holds it."""
+    check_choice("dataset", name, DATASET_NAMES)
+    if name != "imagenet":
+        held = HeldOut.of(_load_arrays(name, settings), settings.val_size)
+        return arrays_fingerprint(held.by_role())
+    root = Path(settings.root).expanduser()
+    samples = ImageNetSamples.scan(root, FolderOptions.of(settings), settings.val_size)
+    return samples_fingerprint(
+        root,
+        {
+            role: [(sample.shown, sample.label) for sample in split]
+            for role, split in samples.by_role().items()
+        },
+    )
+
+
 def build_array_bundle(splits: ArraySplits, settings: DataSettings, *, name: str) -> DataBundle:
     """Loaders over in-memory splits (CIFAR, digits, or synthetic arrays in benchmarks), by
     ``settings.loader``; ``settings.val_size`` training samples are held out as the validation
     split (``experiments.data.validation_split``)."""
-    validation = split_validation(splits.train.labels, settings.val_size)
-    held_out = None
-    if validation is not None:
-        held_out = splits.train.select(validation.val)
-        splits = replace(splits, train=splits.train.select(validation.train))
+    held = HeldOut.of(splits, settings.val_size)
+    splits = held.splits
     make = _device_loaders if settings.loader == "device" else _classic_loaders
     train, eval_loader = make(splits, settings)
     return DataBundle(
@@ -98,8 +147,8 @@ def build_array_bundle(splits: ArraySplits, settings: DataSettings, *, name: str
         num_train=len(splits.train),
         num_test=len(splits.test),
         name=name,
-        val=None if held_out is None else eval_loader(held_out),
-        validation=validation,
+        val=None if held.val is None else eval_loader(held.val),
+        validation=held.validation,
     )
 
 

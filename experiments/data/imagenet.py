@@ -138,12 +138,18 @@ class ImageNetSamples:
     num_classes: int
     validation: ValidationSplit | None
 
+    def by_role(self) -> dict[str, list[Sample]]:
+        """train, val (when held out) and test, in the order a fingerprint reads them."""
+        val = {"val": self.held_out} if self.held_out else {}
+        return {"train": self.train, **val, "test": self.test}
+
     @classmethod
     def scan(cls, root: Path, options: FolderOptions, val_size: int) -> ImageNetSamples:
         classes = check_imagenet_layout(root)
         scans = _scan_splits(root, classes, options)
         train, test = scans["train"].samples, scans["val"].samples
-        validation = split_validation([sample.label for sample in train], val_size)
+        labels = [sample.label for sample in train]
+        validation = split_validation(labels, val_size, like=[sample.label for sample in test])
         if validation is None:
             return cls(train, [], test, len(classes), None)
         return cls(

@@ -14,11 +14,9 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from omegaconf import DictConfig
-
 from experiments.config import CONF_DIR, compose_config, compose_with_choices, invalid_choice
-from experiments.identity import name_suffix
 from experiments.studies import served_horizons
+from experiments.train import run_suffix
 
 SEED_KEY = "seed"
 EXPERIMENT_KEY = "experiment"
@@ -73,20 +71,6 @@ def check_preset(experiment: str) -> None:
         raise invalid_choice("experiment", experiment, presets)
 
 
-class _PresetCache:
-    """``compose_config`` remembering its results: every run of a grid is compared with the
-    same few presets (experiment x schedule), which need composing only once."""
-
-    def __init__(self) -> None:
-        self.composed: dict[tuple[tuple[str, ...], bool], DictConfig] = {}
-
-    def compose(self, overrides: Sequence[str] = (), *, with_hydra: bool = False) -> DictConfig:
-        key = (tuple(overrides), with_hydra)
-        if key not in self.composed:
-            self.composed[key] = compose_config(overrides, with_hydra=with_hydra)
-        return self.composed[key]
-
-
 def planned_runs(experiment: str, grid: str = "", seeds: str | None = None) -> list[PlannedRun]:
     """Every run of ``-m experiment=<experiment> <grid> [seed=<seeds>]``."""
     check_preset(experiment)
@@ -99,14 +83,13 @@ def planned_runs(experiment: str, grid: str = "", seeds: str | None = None) -> l
     seed_values = [int(seed) for seed in sweep.pop(SEED_KEY, [str(preset.seed)])]
     keys = list(sweep)
     runs = []
-    presets = _PresetCache()  # one composition per preset the identity compares runs with
     for values in itertools.product(*(sweep[key] for key in keys)):
         overrides = [
             f"experiment={experiment}",
             *(f"{k}={v}" for k, v in zip(keys, values, strict=True)),
         ]
         cfg, choices = compose_with_choices(overrides)
-        suffix = name_suffix(cfg, choices, presets.compose)[0]
+        suffix = run_suffix(cfg, choices)[0]
         runs += [
             PlannedRun(
                 experiment=cfg.experiment_name,

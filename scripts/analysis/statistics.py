@@ -315,6 +315,22 @@ def comparisons(
     return _frame(records)
 
 
+def versus_baseline(
+    runs: pd.DataFrame, baseline: str, schedules: Sequence[str], value: str = VALUE
+) -> pd.DataFrame:
+    """Each of ``schedules`` against ``baseline`` on each task row, as schedule - baseline (in
+    the order given): the comparisons columns, ``p_holm`` and ``significant`` adjusted over
+    these comparisons of the row (the baseline is chosen before the data, so the family is the
+    comparisons made). A schedule or baseline without a finished value has no record."""
+    _check_columns(runs, value)
+    records = []
+    for row, matrix in seed_matrices(runs, value):
+        if baseline in matrix:
+            pairs = [(label, baseline) for label in schedules if label in matrix]
+            records += _pair_records(matrix, row, [p for p in pairs if p[0] != baseline])
+    return _frame(records)
+
+
 def best_per_row(
     runs: pd.DataFrame, value: str = VALUE, among: Collection[str] | None = None
 ) -> pd.Series:
