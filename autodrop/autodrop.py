@@ -12,6 +12,7 @@ from autodrop.base import Signal
 from autodrop.checks import check_float, check_int
 from autodrop.distributed import broadcast_value
 from autodrop.drop_scheduler import DropScheduler
+from autodrop.search_space import Uniform, space
 
 
 def gaussian_smoothed(buffer: list[float], sigma_cap: float) -> float:
@@ -48,6 +49,10 @@ class AutoDrop(DropScheduler):
     display_name = "AutoDrop"
     colour = "#d62728"
     reads = frozenset({Signal.PARAMETERS})
+    needs_budget = False
+    # The paper's ablations vary rho, window and buffer; the window is scaled per task (a
+    # fraction of an epoch), so rho, the drop factor, is the knob searched with the lr.
+    search_space = space(scheduler__rho=Uniform(0.5, 0.99))
 
     _scalar_fields = ("window", "rho", "buffer_size", "threshold", "min_lr", "omegas",
                       "previous_smoothed", "has_previous_mean", "has_previous_step")

@@ -10,6 +10,7 @@ from autodrop.base import Signal
 from autodrop.checks import check_float, check_int
 from autodrop.distributed import broadcast_tensors, broadcast_value
 from autodrop.drop_scheduler import DropScheduler
+from autodrop.search_space import LogUniform, space
 
 
 class AutoDropV1(DropScheduler):
@@ -40,6 +41,8 @@ class AutoDropV1(DropScheduler):
     display_name = "AutoDrop (2021 code)"
     colour = "#ff7f0e"
     reads = frozenset({Signal.PARAMETERS})
+    needs_budget = False  # extra_epochs is a fixed number of epochs
+    search_space = space(scheduler__theta=LogUniform(1e-3, 1e-1))  # the flatness threshold
 
     _scalar_fields = ("steps_per_epoch", "theta", "drop_factor", "extra_epochs", "auto_theta",
                       "max_theta", "min_lr", "average_weights", "history", "pending_omega",

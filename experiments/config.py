@@ -19,7 +19,14 @@ from omegaconf import DictConfig, EnumNode, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from autodrop.checks import closest_choice
-from experiments.schema import CHOSEN_SCHEMAS, Config, honest_val_size
+from experiments.schema import (
+    CHOSEN_SCHEMAS,
+    Config,
+    honest_val_size,
+    horizon_epochs,
+    tuning_label,
+)
+from experiments.trials import trial_value
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # How Hydra words a failure to merge a command-line override into the composed config.
@@ -102,6 +109,10 @@ def register_configs() -> None:
     )
     OmegaConf.register_new_resolver("mul", multiply, replace=True)
     OmegaConf.register_new_resolver("honest_val_size", honest_val_size, replace=True)
+    # The studies beyond the paper (experiments/studies.py).
+    OmegaConf.register_new_resolver("horizon_epochs", horizon_epochs, replace=True)
+    OmegaConf.register_new_resolver("tuning_label", tuning_label, replace=True)
+    OmegaConf.register_new_resolver("tuning_draw", trial_value, replace=True)
     store = ConfigStore.instance()
     store.store(name="config_schema", node=Config)
     for section, schemas in CHOSEN_SCHEMAS.items():

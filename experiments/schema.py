@@ -267,6 +267,56 @@ class LRSweepConfig:
     multiplier: float = 1.0
 
 
+#: The horizon study's budgets, as multiples of the task's standard epochs T.
+HORIZON_BUDGETS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
+
+
+def horizon_epochs(standard_epochs: Any, budget: Any) -> int:
+    """``budget`` x ``standard_epochs`` as a whole number of epochs (the ``horizon_epochs``
+    resolver of the horizon study's ``trainer.epochs``); ValueError when it is not one (the
+    study's checks, ``experiments.studies.check_horizon``, refuse such values first)."""
+    if standard_epochs is None or budget is None:
+        raise ValueError(
+            "horizon.standard_epochs and horizon.budget are both needed for trainer.epochs "
+            f"(got {standard_epochs!r} and {budget!r})"
+        )
+    epochs = float(standard_epochs) * float(budget)
+    if epochs < 1 or not epochs.is_integer():
+        raise ValueError(
+            f"horizon.budget={budget!r} is invalid: {budget} x horizon.standard_epochs="
+            f"{standard_epochs} is {epochs:g} epochs, not a whole number of epochs (>= 1)"
+        )
+    return int(epochs)
+
+
+@dataclass
+class HorizonConfig:
+    """The horizon study (experiment=study/horizons/<task>, ``experiments.studies``): a run at
+    ``budget`` x ``standard_epochs`` epochs (the preset sets ``trainer.epochs`` so), ``budget``
+    one of HORIZON_BUDGETS. A schedule that does not need the budget is trained at the largest
+    only and read at every shorter one. Unused (null) elsewhere."""
+
+    standard_epochs: int | None = None  # T: the task's standard budget
+    budget: float | None = None  # this run's budget, a multiple of T
+
+
+@dataclass
+class TuningConfig:
+    """The tuning study (experiment=study/tuning/<task>, ``experiments.studies``): ``trial`` n
+    sets every knob of the schedule's search space to the n-th point of its scrambled Halton
+    sequence seeded with ``pool_seed``; null trains the schedule's defaults (the 'defaults, one
+    shot' point). Unused elsewhere."""
+
+    trial: int | None = None
+    pool_seed: int = 0
+
+
+def tuning_label(name: str, trial: int | None) -> str:
+    """``step-trial=3``; the schedule's name for the defaults (the ``tuning_label`` resolver of
+    the tuning study's ``scheduler.label``)."""
+    return str(name) if trial is None else f"{name}-trial={trial}"
+
+
 TOP_LEVEL_KEYS = ("experiment_name", "seed")
 FIXED_SCHEMAS: dict[str, type] = {
     "paths": PathsConfig,
@@ -274,6 +324,8 @@ FIXED_SCHEMAS: dict[str, type] = {
     "model": ModelConfig,
     "trainer": TrainerConfig,
     "lr_sweep": LRSweepConfig,
+    "horizon": HorizonConfig,
+    "tuning": TuningConfig,
 }
 # Config sections whose schema depends on the chosen option (its ``name``).
 CHOSEN_SCHEMAS: dict[str, dict[str, type]] = {
@@ -290,6 +342,8 @@ class Config:
     experiment_name: str = "adhoc"
     seed: int = 0
     lr_sweep: LRSweepConfig = field(default_factory=LRSweepConfig)
+    horizon: HorizonConfig = field(default_factory=HorizonConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = MISSING
     model: ModelConfig = MISSING

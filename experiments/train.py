@@ -58,6 +58,7 @@ from experiments.runtime import (
     select_device,
     with_device_defaults,
 )
+from experiments.studies import with_trial
 from experiments.validation import check_batch_fits, validate_config
 
 log = logging.getLogger("experiments.train")
@@ -289,6 +290,7 @@ def run_job(
     stored setup (if any) found equal to the requested one; a launch refused before training
     removes the run directory it made (``experiments.refused_launch``).
     """
+    cfg = with_trial(cfg, overrides)  # a tuning-study trial's values (experiments.studies)
     validate_config(cfg)
     plan = plan_launch(cfg.trainer.devices)
     if cfg.trainer.gpu_slots and plan.kind not in ("single", "spawn"):

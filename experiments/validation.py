@@ -29,6 +29,7 @@ from experiments.schema import (
     schema_keys,
     unknown_key_message,
 )
+from experiments.studies import check_study
 
 CIFAR_IMAGE_SIZE = 32
 # Steps per epoch of the trial build: the real value needs the data, so take a large one (a
@@ -290,6 +291,7 @@ def validate_config(cfg: DictConfig) -> None:
     _check_choice("logger.name", cfg.logger.name, LOGGER_SCHEMAS)
     _check_dataset_name(cfg)
     _check_known_keys(cfg)
+    check_study(cfg)  # before trainer.epochs is read: the horizon study derives it
     _check_finite(cfg)
     _check_paths(cfg)
     check_relative_path("experiment_name", cfg.experiment_name)

@@ -16,6 +16,7 @@ from autodrop import registry
 from autodrop.base import Signal, declared_signals
 from autodrop.checks import check_float
 from autodrop.schedules.per_step import PerStepSchedule
+from autodrop.search_space import Uniform, space
 from experiments import config as config_module
 from experiments import schema
 from experiments.config import ConfigError, compose_config
@@ -32,6 +33,8 @@ class LinearDecaySchedule(PerStepSchedule):
     display_name = "Linear"
     colour = "#aa3377"
     reads = frozenset()  # a fixed function of the step: it reads no training signal
+    needs_budget = True  # it decays over the whole budget: it takes `epochs`
+    search_space = space(scheduler__end_factor=Uniform(0.0, 0.5))  # and the lr
 
     def __init__(
         self, optimizer: Optimizer, steps_per_epoch: int, epochs: int, end_factor: float = 0.0
@@ -116,3 +119,20 @@ def test_a_schedule_that_does_not_declare_what_it_reads_is_refused(
         declared_signals(LinearDecaySchedule)  # strings are not Signal members
     monkeypatch.setattr(LinearDecaySchedule, "reads", frozenset({Signal.GRADIENTS}))
     assert declared_signals(LinearDecaySchedule) == {Signal.GRADIENTS}
+
+
+def test_a_schedule_that_does_not_declare_its_budget_or_search_space_is_refused(
+    linear_registered, monkeypatch
+) -> None:
+    cfg = compose_config(["experiment=quick/digits", "scheduler=linear"])
+    for attribute, text in (
+        ("needs_budget", "must declare `needs_budget`"),
+        ("search_space", "must declare `search_space`"),
+    ):
+        with monkeypatch.context() as patch:
+            patch.delattr(LinearDecaySchedule, attribute)
+            with pytest.raises(ConfigError, match=text):
+                validate_config(cfg)
+    monkeypatch.setattr(LinearDecaySchedule, "needs_budget", False)  # yet it takes `epochs`
+    with pytest.raises(ConfigError, match="declares needs_budget=False but its constructor takes"):
+        validate_config(cfg)

@@ -690,6 +690,7 @@ FLOORS = {
     "autodrop.distributed": 1,
     "autodrop.angles": 1,
     "autodrop.base": 1,
+    "autodrop.search_space": 1,
     "autodrop.suite_launcher": 1,
     "autodrop.drop_scheduler": 2,
     "autodrop.schedules.per_step": 2,
