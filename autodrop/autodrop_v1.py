@@ -7,7 +7,7 @@ from torch.optim import Optimizer
 
 from autodrop.angles import authors_angle_from_dots, dots64
 from autodrop.base import Signal
-from autodrop.checks import check_float, check_int
+from autodrop.checks import check_bool, check_float, check_int
 from autodrop.distributed import broadcast_tensors, broadcast_value
 from autodrop.drop_scheduler import DropScheduler
 
@@ -60,7 +60,8 @@ class AutoDropV1(DropScheduler):
         self.steps_per_epoch, self.extra_epochs = steps_per_epoch, extra_epochs
         self.theta, self.drop_factor, self.max_theta = float(theta), float(drop_factor), \
             float(max_theta)
-        self.auto_theta, self.average_weights = bool(auto_theta), bool(average_weights)
+        self.auto_theta = check_bool("auto_theta", auto_theta)
+        self.average_weights = check_bool("average_weights", average_weights)
         self.min_lr = float(min_lr)
         self.history: list[float] = []
         self.pending_omega: float | None = None

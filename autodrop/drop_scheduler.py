@@ -22,6 +22,7 @@ class DropScheduler(ScheduleHooks, LRScheduler):
     """
 
     record_stream = "autodrop"
+    console_fields = (("autodrop/drops", "drops"), ("autodrop/omega", "omega"))
 
     def __init__(self, optimizer: Optimizer) -> None:
         self.params: list[Tensor] = [

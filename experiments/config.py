@@ -1,13 +1,14 @@
 """Composing the runner's config: Hydra's ConfigStore gets the schemas, OmegaConf the suite's
 resolvers, and ``compose_config`` returns what ``python -m experiments.train <overrides>`` runs.
 
-The schemas (and every default) are in ``experiments.schema``; the checks run on a composed
-config before anything is built are in ``experiments.validation``.
+The schemas are derived in ``experiments.schema`` (every default is the typed settings' or a
+component builder's); the checks run on a composed config before anything is built are in
+``experiments.validation``. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,34 +19,30 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, EnumNode, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
-from autodrop.checks import closest_choice
-from experiments.schema import CHOSEN_SCHEMAS, Config, honest_val_size
+from experiments import schema
+from experiments.errors import (
+    ConfigError,
+    check_relative_path,
+    did_you_mean,
+    invalid,
+    invalid_choice,
+)
+
+__all__ = [
+    "CONF_DIR",
+    "ConfigError",
+    "check_relative_path",
+    "compose_config",
+    "compose_with_choices",
+    "did_you_mean",
+    "invalid",
+    "invalid_choice",
+    "register_configs",
+]
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # How Hydra words a failure to merge a command-line override into the composed config.
 MERGE_ERROR_PREFIX = "Error merging override "
-
-
-class ConfigError(ValueError):
-    """A config value is outside what the runner accepts."""
-
-
-def invalid(key: str, value: Any, allowed: str) -> ConfigError:
-    """The error for ``key=value``: names the key, the value and what is allowed."""
-    return ConfigError(f"{key}={value!r} is invalid: {allowed}")
-
-
-def did_you_mean(key: str, value: Any, choices: Iterable[Any]) -> str:
-    """'; did you mean trainer.precision=bf16?' naming the choice ``value`` likely meant, or ''."""
-    close = closest_choice(value, choices)
-    return "" if close is None else f"; did you mean {key}={close}?"
-
-
-def invalid_choice(key: str, value: Any, choices: Iterable[Any]) -> ConfigError:
-    """The error for ``key=value`` outside a fixed set: names the set and the likely choice."""
-    choices = [str(choice) for choice in choices]
-    allowed = f"allowed values are {', '.join(choices)}{did_you_mean(key, value, choices)}"
-    return invalid(key, value, allowed)
 
 
 def refused_value(key: str, value: Any, error: OmegaConfBaseException) -> ConfigError:
@@ -55,16 +52,6 @@ def refused_value(key: str, value: Any, error: OmegaConfBaseException) -> Config
     if isinstance(node, EnumNode):
         return invalid_choice(key, value, [member.name for member in node.enum_type])
     return invalid(key, value, str(error).splitlines()[0])
-
-
-def check_relative_path(key: str, value: str) -> str:
-    """``value`` if it is a safe relative path (a run directory is built from it)."""
-    parts = value.split("/")
-    if not value or value.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise invalid(
-            key, value, "must be a non-empty relative path without '.', '..' or empty parts"
-        )
-    return value
 
 
 def compact_number(value: Any) -> str:
@@ -101,13 +88,13 @@ def register_configs() -> None:
         replace=True,
     )
     OmegaConf.register_new_resolver("mul", multiply, replace=True)
-    OmegaConf.register_new_resolver("honest_val_size", honest_val_size, replace=True)
+    OmegaConf.register_new_resolver("honest_val_size", schema.honest_val_size, replace=True)
     store = ConfigStore.instance()
-    store.store(name="config_schema", node=Config)
-    for section, schemas in CHOSEN_SCHEMAS.items():
-        for name, schema in schemas.items():
+    store.store(name="config_schema", node=schema.root_schema())
+    for section in schema.CHOSEN:
+        for name, node in schema.chosen_schemas(section).items():
             # A config, not a group: help lists only the groups a user chooses from.
-            store.store(name=f"schema_{section}_{name}", node=schema)
+            store.store(name=f"schema_{section}_{name}", node=node)
 
 
 def compose_config(overrides: Sequence[str] = (), *, with_hydra: bool = False) -> DictConfig:

@@ -111,7 +111,9 @@ def report(trace: Trace) -> str:
     out += [f"  {frame}" for frame in trace.stack]
     files = list(dict.fromkeys(frame.partition(":")[0] for frame in trace.stack))
     total = sum(_lines(f) for f in files)
-    out += [f"  {len(files)} files, {total} lines: " + ", ".join(f"{f} ({_lines(f)})" for f in files)]
+    out += [
+        f"  {len(files)} files, {total} lines: " + ", ".join(f"{f} ({_lines(f)})" for f in files)
+    ]
     functions = {(f, name): span for f, name, span in trace.calls}
     called_files = sorted({f for f, _ in functions})
     body = sum(functions.values())

@@ -739,12 +739,12 @@ def _mentions(message: str, key: str, value: Any) -> bool:
 def one_training_step(cfg: Any, choices: dict[str, Any], run_root: Path) -> float:
     """Build the run of ``cfg`` as the runner does and take one optimizer step; its loss."""
     from experiments.console import EpochProgress
-    from experiments.distributed import DistContext
     from experiments.job import TrainingJob
     from experiments.loop import train_epoch
+    from experiments.run_identity import identify_run
     from experiments.rundir import RunDir
+    from experiments.running.processes import DistContext
     from experiments.runtime import select_device
-    from experiments.train import identify_run
 
     device = select_device(cfg.trainer.accelerator, 0)
     identity = identify_run(cfg, choices)[1]

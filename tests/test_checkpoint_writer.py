@@ -202,8 +202,8 @@ def test_resume_loads_to_the_cpu_whatever_the_device(
     mapped to it cannot be restored: the resume works only if the file is read to the CPU."""
     from experiments import job as job_module
     from experiments.config import compose_with_choices
-    from experiments.distributed import DistContext
-    from experiments.train import identify_run
+    from experiments.run_identity import identify_run
+    from experiments.running.processes import DistContext
 
     overrides = [*TINY_RUN, "trainer.epochs=1", "experiment_name=meta_resume"]
     run_root = train_in_process(overrides)

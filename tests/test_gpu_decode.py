@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.data import DataSettings, build_data
 from experiments.data import gpu_decode as gd
 from experiments.device_seam import GPU_DECODE_ON_CPU_ENV
-from experiments.preemption import TrainingInterrupted
-from tests.conftest import expected_run_dir
+from experiments.errors import TrainingInterrupted
+from tests.conftest import data_bundle, expected_run_dir
 from tests.fake_datasets import write_fake_imagenet
 from tests.signal_injection import Injection, inject
 from tests.test_resume import _without_times
@@ -37,7 +36,8 @@ def imagenet(tmp_path: Path) -> Path:
 
 
 def gpu_decoded(root: Path, workers: int, **overrides):
-    settings = DataSettings(
+    bundle = data_bundle(
+        "imagenet",
         root=str(root),
         batch_size=3,
         eval_batch_size=4,
@@ -50,7 +50,6 @@ def gpu_decoded(root: Path, workers: int, **overrides):
         decode="gpu",
         **overrides,
     )
-    bundle = build_data("imagenet", settings)
     for loader in (bundle.train.loader, bundle.test.loader):
         loader.timeout = LOADER_TIMEOUT_S if workers else 0
     return bundle

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from experiments.config import CONF_DIR, compose_config, compose_with_choices, invalid_choice
-from experiments.train import run_suffix
+from experiments.run_identity import run_suffix
 
 SEED_KEY = "seed"
 EXPERIMENT_KEY = "experiment"
