@@ -69,9 +69,54 @@ STATUS_lr-sensitivity = $(STATUS) --experiments ablation/lr_sensitivity \
                   --grid "scheduler=$(QUICK_SCHEDULES) $(QUICK_OVERRIDES)" --seeds $(LR_SENSITIVITY_SEEDS) --gpus $(QUICK_JOBS)
 ABLATIONS := window buffer_size rho
 STATUS_ablations = $(STATUS) --experiments $(addprefix ablation/,$(ABLATIONS)) --seeds $(SEEDS) --gpus $(GPUS)
+# Beyond the paper: the horizon and tuning studies (experiments/studies.py, conf/experiment/
+# study/). A schedule that needs the budget is trained at every HORIZON_BUDGETS x T; one that
+# does not, once, at the longest (the runner refuses it at a shorter one): the two lists follow
+# the schedules' needs_budget declarations, and HORIZON_BUDGETS experiments/schema.py's
+# (tests/test_horizons.py checks both). The tuning study trains every schedule of both lists.
+HORIZON_BUDGETS := 0.25,0.5,1,2
+STUDY_QUICK_AWARE ?= step,cosine,onecycle
+STUDY_QUICK_FREE  ?= autodrop,autodrop_v1,hd,schedulefree,plateau
+# Five paired seeds (the fewest the paired statistics mark at); the tuning study's pool is its
+# preset's (12 trials and the defaults, one seed) unless STUDY_QUICK_TRIALS names the trials.
+STUDY_QUICK_SEEDS  ?= 0,1,2,3,4
+STUDY_QUICK_TRIALS ?=
+# Added to every study-quick run; STUDY_QUICK_T: both studies' standard budget T when set (the
+# presets: 16 epochs). Tests shrink the grid so: "data.image_size=8 ...", T=4.
+STUDY_QUICK_OVERRIDES ?=
+STUDY_QUICK_T ?=
+STUDY_QUICK_OUT ?= $(LOCAL)/quick/studies
+STUDY_QUICK_REF := $(RESULTS)/quick/studies
+STUDY_QUICK_HORIZONS_AWARE = experiment=study/horizons/digits scheduler=$(STUDY_QUICK_AWARE) \
+  horizon.budget=$(HORIZON_BUDGETS) seed=$(STUDY_QUICK_SEEDS) \
+  $(if $(STUDY_QUICK_T),horizon.standard_epochs=$(STUDY_QUICK_T)) $(STUDY_QUICK_OVERRIDES)
+STUDY_QUICK_HORIZONS_FREE = experiment=study/horizons/digits scheduler=$(STUDY_QUICK_FREE) \
+  seed=$(STUDY_QUICK_SEEDS) $(if $(STUDY_QUICK_T),horizon.standard_epochs=$(STUDY_QUICK_T)) \
+  $(STUDY_QUICK_OVERRIDES)
+STUDY_QUICK_TUNING = experiment=study/tuning/digits scheduler=$(STUDY_QUICK_AWARE),$(STUDY_QUICK_FREE) \
+  $(if $(STUDY_QUICK_TRIALS),tuning.trial=$(STUDY_QUICK_TRIALS)) \
+  $(if $(STUDY_QUICK_T),trainer.epochs=$(STUDY_QUICK_T)) $(STUDY_QUICK_OVERRIDES)
+STATUS_study-quick = $(STATUS) --launch "$(STUDY_QUICK_HORIZONS_AWARE)" \
+  --launch "$(STUDY_QUICK_HORIZONS_FREE)" --launch "$(STUDY_QUICK_TUNING)" --gpus $(QUICK_JOBS)
+# The paper-size studies on the CIFAR tasks (T = their 200 epochs), one launch each as above.
+STUDY_TASKS  ?= $(CIFAR_TASKS)
+STUDY_AWARE  ?= step,cosine,onecycle
+STUDY_FREE   ?= autodrop,autodrop_v1,hd,schedulefree,plateau,tlr,clr,exp
+STUDY_SEEDS  ?= 0,1,2,3,4
+STUDY_TRIALS ?=
+STUDY_OUT    ?= $(LOCAL)/paper/studies
+STUDY_EXPERIMENTS = $(foreach task,$(STUDY_TASKS),study/horizons/$(task) study/tuning/$(task))
+study_horizons_aware = experiment=study/horizons/$(1) scheduler=$(STUDY_AWARE) \
+  horizon.budget=$(HORIZON_BUDGETS) seed=$(STUDY_SEEDS)
+study_horizons_free = experiment=study/horizons/$(1) scheduler=$(STUDY_FREE) seed=$(STUDY_SEEDS)
+study_tuning = experiment=study/tuning/$(1) scheduler=$(STUDY_AWARE),$(STUDY_FREE) \
+  $(if $(STUDY_TRIALS),tuning.trial=$(STUDY_TRIALS))
+STATUS_studies = $(STATUS) $(foreach task,$(STUDY_TASKS),--launch "$(call study_horizons_aware,$(task))" \
+  --launch "$(call study_horizons_free,$(task))" --launch "$(call study_tuning,$(task))") --gpus $(GPUS)
 
-.PHONY: help install test test-fast lint format bench faults gpu-check quick quick-update quick-runs reproduce \
+.PHONY: help install test test-fast lint format bench faults gpu-check quick quick-update quick-runs reproduce compare \
         ablations lr-sensitivity lr-sensitivity-update lr-sensitivity-runs lr-sensitivity-outputs \
+        study-quick study-quick-update study-quick-runs study-quick-outputs studies \
         status tables figures tables-update figures-update wandb-sync clean
 
 help: ## Show this help
@@ -80,6 +125,7 @@ help: ## Show this help
 	@echo "Variables: LAUNCHER=local|slurm GPUS=N GPUS_PER_RUN=N DATA_DIR=path SEEDS=0,1,2,3 RESULTS=dir PRESET=name"
 	@echo "  OUT=dir (tables and figures; default results/local/<PRESET>)"
 	@echo "  QUICK_SCHEDULES=a,b QUICK_SEEDS=0,1 QUICK_OVERRIDES='key=value ...' (quick and lr-sensitivity grids)"
+	@echo "  TASK=preset SCHEDULES=a,b OVERRIDES='key=value ...' (make compare; SEEDS default 0-4)"
 	@echo "  DRY_RUN=1: targets that train or write list what they would do and change nothing"
 
 $(STAMP): pyproject.toml
@@ -143,6 +189,8 @@ reproduce: $(STAMP) ## Full paper grid (Table 2 tasks x schedules x seeds), then
 ifeq ($(DRY),1)
 	$(STATUS_paper) --dry-run
 	@$(MAKE) --no-print-directory tables figures PRESET=paper
+	@echo; echo "Beyond the paper, planned here and trained by make studies (not by make reproduce):"
+	$(STATUS_studies) --totals
 else
 	@# A sweep with a diverged run (expected at the top of the HD grid) exits non-zero: carry on
 	@# with the other sweeps, draw the tables (which list failed runs), then report the failure.
@@ -195,9 +243,76 @@ else
 	$(PY) -m scripts.figures summary --runs $(RESULTS)/runs --experiment ablation/lr_sensitivity --out $(LR_SENSITIVITY_OUT)/figures
 endif
 
+# A tuning trial may diverge (its lr is drawn up to 10x the task's): that is a result, so every
+# launch runs, the outputs are written (they list such runs and score diverged trials), and the
+# target then fails if a job did not finish, as make reproduce does.
+study-quick: $(STAMP) ## Horizon and tuning studies on digits (~35 min on 2 cores) -> results/local/quick/studies/
+	@status=0; $(MAKE) --no-print-directory study-quick-runs || status=1; \
+	$(MAKE) --no-print-directory study-quick-outputs && exit $$status
+
+study-quick-update: $(STAMP) ## make study-quick, then rewrite the committed results/quick/studies/
+ifeq ($(DRY),1)
+	@$(MAKE) --no-print-directory study-quick-runs
+	@echo "would rewrite $(STUDY_QUICK_REF)/ with the studies' tables, figures and README"
+else
+	@status=0; $(MAKE) --no-print-directory study-quick-runs || status=1; \
+	rm -rf $(UPDATE_DIR)/quick_studies && \
+	$(MAKE) --no-print-directory study-quick-outputs STUDY_QUICK_OUT=$(UPDATE_DIR)/quick_studies && \
+	$(call publish,$(UPDATE_DIR)/quick_studies,$(STUDY_QUICK_REF)) && exit $$status
+endif
+
+study-quick-runs: $(STAMP)
+ifeq ($(DRY),1)
+	$(STATUS_study-quick) --dry-run
+else
+	status=0; \
+	$(TRAIN) -m $(STUDY_QUICK_HORIZONS_AWARE) paths.results_dir=$(RESULTS) logger=none $(QUICK_PARALLEL) || status=1; \
+	$(TRAIN) -m $(STUDY_QUICK_HORIZONS_FREE) paths.results_dir=$(RESULTS) logger=none $(QUICK_PARALLEL) || status=1; \
+	$(TRAIN) -m $(STUDY_QUICK_TUNING) paths.results_dir=$(RESULTS) logger=none $(QUICK_PARALLEL) || status=1; \
+	exit $$status
+endif
+
+study-quick-outputs: $(STAMP)
+ifeq ($(DRY),1)
+	@echo "would write the studies' tables, figures and README to $(STUDY_QUICK_OUT)/"
+else
+	$(PY) -m scripts.studies --runs $(RESULTS)/runs --experiments study/horizons/digits study/tuning/digits \
+	  --out $(STUDY_QUICK_OUT)
+endif
+
+studies: $(STAMP) ## Horizon and tuning studies at the paper's size (CIFAR tasks) -> results/local/paper/studies/ (DRY_RUN=1: plan only)
+ifeq ($(DRY),1)
+	$(STATUS_studies) --dry-run
+	@echo "would write the studies' tables, figures and README to $(STUDY_OUT)/"
+else
+	status=0; for task in $(STUDY_TASKS); do \
+	  for launch in "$(call study_horizons_aware,$$task)" "$(call study_horizons_free,$$task)" \
+	                "$(call study_tuning,$$task)"; do \
+	    $(TRAIN) -m $$launch paths.data_dir=$(DATA_DIR) paths.results_dir=$(RESULTS) \
+	      $(LAUNCH_CIFAR_$(LAUNCHER)) || status=1; \
+	  done; done; \
+	$(PY) -m scripts.studies --runs $(RESULTS)/runs --experiments $(STUDY_EXPERIMENTS) \
+	  --out $(STUDY_OUT) && exit $$status
+endif
+
+# make compare: schedules on one task (scripts/compare.py), the first one the baseline. SEEDS
+# defaults to COMPARE_SEEDS here (five: the fewest from which a difference can be marked);
+# OVERRIDES go to every run (e.g. "trainer.epochs=5 logger=none hydra/launcher=joblib").
+TASK      ?=
+SCHEDULES ?=
+OVERRIDES ?=
+COMPARE_SEEDS ?= 0-4
+given = $(filter-out file default undefined,$(origin $(1)))
+COMPARE_OUT = $(if $(call given,OUT),$(OUT),$(LOCAL)/compare/$(TASK))
+compare: $(STAMP) ## Compare schedules on a task: train what is missing, print mean ± std and paired CIs vs the first (TASK=quick/digits SCHEDULES=autodrop,step SEEDS=0-4 OVERRIDES=...) -> results/local/compare/<TASK>/
+	$(PY) -m scripts.compare --task "$(TASK)" --schedules "$(SCHEDULES)" \
+	  --seeds "$(if $(call given,SEEDS),$(SEEDS),$(COMPARE_SEEDS))" --runs $(RESULTS)/runs \
+	  --out $(COMPARE_OUT) $(if $(DRY),--dry-run) -- \
+	  $(if $(call given,DATA_DIR),paths.data_dir=$(DATA_DIR)) $(OVERRIDES)
+
 PRESET ?= paper
-NO_GRID = echo "PRESET=$(PRESET) has no grid: use paper, quick, lr-sensitivity or ablations" >&2; exit 2
-status: $(STAMP) ## Grid status: finished/running/stale/failed/diverged/missing, compute left, other runs (PRESET=paper|quick|lr-sensitivity|ablations, GPUS=N)
+NO_GRID = echo "PRESET=$(PRESET) has no grid: use paper, quick, lr-sensitivity, ablations, study-quick or studies" >&2; exit 2
+status: $(STAMP) ## Grid status: finished/running/stale/failed/diverged/missing, compute left, other runs (PRESET=paper|quick|lr-sensitivity|ablations|study-quick|studies, GPUS=N)
 	$(or $(STATUS_$(PRESET)),$(NO_GRID))
 
 tables: $(STAMP) ## Aggregate runs into the paper's tables -> results/local/<PRESET>/tables/ (PRESET=paper|quick|ablation)

@@ -5,8 +5,10 @@ optimizer step. This mixin adds what a training loop and the results scripts nee
 torch's API, so that neither has to know a schedule by its name:
 
 - metadata (class attributes): ``name`` (the registry name), ``display_name``, ``colour``,
-  ``paper_name``, ``tuned_setting``, ``record_stream``, ``console_fields``, and ``reads``: the
-  training signals the method consumes (``Signal``), which every registered schedule declares;
+  ``paper_name``, ``tuned_setting``, ``record_stream``, ``console_fields``, and three
+  declarations every registered schedule makes (no defaults): ``reads``, the training signals
+  the method consumes (``Signal``); ``needs_budget``, whether it must be told the run's length;
+  ``search_space``, the knobs a tuning study searches (``autodrop.search_space``);
 - the epoch: ``train_mode`` before every training epoch, ``eval_mode`` after it (before the
   evaluation and the routine checkpoint), ``epoch_end`` once the epoch's metric is known,
   ``pop_measurements`` and ``epoch_fields`` for the records;
@@ -16,7 +18,7 @@ torch's API, so that neither has to know a schedule by its name:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from enum import StrEnum
 from typing import Any
@@ -37,6 +39,20 @@ class Signal(StrEnum):
     GRADIENTS = "gradients"
     PARAMETERS = "parameters"
     HELD_OUT_METRIC = "held_out_metric"
+
+
+def declared_needs_budget(cls: type) -> bool:
+    """The ``needs_budget`` declaration of a schedule class; TypeError when it has none or it is
+    not a bool (every schedule must say whether it needs the run's length)."""
+    needs = getattr(cls, "needs_budget", None)
+    if not isinstance(needs, bool):
+        raise TypeError(
+            f"needs_budget: schedule class {cls.__qualname__} must declare `needs_budget`, a "
+            "bool: True when it must be told the run's length (it takes `epochs`: milestones, "
+            "cosine or one-cycle spans), False when it is anytime (its run of T epochs is the "
+            "first T epochs of a longer run)"
+        )
+    return needs
 
 
 def declared_signals(cls: type) -> frozenset[Signal]:
@@ -74,6 +90,18 @@ class ScheduleHooks:
     #: default, every schedule declares it (``declared_signals``). ``Signal.HELD_OUT_METRIC``:
     #: the loop passes the epoch's held-out loss to ``epoch_end``.
     reads: frozenset[Signal]
+
+    #: Whether the method must be told the run's length (the registry's ``epochs``): no default,
+    #: every schedule declares it (``declared_needs_budget``) and the registry refuses a
+    #: declaration its constructor contradicts (True exactly when it takes ``epochs``). False:
+    #: the method is anytime, its run of T epochs is the first T epochs of its run of 2T, so the
+    #: horizon study trains it once at the longest budget and reads every shorter one from it.
+    needs_budget: bool
+
+    #: The knobs a tuning study searches, config key -> distribution (``autodrop.search_space``,
+    #: not imported here to keep this module at the bottom of the library): no default
+    #: (``autodrop.search_space.declared_search_space``).
+    search_space: Mapping[str, Any]
 
     @property
     def needs_metric(self) -> bool:

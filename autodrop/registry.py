@@ -3,7 +3,10 @@
 A registered schedule is a ``torch.optim.lr_scheduler.LRScheduler`` with the ``ScheduleHooks``
 contract, stepped once after every optimizer step; its class carries its metadata (``name``,
 ``display_name``, ``colour``, ``paper_name``, ``tuned_setting``, ``record_stream``) and declares
-the signals it reads (``reads``, checked here). The registry
+the signals it reads (``reads``), whether it needs the run's length (``needs_budget``, which
+must agree with its constructor: True exactly when it takes ``epochs``) and its tuning search
+space (``search_space``, whose ``scheduler.*`` keys must be its options); all checked here, at
+import, so a class without them is never registered. The registry
 name is the runner's ``scheduler.name`` (``conf/scheduler/<name>.yaml``). Adding a schedule is a
 class with that metadata, its line in ``SCHEDULE_CLASSES`` and a YAML file.
 
@@ -20,6 +23,7 @@ reconstructed trainable learning rate, labelled "TLR (reconstruction)" in result
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 from torch.optim import Optimizer
@@ -27,7 +31,7 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from autodrop.autodrop import AutoDrop
 from autodrop.autodrop_v1 import AutoDropV1
-from autodrop.base import ScheduleHooks, Signal, declared_signals
+from autodrop.base import ScheduleHooks, Signal, declared_needs_budget, declared_signals
 from autodrop.checks import call_with_options, check_choice, check_int
 from autodrop.schedules.constant import ConstantSchedule
 from autodrop.schedules.cosine import CosineSchedule
@@ -37,6 +41,7 @@ from autodrop.schedules.multistep import MultiStepSchedule
 from autodrop.schedules.onecycle import OneCycleSchedule
 from autodrop.schedules.optimizer_lr import HypergradientLR, ScheduleFreeLR
 from autodrop.schedules.plateau import PlateauSchedule
+from autodrop.search_space import Distribution, declared_search_space
 from autodrop.tlr import TrainableLR
 
 BUDGET_ARGUMENTS = ("steps_per_epoch", "epochs")
@@ -60,8 +65,34 @@ SCHEDULE_CLASSES: tuple[type[ScheduleHooks], ...] = (
 _SCHEDULES: dict[str, type[ScheduleHooks]] = {cls.name: cls for cls in SCHEDULE_CLASSES}
 if len(_SCHEDULES) != len(SCHEDULE_CLASSES):  # pragma: no cover - a programming error
     raise RuntimeError("two registered schedules share a name")
+
+
+def check_declarations(cls: type) -> None:
+    """TypeError unless ``cls`` declares ``reads``, ``needs_budget`` and ``search_space``, its
+    ``needs_budget`` agrees with its constructor (a schedule given ``epochs`` may use the
+    budget, so it is not anytime; one without ``epochs`` cannot know it) and every
+    ``scheduler.<key>`` of its search space is one of its options."""
+    declared_signals(cls)
+    needs = declared_needs_budget(cls)
+    parameters = inspect.signature(cls).parameters
+    if needs != ("epochs" in parameters):
+        told = "takes `epochs`" if "epochs" in parameters else "does not take `epochs`"
+        raise TypeError(
+            f"needs_budget: schedule class {cls.__qualname__} declares needs_budget={needs} but "
+            f"its constructor {told}: True exactly when the budget is passed to it"
+        )
+    options = set(parameters) - {"optimizer", *BUDGET_ARGUMENTS}
+    for key in declared_search_space(cls):
+        section, _, option = key.partition(".")
+        if section == "scheduler" and option not in options:
+            raise TypeError(
+                f"search_space: schedule class {cls.__qualname__} searches {key!r}, which is not "
+                f"one of its options ({', '.join(sorted(options)) or 'none'})"
+            )
+
+
 for _cls in SCHEDULE_CLASSES:
-    declared_signals(_cls)  # a schedule that does not say what it reads is refused at import
+    check_declarations(_cls)  # an undeclared or contradicted schedule is refused at import
 
 #: The registry names, in results order.
 SCHEDULE_NAMES: tuple[str, ...] = tuple(_SCHEDULES)
@@ -75,6 +106,16 @@ def schedule_class(name: str) -> type[ScheduleHooks]:
 def schedule_signals(name: str) -> frozenset[Signal]:
     """What schedule ``name`` reads while training (its class's ``reads``)."""
     return declared_signals(schedule_class(name))
+
+
+def schedule_needs_budget(name: str) -> bool:
+    """Whether schedule ``name`` must be told the run's length (its class's ``needs_budget``)."""
+    return declared_needs_budget(schedule_class(name))
+
+
+def schedule_search_space(name: str) -> Mapping[str, Distribution]:
+    """The knobs a tuning study searches for schedule ``name`` (its class's ``search_space``)."""
+    return declared_search_space(schedule_class(name))
 
 
 def schedule_options(name: str) -> tuple[str, ...]:
@@ -95,7 +136,7 @@ def build(
     """The schedule ``name`` on ``optimizer`` for a budget of ``epochs`` * ``steps_per_epoch``
     optimizer steps; ``options`` are the schedule's own keyword arguments."""
     cls = schedule_class(name)
-    declared_signals(cls)
+    check_declarations(cls)
     check_int("steps_per_epoch", steps_per_epoch, low=1)
     check_int("epochs", epochs, low=1)
     budget = {"optimizer": optimizer, "steps_per_epoch": steps_per_epoch, "epochs": epochs}
@@ -107,7 +148,10 @@ __all__ = [
     "SCHEDULE_CLASSES",
     "SCHEDULE_NAMES",
     "build",
+    "check_declarations",
     "schedule_class",
+    "schedule_needs_budget",
     "schedule_options",
+    "schedule_search_space",
     "schedule_signals",
 ]

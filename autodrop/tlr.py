@@ -46,6 +46,7 @@ from autodrop.angles import sum_of_dots
 from autodrop.base import ScheduleHooks, Signal
 from autodrop.checks import check_float, check_int
 from autodrop.distributed import broadcast_value
+from autodrop.search_space import Uniform, space
 
 #: AutoDrop's TLR settings (UAI 2024): an lr update every 0.33 epoch, bounded by c = 1/4.
 PAPER_GAP_EPOCHS = 0.33
@@ -92,6 +93,8 @@ class TrainableLR(ScheduleHooks, LRScheduler):
     display_name = "TLR (reconstruction)"
     colour = "#393b79"
     reads = frozenset({Signal.GRADIENTS, Signal.PARAMETERS})
+    needs_budget = False
+    search_space = space(scheduler__bound=Uniform(0.05, 0.5))  # the per-update bound c
     paper_name = "TLR"
     record_stream = "tlr"
     label = display_name

@@ -111,11 +111,12 @@ def finished_job(result: Any) -> dict[str, Any]:
     """A job that finished or was skipped (an ``experiments.train.LaunchResult``): its result
     line, logged, and its outcome."""
     status = SKIPPED if result.action == rd.LaunchAction.SKIP.value else rd.FINISHED
-    line = finish_line(status, rd.RunDir(result.run_dir).read_summary(), result.run_dir)
+    summary = rd.RunDir(result.run_dir).read_summary()
+    line = finish_line(status, summary, result.run_dir)
     if result.note:
         line += f"; {result.note}"
     log.info(line)
-    return {"status": status, "message": None, "line": line}
+    return {"status": status, "message": None, "line": line, **sweep_report.job_result(summary)}
 
 
 def hydra_arguments(argv: Sequence[str]) -> Any:

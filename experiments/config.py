@@ -79,6 +79,14 @@ def multiply(*factors: Any) -> float:
     return product
 
 
+def _tuning_draw(key: str, schedule: str, trial: int, pool_seed: int, base: Any) -> Any:
+    """The ``tuning_draw`` resolver: a tuning-study trial's value (``experiments.trials``,
+    imported when a config uses it: it needs the schedules' search spaces)."""
+    from experiments.trials import trial_value
+
+    return trial_value(key, schedule, trial, pool_seed, base)
+
+
 def register_configs() -> None:
     """Put the schemas into Hydra's ConfigStore and the resolvers into OmegaConf (idempotent)."""
     OmegaConf.register_new_resolver("compact", compact_number, replace=True)
@@ -89,6 +97,10 @@ def register_configs() -> None:
     )
     OmegaConf.register_new_resolver("mul", multiply, replace=True)
     OmegaConf.register_new_resolver("honest_val_size", schema.honest_val_size, replace=True)
+    # The studies beyond the paper (experiments/studies.py).
+    OmegaConf.register_new_resolver("horizon_epochs", schema.horizon_epochs, replace=True)
+    OmegaConf.register_new_resolver("tuning_label", schema.tuning_label, replace=True)
+    OmegaConf.register_new_resolver("tuning_draw", _tuning_draw, replace=True)
     store = ConfigStore.instance()
     store.store(name="config_schema", node=schema.root_schema())
     for section in schema.CHOSEN:

@@ -25,12 +25,13 @@ from experiments import settings, specs
 #: Config keys outside every section.
 TOP_LEVEL_KEYS = ("experiment_name", "seed")
 #: The sections with one schema (the others depend on the chosen option: ``CHOSEN``).
-FIXED = ("lr_sweep", "paths", "trainer")
+FIXED = tuple(settings.SECTIONS)
 CHOSEN = (*settings.COMPONENTS, "logger")
 
 #: The honest protocol's validation split per dataset (``protocol=honest``): CIFAR 5,000 of its
-#: 50,000 training images; ImageNet 10,000 (10 per class on average; the official val set stays
-#: the test set); digits 360 of its 1,437 training digits (a quarter, as many as its test split).
+#: 50,000 training images (500 per class); ImageNet 10,000 (10 per class, as balanced as its val
+#: folder, which stays the test set); digits 360 of its 1,437 training digits (as many, class by
+#: class, as its test split). The classes take the test split's shares (validation_split).
 HONEST_VAL_SIZES: dict[str, int] = {
     "cifar10": 5_000,
     "cifar100": 5_000,
@@ -47,6 +48,34 @@ def honest_val_size(dataset: str) -> int:
             f"{', '.join(HONEST_VAL_SIZES)}): set data.val_size yourself"
         )
     return HONEST_VAL_SIZES[dataset]
+
+
+#: The horizon study's budgets, as multiples of the task's standard epochs T.
+HORIZON_BUDGETS: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
+
+
+def horizon_epochs(standard_epochs: Any, budget: Any) -> int:
+    """``budget`` x ``standard_epochs`` as a whole number of epochs (the ``horizon_epochs``
+    resolver of the horizon study's ``trainer.epochs``); ValueError when it is not one (the
+    study's checks, ``experiments.studies.check_horizon``, refuse such values first)."""
+    if standard_epochs is None or budget is None:
+        raise ValueError(
+            "horizon.standard_epochs and horizon.budget are both needed for trainer.epochs "
+            f"(got {standard_epochs!r} and {budget!r})"
+        )
+    epochs = float(standard_epochs) * float(budget)
+    if epochs < 1 or not epochs.is_integer():
+        raise ValueError(
+            f"horizon.budget={budget!r} is invalid: {budget} x horizon.standard_epochs="
+            f"{standard_epochs} is {epochs:g} epochs, not a whole number of epochs (>= 1)"
+        )
+    return int(epochs)
+
+
+def tuning_label(name: str, trial: int | None) -> str:
+    """``step-trial=3``; the schedule's name for the defaults (the ``tuning_label`` resolver of
+    the tuning study's ``scheduler.label``)."""
+    return str(name) if trial is None else f"{name}-trial={trial}"
 
 
 # ------------------------------------------------------------------------- option types

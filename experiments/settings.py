@@ -114,6 +114,28 @@ class LRSweep:
 
 
 @dataclass(frozen=True)
+class Horizon:
+    """The horizon study (experiment=study/horizons/<task>, ``experiments.studies``): a run at
+    ``budget`` x ``standard_epochs`` epochs (the preset sets ``trainer.epochs`` so), ``budget``
+    one of ``experiments.schema.HORIZON_BUDGETS``. A schedule that does not need the budget is
+    trained at the largest only and read at every shorter one. Unused (null) elsewhere."""
+
+    standard_epochs: int | None = None  # T: the task's standard budget
+    budget: float | None = None  # this run's budget, a multiple of T
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The tuning study (experiment=study/tuning/<task>, ``experiments.studies``): ``trial`` n
+    sets every knob of the schedule's search space to the n-th point of its scrambled Halton
+    sequence seeded with ``pool_seed``; null trains the schedule's defaults (the 'defaults, one
+    shot' point). Unused elsewhere."""
+
+    trial: int | None = None
+    pool_seed: int = 0
+
+
+@dataclass(frozen=True)
 class Trainer:
     epochs: int = 200
     batch_size: int = 128  # global: every rank gets batch_size / world_size
@@ -248,6 +270,8 @@ class RunSettings:
     experiment_name: str = "adhoc"
     seed: int = 0
     lr_sweep: LRSweep = field(default_factory=LRSweep)
+    horizon: Horizon = field(default_factory=Horizon)
+    tuning: Tuning = field(default_factory=Tuning)
     paths: Paths = field(default_factory=Paths)
     data: Data = None  # type: ignore[assignment]  # chosen: conf/data/<name>.yaml
     model: Component = None  # type: ignore[assignment]
@@ -271,7 +295,7 @@ class RunSettings:
                 sections[item.name] = _component(COMPONENTS[item.name], value)
             elif item.name == "logger":
                 sections[item.name] = LOGGERS[value["name"]](**value)
-            elif item.name in ("lr_sweep", "paths", "trainer"):
+            elif item.name in SECTIONS:
                 sections[item.name] = SECTIONS[item.name](**value)
             else:
                 sections[item.name] = value
@@ -292,7 +316,13 @@ class RunSettings:
         return {item.name: _plain(getattr(self, item.name)) for item in dataclasses.fields(self)}
 
 
-SECTIONS: dict[str, type] = {"lr_sweep": LRSweep, "paths": Paths, "trainer": Trainer}
+SECTIONS: dict[str, type] = {
+    "lr_sweep": LRSweep,
+    "horizon": Horizon,
+    "tuning": Tuning,
+    "paths": Paths,
+    "trainer": Trainer,
+}
 
 
 def _component(kind: type, values: Mapping[str, Any]) -> Any:

@@ -1,5 +1,9 @@
 """The end-of-sweep summary: a Hydra callback (registered in conf/config.yaml) that lists every
-job of a ``-m`` sweep as finished, skipped, diverged or failed, with its message.
+job of a ``-m`` sweep as finished, skipped, diverged or failed, with its message, then per task
+and schedule label the mean ± std over seeds of the finished and skipped jobs' test error: the
+honest number (``test_err_at_best_val``, the test error at the best validation epoch) when each
+of the label's runs has one, else the paper's (``min_test_err``), each line saying which. The
+numbers come with each job's outcome, from its run's summary.json (:func:`job_result`).
 
 Jobs may run in other processes (joblib, submitit), so each job's outcome is written by
 ``on_job_end`` into a folder of the sweep directory that ``on_multirun_start`` names; the
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +25,15 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 ORDER = ("finished", "skipped", "diverged", "failed")
+DONE = ("finished", "skipped")  # the jobs whose runs the per-schedule lines average
+# The summary.json fields a job's outcome carries ("run"): its task and label, and its number
+# under each protocol (the honest one is preferred).
+RUN_KEYS = ("experiment", "dataset", "model", "scheduler")
+HONEST, PAPER = "test_err_at_best_val", "min_test_err"
+PROTOCOL_VALUES = {
+    HONEST: "honest: test error at the best validation epoch",
+    PAPER: "paper: minimum test error over the epochs",
+}
 _last_sweep: list[dict[str, Any]] = []
 
 
@@ -30,6 +44,15 @@ def reset() -> None:
 def unfinished_jobs() -> list[dict[str, Any]]:
     """Jobs of the last sweep of this process that diverged or failed."""
     return [job for job in _last_sweep if job["status"] not in ("finished", "skipped")]
+
+
+def job_result(summary: dict[str, Any] | None) -> dict[str, Any]:
+    """The part of a job's outcome the per-schedule lines read, from its run's summary.json:
+    ``{"run": {experiment, dataset, model, scheduler, test_err_at_best_val, min_test_err}}``
+    ({} without a summary)."""
+    if summary is None:
+        return {}
+    return {"run": {key: summary.get(key) for key in (*RUN_KEYS, *PROTOCOL_VALUES)}}
 
 
 def outcome_of(job_return: JobReturn) -> dict[str, Any]:
@@ -60,7 +83,43 @@ def format_summary(outcomes: list[dict[str, Any]]) -> str:
         if outcome.get("line") and outcome["status"] in ("finished", "skipped"):
             detail = outcome["line"].split(": ", 1)[-1]
         lines.append(f"  {outcome['status']:<{width}}  {name}: {detail}")
-    return "\n".join(lines)
+    return "\n".join(lines + schedule_lines(outcomes))
+
+
+def schedule_lines(outcomes: list[dict[str, Any]]) -> list[str]:
+    """Per task (``<experiment>/<dataset>-<model>``) and schedule label, in sweep order: the mean
+    ± sample std over seeds of the finished and skipped jobs' number (the honest one when every
+    run of the label has it, else the paper's); [] without any."""
+    groups: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for outcome in outcomes:
+        run = outcome.get("run")
+        if outcome["status"] in DONE and run:
+            task = f"{run['experiment']}/{run['dataset']}-{run['model']}"
+            groups.setdefault(task, {}).setdefault(str(run["scheduler"]), []).append(run)
+    if not groups:
+        return []
+    heading = (
+        "test error (%) per schedule, mean ± std over seeds (n) of the finished and skipped jobs:"
+    )
+    lines = [heading]
+    for task, labels in groups.items():
+        lines.append(f"  {task}:")
+        width = max(len(label) for label in labels)
+        for label, runs in labels.items():
+            key = HONEST if all(run.get(HONEST) is not None for run in runs) else PAPER
+            values = [float(run[key]) for run in runs if run.get(key) is not None]
+            if values:
+                cell = mean_std(values)
+                lines.append(f"    {label:<{width}}  {cell:<20}  {PROTOCOL_VALUES[key]}")
+    return lines
+
+
+def mean_std(values: list[float]) -> str:
+    """'mean ± sample std (n)' with two decimals; no std for one value."""
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.2f} (1)"
+    return f"{mean:.2f} ± {statistics.stdev(values):.2f} ({len(values)})"
 
 
 class SweepReport(Callback):

@@ -58,8 +58,10 @@ def run_job(
     from experiments.running import launch
     from experiments.running.processes import plan_launch
     from experiments.running.refused_launch import directories_to_make, removed_if_refused
+    from experiments.studies import with_trial
     from experiments.validation import validate_config
 
+    cfg = with_trial(cfg, overrides)  # a tuning-study trial's values (experiments.studies)
     settings = validate_config(cfg)
     plan = plan_launch(settings.trainer.devices)
     launch.check_plan(settings, plan)

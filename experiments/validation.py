@@ -26,6 +26,7 @@ from experiments.schema import (
     unknown_key_message,
 )
 from experiments.settings import LOGGERS, RunSettings
+from experiments.studies import check_study
 
 # Steps per epoch of the trial build: the real value needs the data, so take a large one (a
 # check that depends on it may still refuse at the real build, also before any training).
@@ -171,6 +172,7 @@ def check_config(cfg: DictConfig) -> RunSettings:
         _check_choice(f"{section}.name", cfg[section].name, specs.names(section))
     _check_choice("logger.name", cfg.logger.name, LOGGERS)
     _check_known_keys(cfg)
+    check_study(cfg)  # before trainer.epochs is read: the horizon study derives it
     settings = RunSettings.from_config(cfg)
     _check_loader(settings)
     _check_optimizer_pairing(settings)

@@ -28,6 +28,7 @@ from scripts.analysis.status import (
     dry_run_lines,
     grid_status,
     outside_grid_lines,
+    saving_lines,
     scan_runs,
     summary_lines,
 )
@@ -53,6 +54,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--gpus", type=int, default=1, help="devices running runs in parallel")
     parser.add_argument("--dry-run", action="store_true", help="list what a launch would train")
+    parser.add_argument(
+        "--totals", action="store_true", help="only the totals (no table of runs, no listing)"
+    )
     args = parser.parse_args(argv)
     if not (args.experiments or args.launch):
         parser.error("name the grid with --experiments or --launch")
@@ -70,12 +74,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     status = grid_status(planned, runs)
-    if args.dry_run:
+    if args.dry_run and not args.totals:
         print("\n".join(dry_run_lines(status)))
-    else:
+    elif not args.totals:
         print(count_table(status).to_string(index=False))
-    print("\n".join(summary_lines(status, args.gpus)))
-    others = [] if args.dry_run else outside_grid_lines(planned, runs)
+    print("\n".join(summary_lines(status, args.gpus) + saving_lines(planned, runs)))
+    others = [] if args.dry_run or args.totals else outside_grid_lines(planned, runs)
     if others:
         print("\n".join(others))
     return 0

@@ -155,9 +155,7 @@ def epochs_with_measurements(
 def logger_settings(config: Mapping[str, Any], mode: str, project: str | None, entity: str | None):
     """The logger config a live run of this run would have used, in the upload's mode."""
     recorded = config.get("logger") or {}
-    settings = (
-        dict(recorded) if recorded.get("name") == "wandb" else dataclasses.asdict(Wandb())
-    )
+    settings = dict(recorded) if recorded.get("name") == "wandb" else dataclasses.asdict(Wandb())
     settings["mode"] = mode
     if project:
         settings["project"] = project

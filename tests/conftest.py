@@ -12,6 +12,8 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
 # A run of the quick preset small enough for tests: 8x8 digits, 23 steps per epoch, 1 thread.
 def torchrun_train(nproc_per_node: int) -> tuple[str, ...]:
     """The ``python`` arguments that start the runner under torchrun with ``nproc_per_node``

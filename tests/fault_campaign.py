@@ -1271,11 +1271,17 @@ DATA_FAULTS: dict[str, Callable[[Workspace], str | None]] = {
     "cifar memo bomb": cifar_memo_bomb,
     # data_batch_2 of the campaign's fake holds 8 images
     "cifar label 9.9, data.verify=false": partial(
-        cifar_planted, name="data_batch_2", verify=False, labels=[9.9] * 8,
+        cifar_planted,
+        name="data_batch_2",
+        verify=False,
+        labels=[9.9] * 8,
         expected="is 9.9 (float)",
     ),
     "cifar label b'7', data.verify=true": partial(
-        cifar_planted, name="data_batch_2", verify=True, labels=[b"7"] * 8,
+        cifar_planted,
+        name="data_batch_2",
+        verify=True,
+        labels=[b"7"] * 8,
         expected="is b'7' (bytes)",
     ),
     "cifar empty test split, data.verify=false": cifar_empty_test_split,
@@ -1306,9 +1312,7 @@ def scenario_hostile_data(ws: Workspace, trials: int) -> Outcome:
     return outcome
 
 
-LINK_ENTRIES = (
-    rd.LOCK_FILE, rd.LOG_FILE, str(HYDRA_CONFIG), rd.METRICS_FILE, rd.CHECKPOINT_FILE
-)
+LINK_ENTRIES = (rd.LOCK_FILE, rd.LOG_FILE, str(HYDRA_CONFIG), rd.METRICS_FILE, rd.CHECKPOINT_FILE)
 ESCAPING_NAMES = ("scheduler.label=../../../../x", "experiment_name=../../x", "model.name=../x")
 
 

@@ -496,7 +496,7 @@ def check_imagenet(check: Check) -> None:
                 loader="classic",
                 num_workers=workers,
                 channels_last=True,
-            )
+            ),
         )
         for epoch in range(2):  # epoch 0 starts the persistent workers; epoch 1 is timed
             bundle.train.set_epoch(epoch)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from autodrop.base import Signal, declared_signals
+from autodrop.registry import check_declarations
 from tests import guides
 from tests.conftest import REPO_ROOT
 
@@ -51,6 +52,21 @@ def test_a_schedule_that_does_not_declare_what_it_reads_is_refused(monkeypatch) 
         declared_signals(schedule_class)  # strings are not Signal members
     monkeypatch.setattr(schedule_class, "reads", frozenset({Signal.GRADIENTS}))
     assert declared_signals(schedule_class) == {Signal.GRADIENTS}
+
+
+def test_a_schedule_that_does_not_declare_its_budget_or_search_space_is_refused(
+    monkeypatch,
+) -> None:
+    schedule_class = _guide_class()
+    check_declarations(schedule_class)
+    for attribute in ("needs_budget", "search_space"):
+        with monkeypatch.context() as patch:
+            patch.delattr(schedule_class, attribute)
+            with pytest.raises(TypeError, match=f"must declare `{attribute}`"):
+                check_declarations(schedule_class)
+    monkeypatch.setattr(schedule_class, "needs_budget", False)  # yet it takes `epochs`
+    with pytest.raises(TypeError, match="declares needs_budget=False but its constructor takes"):
+        check_declarations(schedule_class)
 
 
 @pytest.mark.slow  # a copy of the repository, a run, the tables, the schedule tests there

@@ -70,11 +70,13 @@ def test_a_batch_of_files_pickles_under_the_file_descriptor_strategy(imagenet) -
     intact; ``torchvision.io.read_file`` tensors failed here with EBADF."""
     assert torch.multiprocessing.get_sharing_strategy() == "file_descriptor"
     files = sorted((imagenet / "train").rglob("*.JPEG"))[:3]
-    batch = gd.collate_encoded([(f.read_bytes(), 7 + i, i % 2) for i, f in enumerate(files)])
+    items = [(f.read_bytes(), 7 + i, i % 2, f.name) for i, f in enumerate(files)]
+    batch = gd.collate_encoded(items)
     sent = multiprocessing.reduction.ForkingPickler.dumps(batch)
     received = pickle.loads(sent)
     assert [bytes(t.numpy()) for t in received.files()] == [f.read_bytes() for f in files]
     assert received.seeds == [7, 8, 9] and received.labels.tolist() == [0, 1, 0]
+    assert received.names == [f.name for f in files]
 
 
 def test_with_a_worker_every_batch_arrives_and_equals_the_in_process_ones(imagenet) -> None:
@@ -198,3 +200,60 @@ def test_a_gpu_decode_run_resumes_mid_epoch_like_an_uninterrupted_one(
 
     assert len(records(whole)) == 2
     assert records(split) == records(whole)
+
+
+# ------------------------------------------------------------------- bad and oversized files
+def test_an_oversized_image_is_refused_before_any_decoder_sees_it(tmp_path, monkeypatch) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from experiments.errors import DatasetUnavailableError
+
+    fake = write_fake_imagenet(tmp_path, classes=2, per_class=2, size=16, val_per_class=2)
+    Image.fromarray(np.zeros((30, 40, 3), dtype=np.uint8)).save(fake.val_files[1], format="JPEG")
+    decoded_sizes = []
+    real_decode = gd.decode_jpegs
+    monkeypatch.setattr(
+        gd,
+        "decode_jpegs",
+        lambda data, device: decoded_sizes.append(len(data)) or real_decode(data, device),
+    )
+    bundle = gpu_decoded(tmp_path, 0, max_image_pixels=1000)
+    with pytest.raises(DatasetUnavailableError) as info:
+        batches(bundle.test)
+    assert str(fake.val_files[1]) in str(info.value)
+    assert "40x30 = 1200 pixels, above data.max_image_pixels=1000" in str(info.value)
+    assert decoded_sizes == []  # refused in the worker, from the header
+    skipping = gpu_decoded(tmp_path, 1, max_image_pixels=1000, skip_bad_images=True)
+    assert [len(y) for _, y in batches(skipping.test)] == [4]
+    assert skipping.skipped_images() == 1
+
+
+def test_unreadable_files_are_skipped_and_counted_when_asked(tmp_path) -> None:
+    from experiments.errors import DatasetUnavailableError
+
+    fake = write_fake_imagenet(tmp_path, classes=2, per_class=3, size=16, val_per_class=2)
+    fake.train_files[2].write_bytes(b"not an image at all")
+    with pytest.raises(DatasetUnavailableError, match="cannot be read as an image") as info:
+        bundle = gpu_decoded(tmp_path, 0)
+        bundle.train.set_epoch(0)
+        batches(bundle.train)
+    assert str(fake.train_files[2]) in str(info.value)
+    bundle = gpu_decoded(tmp_path, 1, skip_bad_images=True)
+    bundle.train.set_epoch(0)
+    assert [len(y) for _, y in batches(bundle.train)] == [3, 3]
+    assert bundle.skipped_images() == 1
+
+
+def test_a_file_only_the_decoder_finds_corrupt_is_named(tmp_path) -> None:
+    from experiments.errors import DatasetUnavailableError
+
+    fake = write_fake_imagenet(tmp_path, classes=2, per_class=2, size=16, val_per_class=2)
+    data = bytearray(fake.val_files[2].read_bytes())
+    body = len(data) // 2  # a valid header, then garbage where the scan data was
+    data[body:-2] = bytes(len(data) - body - 2)
+    fake.val_files[2].write_bytes(bytes(data))
+    bundle = gpu_decoded(tmp_path, 0)
+    with pytest.raises(DatasetUnavailableError, match="cannot be decoded") as info:
+        batches(bundle.test)
+    assert str(fake.val_files[2]) in str(info.value)

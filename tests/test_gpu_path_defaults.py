@@ -172,8 +172,11 @@ def test_deterministic_mode_warns_on_flagged_cuda_ops_instead_of_stopping(monkey
 
     monkeypatch.delenv(INDUCTOR_DETERMINISTIC_ENV, raising=False)
     inductor = sys.modules.get("torch._inductor.config")
+    # Saved and set back by assignment: undoing a patch of torch's config module can delete the
+    # entry, which hides it from every later compile in this process.
+    saved = inductor.deterministic if inductor is not None else None
     if inductor is not None:
-        monkeypatch.setattr(inductor, "deterministic", False)
+        inductor.deterministic = False
     try:
         configure_determinism(True, cudnn_benchmark=True)
         assert torch.are_deterministic_algorithms_enabled()
@@ -186,6 +189,8 @@ def test_deterministic_mode_warns_on_flagged_cuda_ops_instead_of_stopping(monkey
             assert os.environ[INDUCTOR_DETERMINISTIC_ENV] == "1"
     finally:
         configure_determinism(False, cudnn_benchmark=True)
+        if inductor is not None:
+            inductor.deterministic = saved
     assert not torch.are_deterministic_algorithms_enabled()
 
 

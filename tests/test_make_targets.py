@@ -35,6 +35,21 @@ TINY_GRIDS = (
     "PAPER_TASKS=resnet18_cifar10",
     'PAPER_GRIDS="scheduler=step"',
     "ABLATIONS=rho",
+    # The studies: one schedule that needs the budget and one that does not, one seed, two
+    # tuning trials and the defaults; on digits a standard budget of 4 epochs.
+    "STUDY_QUICK_AWARE=step",
+    "STUDY_QUICK_FREE=autodrop",
+    "STUDY_QUICK_SEEDS=0",
+    "STUDY_QUICK_TRIALS=null,0,1",
+    "STUDY_QUICK_T=4",
+    "STUDY_QUICK_OVERRIDES=data.image_size=8 trainer.cpu_threads=1 trainer.progress=plain",
+    "STUDY_TASKS=resnet18_cifar10",
+    "STUDY_AWARE=step",
+    "STUDY_FREE=autodrop",
+    "STUDY_SEEDS=0",
+    "STUDY_TRIALS=null,0",
+    "TASK=quick/digits",
+    "SCHEDULES=autodrop,step",
 )
 
 
@@ -94,6 +109,20 @@ def test_dry_run_trains_and_writes_nothing_in_any_target(tmp_path):
     assert f"would rewrite {results}/quick/lr_sensitivity/" in out
     assert f"would rewrite {results}/quick/tables/" in out
     assert f"would write the tables of the quick runs in {results}/runs to {results}/local/" in out
+    study = "study/horizons/digits/digits-resnet8/{}-budget={},data.image_size=8,"
+    assert f"would start (1 epochs): {study.format('step', '0.25')}" in out
+    assert f"would start (8 epochs): {study.format('autodrop', '2')}" in out
+    assert "would start (4 epochs): study/tuning/digits/digits-resnet8/cosine" not in out
+    assert "study/tuning/digits/digits-resnet8/autodrop-trial=1,data.image_size=8," in out
+    assert "study/horizons/digits: 1 runs of schedules that need no budget are read at 3" in out
+    paper = "study/horizons/resnet18_cifar10/cifar10-resnet18/autodrop-budget=2/seed=0"
+    assert f"would start (400 epochs): {paper}" in out  # make studies, and reproduce's totals:
+    assert "study/horizons/resnet18_cifar10: 1 runs of schedules that need no budget" in out
+    assert f"would rewrite {results}/quick/studies/" in out
+    # make compare: the fake step run of seed 0 is finished, AutoDrop's is to train
+    assert "would start (30 epochs): quick/digits/digits-resnet8/autodrop/seed=0" in out
+    assert "would start (30 epochs): quick/digits/digits-resnet8/step/seed=0" not in out
+    assert f"would write the comparison's tables and figure to {results}/local/compare/" in out
 
 
 def _clone_of_the_working_tree(clone: Path) -> None:
@@ -146,3 +175,29 @@ def test_quick_targets_leave_a_clone_clean_and_updates_rewrite_the_committed_res
         assert _names(committed / folder) == _names(local / folder), folder
     changes = _git_status(clone)  # new outputs, changed ones, and those no longer drawn
     assert changes and all(line[3:].startswith("results/quick/") for line in changes), changes
+
+
+@pytest.mark.slow
+def test_study_quick_leaves_a_clone_clean_and_its_update_rewrites_the_committed_studies(tmp_path):
+    clone = tmp_path / "clone"
+    _clone_of_the_working_tree(clone)
+    stamp = _stamp(tmp_path)
+    _make(clone, stamp, "study-quick", *TINY_GRIDS)
+    assert _git_status(clone) == []
+    local = clone / "results" / "local" / "quick" / "studies"
+    for name in ("horizons.md", "horizons_time_to_target.md", "horizons_runs.md", "tuning.md"):
+        assert (local / "tables" / name).is_file(), name
+    assert list((local / "figures").glob("fig_horizons_digits-resnet8.png"))
+    assert list((local / "figures").glob("fig_tuning_digits-resnet8.png"))
+    readme = (local / "README.md").read_text()
+    assert "## Horizon study" in readme and "## Tuning study" in readme
+
+    committed = clone / "results" / "quick" / "studies"
+    committed.mkdir(parents=True, exist_ok=True)
+    stale = committed / "old_table.md"
+    stale.write_text("left by an earlier version\n")
+    _make(clone, stamp, "study-quick-update", *TINY_GRIDS)
+    assert not stale.exists()
+    assert _names(committed) == _names(local)
+    changes = _git_status(clone)
+    assert changes and all(line[3:].startswith("results/quick/studies/") for line in changes)

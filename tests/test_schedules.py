@@ -196,8 +196,7 @@ def test_bad_budget(name, budget, text):
 def test_autodrop_entries_pass_options_and_only_the_budget_they_take():
     optimizer = make_optimizer()
     v2 = build("autodrop", optimizer, steps_per_epoch=SPE, epochs=EPOCHS, window=8)
-    v1 = build("autodrop_v1", make_optimizer(), steps_per_epoch=SPE, epochs=EPOCHS,
-               extra_epochs=3)
+    v1 = build("autodrop_v1", make_optimizer(), steps_per_epoch=SPE, epochs=EPOCHS, extra_epochs=3)
     assert isinstance(v2, AutoDrop) and (v2.window, v2.rho, v2.buffer_size) == (8, 0.95, 10)
     assert isinstance(v1, AutoDropV1) and (v1.steps_per_epoch, v1.extra_epochs) == (SPE, 3)
     for schedule in (v1, v2):
@@ -443,8 +442,9 @@ def test_plateau_requires_the_metric():
 
 def test_plateau_cut_never_raises_a_group_held_at_zero():
     optimizer = make_optimizer([0.1, 0.1])
-    schedule = build("plateau", optimizer, steps_per_epoch=SPE, epochs=EPOCHS, patience=0,
-                     min_lr=1e-3)
+    schedule = build(
+        "plateau", optimizer, steps_per_epoch=SPE, epochs=EPOCHS, patience=0, min_lr=1e-3
+    )
     optimizer.param_groups[0]["lr"] = 0.0  # frozen after construction (its floor is 1e-3)
     for _ in range(6):
         schedule.epoch_end(1.0)  # no improvement after the first epoch: a cut every epoch

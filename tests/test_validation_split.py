@@ -121,14 +121,13 @@ def test_a_size_that_empties_a_class_is_refused():
         split_validation(labels, 29)
 
 
-def test_digits_default_split_is_a_quarter_of_its_training_part_stratified():
+def test_digits_default_split_has_the_test_splits_class_counts():
     splits = load_digits_splits(8)
     size = HONEST_VAL_SIZES["digits"]
-    split = split_validation(splits.train.labels, size)
+    split = split_validation(splits.train.labels, size, like=splits.test.labels)
     held = torch.bincount(splits.train.labels[split.val], minlength=10)
-    whole = torch.bincount(splits.train.labels, minlength=10)
     assert held.sum() == size == len(splits.test)
-    assert ((held - whole * size / len(splits.train)).abs() < 1).all()
+    assert torch.equal(held, torch.bincount(splits.test.labels, minlength=10))
 
 
 # ---------------------------------------------------------------- the array loaders
@@ -137,7 +136,7 @@ def test_digits_default_split_is_a_quarter_of_its_training_part_stratified():
 @pytest.mark.parametrize("loader", ["device", "classic"])
 def test_the_loaders_hold_out_the_split_from_training_and_keep_the_test_split(loader):
     data = bundle(loader=loader)
-    split = split_validation(id_splits().train.labels, 14)
+    split = split_validation(id_splits().train.labels, 14, like=id_splits().test.labels)
     assert (data.num_train, data.num_val, data.num_test) == (46, 14, 11)
     assert data.validation.fingerprint == split.fingerprint
     assert ids_of(data.val) == split.val.tolist()
@@ -152,7 +151,10 @@ def test_two_ranks_count_every_validation_sample_exactly_once(loader):
     shards = [bundle(loader=loader, rank=r, world_size=2, val_size=15).val for r in range(2)]
     seen = [ids_of(shard) for shard in shards]
     assert [len(ids) for ids in seen] == [8, 7]  # 15 samples: no padding, no repeat
-    assert sorted(seen[0] + seen[1]) == split_validation(id_splits().train.labels, 15).val.tolist()
+    assert (
+        sorted(seen[0] + seen[1])
+        == split_validation(id_splits().train.labels, 15, like=id_splits().test.labels).val.tolist()
+    )
 
 
 def test_the_split_is_the_same_for_every_seed_and_loader():
@@ -241,3 +243,28 @@ def test_the_gpu_decoding_path_holds_out_the_same_split(tmp_path, monkeypatch):
     assert labels == torch.cat([y for _, y in cpu.val]).tolist() == [0, 1, 2]
     images, _ = next(iter(gpu.val))
     assert images.shape == (2, 3, 16, 16)
+
+
+def test_the_split_takes_the_test_splits_class_shares_when_given():
+    labels = torch.tensor([0] * 60 + [1] * 30 + [2] * 10)  # unbalanced training split
+    balanced_test = torch.tensor([0, 1, 2] * 5)
+    split = split_validation(labels, 9, like=balanced_test)
+    assert Counter(labels[split.val].tolist()) == {0: 3, 1: 3, 2: 3}
+    assert split.fingerprint != split_validation(labels, 9).fingerprint
+    with pytest.raises(ValueError, match=r"every training example of class"):
+        split_validation(labels, 30, like=balanced_test)  # 10 of class 2: all of them
+
+
+def test_imagenet_holds_out_exactly_ten_images_per_class(tmp_path):
+    from experiments.data.datasets import imagenet
+    from tests.fake_datasets import write_fake_imagenet
+
+    # Uneven classes, like ImageNet's 732..1300 training images; a balanced val/ folder.
+    root = tmp_path / "imagenet"
+    write_fake_imagenet(root, classes=3, per_class=12, size=8, val_per_class=2)
+    extra = sorted((root / "train").iterdir())[0]
+    for index, image in enumerate(sorted(extra.iterdir())[:4]):
+        (extra / f"copy_{index}.JPEG").write_bytes(image.read_bytes() + bytes([index]))
+    samples = imagenet(str(root), max_image_pixels=10**8).samples(30)
+    held = Counter(sample.label for sample in samples.held_out)
+    assert held == {0: 10, 1: 10, 2: 10}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch.optim import Optimizer
 
 from autodrop.schedules.per_step import PerStepSchedule
+from autodrop.search_space import space
 
 
 class ConstantSchedule(PerStepSchedule):
@@ -14,6 +15,8 @@ class ConstantSchedule(PerStepSchedule):
     display_name = "Constant"
     colour = "#bcbd22"
     reads = frozenset()
+    needs_budget = False
+    search_space = space()  # the lr is its only knob
 
     def __init__(self, optimizer: Optimizer) -> None:
         super().__init__(optimizer)

@@ -8,6 +8,7 @@ from torch.optim import Optimizer
 
 from autodrop.checks import check_float, check_int
 from autodrop.schedules.per_step import PerStepSchedule, initial_lrs, per_group
+from autodrop.search_space import space
 
 
 class CosineSchedule(PerStepSchedule):
@@ -19,6 +20,8 @@ class CosineSchedule(PerStepSchedule):
     display_name = "Cosine"
     colour = "#2ca02c"
     reads = frozenset()
+    needs_budget = True  # it spans the whole budget
+    search_space = space()  # the peak (initial) lr is its only knob
 
     def __init__(
         self,

@@ -6,6 +6,7 @@ from torch.optim import Optimizer
 
 from autodrop.checks import check_float, check_int
 from autodrop.schedules.per_step import PerStepSchedule, initial_lrs, per_group
+from autodrop.search_space import Uniform, space
 
 #: Default half-cycle length: Smith recommends 2-10 epochs; the low end gives more cycles.
 DEFAULT_STEP_SIZE_EPOCHS = 2.0
@@ -25,6 +26,9 @@ class CyclicSchedule(PerStepSchedule):
     display_name = "CLR"
     colour = "#8c564b"
     reads = frozenset()
+    needs_budget = False  # its cycles are a fixed number of epochs long
+    # max_lr defaults to the initial lr; Smith recommends half cycles of 2-10 epochs.
+    search_space = space(scheduler__step_size_epochs=Uniform(1.0, 8.0))
 
     def __init__(
         self,

@@ -6,6 +6,7 @@ from torch.optim import Optimizer
 
 from autodrop.checks import check_float
 from autodrop.schedules.per_step import PerStepSchedule
+from autodrop.search_space import Uniform, space
 
 
 class ExponentialSchedule(PerStepSchedule):
@@ -15,6 +16,8 @@ class ExponentialSchedule(PerStepSchedule):
     display_name = "ExpLR"
     colour = "#e377c2"
     reads = frozenset()
+    needs_budget = False
+    search_space = space(scheduler__gamma=Uniform(0.8, 0.999))  # the paper's grid's span
 
     def __init__(self, optimizer: Optimizer, steps_per_epoch: int, gamma: float = 0.95) -> None:
         self.gamma = check_float("gamma", gamma, low=0.0, high=1.0, low_open=True)

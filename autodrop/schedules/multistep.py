@@ -11,6 +11,7 @@ from torch.optim import Optimizer
 
 from autodrop.checks import check_float, check_int
 from autodrop.schedules.per_step import PerStepSchedule
+from autodrop.search_space import LogUniform, space
 
 #: Default milestones as fractions of the epoch budget: the paper's 60/120/160 of 200.
 MILESTONE_FRACTIONS = (0.3, 0.6, 0.8)
@@ -54,6 +55,8 @@ class MultiStepSchedule(PerStepSchedule):
     display_name = "Step"
     colour = "#1f77b4"
     reads = frozenset()
+    needs_budget = True  # milestones are fractions of the budget by default
+    search_space = space(scheduler__gamma=LogUniform(0.05, 0.5))  # the drop factor
 
     def __init__(
         self,

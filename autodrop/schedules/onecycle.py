@@ -8,6 +8,7 @@ from torch.optim import Optimizer
 
 from autodrop.checks import check_bool, check_choice, check_float, check_int
 from autodrop.schedules.per_step import PerStepSchedule, initial_lrs, per_group
+from autodrop.search_space import Uniform, space
 
 ANNEAL_STRATEGIES = ("cos", "linear")
 
@@ -32,6 +33,9 @@ class OneCycleSchedule(PerStepSchedule):
     display_name = "One-cycle"
     colour = "#9467bd"
     reads = frozenset()
+    needs_budget = True  # the cycle spans the whole budget
+    # max_lr defaults to the initial lr (the peak); pct_start is where the peak falls.
+    search_space = space(scheduler__pct_start=Uniform(0.1, 0.5))
 
     def __init__(
         self,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
+from types import MappingProxyType
 from typing import Any
 
 from torch import Tensor, nn
@@ -33,7 +34,8 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from autodrop.base import ScheduleHooks, Signal
 from autodrop.batchnorm import BN_PASS_BATCHES, recompute_batchnorm
-from autodrop.hd import SGDHD
+from autodrop.hd import BETA_GRID, SGDHD
+from autodrop.search_space import LogUniform, space
 
 
 class OptimizerSetsLR(ScheduleHooks, LRScheduler):
@@ -60,6 +62,9 @@ class HypergradientLR(OptimizerSetsLR):
     colour = "#17becf"
     reads = frozenset({Signal.GRADIENTS})  # SGDHD's hypergradient
     tuned_setting = "beta"
+    needs_budget = False
+    # The initial alpha and the hypergradient lr over the span of AutoDrop's paper grid.
+    search_space = space(optimizer__beta=LogUniform(min(BETA_GRID), max(BETA_GRID)))
 
     def __init__(self, optimizer: Optimizer) -> None:
         if not isinstance(optimizer, SGDHD):
@@ -113,6 +118,11 @@ class ScheduleFreeLR(OptimizerSetsLR):
     colour = "#637939"
     reads = frozenset({Signal.GRADIENTS})  # its optimizer replaces the schedule
     tuned_setting = "lr_multiplier"
+    needs_budget = False  # its warmup is a fixed number of epochs
+    # Its lr is the task's lr times lr_multiplier, so the multiplier is its lr knob (the task's lr
+    # is not searched as well): one decade either side of its default 10, as every other space
+    # searches the lr (the package's README asks 10-50x the SGD lr).
+    search_space = MappingProxyType({"optimizer.lr_multiplier": LogUniform(1.0, 100.0)})
 
     def __init__(self, optimizer: Optimizer) -> None:
         if not is_schedule_free(optimizer):
@@ -139,8 +149,9 @@ class ScheduleFreeLR(OptimizerSetsLR):
         first 50 batches; they must not come from the training stream), ``model.eval()``.
         Pass the bare model, not a DDP wrapper. Returns True."""
         self.optimizer.eval()  # type: ignore[attr-defined]
-        recompute_batchnorm(model, bn_batches(), num_batches=self.bn_pass_batches,
-                            autocast=autocast)
+        recompute_batchnorm(
+            model, bn_batches(), num_batches=self.bn_pass_batches, autocast=autocast
+        )
         model.eval()
         return True
 

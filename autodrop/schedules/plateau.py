@@ -9,6 +9,7 @@ from torch.optim import Optimizer
 from autodrop.base import Signal
 from autodrop.checks import check_choice, check_float, check_int
 from autodrop.schedules.per_step import PerStepSchedule, initial_lrs, per_group
+from autodrop.search_space import IntUniform, LogUniform, space
 
 
 class PlateauSchedule(PerStepSchedule):
@@ -21,6 +22,10 @@ class PlateauSchedule(PerStepSchedule):
     display_name = "Plateau"
     colour = "#7f7f7f"
     reads = frozenset({Signal.HELD_OUT_METRIC})
+    needs_budget = False
+    search_space = space(
+        scheduler__factor=LogUniform(0.05, 0.5), scheduler__patience=IntUniform(1, 10)
+    )
 
     def __init__(
         self,

@@ -93,7 +93,7 @@ class HeldOut:
 
     @classmethod
     def of(cls, splits: ArraySplits, val_size: int) -> HeldOut:
-        validation = split_validation(splits.train.labels, val_size)
+        validation = split_validation(splits.train.labels, val_size, like=splits.test.labels)
         if validation is None:
             return cls(splits, None, None)
         kept = replace(splits, train=splits.train.select(validation.train))

@@ -9,6 +9,13 @@ saves is the training's own), so both paths crop the same boxes; pixels differ s
 JPEG decoder and resize kernel). A file nvJPEG cannot decode (CMYK, PNG in disguise) is decoded
 on the CPU.
 
+The workers check what the CPU path checks before anything is decoded: each file's header must
+name an image of at most ``data.max_image_pixels`` (a decompression bomb never reaches a decoder),
+and an unreadable file fails naming it or, with ``data.skip_bad_images=true``, is replaced by the
+next good one and counted (``CheckedImageFolder.first_good``). A file whose header is sound but
+whose compressed data no decoder accepts is found only when the batch is decoded: it stops the
+run naming the file (no replacement is possible at that point).
+
 A worker ships a batch as one packed uint8 tensor of the files' bytes (plus their lengths): an
 ordinary tensor, which torch moves through shared memory under any sharing strategy (the
 tensors of ``torchvision.io.read_file`` cannot be: under the default ``file_descriptor``
@@ -27,7 +34,6 @@ use), and the host waits for the decode stream's own previous work before the ne
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -38,7 +44,12 @@ from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
 from experiments.data.bundle import DataBundle
-from experiments.data.image_folder import CheckedImageFolder
+from experiments.data.image_folder import (
+    BadImageError,
+    CheckedImageFolder,
+    Sample,
+    read_checked_bytes,
+)
 from experiments.data.loading import Loading
 from experiments.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from experiments.data.staging import OnDeviceNormalize
@@ -73,57 +84,71 @@ def check_gpu_decode(device: torch.device) -> None:
 
 
 class EncodedImages(Dataset):
-    """(file bytes, sample seed, label) for keys ``index`` or ``(index, sample seed)``."""
+    """(file bytes, sample seed, label, file name) for keys ``index`` or ``(index, sample seed)``;
+    each file's header checked first, a bad file replaced when the folder skips bad images."""
 
     def __init__(self, folder: CheckedImageFolder) -> None:
-        self.samples = folder.samples  # checked: inside the dataset root, no duplicates
+        self.folder = folder  # its samples: inside the dataset root, no duplicates
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.folder)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[bytes, int, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[bytes, int, int, str]:
         index, seed = key if isinstance(key, tuple) else (key, -1)
-        sample = self.samples[index]
-        return Path(sample.real).read_bytes(), seed, sample.label
+        data, sample = self.folder.first_good(index, self._read)
+        return data, seed, sample.label, sample.shown
+
+    def _read(self, index: int) -> tuple[bytes, Sample]:
+        sample = self.folder.samples[index]
+        return read_checked_bytes(sample, self.folder.max_pixels), sample
 
 
 class EncodedBatch(NamedTuple):
     """A batch of files as one uint8 tensor (their bytes back to back), the files' lengths,
-    the samples' seeds and their labels."""
+    the samples' seeds, their labels and the files' names (for errors)."""
 
     data: torch.Tensor
     lengths: list[int]
     seeds: list[int]
     labels: torch.Tensor
+    names: list[str]
 
     def files(self) -> list[torch.Tensor]:
         """Each file's bytes: views of ``data``, no copy."""
         return list(torch.split(self.data, self.lengths))
 
 
-def collate_encoded(items: list[tuple[bytes, int, int]]) -> EncodedBatch:
-    blobs, seeds, labels = zip(*items, strict=True)
+def collate_encoded(items: list[tuple[bytes, int, int, str]]) -> EncodedBatch:
+    blobs, seeds, labels, names = zip(*items, strict=True)
     lengths = [len(blob) for blob in blobs]
     packed = torch.empty(sum(lengths), dtype=torch.uint8)
     view, offset = packed.numpy(), 0
     for blob, length in zip(blobs, lengths, strict=True):
         view[offset : offset + length] = np.frombuffer(blob, dtype=np.uint8)
         offset += length
-    return EncodedBatch(packed, lengths, list(seeds), torch.tensor(labels))
+    return EncodedBatch(packed, lengths, list(seeds), torch.tensor(labels), list(names))
 
 
-def _decode(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+def _decode(batch: EncodedBatch, device: torch.device) -> list[torch.Tensor]:
+    data = batch.files()
     try:
         return decode_jpegs(data, device)
     except RuntimeError:  # one undecodable file fails the batch: decode one by one
-        return [_decode_one(d, device) for d in data]
+        return [_decode_one(d, name, device) for d, name in zip(data, batch.names, strict=True)]
 
 
-def _decode_one(data: torch.Tensor, device: torch.device) -> torch.Tensor:
+def _decode_one(data: torch.Tensor, name: str, device: torch.device) -> torch.Tensor:
     try:
         return decode_jpegs([data], device)[0]
     except RuntimeError:
+        pass
+    try:  # not a JPEG nvJPEG takes (CMYK, a PNG under a .JPEG name): the CPU decoder
         return io.decode_image(data, mode=io.ImageReadMode.RGB).to(device)
+    except RuntimeError as error:
+        raise BadImageError(
+            f"{name} cannot be decoded ({error}); its header was sound, so the workers could "
+            "not replace it (data.skip_bad_images); remove the file or use data.decode=cpu"
+        ) from error
 
 
 def _train_view(image: torch.Tensor, seed: int, size: int) -> torch.Tensor:
@@ -182,7 +207,7 @@ class GpuDecodedLoader:
             yield images, labels
 
     def _prepare(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        decoded = _decode(batch.files(), self.device)
+        decoded = _decode(batch, self.device)
         if self.train:
             views = [
                 _train_view(im, s, self.crop_size)
@@ -234,6 +259,9 @@ def build_gpu_decoded_imagenet(
         num_train=len(train_set),
         num_test=len(val_set),
         name="imagenet",
+        skipped_images=lambda: sum(
+            folder.skipped() for folder in (train_folder, val_folder, held_out) if folder
+        ),
         val=held_out_loader,
         validation=validation,
     )

@@ -15,11 +15,14 @@ Samples are ordered like torchvision's ImageFolder: classes sorted, then by fold
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO, TypeVar
 
 import torch
 from PIL import Image
@@ -182,11 +185,18 @@ class BadImageError(DatasetUnavailableError):
     """An image file that cannot be decoded, is truncated, or is larger than allowed."""
 
 
-def open_checked_image(sample: Sample, max_pixels: int) -> Image.Image:
-    """The RGB image of ``sample``; its size is checked from the header before decoding."""
+@contextlib.contextmanager
+def _checked_image(
+    sample: Sample, max_pixels: int, source: BinaryIO | None = None
+) -> Iterator[Image.Image]:
+    """``sample`` (or ``source``, its bytes) opened as an image whose header says at most
+    ``max_pixels``: nothing is decoded until the caller asks; whatever fails, here or in the
+    caller's block, is a BadImageError naming the file."""
     try:
-        fd = os.open(sample.real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        with os.fdopen(fd, "rb") as handle, Image.open(handle) as image:
+        if source is None:
+            fd = os.open(sample.real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            source = os.fdopen(fd, "rb")
+        with source, Image.open(source) as image:
             pixels = image.width * image.height
             if pixels > max_pixels:
                 raise BadImageError(
@@ -194,11 +204,33 @@ def open_checked_image(sample: Sample, max_pixels: int) -> Image.Image:
                     f"data.max_image_pixels={max_pixels}: refused before decoding. Raise "
                     "data.max_image_pixels if such images are expected."
                 )
-            return image.convert("RGB")
+            yield image
     except BadImageError:
         raise
     except Exception as exc:  # Pillow raises many types for damaged files
         raise BadImageError(f"{sample.shown} cannot be read as an image ({exc})") from exc
+
+
+def open_checked_image(sample: Sample, max_pixels: int) -> Image.Image:
+    """The RGB image of ``sample``; its size is checked from the header before decoding."""
+    with _checked_image(sample, max_pixels) as image:
+        return image.convert("RGB")
+
+
+def read_checked_bytes(sample: Sample, max_pixels: int) -> bytes:
+    """The bytes of ``sample``'s file once its header names an image of at most ``max_pixels``
+    (nothing decoded: for a decoder elsewhere, e.g. on the GPU)."""
+    try:
+        fd = os.open(sample.real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise BadImageError(f"{sample.shown} cannot be read as an image ({exc})") from exc
+    with _checked_image(sample, max_pixels, io.BytesIO(data)):
+        return data
+
+
+Loaded = TypeVar("Loaded")
 
 
 class CheckedImageFolder(Dataset):
@@ -227,14 +259,20 @@ class CheckedImageFolder(Dataset):
         return 0 if self.bad is None else int(self.bad.sum())
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.first_good(index, self._load)
+
+    def first_good(self, index: int, load: Callable[[int], Loaded]) -> Loaded:
+        """``load(index)``; without ``skip_bad`` a BadImageError propagates, with it the sample
+        is recorded as bad and the next good one is loaded instead (the loader of
+        ``data.decode=gpu`` reads file bytes through this too)."""
         if self.bad is None:
-            return self._load(index)
+            return load(index)
         for offset in range(len(self.samples)):
             candidate = (index + offset) % len(self.samples)
             if self.bad[candidate]:
                 continue
             try:
-                return self._load(candidate)
+                return load(candidate)
             except BadImageError as error:
                 self.bad[candidate] = True
                 log.warning("skipping a bad image (data.skip_bad_images=true): %s", error)

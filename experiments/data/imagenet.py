@@ -177,7 +177,8 @@ class ImageNetSamples:
         classes = check_imagenet_layout(root)
         scans = _scan_splits(root, classes, options)
         train, test = scans["train"].samples, scans["val"].samples
-        validation = split_validation([sample.label for sample in train], val_size)
+        labels = [sample.label for sample in train]
+        validation = split_validation(labels, val_size, like=[sample.label for sample in test])
         if validation is None:
             return cls(train, [], test, len(classes), None)
         return cls(

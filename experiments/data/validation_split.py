@@ -4,9 +4,12 @@ The split is a property of the task, not of the run: it depends only on the trai
 ``data.val_size``, never on the run's seed, so every schedule and seed of a task holds out the
 same examples. It is
 
-- stratified: class c gives ``val_size * n_c / N`` examples (n_c of its N training examples),
-  rounded by the largest remainder (ties to the lower class), so the split keeps the classes'
-  shares; a balanced dataset gives every class the same count;
+- stratified like the test split: class c gives ``val_size * m_c / M`` examples (m_c of the test
+  split's M), rounded by the largest remainder (ties to the lower class), so selecting on the
+  validation split weighs the classes as the reported test error does: ImageNet's val/ folder
+  has 50 images per class, so its 10,000 held-out images are exactly 10 per class; CIFAR's
+  5,000 are 500 per class; the digits' 360 have the class counts of their 360 test digits.
+  Without test labels the training split's own shares are used;
 - drawn with a fixed seed (``SPLIT_SEED``, one constant for the whole suite): class c's examples
   are a random subset of its training examples, drawn from a generator seeded with
   ``(SPLIT_SEED, c)``, so one class's draw never depends on another's size;
@@ -56,8 +59,9 @@ class ValidationSplit:
 
 
 def stratified_counts(class_sizes: Sequence[int], size: int) -> list[int]:
-    """Per class, how many of its examples the split takes: proportional to the class's size,
-    rounded by the largest remainder (ties to the lower class index); they sum to ``size``."""
+    """Per class, how many examples the split takes: proportional to ``class_sizes`` (the
+    classes' counts in the reference split), rounded by the largest remainder (ties to the lower
+    class index); they sum to ``size``."""
     total = sum(class_sizes)
     counts = [size * n // total for n in class_sizes]
     remainders = [size * n % total for n in class_sizes]
@@ -67,8 +71,13 @@ def stratified_counts(class_sizes: Sequence[int], size: int) -> list[int]:
     return counts
 
 
-def split_validation(labels: torch.Tensor | Sequence[int], size: int) -> ValidationSplit | None:
-    """The validation split of a training split with these ``labels`` (None when ``size`` is 0).
+def split_validation(
+    labels: torch.Tensor | Sequence[int],
+    size: int,
+    like: torch.Tensor | Sequence[int] | None = None,
+) -> ValidationSplit | None:
+    """The validation split of a training split with these ``labels`` (None when ``size`` is 0),
+    its classes in the shares of the labels ``like`` (the test split's; default: ``labels``).
 
     Raises ValidationSplitError naming ``data.val_size`` when ``size`` is negative, not smaller
     than the training split, or would take every training example of some class.
@@ -85,8 +94,10 @@ def split_validation(labels: torch.Tensor | Sequence[int], size: int) -> Validat
     values = labels.numpy()
     classes = np.unique(values)
     members = [np.flatnonzero(values == c) for c in classes]
-    counts = stratified_counts([len(m) for m in members], size)
-    emptied = [int(c) for c, m, k in zip(classes, members, counts, strict=True) if k == len(m)]
+    reference = None if like is None else torch.as_tensor(like, dtype=torch.int64).cpu().numpy()
+    shares = values if reference is None or not len(reference) else reference
+    counts = stratified_counts([int((shares == c).sum()) for c in classes], size)
+    emptied = [int(c) for c, m, k in zip(classes, members, counts, strict=True) if k >= len(m)]
     if emptied:
         raise ValidationSplitError(
             f"data.val_size={size} is invalid: it would hold out every training example of "

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from experiments.config import CONF_DIR, compose_config, compose_with_choices, invalid_choice
 from experiments.run_identity import run_suffix
+from experiments.studies import served_horizons
 
 SEED_KEY = "seed"
 EXPERIMENT_KEY = "experiment"
@@ -32,6 +33,9 @@ class PlannedRun:
     scheduler: str
     seed: int
     epochs: int
+    # The shorter budgets (epochs) of the horizon study read from this run besides its own: the
+    # runs its single long run saves (experiments.studies.served_horizons).
+    serves: tuple[int, ...] = ()
 
     @property
     def key(self) -> tuple[str, str, str, str, int]:
@@ -94,6 +98,7 @@ def planned_runs(experiment: str, grid: str = "", seeds: str | None = None) -> l
                 scheduler=f"{cfg.scheduler.label}{suffix}",
                 seed=seed,
                 epochs=int(cfg.trainer.epochs),
+                serves=served_horizons(cfg),
             )
             for seed in seed_values
         ]

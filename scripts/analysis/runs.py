@@ -46,6 +46,7 @@ _RUN_DTYPES: dict[str, str] = {
     "setting_key": "object",
     "setting_value": "object",
     "settings": "str",
+    "setup": "str",  # summary.json's run-defining values, flat, as JSON ({} when not recorded)
     "display": "str",
     "seed": "int64",
     "status": "str",
@@ -253,8 +254,11 @@ def _read_run_dir_or_damaged(root: Path, run_dir: Path) -> RawRun:
     try:
         return _read_run_dir(root, run_dir)
     except Exception as error:  # noqa: BLE001 - any unreadable run is listed, not fatal
-        summary = {**fields_from_path(root, run_dir), "status": DAMAGED,
-                   "message": f"{run_dir}: {type(error).__name__}: {error}"}
+        summary = {
+            **fields_from_path(root, run_dir),
+            "status": DAMAGED,
+            "message": f"{run_dir}: {type(error).__name__}: {error}",
+        }
         return RawRun("/".join(run_dir.relative_to(root).parts), summary, [], [], str(run_dir))
 
 
@@ -366,6 +370,7 @@ def _run_row(raw: RawRun, metrics: pd.DataFrame) -> dict:
         "setting_key": key,
         "setting_value": value,
         "settings": json.dumps(settings, sort_keys=True),
+        "setup": json.dumps(_recorded_setup(summary), sort_keys=True),
         "display": _display(label, name, settings, changes),
         "seed": int(summary["seed"]),
         "status": status,
@@ -416,6 +421,12 @@ def _metric_derived_fields(metrics: pd.DataFrame) -> dict:
     keys += ("best_val_epoch", "test_err_at_best_val", "train_time_s")
     fields.update({key: derived[key] for key in keys if derived[key] is not None})
     return fields
+
+
+def _recorded_setup(summary: dict) -> dict:
+    """The run-defining values summary.json records (``setup``), {} when it records none."""
+    setup = summary.get("setup")
+    return setup if isinstance(setup, dict) else {}
 
 
 def _validation_fields(summary: dict) -> dict:

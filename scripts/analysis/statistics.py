@@ -51,7 +51,7 @@ Method (README, "Statistics and grid status"):
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -315,9 +315,30 @@ def comparisons(
     return _frame(records)
 
 
-def best_per_row(runs: pd.DataFrame, value: str = VALUE) -> pd.Series:
-    """Per task row, the schedule with the lowest mean ``value`` (first in name order on a tie)."""
+def versus_baseline(
+    runs: pd.DataFrame, baseline: str, schedules: Sequence[str], value: str = VALUE
+) -> pd.DataFrame:
+    """Each of ``schedules`` against ``baseline`` on each task row, as schedule - baseline (in
+    the order given): the comparisons columns, ``p_holm`` and ``significant`` adjusted over
+    these comparisons of the row (the baseline is chosen before the data, so the family is the
+    comparisons made). A schedule or baseline without a finished value has no record."""
     _check_columns(runs, value)
+    records = []
+    for row, matrix in seed_matrices(runs, value):
+        if baseline in matrix:
+            pairs = [(label, baseline) for label in schedules if label in matrix]
+            records += _pair_records(matrix, row, [p for p in pairs if p[0] != baseline])
+    return _frame(records)
+
+
+def best_per_row(
+    runs: pd.DataFrame, value: str = VALUE, among: Collection[str] | None = None
+) -> pd.Series:
+    """Per task row, the schedule with the lowest mean ``value`` (first in name order on a tie),
+    of the labels ``among`` when given (a row with none of them has no best)."""
+    _check_columns(runs, value)
+    if among is not None:
+        runs = runs[runs["scheduler"].isin(set(among))]
     means = runs.groupby(["row", "scheduler"])[value].mean().dropna().reset_index()
     means = means.sort_values(["row", value, "scheduler"], kind="stable")
     return means.drop_duplicates("row").set_index("row")["scheduler"]
@@ -327,10 +348,20 @@ def versus_best(runs: pd.DataFrame, value: str = VALUE) -> pd.DataFrame:
     """Each schedule against its row's best schedule (:func:`best_per_row`), as schedule - best:
     the comparisons columns, ``p_holm`` and ``significant`` adjusted over every pair of the
     row's schedules (the best is chosen from the data, so the family is all pairs)."""
-    best_of = best_per_row(runs, value)
+    return versus(runs, best_per_row(runs, value), value)
+
+
+def versus(runs: pd.DataFrame, baselines: pd.Series, value: str = VALUE) -> pd.DataFrame:
+    """Each schedule of a row against the row's baseline (``baselines``: row -> label, e.g. the
+    best of some schedules, picked from the data), as schedule - baseline: the comparisons
+    columns, ``p_holm`` and ``significant`` adjusted over every pair of the row's schedules (a
+    baseline chosen from the data makes the family all pairs). Rows without a baseline are
+    left out."""
     records = []
     for row, matrix in seed_matrices(runs, value):
-        best = best_of[row]
+        if row not in baselines.index or baselines[row] not in matrix:
+            continue
+        best = baselines[row]
         pairs = row_pairs(list(matrix.columns))
         family = {(r["schedule"], r["baseline"]): r for r in _pair_records(matrix, row, pairs)}
         for schedule in sorted(set(matrix.columns) - {best}):
