@@ -351,14 +351,19 @@ def _setup_for(world_size: int) -> SetupOf:
 
 
 def run_suffix(
-    cfg: DictConfig, choices: Mapping[str, str | None], world_size: int | None = None
+    cfg: DictConfig,
+    choices: Mapping[str, str | None],
+    world_size: int | None = None,
+    compose: Any = None,
 ) -> tuple[str, dict[str, Any]]:
     """The identity suffix of ``cfg``'s run directory and the changes it names, for a launch of
-    ``world_size`` processes (by default the one ``trainer.devices`` plans)."""
+    ``world_size`` processes (by default the one ``trainer.devices`` plans); ``compose``
+    composes the presets it compares with (``experiments.config.compose_config`` by default;
+    a grid's planning passes one that composes each choice of groups once)."""
     from experiments.config import compose_config
 
     world = _world(RunSettings.from_config(cfg), world_size)
-    return name_suffix(cfg, choices, compose_config, _setup_for(world))
+    return name_suffix(cfg, choices, compose or compose_config, _setup_for(world))
 
 
 def identify_run(
