@@ -9,7 +9,8 @@ models/, experiments/) until the first ``optimizer.step()``. It prints:
 - the plain path: the suite's frames on the call stack at that step, and the files they are in
   with their lengths (what a reader opens to follow the command line down to the step);
 - what ran before the step: the suite functions called, their files and the lines of their
-  bodies (what a reader reads to follow everything that happened);
+  bodies (what a reader reads to follow everything that happened; module bodies run by imports
+  are not counted, so a module imported late counts as one imported first);
 - how the config travels: the calls that received the config (an OmegaConf node, or a dataclass
   whose class name ends in ``Settings`` or ``Config``) as a sequence of files, its stays (calls
   in a row in one file count once) and its returns to a file it had already left.
@@ -71,8 +72,8 @@ class Trace:
             sys.setprofile(None)
             threading.setprofile(None)  # type: ignore[arg-type]
             return None
-        if not code.co_filename.startswith(TRACED):
-            return None
+        if not code.co_filename.startswith(TRACED) or code.co_name == "<module>":
+            return None  # other code, or a module's body run by its import (not a function)
         where = _relative(code.co_filename)
         self.calls.append((where, code.co_qualname, _span(code)))
         arguments = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
