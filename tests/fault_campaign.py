@@ -745,10 +745,12 @@ def one_training_step(cfg: Any, choices: dict[str, Any], run_root: Path) -> floa
     from experiments.rundir import RunDir
     from experiments.running.processes import DistContext
     from experiments.runtime import select_device
+    from experiments.settings import RunSettings
 
     device = select_device(cfg.trainer.accelerator, 0)
     identity = identify_run(cfg, choices)[1]
-    job = TrainingJob(cfg, RunDir(run_root), DistContext(), device, identity)
+    settings = RunSettings.from_config(cfg)
+    job = TrainingJob(settings, RunDir(run_root), DistContext(), device, identity)
     job.data.train.set_epoch(0)
     result = train_epoch(
         job.model,

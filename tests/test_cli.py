@@ -217,7 +217,9 @@ def test_a_sweep_runs_every_job_and_ends_with_their_summary(train_cli) -> None:
     summary = result.stdout[result.stdout.index("sweep of 2 jobs") :].splitlines()
     assert summary[0] == "sweep of 2 jobs: 1 finished, 0 skipped, 0 diverged, 1 failed"
     assert summary[1].split()[:2] == ["failed", "optimizer.lr=-1:"]
-    assert summary[1].endswith("optimizer.lr=-1.0 is invalid: must be > 0")
+    assert summary[1].endswith(
+        "optimizer.lr=-1.0 is invalid: expected a finite number with 0.0 < lr"
+    )
     assert summary[2].split()[:4] == ["finished", "optimizer.lr=0.05:", "min", "test"]
 
 
