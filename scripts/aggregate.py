@@ -19,7 +19,7 @@ from pathlib import Path
 
 from scripts.analysis.report import aggregate
 from scripts.analysis.runs import FINISHED, NoRunsError, RunSet, load_runs
-from scripts.analysis.time_to_target import TARGETS_FILE, load_targets
+from scripts.analysis.time_to_target import TARGETS_FILE, load_targets, untargeted_splits
 
 SOURCES = ("local", "wandb")
 
@@ -60,6 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = aggregate(runs, args.out, targets)
     finished = int((runs.runs["status"] == FINISHED).sum())
     print(f"{len(runs.runs)} runs ({finished} finished) -> {len(paths)} files in {args.out}/tables")
+    for split in untargeted_splits(runs.finished().runs, targets):
+        print(
+            f"note: no time to target for {split}: {args.targets} has no target for this split; "
+            f"write one with python -m scripts.targets --runs {args.runs} --experiment "
+            f"{split.split()[0]} --write"
+        )
     return 0
 
 

@@ -166,6 +166,25 @@ def test_aggregate_writes_both_protocols_and_time_to_target(runs_dir, tmp_path):
     ]
 
 
+def test_aggregate_says_which_split_has_no_target_and_how_to_write_one(runs_dir, tmp_path, capsys):
+    # A target set on another split of the task (the fingerprint differs) is never used.
+    path = ttt.write_targets([target(fingerprint="another split")], tmp_path / "targets.yaml")
+    out = tmp_path / "out"
+    argv = ["--runs", str(runs_dir), "--out", str(out), "--targets", str(path)]
+    assert aggregate_cli.main(argv) == 0
+    assert not (out / "tables" / "time_to_target.md").exists()
+    printed = capsys.readouterr().out
+    assert (
+        f"note: no time to target for {EXPERIMENT} {TASK} (validation split 360, fake)" in printed
+    )
+    assert (
+        f"python -m scripts.targets --runs {runs_dir} --experiment {EXPERIMENT} --write" in printed
+    )
+    ttt.write_targets([target()], path)  # with its target: no note
+    assert aggregate_cli.main(argv) == 0
+    assert "note: no time to target" not in capsys.readouterr().out
+
+
 def test_performance_profile_over_time_to_target():
     per_task = pd.DataFrame(
         {

@@ -153,6 +153,20 @@ def matching_target(run: pd.Series, targets: list[Target]) -> Target | None:
     return None
 
 
+def untargeted_splits(runs: pd.DataFrame, targets: list[Target]) -> list[str]:
+    """Each (experiment, task, validation split) of ``runs`` (finished, with a split) that no
+    target matches, as ``"<experiment> <task> (validation split <size>, <fingerprint>)"``:
+    the runs whose time to target cannot be reported."""
+    held_out = runs[runs["val_size"].fillna(0) > 0]
+    missing = {
+        f"{run['experiment']} {run['task']} (validation split {run['val_size']}, "
+        f"{run['val_fingerprint']})"
+        for _, run in held_out.iterrows()
+        if matching_target(run, targets) is None
+    }
+    return sorted(missing)
+
+
 def times_to_target(
     runs: pd.DataFrame, metrics: pd.DataFrame, targets: list[Target]
 ) -> pd.DataFrame:
