@@ -288,8 +288,9 @@ def test_no_document_points_to_a_file_outside_the_repository() -> None:
 
 
 def test_every_source_path_the_documents_name_exists() -> None:
+    # The adding-a-* guides name the files they create; tests/guides.py executes them.
     path = re.compile(r"`((?:autodrop|models|experiments|scripts|tests|conf|docs)/[\w/.-]+)`")
-    for document in DOCUMENTS:
+    for document in (d for d in DOCUMENTS if not d.name.startswith("adding-a-")):
         for name in path.findall(document.read_text()):
             stem = name.split("<")[0]
             assert (REPO_ROOT / stem).exists(), f"{document.name} names {name}, which is missing"
