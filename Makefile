@@ -142,17 +142,19 @@ test: $(STAMP) ## Run the whole test suite (fast and slow tests; ~16 min on 2 CP
 test-fast: $(STAMP) ## Run the fast tests only (skip end-to-end runs)
 	WANDB_MODE=disabled $(PY) -m pytest -m "not slow"
 
-lint: $(STAMP) ## Lint with ruff
+lint: $(STAMP) ## Lint with ruff, and check the formatting (make format rewrites it)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 format: $(STAMP) ## Format with ruff
 	$(PY) -m ruff format .
 
-bench: $(STAMP) ## Benchmarks: AutoDrop / HD / TLR / schedule-free overhead, launches per step, data loader throughput
+bench: $(STAMP) ## Benchmarks: AutoDrop / HD / TLR / schedule-free overhead, launches per step, data loader throughput, command line
 	$(PY) -m scripts.bench_autodrop
 	$(PY) -m scripts.bench_baselines
 	$(PY) -m scripts.bench_launches
 	$(PY) -m scripts.bench_data
+	$(PY) -m scripts.bench_cli --status
 
 faults: $(STAMP) ## Fault-injection campaign on real training runs (~15 min on 2 CPU cores)
 	$(PY) -m tests.fault_campaign

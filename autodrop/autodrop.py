@@ -54,12 +54,28 @@ class AutoDrop(DropScheduler):
     # fraction of an epoch), so rho, the drop factor, is the knob searched with the lr.
     search_space = space(scheduler__rho=Uniform(0.5, 0.99))
 
-    _scalar_fields = ("window", "rho", "buffer_size", "threshold", "min_lr", "omegas",
-                      "previous_smoothed", "has_previous_mean", "has_previous_step")
+    _scalar_fields = (
+        "window",
+        "rho",
+        "buffer_size",
+        "threshold",
+        "min_lr",
+        "omegas",
+        "previous_smoothed",
+        "has_previous_mean",
+        "has_previous_step",
+    )
     _buffer_fields = ("window_sum", "previous_mean", "previous_step")
 
-    def __init__(self, optimizer: Optimizer, window: int = 64, rho: float = 0.95,
-                 buffer_size: int = 10, threshold: float = 0.1, min_lr: float = 0.0) -> None:
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        window: int = 64,
+        rho: float = 0.95,
+        buffer_size: int = 10,
+        threshold: float = 0.1,
+        min_lr: float = 0.0,
+    ) -> None:
         window = check_int("window", window, low=1)  # optimizer steps per measurement
         check_float("rho", rho, low=0.0, high=1.0, low_open=True, high_open=True)
         buffer_size = check_int("buffer_size", buffer_size, low=1)
@@ -103,8 +119,15 @@ class AutoDrop(DropScheduler):
         torch._foreach_zero_(mean)
         self.has_previous_mean = True
         smoothed, dropped = self._update_buffer(omega)
-        self._record({"step": self.num_steps, "omega": omega, "smoothed": smoothed,
-                      "lr": self.lr, "dropped": dropped})
+        self._record(
+            {
+                "step": self.num_steps,
+                "omega": omega,
+                "smoothed": smoothed,
+                "lr": self.lr,
+                "dropped": dropped,
+            }
+        )
 
     def _update_buffer(self, omega: float | None) -> tuple[float | None, bool]:
         smoothed = None

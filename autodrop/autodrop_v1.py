@@ -7,7 +7,7 @@ from torch.optim import Optimizer
 
 from autodrop.angles import authors_angle_from_dots, dots64
 from autodrop.base import Signal
-from autodrop.checks import check_float, check_int
+from autodrop.checks import check_bool, check_float, check_int
 from autodrop.distributed import broadcast_tensors, broadcast_value
 from autodrop.drop_scheduler import DropScheduler
 from autodrop.search_space import LogUniform, space
@@ -44,15 +44,35 @@ class AutoDropV1(DropScheduler):
     needs_budget = False  # extra_epochs is a fixed number of epochs
     search_space = space(scheduler__theta=LogUniform(1e-3, 1e-1))  # the flatness threshold
 
-    _scalar_fields = ("steps_per_epoch", "theta", "drop_factor", "extra_epochs", "auto_theta",
-                      "max_theta", "min_lr", "average_weights", "history", "pending_omega",
-                      "armed", "counter", "snapshots_taken")
+    _scalar_fields = (
+        "steps_per_epoch",
+        "theta",
+        "drop_factor",
+        "extra_epochs",
+        "auto_theta",
+        "max_theta",
+        "min_lr",
+        "average_weights",
+        "history",
+        "pending_omega",
+        "armed",
+        "counter",
+        "snapshots_taken",
+    )
     _buffer_fields = ("snapshot", "displacement", "weighted_sum")
 
-    def __init__(self, optimizer: Optimizer, steps_per_epoch: int, theta: float = 0.01,
-                 drop_factor: float = 0.2, extra_epochs: int = 20, auto_theta: bool = True,
-                 max_theta: float = 1.0, min_lr: float = 1e-4,
-                 average_weights: bool = True) -> None:
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        steps_per_epoch: int,
+        theta: float = 0.01,
+        drop_factor: float = 0.2,
+        extra_epochs: int = 20,
+        auto_theta: bool = True,
+        max_theta: float = 1.0,
+        min_lr: float = 1e-4,
+        average_weights: bool = True,
+    ) -> None:
         # Two steps at least: the snapshots are taken after an epoch's first and second step.
         steps_per_epoch = check_int("steps_per_epoch", steps_per_epoch, low=2)
         extra_epochs = check_int("extra_epochs", extra_epochs, low=1)
@@ -61,9 +81,13 @@ class AutoDropV1(DropScheduler):
         check_float("max_theta", max_theta)  # <= 0: no cap
         check_float("min_lr", min_lr, low=0.0)
         self.steps_per_epoch, self.extra_epochs = steps_per_epoch, extra_epochs
-        self.theta, self.drop_factor, self.max_theta = float(theta), float(drop_factor), \
-            float(max_theta)
-        self.auto_theta, self.average_weights = bool(auto_theta), bool(average_weights)
+        self.theta, self.drop_factor, self.max_theta = (
+            float(theta),
+            float(drop_factor),
+            float(max_theta),
+        )
+        self.auto_theta = check_bool("auto_theta", auto_theta)
+        self.average_weights = check_bool("average_weights", average_weights)
         self.min_lr = float(min_lr)
         self.history: list[float] = []
         self.pending_omega: float | None = None
@@ -101,7 +125,8 @@ class AutoDropV1(DropScheduler):
             torch._foreach_neg_(new_displacement)
             if self.snapshots_taken >= 2:
                 self.pending_omega = authors_angle_from_dots(
-                    *dots64(new_displacement, self.displacement))
+                    *dots64(new_displacement, self.displacement)
+                )
             self.snapshot, self.displacement = self.displacement, new_displacement
         torch._foreach_copy_(self.snapshot, self.params)
         self.snapshots_taken += 1
@@ -122,9 +147,19 @@ class AutoDropV1(DropScheduler):
             if self.counter == self.extra_epochs:
                 self._drop()
                 dropped = True
-        self._record({"step": self.num_steps, "epoch": self.epoch + 1, "omega": omega,
-                      "smoothed": diff, "theta": self.theta, "armed": self.armed,
-                      "counter": self.counter, "lr": self.lr, "dropped": dropped})
+        self._record(
+            {
+                "step": self.num_steps,
+                "epoch": self.epoch + 1,
+                "omega": omega,
+                "smoothed": diff,
+                "theta": self.theta,
+                "armed": self.armed,
+                "counter": self.counter,
+                "lr": self.lr,
+                "dropped": dropped,
+            }
+        )
 
     def _drop(self) -> None:
         if self.auto_theta:

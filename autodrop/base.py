@@ -5,10 +5,10 @@ optimizer step. This mixin adds what a training loop and the results scripts nee
 torch's API, so that neither has to know a schedule by its name:
 
 - metadata (class attributes): ``name`` (the registry name), ``display_name``, ``colour``,
-  ``paper_name``, ``tuned_setting``, ``record_stream``, and three declarations every registered
-  schedule makes (no defaults): ``reads``, the training signals the method consumes
-  (``Signal``); ``needs_budget``, whether it must be told the run's length; ``search_space``,
-  the knobs a tuning study searches (``autodrop.search_space``);
+  ``paper_name``, ``tuned_setting``, ``record_stream``, ``console_fields``, and three
+  declarations every registered schedule makes (no defaults): ``reads``, the training signals
+  the method consumes (``Signal``); ``needs_budget``, whether it must be told the run's length;
+  ``search_space``, the knobs a tuning study searches (``autodrop.search_space``);
 - the epoch: ``train_mode`` before every training epoch, ``eval_mode`` after it (before the
   evaluation and the routine checkpoint), ``epoch_end`` once the epoch's metric is known,
   ``pop_measurements`` and ``epoch_fields`` for the records;
@@ -83,6 +83,8 @@ class ScheduleHooks:
     tuned_setting: str | None = None
     #: The run-directory record file ``<record_stream>.jsonl`` that pop_measurements() feeds.
     record_stream: str | None = None
+    #: Fields of ``epoch_fields`` a console's epoch line shows, with the name it gives them.
+    console_fields: tuple[tuple[str, str], ...] = ()
 
     #: The signals the method consumes to set its lr (or iterates), beyond the step count: no
     #: default, every schedule declares it (``declared_signals``). ``Signal.HELD_OUT_METRIC``:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from numbers import Integral, Real
+from typing import Any
 
 
 def _no_valid_value(name: str, value: object, lower: str, upper: str) -> ValueError:
@@ -92,3 +94,37 @@ def check_bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name}={value!r} is invalid: expected True or False")
     return value
+
+
+def call_with_options(
+    kind: str,
+    name: str,
+    builder: Callable[..., Any],
+    context: Mapping[str, Any],
+    options: Mapping[str, Any],
+) -> Any:
+    """``builder(**context, **options)`` for the registered component ``name`` of ``kind``:
+    the builder's keyword parameters are its options; of ``context`` (what the caller supplies:
+    an optimizer, a budget, ...) it gets what it declares. An option it does not take, or one it
+    needs and was not given, raises ValueError naming the valid options."""
+    parameters = inspect.signature(builder).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    accepted = [
+        p.name
+        for p in parameters.values()
+        if p.name not in context and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown and not takes_any:
+        raise ValueError(
+            f"unknown option(s) {unknown} for {kind} {name!r}: valid options are {accepted}"
+        )
+    missing = [
+        p.name
+        for p in parameters.values()
+        if p.name in accepted and p.default is p.empty and p.name not in options
+    ]
+    if missing:
+        raise ValueError(f"{kind} {name!r} needs option(s) {missing}: valid options are {accepted}")
+    given = {key: value for key, value in context.items() if key in parameters}
+    return builder(**given, **options)

@@ -22,6 +22,7 @@ class DropScheduler(ScheduleHooks, LRScheduler):
     """
 
     record_stream = "autodrop"
+    console_fields = (("autodrop/drops", "drops"), ("autodrop/omega", "omega"))
 
     def __init__(self, optimizer: Optimizer) -> None:
         self.params: list[Tensor] = [
@@ -45,8 +46,10 @@ class DropScheduler(ScheduleHooks, LRScheduler):
         return [group["lr"] for group in self.optimizer.param_groups]
 
     def _new_buffer(self) -> list[Tensor]:
-        return [torch.zeros_like(p, dtype=torch.promote_types(p.dtype, torch.float32))
-                for p in self.params]
+        return [
+            torch.zeros_like(p, dtype=torch.promote_types(p.dtype, torch.float32))
+            for p in self.params
+        ]
 
     def _scale_lrs(self, factor: float, floor: float) -> None:
         """Every group's lr <- max(floor, factor * lr), only where that lowers it: a drop never
@@ -78,9 +81,14 @@ class DropScheduler(ScheduleHooks, LRScheduler):
 
     def state_dict(self) -> dict[str, Any]:
         state = {name: _copied(getattr(self, name)) for name in self._scalar_fields}
-        state.update(num_steps=self.num_steps, drop_steps=list(self.drop_steps),
-                     last_epoch=self.last_epoch, _step_count=self._step_count,
-                     _last_lr=list(self._last_lr), base_lrs=list(self.base_lrs))
+        state.update(
+            num_steps=self.num_steps,
+            drop_steps=list(self.drop_steps),
+            last_epoch=self.last_epoch,
+            _step_count=self._step_count,
+            _last_lr=list(self._last_lr),
+            base_lrs=list(self.base_lrs),
+        )
         for name in self._buffer_fields:
             state[name] = [t.clone() for t in getattr(self, name)]
         return state
@@ -90,8 +98,10 @@ class DropScheduler(ScheduleHooks, LRScheduler):
             saved = state_dict[name]
             mine = getattr(self, name)
             if [t.shape for t in saved] != [t.shape for t in mine]:
-                raise ValueError(f"state_dict buffer {name!r} does not match the watched "
-                                 "parameters (different model or optimizer?)")
+                raise ValueError(
+                    f"state_dict buffer {name!r} does not match the watched "
+                    "parameters (different model or optimizer?)"
+                )
             for dst, src in zip(mine, saved, strict=True):
                 dst.copy_(src)
         for name, value in state_dict.items():

@@ -259,4 +259,3 @@ def _stored_directions(states: list[dict[str, Any]], grads: list[Tensor]) -> lis
     directions = [s["direction"] for s in states]
     torch._foreach_copy_(directions, grads)
     return directions
-

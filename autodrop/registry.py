@@ -32,7 +32,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from autodrop.autodrop import AutoDrop
 from autodrop.autodrop_v1 import AutoDropV1
 from autodrop.base import ScheduleHooks, Signal, declared_needs_budget, declared_signals
-from autodrop.checks import check_choice, check_int
+from autodrop.checks import call_with_options, check_choice, check_int
 from autodrop.schedules.constant import ConstantSchedule
 from autodrop.schedules.cosine import CosineSchedule
 from autodrop.schedules.cyclic import CyclicSchedule
@@ -139,18 +139,8 @@ def build(
     check_declarations(cls)
     check_int("steps_per_epoch", steps_per_epoch, low=1)
     check_int("epochs", epochs, low=1)
-    parameters = inspect.signature(cls).parameters
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
-    accepted = schedule_options(name)
-    unknown = sorted(set(options) - set(accepted))
-    if unknown and not takes_any:
-        raise ValueError(
-            f"unknown option(s) {unknown} for schedule {name!r}: accepted options are "
-            f"{list(accepted)}"
-        )
-    budget = {"steps_per_epoch": steps_per_epoch, "epochs": epochs}
-    budget = {key: value for key, value in budget.items() if key in parameters}
-    return cls(optimizer, **budget, **options)  # type: ignore[call-arg]
+    budget = {"optimizer": optimizer, "steps_per_epoch": steps_per_epoch, "epochs": epochs}
+    return call_with_options("schedule", name, cls, budget, options)
 
 
 __all__ = [

@@ -13,37 +13,33 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-
 from experiments import rundir as rd
 from experiments import sweep_report
-from experiments.config import ConfigError
-from experiments.data.errors import DatasetUnavailableError
-from experiments.loop import TrainingDiverged
+from experiments.errors import (
+    USER_ERRORS,
+    ConfigError,
+    TrainingDiverged,
+    TrainingFailed,
+    TrainingInterrupted,
+    error_message,
+)
 from experiments.overrides import check_overrides, check_single_run
-from experiments.preemption import TrainingInterrupted
 
 log = logging.getLogger("experiments.train")
 
-USER_ERRORS = (ConfigError, DatasetUnavailableError)
 USER_ERROR_EXIT = 2
 RUN_FAILED_EXIT = 1
 INTERRUPTED_EXIT = 130  # the shell's code for a process ended by SIGINT (128 + 2)
 SKIPPED = "skipped"
-# Ctrl-C twice (experiments.preemption): no checkpoint of the step in flight; what is said.
+# Ctrl-C twice (experiments.running.preemption): no checkpoint of the step in flight; what is said.
 STOPPED_AT_ONCE = (
     "error: stopped at once by Ctrl-C: a run in progress is marked failed and keeps its last "
     "checkpoint; relaunch the same command to resume it"
 )
-
-
-class TrainingFailed(RuntimeError):
-    """A worker process of a multi-process run failed (its traceback is in train.log)."""
 
 
 # Errors reported in one line: the user's mistakes, a run another process is training, and
@@ -54,20 +50,6 @@ ONE_LINE_ERRORS = (*USER_ERRORS, rd.RunLocked, rd.UnsafeRunDirectory, *TRAINING_
 
 def full_errors_wanted() -> bool:
     return os.environ.get("HYDRA_FULL_ERROR") == "1"
-
-
-def error_message(error: BaseException) -> str:
-    """The error's message on one line. A message quoting a traceback (a worker process's
-    error, as torch.multiprocessing reports it) is cut to the exception line it ends with."""
-    text = str(error)
-    if "Traceback (most recent call last)" in text:
-        lines = text.partition("Traceback (most recent call last)")[2].splitlines()
-        starts = [i for i, line in enumerate(lines) if line and not line[0].isspace()]
-        if starts:  # the exception line, then what the message adds after the traceback
-            name, sep, message = lines[starts[-1]].partition(": ")
-            after = " ".join(lines[starts[-1] + 1 :])
-            text = f"{name.rsplit('.', 1)[-1]}{sep}{message} {after}"
-    return " ".join(text.split())
 
 
 def error_line(error: BaseException) -> str:
@@ -92,34 +74,42 @@ def finish_line(status: str, summary: dict[str, Any] | None, run_dir: Path) -> s
     )
 
 
-def job_outcome(run: Callable[[], Any]) -> dict[str, Any]:
-    """Run one job; print its result line; return its outcome (status, message, line, and for
-    a run that finished or was skipped the numbers the sweep's summary averages).
+def _sweeping() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    A single run exits on an expected error (one line, exit 2 or 1); a sweep job returns it.
-    """
-    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
-    try:
-        result = run()  # an experiments.train.LaunchResult
-    except TrainingInterrupted as stop:
+    return HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def failed_job(error: BaseException) -> dict[str, Any]:
+    """A job that raised ``error``: a single run exits on an expected error (one line, exit 2
+    or 1); a sweep job returns its outcome (status, message, line) so the sweep goes on."""
+    if isinstance(error, TrainingInterrupted):
         # Saved and logged by the run; exit as a process ended by that signal would (128 + n),
         # also from a sweep: the scheduler stopped this whole process.
-        sys.exit(stop.exit_code)
-    except KeyboardInterrupt:
-        if full_errors_wanted():
-            raise
+        sys.exit(error.exit_code)
+    if isinstance(error, KeyboardInterrupt) and not full_errors_wanted():
         print(STOPPED_AT_ONCE, file=sys.stderr)
         sys.exit(INTERRUPTED_EXIT)
-    except Exception as error:
-        if full_errors_wanted() or not (sweeping or isinstance(error, ONE_LINE_ERRORS)):
-            raise
-        line = error_line(error)
-        if not sweeping:
-            print(line, file=sys.stderr)
-            sys.exit(USER_ERROR_EXIT if isinstance(error, USER_ERRORS) else RUN_FAILED_EXIT)
-        if not isinstance(error, TRAINING_ERRORS):  # the training process logged those
-            log.error(line)
-        return {"status": status_of(error), "message": error_message(error), "line": line}
+    sweeping = isinstance(error, Exception) and _sweeping()
+    if (
+        not isinstance(error, Exception)
+        or full_errors_wanted()
+        or not (sweeping or isinstance(error, ONE_LINE_ERRORS))
+    ):
+        raise error
+    line = error_line(error)
+    if not sweeping:
+        print(line, file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT if isinstance(error, USER_ERRORS) else RUN_FAILED_EXIT)
+    if not isinstance(error, TRAINING_ERRORS):  # the training process logged those
+        log.error(line)
+    return {"status": status_of(error), "message": error_message(error), "line": line}
+
+
+def finished_job(result: Any) -> dict[str, Any]:
+    """A job that finished or was skipped (an ``experiments.train.LaunchResult``): its result
+    line, logged, and its outcome."""
     status = SKIPPED if result.action == rd.LaunchAction.SKIP.value else rd.FINISHED
     summary = rd.RunDir(result.run_dir).read_summary()
     line = finish_line(status, summary, result.run_dir)
@@ -136,19 +126,68 @@ def hydra_arguments(argv: Sequence[str]) -> Any:
     return get_args_parser().parse_args(list(argv))
 
 
-def main(hydra_entry: Callable[[], Any], argv: Sequence[str] | None = None) -> None:
-    """Check the command line's overrides, then hand over to Hydra; exit 1 after a sweep with
-    a job that did not finish."""
-    arguments = hydra_arguments(sys.argv[1:] if argv is None else argv)
+def check_command_line(argv: Sequence[str]) -> None:
+    """Check the command line's overrides before Hydra composes anything: a mistake prints one
+    line and exits 2 (``HYDRA_FULL_ERROR=1`` leaves it to Hydra). ``--help`` is answered here
+    (``print_help``)."""
+    arguments = hydra_arguments(argv)
     if not arguments.shell_completion and not full_errors_wanted():
         try:
             check_overrides(arguments.overrides)
             if not (arguments.multirun or arguments.help or arguments.hydra_help):
                 check_single_run(arguments.overrides)
+            if arguments.help:
+                print_help(arguments.overrides)
+                sys.exit(0)
         except ConfigError as error:
             print(error_line(error), file=sys.stderr)
             sys.exit(USER_ERROR_EXIT)
     sweep_report.reset()
-    hydra_entry()
+
+
+#: Hydra's own groups ``--help`` lists: those a user chooses from.
+HYDRA_GROUPS_SHOWN = ("hydra/launcher", "hydra/sweeper")
+
+
+def print_help(overrides: Sequence[str]) -> None:
+    """Hydra's ``--help`` page (the template of ``hydra.help`` in conf/config.yaml: the config
+    groups with their options, then the composed config), written without Hydra's listing of
+    its config search path, which copies Hydra's whole config store once per group it lists
+    (seconds): the app's groups are read from conf/, Hydra's from its loader."""
+    import string
+
+    from omegaconf import OmegaConf, open_dict
+
+    from experiments.config import CONF_DIR, compose_config
+    from experiments.overrides import hydra_group_options
+
+    cfg = compose_config(overrides, with_hydra=True)
+    template = cfg.hydra.help.template
+    with open_dict(cfg):
+        del cfg["hydra"]
+    app_groups = {
+        str(folder.relative_to(CONF_DIR)): folder
+        for folder in sorted(CONF_DIR.rglob("*"))
+        if folder.is_dir()
+        and any(folder.glob("*.yaml"))
+        and folder.name != "hydra"
+        and "hydra" not in folder.relative_to(CONF_DIR).parts
+    }
+    app = "".join(
+        f"{group}: {', '.join(sorted(p.stem for p in folder.glob('*.yaml')))}\n"
+        for group, folder in sorted(app_groups.items())
+    )
+    hydra = "".join(
+        f"{group}: {', '.join(sorted(hydra_group_options(group)))}\n"
+        for group in HYDRA_GROUPS_SHOWN
+    )
+    text = string.Template(template).safe_substitute(
+        APP_CONFIG_GROUPS=app, HYDRA_CONFIG_GROUPS=hydra, CONFIG=OmegaConf.to_yaml(cfg)
+    )
+    print(text)
+
+
+def exit_after_sweep() -> None:
+    """Exit 1 after a sweep with a job that did not finish."""
     if sweep_report.unfinished_jobs():
         sys.exit(RUN_FAILED_EXIT)

@@ -1,13 +1,14 @@
 """Composing the runner's config: Hydra's ConfigStore gets the schemas, OmegaConf the suite's
 resolvers, and ``compose_config`` returns what ``python -m experiments.train <overrides>`` runs.
 
-The schemas (and every default) are in ``experiments.schema``; the checks run on a composed
-config before anything is built are in ``experiments.validation``.
+The schemas are derived in ``experiments.schema`` (every default is the typed settings' or a
+component builder's); the checks run on a composed config before anything is built are in
+``experiments.validation``. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,41 +19,30 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, EnumNode, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
-from autodrop.checks import closest_choice
-from experiments.schema import (
-    CHOSEN_SCHEMAS,
-    Config,
-    honest_val_size,
-    horizon_epochs,
-    tuning_label,
+from experiments import schema
+from experiments.errors import (
+    ConfigError,
+    check_relative_path,
+    did_you_mean,
+    invalid,
+    invalid_choice,
 )
-from experiments.trials import trial_value
+
+__all__ = [
+    "CONF_DIR",
+    "ConfigError",
+    "check_relative_path",
+    "compose_config",
+    "compose_with_choices",
+    "did_you_mean",
+    "invalid",
+    "invalid_choice",
+    "register_configs",
+]
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # How Hydra words a failure to merge a command-line override into the composed config.
 MERGE_ERROR_PREFIX = "Error merging override "
-
-
-class ConfigError(ValueError):
-    """A config value is outside what the runner accepts."""
-
-
-def invalid(key: str, value: Any, allowed: str) -> ConfigError:
-    """The error for ``key=value``: names the key, the value and what is allowed."""
-    return ConfigError(f"{key}={value!r} is invalid: {allowed}")
-
-
-def did_you_mean(key: str, value: Any, choices: Iterable[Any]) -> str:
-    """'; did you mean trainer.precision=bf16?' naming the choice ``value`` likely meant, or ''."""
-    close = closest_choice(value, choices)
-    return "" if close is None else f"; did you mean {key}={close}?"
-
-
-def invalid_choice(key: str, value: Any, choices: Iterable[Any]) -> ConfigError:
-    """The error for ``key=value`` outside a fixed set: names the set and the likely choice."""
-    choices = [str(choice) for choice in choices]
-    allowed = f"allowed values are {', '.join(choices)}{did_you_mean(key, value, choices)}"
-    return invalid(key, value, allowed)
 
 
 def refused_value(key: str, value: Any, error: OmegaConfBaseException) -> ConfigError:
@@ -62,16 +52,6 @@ def refused_value(key: str, value: Any, error: OmegaConfBaseException) -> Config
     if isinstance(node, EnumNode):
         return invalid_choice(key, value, [member.name for member in node.enum_type])
     return invalid(key, value, str(error).splitlines()[0])
-
-
-def check_relative_path(key: str, value: str) -> str:
-    """``value`` if it is a safe relative path (a run directory is built from it)."""
-    parts = value.split("/")
-    if not value or value.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise invalid(
-            key, value, "must be a non-empty relative path without '.', '..' or empty parts"
-        )
-    return value
 
 
 def compact_number(value: Any) -> str:
@@ -99,6 +79,14 @@ def multiply(*factors: Any) -> float:
     return product
 
 
+def _tuning_draw(key: str, schedule: str, trial: int, pool_seed: int, base: Any) -> Any:
+    """The ``tuning_draw`` resolver: a tuning-study trial's value (``experiments.trials``,
+    imported when a config uses it: it needs the schedules' search spaces)."""
+    from experiments.trials import trial_value
+
+    return trial_value(key, schedule, trial, pool_seed, base)
+
+
 def register_configs() -> None:
     """Put the schemas into Hydra's ConfigStore and the resolvers into OmegaConf (idempotent)."""
     OmegaConf.register_new_resolver("compact", compact_number, replace=True)
@@ -108,17 +96,17 @@ def register_configs() -> None:
         replace=True,
     )
     OmegaConf.register_new_resolver("mul", multiply, replace=True)
-    OmegaConf.register_new_resolver("honest_val_size", honest_val_size, replace=True)
+    OmegaConf.register_new_resolver("honest_val_size", schema.honest_val_size, replace=True)
     # The studies beyond the paper (experiments/studies.py).
-    OmegaConf.register_new_resolver("horizon_epochs", horizon_epochs, replace=True)
-    OmegaConf.register_new_resolver("tuning_label", tuning_label, replace=True)
-    OmegaConf.register_new_resolver("tuning_draw", trial_value, replace=True)
+    OmegaConf.register_new_resolver("horizon_epochs", schema.horizon_epochs, replace=True)
+    OmegaConf.register_new_resolver("tuning_label", schema.tuning_label, replace=True)
+    OmegaConf.register_new_resolver("tuning_draw", _tuning_draw, replace=True)
     store = ConfigStore.instance()
-    store.store(name="config_schema", node=Config)
-    for section, schemas in CHOSEN_SCHEMAS.items():
-        for name, schema in schemas.items():
+    store.store(name="config_schema", node=schema.root_schema())
+    for section in schema.CHOSEN:
+        for name, node in schema.chosen_schemas(section).items():
             # A config, not a group: help lists only the groups a user chooses from.
-            store.store(name=f"schema_{section}_{name}", node=schema)
+            store.store(name=f"schema_{section}_{name}", node=node)
 
 
 def compose_config(overrides: Sequence[str] = (), *, with_hydra: bool = False) -> DictConfig:

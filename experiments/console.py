@@ -80,8 +80,15 @@ def run_eta_s(
     return max(this_epoch - elapsed_s, 0.0) + epochs_after * mean
 
 
-def format_epoch_line(record: dict[str, Any], epochs: int, eta_s: float | None = None) -> str:
-    """The one-line summary of a finished epoch (with the run's ETA when given)."""
+def format_epoch_line(
+    record: dict[str, Any],
+    epochs: int,
+    eta_s: float | None = None,
+    shown: Sequence[tuple[str, str]] = (),
+) -> str:
+    """The one-line summary of a finished epoch (with the run's ETA when given). ``shown``:
+    the schedule's fields of the record and how the line names them (``console_fields`` of
+    the schedule contract: AutoDrop's drops and omega); a missing value shows as '-'."""
     parts = [
         f"epoch {record['epoch']}/{epochs}",
         f"step {record['step']}",
@@ -96,15 +103,22 @@ def format_epoch_line(record: dict[str, Any], epochs: int, eta_s: float | None =
         f"test err {record['test/err']:.2f}%",
         f"{record['time/epoch_s']:.1f}s",
     ]
-    if "autodrop/drops" in record:
-        omega = record["autodrop/omega"]
-        parts.append(f"drops {record['autodrop/drops']}")
-        parts.append("omega -" if omega is None else f"omega {omega:.2f}")
+    for field, name in shown:
+        if field in record:
+            parts.append(f"{name} {_shown_value(record[field])}")
     if record.get("angle/epoch") is not None:
         parts.append(f"angle {record['angle/epoch']:.2f}")
     if eta_s is not None and record["epoch"] < epochs:
         parts.append(f"run ETA {tqdm.format_interval(eta_s)}")
     return " | ".join(parts)
+
+
+def _shown_value(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
 
 
 class EpochProgress:

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor
-from torchvision import io
 
 #: Set to 1 (tests, the CPU gpu-check): ``data.decode=gpu`` on a CPU device decodes with
 #: torchvision's CPU decoder through the same loader instead of being refused.
@@ -61,6 +60,8 @@ def decode_jpegs(data: list[Tensor], device: torch.device) -> list[Tensor]:
     """RGB uint8 [3, H, W] images on ``device`` from JPEG bytes (CPU uint8 tensors): nvJPEG on
     CUDA, torchvision's CPU decoder on the CPU. Raises RuntimeError for a file it cannot
     decode."""
+    from torchvision import io
+
     return io.decode_jpeg(data, mode=io.ImageReadMode.RGB, device=device)
 
 

@@ -1,7 +1,10 @@
-"""One training run on one rank: build, resume, run the epochs (rank 0 records them through
-experiments.run_records).
+"""One rank of a run: its process set up, the data, model, optimizer and schedule built, a
+checkpoint resumed, the epochs trained (``experiments.loop``), the records written by rank 0
+(``experiments.run_records``).
 
-Every rank computes; rank 0 alone writes files and talks to wandb.
+The running concerns are hooks this module calls: stop signals and mid-epoch stops
+(``running.preemption``, ``running.stopped_epoch``), process groups and their collectives
+(``running.processes``), BatchNorm over all ranks (``running.sync_batchnorm``).
 """
 
 from __future__ import annotations
@@ -14,13 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
-from omegaconf import DictConfig
 from torch import nn
 
+from autodrop.angles import EpochAngleTracker
 from experiments import rundir as rd
-from experiments import stopped_epoch
-from experiments.angle_tracker import EpochAngleTracker
 from experiments.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointSchedule,
@@ -30,24 +30,34 @@ from experiments.checkpoint import (
     load_latest_checkpoint,
     restore_rng_state,
 )
-from experiments.components import build_network, compile_model, wrap_for_training
-from experiments.config import ConfigError
-from experiments.console import EpochProgress, use_progress_bar
+from experiments.console import (
+    EpochProgress,
+    configure_logging,
+    detach_log_file,
+    use_progress_bar,
+)
+from experiments.data import Loading, load_data
 from experiments.data.bundle import reserved_epoch_batches
-from experiments.distributed import DistContext, broadcast_object, gather_objects
-from experiments.identity import rounding_differences, setup_differences
-from experiments.launch import RunIdentity, numerics_remedy
-from experiments.loop import PartialEpoch, Totals, TrainingDiverged, _sync, evaluate, train_epoch
-from experiments.lr_method import build_optimizer, build_schedule
-from experiments.preemption import StopPoll, StopSignals, TrainingInterrupted
+from experiments.data.validation_split import ValidationSplitError
+from experiments.device_seam import synchronize
+from experiments.errors import USER_ERRORS, ConfigError, TrainingDiverged, TrainingInterrupted
+from experiments.loop import PartialEpoch, Totals, evaluate, train_epoch
+from experiments.optimizers import build_optimizer, build_schedule
+from experiments.run_identity import RunIdentity, check_resumed_setup
 from experiments.run_records import RunFacts, RunRecords, RunState
+from experiments.running import preemption, processes, stopped_epoch, sync_batchnorm
+from experiments.running.processes import DistContext, LaunchPlan, broadcast_object
 from experiments.runtime import (
     autocast_factory,
+    configure_cpu_threads,
+    configure_determinism,
     processes_per_node,
     seed_everything,
+    select_device,
     with_device_defaults,
 )
-from experiments.stopped_epoch import StoppedEpoch
+from experiments.settings import RunSettings
+from models import build_model
 
 log = logging.getLogger(__name__)
 
@@ -55,26 +65,52 @@ log = logging.getLogger(__name__)
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-def _build_data(cfg: DictConfig, device: torch.device, ctx: DistContext) -> Any:
-    from experiments.data import DataSettings
-    from experiments.data.validation_split import ValidationSplitError
-
-    settings = DataSettings.for_rank(cfg, device, ctx.rank, ctx.world_size)
+def train_rank(
+    plan: LaunchPlan,
+    rank: int,
+    local_rank: int,
+    settings: RunSettings,
+    run_root: str,
+    identity: RunIdentity,
+) -> None:
+    """One rank of the run (this process, or a spawned one): device, process group, training;
+    what ended it is logged once (rank 0) and raised for the entry to report."""
+    run_dir = rd.RunDir(run_root)
+    configure_logging(run_dir.log_path, rank)
+    trainer = settings.trainer
     try:
-        return _load_data(cfg, settings, ctx)
-    except ValidationSplitError as error:  # a config value that only the data can refuse
-        raise ConfigError(str(error)) from None
+        configure_determinism(trainer.deterministic, trainer.cudnn_benchmark)
+        device = select_device(trainer.accelerator, local_rank)
+        configure_cpu_threads(trainer.cpu_threads, plan.world_size)
+        ctx = processes.init_process_group(plan, rank, local_rank, device.type)
+        try:
+            run_training(settings, run_dir, ctx, device, identity)
+        finally:
+            processes.destroy_process_group(plan)
+    except TrainingInterrupted:
+        if plan.kind == "spawn":
+            return  # the parent reports it: it holds the lock and any scheduler's handler
+        raise
+    except (SystemExit, *USER_ERRORS):  # a requeue after our checkpoint; the user's mistakes
+        raise
+    except BaseException as error:
+        if rank == 0:
+            log.log(logging.ERROR, *_ended_by(error), exc_info=_unexpected(error))
+        raise
+    finally:
+        detach_log_file(run_dir.log_path)
 
 
-def _load_data(cfg: DictConfig, settings: Any, ctx: DistContext) -> Any:
-    from experiments.data import build_data
+def _unexpected(error: BaseException) -> bool:
+    return not isinstance(error, TrainingDiverged | KeyboardInterrupt)
 
-    if not (cfg.data.download and ctx.is_distributed):
-        return build_data(cfg.data.name, settings)
-    # One download: rank 0 fetches while the others wait, then they read the files it wrote.
-    bundle = build_data(cfg.data.name, settings) if ctx.is_main else None
-    dist.barrier()
-    return bundle if ctx.is_main else build_data(cfg.data.name, settings)
+
+def _ended_by(error: BaseException) -> tuple[str, ...]:
+    if isinstance(error, KeyboardInterrupt):  # Ctrl-C twice: the run is marked failed
+        return ("stopped at once by a second Ctrl-C: the run is marked failed",)
+    if isinstance(error, TrainingDiverged):
+        return ("training diverged: %s", str(error))
+    return ("training failed",)
 
 
 def metric_source(schedule: Any, data: Any) -> str | None:
@@ -86,43 +122,37 @@ def metric_source(schedule: Any, data: Any) -> str | None:
     return rd.VAL_SPLIT if data.val is not None else rd.TEST_SPLIT
 
 
-def _sync_buffers_from_rank0(model: nn.Module, ctx: DistContext) -> None:
-    # Under DDP each rank's BatchNorm statistics drift within a forward pass; evaluate and
-    # checkpoint rank 0's, so the metrics describe the model that is saved.
-    if ctx.is_distributed:
-        for buffer in model.buffers():
-            dist.broadcast(buffer, src=0)
-
-
 class TrainingJob:
     """Everything one rank holds for a run."""
 
     def __init__(
         self,
-        cfg: DictConfig,
+        settings: RunSettings,
         run_dir: rd.RunDir,
         ctx: DistContext,
         device: torch.device,
         identity: RunIdentity,
-        signals: StopSignals | None = None,
+        signals: preemption.StopSignals | None = None,
     ) -> None:
-        sharing = processes_per_node(ctx.world_size, cfg.trainer.gpu_slots // cfg.trainer.devices)
+        trainer = settings.trainer
+        sharing = processes_per_node(ctx.world_size, trainer.gpu_slots // trainer.devices)
         # Resolved by the launch already (experiments.train); a no-op unless run directly.
-        cfg = with_device_defaults(cfg, device, sharing)
-        self.cfg, self.run_dir, self.ctx, self.device = cfg, run_dir, ctx, device
-        self.identity = identity
-        self.stop = StopPoll(signals or StopSignals(), ctx, device, cfg.trainer.stop_check_every)
+        self.settings = settings = with_device_defaults(settings, device, sharing)
+        trainer = settings.trainer
+        self.run_dir, self.ctx, self.device, self.identity = run_dir, ctx, device, identity
+        self.stop = preemption.StopPoll(
+            signals or preemption.StopSignals(), ctx, device, trainer.stop_check_every
+        )
         self.interruption: dict[str, Any] | None = None
-        trainer = cfg.trainer
-        seed_everything(cfg.seed)
-        self.data = _build_data(cfg, device, ctx)
+        seed_everything(settings.seed)
+        self.data = self._load_data()
         self.steps_per_epoch = len(self.data.train)
-        self.model = build_network(cfg.model, trainer, self.data.num_classes, device, ctx)
+        self.model = self._build_model(self.data.num_classes)
         self.optimizer = build_optimizer(
-            cfg.optimizer, self.model, steps_per_epoch=self.steps_per_epoch
+            settings.optimizer, self.model, steps_per_epoch=self.steps_per_epoch
         )
         self.schedule = build_schedule(
-            cfg.scheduler,
+            settings.scheduler,
             self.optimizer,
             steps_per_epoch=self.steps_per_epoch,
             epochs=trainer.epochs,
@@ -144,10 +174,43 @@ class TrainingJob:
             signals=sorted(signal.value for signal in self.schedule.reads),
             metric_source=self.metric_source,
         )
-        self.records = RunRecords(cfg, run_dir, identity, facts, self.schedule.record_stream)
+        self.records = RunRecords(settings, run_dir, identity, facts, self.schedule)
         self.started = time.perf_counter()
         # Written in a background thread from a host copy; see experiments.checkpoint.
         self.checkpoint_writer = CheckpointWriter(run_dir.checkpoint_path)
+
+    def _load_data(self) -> Any:
+        """This rank's loaders. With ``data.download`` under several processes, rank 0 fetches
+        while the others wait, then they read the files it wrote."""
+        data, ctx = self.settings.data, self.ctx
+        loading = Loading.for_rank(self.settings, self.device, ctx.rank, ctx.world_size)
+
+        def load() -> Any:
+            try:
+                return load_data(
+                    data.name, loading, root=data.root, image_size=data.image_size, **data.options
+                )
+            except ValidationSplitError as error:  # a value that only the data can refuse
+                raise ConfigError(str(error)) from None
+
+        if not (data.options.get("download") and ctx.is_distributed):
+            return load()
+        bundle = load() if ctx.is_main else None
+        processes.barrier(ctx)
+        return bundle if ctx.is_main else load()
+
+    def _build_model(self, num_classes: int) -> nn.Module:
+        """The bare model on the device (BatchNorm over all ranks if asked); checkpoints hold
+        it, training runs its wrapped form (``train``)."""
+        model_settings, trainer = self.settings.model, self.settings.trainer
+        model = build_model(model_settings.name, num_classes, **model_settings.options)
+        if trainer.sync_bn and self.ctx.is_distributed:
+            # Statistics over the global batch, so 1 and N processes train the same model.
+            model = sync_batchnorm.over_all_ranks(model, self.device)
+        model = model.to(self.device)
+        if trainer.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
 
     # ----------------------------------------------------------------- checkpoint / resume
     def resume_if_possible(self) -> bool:
@@ -165,14 +228,9 @@ class TrainingJob:
         state = found[1] if found else load_checkpoint(Path(chosen), map_location="cpu")
         if Path(chosen) != self.run_dir.checkpoint_path and self.ctx.is_main:
             log.warning("resuming from the fallback checkpoint %s", chosen)
-        differences = setup_differences(state.get("setup") or {}, self.identity.setup)
-        if differences:
-            raise ConfigError(
-                f"{self.run_dir.root} holds a run with different settings "
-                f"({'; '.join(differences)}): give this run another scheduler.label or "
-                "experiment_name, or delete the old run"
-            )
-        self.numerics_change = self._check_numerics(state.get("numerics"))
+        self.numerics_change = check_resumed_setup(
+            self.run_dir, state, self.identity, self.settings.trainer.allow_numerics_change
+        )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
@@ -187,34 +245,12 @@ class TrainingJob:
             )
         if self.angle_tracker is not None and state["angle_tracker"] is not None:
             self.angle_tracker.load_state_dict(state["angle_tracker"])
-        self.state = RunState(
-            epoch=state["epoch"],
-            step=state["step"],
-            metrics=list(state["metrics"]),
-            stream_records=list(state["stream_records"]),
-            wandb_run_id=state["wandb_run_id"],
-            elapsed_s=state["elapsed_s"],
-            numerics=state.get("numerics"),
-        )
+        self.state = RunState.from_checkpoint(state)
         self.state.stopped = stopped_epoch.restore(state.get("stopped_epoch"), self.ctx)
         return True
 
-    def _check_numerics(self, saved: dict[str, Any] | None) -> list[str]:
-        """The rounding values that differ from those of the segment that wrote the checkpoint
-        (every rank reads the same one); refused unless trainer.allow_numerics_change=true. A
-        repair trains nothing, so it needs no check."""
-        if self.identity.repair:
-            return []
-        differences = rounding_differences([saved] if saved else [], self.identity.numerics)
-        if differences and not self.cfg.trainer.allow_numerics_change:
-            raise ConfigError(
-                f"{self.run_dir.root} holds a checkpoint written with other rounding values "
-                f"({'; '.join(differences)}): this launch trains nothing; {numerics_remedy()}"
-            )
-        return differences
-
     def save_checkpoint(self) -> None:
-        rng_states = gather_objects(capture_rng_state(), self.ctx)
+        rng_states = processes.gather_objects(capture_rng_state(), self.ctx)
         stopped = stopped_epoch.checkpoint_entry(self.state.stopped, self.ctx)
         if not self.ctx.is_main:
             return
@@ -243,20 +279,10 @@ class TrainingJob:
     def elapsed_s(self) -> float:
         return self.state.elapsed_s + time.perf_counter() - self.started
 
-    # ----------------------------------------------------------------------- run directory
     def summary(self, status: str, message: str | None = None) -> dict[str, Any]:
         return self.records.summary(
-            self.state,
-            status,
-            message,
-            elapsed_s=self.elapsed_s(),
-            interruption=self.interruption,
+            self.state, status, message, elapsed_s=self.elapsed_s(), interruption=self.interruption
         )
-
-    def open_run_directory(self, resumed: bool) -> None:
-        """Rank 0: make the record files match the checkpoint, start wandb, mark running."""
-        self.records.open(self.state, resumed, self.numerics_change)
-        self.run_dir.write_summary(self.summary(rd.RUNNING))
 
     # ------------------------------------------------------------------------------ epochs
     def run_epoch(
@@ -264,7 +290,7 @@ class TrainingJob:
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Train and evaluate one epoch: its metrics record and the schedule's new measurements
         (its record stream)."""
-        trainer, ctx, p = self.cfg.trainer, self.ctx, self.state
+        trainer, ctx, p = self.settings.trainer, self.ctx, self.state
         resumed = p.stopped if p.stopped is not None and p.stopped.epoch == epoch else None
         start = time.perf_counter() - (resumed.position.seconds if resumed else 0.0)
         self.data.train.set_epoch(epoch - 1, start_batch=resumed.position.batch if resumed else 0)
@@ -295,7 +321,7 @@ class TrainingJob:
             progress.close()
         if result.stopped is not None:
             self.stop_mid_epoch(epoch, result.stopped, resumed)
-        _sync_buffers_from_rank0(self.model, ctx)
+        processes.sync_buffers_from_rank0(self.model, ctx)
         # The schedule's evaluation weights (a no-op unless it keeps its own, e.g. an average
         # with BatchNorm recomputed on batches training never reaches). They stay until the next
         # epoch's train_mode, so the checkpoint below holds them (BASELINES.md section 3.5).
@@ -307,7 +333,7 @@ class TrainingJob:
             lambda: reserved_epoch_batches(self.data.train, restore_epoch=epoch - 1),
             autocast=self.autocast,
         )
-        _sync(self.device)
+        synchronize(self.device)
         train_s = result.seconds + time.perf_counter() - preparing
         val = None if self.data.val is None else self._evaluate(eval_model, self.data.val)
         test = self._evaluate(eval_model, self.data.test)
@@ -358,15 +384,15 @@ class TrainingJob:
             autocast=self.autocast,
             device=self.device,
             ctx=self.ctx,
-            channels_last=self.cfg.trainer.channels_last,
+            channels_last=self.settings.trainer.channels_last,
         )
 
     def stop_mid_epoch(
-        self, epoch: int, position: PartialEpoch, resumed: StoppedEpoch | None
+        self, epoch: int, position: PartialEpoch, resumed: stopped_epoch.StoppedEpoch | None
     ) -> None:
         """Save a checkpoint at ``position`` of ``epoch`` and raise TrainingInterrupted."""
         earlier = resumed.measurements if resumed else []
-        self.state.stopped = StoppedEpoch(
+        self.state.stopped = stopped_epoch.StoppedEpoch(
             epoch, position, [*earlier, *self.schedule.pop_measurements()]
         )
         self.save_checkpoint()
@@ -379,18 +405,17 @@ class TrainingJob:
         )
 
     def write_epoch(self, record: dict[str, Any], measurements: list[dict[str, Any]]) -> None:
+        """The epoch's records; after its checkpoint the summary follows them (atomically)."""
         self.state.metrics.append(record)
         if self.ctx.is_main:
             self.records.append_epoch(self.state, record, measurements)
-
-    def write_running_summary(self) -> None:
-        """After each epoch's checkpoint: the summary follows the records (atomically)."""
-        if self.ctx.is_main:
             self.run_dir.write_summary(self.summary(rd.RUNNING))
 
     def train(self) -> None:
-        trainer = self.cfg.trainer
-        train_model = wrap_for_training(self.model, trainer, self.device, self.ctx)
+        trainer = self.settings.trainer
+        train_model = processes.data_parallel(self.model, self.device, self.ctx)
+        if trainer.compile:
+            train_model = compile_model(train_model)
         eval_model = compile_model(self.model) if trainer.compile else self.model
         when = CheckpointSchedule(
             trainer.checkpoint_every_epochs, trainer.checkpoint_every_minutes, trainer.epochs
@@ -399,7 +424,6 @@ class TrainingJob:
             for epoch in range(self.state.epoch + 1, trainer.epochs + 1):
                 record, measurements = self.run_epoch(epoch, train_model, eval_model)
                 self.write_epoch(record, measurements)
-                self.write_running_summary()
                 # A signal that came during evaluation stops here, with a checkpoint.
                 stop = epoch < trainer.epochs and self.stop.at_epoch_end()
                 # Rank 0's clock decides, so every rank joins the same collectives.
@@ -419,97 +443,76 @@ class TrainingJob:
         self.checkpoint_writer.wait()  # the run is finished only once its checkpoint is on disk
 
 
+def compile_model(model: nn.Module, backend: str = "inductor") -> nn.Module:
+    """``torch.compile`` with static shapes: one graph per batch shape, compiled once and then
+    reused every epoch (a short last batch or eval batch gets its own graph instead of turning
+    the model into a slower dynamic-shape graph)."""
+    return torch.compile(model, dynamic=False, backend=backend)
+
+
 def run_training(
-    cfg: DictConfig,
+    settings: RunSettings,
     run_dir: rd.RunDir,
     ctx: DistContext,
     device: torch.device,
     identity: RunIdentity,
 ) -> dict[str, Any] | None:
-    """Train (or resume) the run of ``cfg`` in ``run_dir``; rank 0 returns the final summary.
+    """Train (or resume) the run of ``settings`` in ``run_dir``; rank 0 returns the summary.
 
     Raises TrainingDiverged on a non-finite loss (summary status "diverged"), and re-raises any
-    other error after marking the summary "failed". A stop signal (experiments.preemption) ends
+    other error after marking the summary "failed". A stop signal (``running.preemption``) ends
     training between two steps with a checkpoint and status "interrupted", then goes to the
     handler installed before ours: SystemExit when that one requeued the job (status
     "requeued"), else TrainingInterrupted.
     """
-    signals = StopSignals().install()
-    try:
-        return _train_and_record(cfg, run_dir, ctx, device, identity, signals)
-    finally:
-        signals.restore()
-
-
-def _hand_over(
-    signals: StopSignals, stop: TrainingInterrupted, ctx: DistContext
-) -> tuple[str, str, BaseException]:
-    """(status, message, exception to raise) once the checkpoint of ``stop`` is saved."""
-    outcome = signals.hand_over()
-    if outcome.requeued:
-        return rd.REQUEUED, f"{stop}; the scheduler requeued the job", outcome.error or stop
-    if outcome.error is not None:
-        return rd.INTERRUPTED, f"{stop}; not requeued: {outcome.error}", outcome.error
-    return rd.INTERRUPTED, str(stop), stop
-
-
-def _leave_together(ctx: DistContext) -> None:
-    # After a stop, no rank exits before rank 0 has written the summary: under
-    # srun --kill-on-bad-exit the first rank to exit non-zero ends the others.
-    if ctx.is_distributed:
-        dist.barrier()
-
-
-def _train_and_record(
-    cfg: DictConfig,
-    run_dir: rd.RunDir,
-    ctx: DistContext,
-    device: torch.device,
-    identity: RunIdentity,
-    signals: StopSignals,
-) -> dict[str, Any] | None:
-    identity = broadcast_object(identity, ctx)  # torchrun/SLURM: rank 0 read the data
-    job = TrainingJob(cfg, run_dir, ctx, device, identity, signals)
-    resumed = job.resume_if_possible()
-    if ctx.is_main:
-        job.open_run_directory(resumed)
-    status, message, summary = rd.FAILED, None, None
-    try:
-        job.train()
-        status = rd.FINISHED
-    except TrainingInterrupted as stop:
-        job.interruption = stop.record()
-        status, message, raised = _hand_over(signals, stop, ctx)
+    with preemption.StopSignals() as signals:
+        identity = broadcast_object(identity, ctx)  # torchrun/SLURM: rank 0 read the data
+        job = TrainingJob(settings, run_dir, ctx, device, identity, signals)
+        resumed = job.resume_if_possible()
         if ctx.is_main:
-            log.warning("%s: %s", status, message)
-        if raised is stop:
+            job.records.open(job.state, resumed, job.numerics_change)
+            run_dir.write_summary(job.summary(rd.RUNNING))
+        status, message, summary = rd.FAILED, None, None
+        try:
+            job.train()
+            status = rd.FINISHED
+        except TrainingInterrupted as stop:
+            job.interruption = stop.record()
+            status, message, raised = preemption.hand_over(signals, stop)
+            if ctx.is_main:
+                log.warning("%s: %s", status, message)
+            if raised is stop:
+                raise
+            raise raised from stop
+        except TrainingDiverged as error:
+            status, message = rd.DIVERGED, str(error)
             raise
-        raise raised from stop
-    except TrainingDiverged as error:
-        status, message = rd.DIVERGED, str(error)
-        raise
-    except OSError as error:
-        message = f"{type(error).__name__}: {error}"
-        if error.errno in DISK_FULL_ERRNOS:
-            message = (
-                f"the disk is full ({error}): training stopped at epoch {job.state.epoch}; "
-                "the records and the last good checkpoint are kept, so free some space and "
-                "relaunch the same command to resume"
-            )
-            log.error(message)
-        raise
-    except BaseException as error:
-        message = f"{type(error).__name__}: {error}"
-        raise
-    finally:
-        if ctx.is_main:
-            summary = job.summary(status, message)
-            try:
-                run_dir.write_summary(summary)
-            except OSError as error:  # e.g. the disk is full: keep the original error
-                log.error("could not write %s: %s", run_dir.summary_path, error)
-            job.records.tracker.finish(status, summary)
-            log.info("run %s: %s", status, run_dir.root)
-        if status in (rd.INTERRUPTED, rd.REQUEUED):
-            _leave_together(ctx)
+        except BaseException as error:
+            message = _failure_message(error, job.state.epoch)
+            raise
+        finally:
+            if ctx.is_main:
+                summary = job.summary(status, message)
+                try:
+                    run_dir.write_summary(summary)
+                except OSError as error:  # e.g. the disk is full: keep the original error
+                    log.error("could not write %s: %s", run_dir.summary_path, error)
+                job.records.tracker.finish(status, summary)
+                log.info("run %s: %s", status, run_dir.root)
+            if status in (rd.INTERRUPTED, rd.REQUEUED):
+                # Under srun --kill-on-bad-exit the first rank to exit non-zero ends the others:
+                # none exits before rank 0 has written the summary.
+                processes.barrier(ctx)
     return summary
+
+
+def _failure_message(error: BaseException, epoch: int) -> str:
+    if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+        message = (
+            f"the disk is full ({error}): training stopped at epoch {epoch}; the records and "
+            "the last good checkpoint are kept, so free some space and relaunch the same "
+            "command to resume"
+        )
+        log.error(message)
+        return message
+    return f"{type(error).__name__}: {error}"

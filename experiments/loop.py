@@ -20,11 +20,9 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from experiments.console import EpochProgress
-from experiments.distributed import DistContext, all_reduce_sum
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+from experiments.device_seam import synchronize
+from experiments.errors import TrainingDiverged
+from experiments.running.processes import DistContext, all_reduce_sum
 
 
 @dataclass(frozen=True)
@@ -145,11 +143,6 @@ def _check_finite_everywhere(loss_sum: Tensor, ctx: DistContext, where: str) -> 
         raise TrainingDiverged(f"the training loss became non-finite {where}")
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @dataclass(frozen=True)
 class PartialEpoch:
     """This rank's place in an epoch that was stopped between two optimizer steps: the batches
@@ -214,7 +207,7 @@ def train_epoch(
     start = time.perf_counter() - resume.seconds
     for images, labels in batches:
         if stop is not None and stop(steps):
-            _sync(device)
+            synchronize(device)
             values, lr_sum = sums.values()
             partial = PartialEpoch(steps, values, lr_sum, time.perf_counter() - start)
             return TrainResult(
@@ -244,7 +237,7 @@ def train_epoch(
                 schedule.lr,
                 count * ctx.world_size / elapsed,
             )
-    _sync(device)
+    synchronize(device)
     seconds = time.perf_counter() - start
     totals = sums.totals(ctx)
     return TrainResult(totals, steps, seconds, float(sums.lr_total) / max(steps, 1))

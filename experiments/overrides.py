@@ -19,11 +19,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from experiments.config import CONF_DIR, ConfigError, did_you_mean, refused_value
 from experiments.schema import (
-    CHOSEN_SCHEMAS,
-    FREE_FORM_KEYS,
+    CHOSEN,
     TOP_LEVEL_KEYS,
-    Config,
     known_keys,
+    root_schema,
     schema_keys,
     section_schemas,
     unknown_key_message,
@@ -104,18 +103,16 @@ def _chosen_options(overrides: Sequence[Override]) -> dict[str, list[str]]:
     """section -> the options chosen for it on the command line (scheduler=step,cosine)."""
     chosen: dict[str, list[str]] = {}
     for override in overrides:
-        if override.key_or_group in CHOSEN_SCHEMAS and override.package is None:
+        if override.key_or_group in CHOSEN and override.package is None:
             chosen[override.key_or_group] = [str(v) for v in _values(override)]
     return chosen
 
 
 def _check_key(override: Override, chosen: dict[str, list[str]]) -> None:
     key = override.key_or_group
-    if any(key.startswith(f"{free}.") for free in FREE_FORM_KEYS):
-        return
     if key in TOP_LEVEL_KEYS:
         for value in _values(override):
-            _check_value(key, value, [Config])
+            _check_value(key, value, [root_schema()])
         return
     section, _, rest = key.partition(".")
     field_key = f"{section}.{rest.split('.')[0].split('[')[0]}"
@@ -163,6 +160,8 @@ def check_overrides(arguments: Sequence[str]) -> None:
     left to Hydra."""
     overrides = _parse(arguments)
     chosen = _chosen_options(overrides)
+    # Group choices first: a key is checked against the options chosen, which must exist.
+    keys = []
     for override in overrides:
         group = override.key_or_group
         if override.package is not None:
@@ -171,10 +170,11 @@ def check_overrides(arguments: Sequence[str]) -> None:
             options = hydra_group_options(group)
             if options:  # a group Hydra does not know is Hydra's to report
                 _check_group(group, _values(override), options)
+        elif override.is_hydra_override():
             continue
-        if override.is_hydra_override():
-            continue
-        if group in CHECKED_GROUPS:
+        elif group in CHECKED_GROUPS:
             _check_group(group, _values(override), group_options(group))
         elif not group.endswith("_preset"):
-            _check_key(override, chosen)
+            keys.append(override)
+    for override in keys:
+        _check_key(override, chosen)

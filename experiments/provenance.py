@@ -8,8 +8,7 @@ import json
 import platform
 import subprocess
 from pathlib import Path
-
-import torch
+from typing import Any
 
 VERSIONED_PACKAGES = (
     "torch",
@@ -29,12 +28,16 @@ def package_versions() -> dict[str, str | None]:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
+    import torch
+
     versions["cuda"] = torch.version.cuda
     return versions
 
 
-def hardware_description(device: torch.device, world_size: int) -> str:
+def hardware_description(device: Any, world_size: int) -> str:
     """E.g. ``8 x NVIDIA H100 80GB HBM3`` or ``cpu: x86_64, 2 threads``."""
+    import torch
+
     if device.type == "cuda":
         return f"{world_size} x {torch.cuda.get_device_name(device)}"
     processes = f"{world_size} processes x " if world_size > 1 else ""

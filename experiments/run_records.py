@@ -12,16 +12,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 
 from experiments import rundir as rd
-from experiments import stopped_epoch
 from experiments.console import format_epoch_line
-from experiments.gpu_slots import recorded_gpus
-from experiments.launch import RunIdentity
-from experiments.lr_method import method_options
+from experiments.optimizers import method_options
 from experiments.provenance import hardware_description, package_versions
-from experiments.stopped_epoch import StoppedEpoch
+from experiments.run_identity import RunIdentity
+from experiments.running import stopped_epoch
+from experiments.running.gpu_slots import recorded_gpus
+from experiments.running.stopped_epoch import StoppedEpoch
+from experiments.settings import RunSettings
 from experiments.tracking import NullTracker, run_identity, start_wandb
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,19 @@ class RunState:
     resumes: list[dict[str, Any]] = field(default_factory=list)  # rank 0: summary's provenance
     # Rank 0: the rounding values of the first training segment (each resume records its own).
     numerics: dict[str, Any] | None = None
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any]) -> RunState:
+        """What a checkpoint restores (its mid-epoch stop is restored per rank, apart)."""
+        return cls(
+            epoch=state["epoch"],
+            step=state["step"],
+            metrics=list(state["metrics"]),
+            stream_records=list(state["stream_records"]),
+            wandb_run_id=state["wandb_run_id"],
+            elapsed_s=state["elapsed_s"],
+            numerics=state.get("numerics"),
+        )
 
 
 @dataclass(frozen=True)
@@ -64,14 +77,17 @@ class RunRecords:
 
     def __init__(
         self,
-        cfg: DictConfig,
+        settings: RunSettings,
         run_dir: rd.RunDir,
         identity: RunIdentity,
         facts: RunFacts,
-        record_stream: str | None,
+        schedule: Any,
     ) -> None:
-        self.cfg, self.run_dir, self.identity, self.facts = cfg, run_dir, identity, facts
-        self.stream_path = run_dir.stream_path(record_stream) if record_stream else None
+        self.settings, self.run_dir, self.identity, self.facts = settings, run_dir, identity, facts
+        stream = schedule.record_stream
+        self.stream_path = run_dir.stream_path(stream) if stream else None
+        # What the epoch line shows of the schedule's fields (ScheduleHooks.console_fields).
+        self.console_fields = schedule.console_fields
         self.tracker: Any = NullTracker()
 
     def summary(
@@ -83,20 +99,21 @@ class RunRecords:
         elapsed_s: float,
         interruption: dict[str, Any] | None,
     ) -> dict[str, Any]:
-        cfg, identity, facts = self.cfg, self.identity, self.facts
+        settings, identity, facts = self.settings, self.identity, self.facts
+        trainer = settings.trainer
         derived = rd.summarize_metrics(state.metrics)
         return {
             "status": status,
-            "experiment": cfg.experiment_name,
-            "dataset": cfg.data.name,
-            "model": cfg.model.name,
+            "experiment": settings.experiment_name,
+            "dataset": settings.data.name,
+            "model": settings.model.name,
             "scheduler": identity.label,
-            "scheduler_label": cfg.scheduler.label,
-            "scheduler_name": cfg.scheduler.name,
-            "scheduler_options": method_options(cfg),
+            "scheduler_label": settings.scheduler.label,
+            "scheduler_name": settings.scheduler.name,
+            "scheduler_options": method_options(settings.scheduler, settings.optimizer),
             "label_settings": identity.label_settings,
-            "seed": cfg.seed,
-            "epochs_planned": cfg.trainer.epochs,
+            "seed": settings.seed,
+            "epochs_planned": trainer.epochs,
             "epochs_done": derived["epochs_done"],
             "final_test_err": derived["final_test_err"],
             "min_test_err": derived["min_test_err"],
@@ -111,7 +128,7 @@ class RunRecords:
             "train_time_s": derived["train_time_s"],
             "time_per_iter_s": derived["time_per_iter_s"],
             "steps_per_epoch": facts.steps_per_epoch,
-            "batch_size": cfg.trainer.batch_size,
+            "batch_size": trainer.batch_size,
             "hardware": hardware_description(facts.device, facts.world_size),
             "world_size": facts.world_size,
             "gpus": recorded_gpus(facts.device.type, torch.cuda.device_count()),
@@ -125,11 +142,11 @@ class RunRecords:
             "wandb_run_id": state.wandb_run_id,
             "message": message,
             "checkpoint_cadence": {
-                "every_epochs": cfg.trainer.checkpoint_every_epochs,
-                "every_minutes": cfg.trainer.checkpoint_every_minutes,
+                "every_epochs": trainer.checkpoint_every_epochs,
+                "every_minutes": trainer.checkpoint_every_minutes,
                 "also": "after the last epoch and on a stop signal",
             },
-            "data_verify": cfg.data.verify,
+            "data_verify": settings.data.options.get("verify", True),
             "data_skipped_images": facts.skipped_images(),
             "interruption": interruption,
             "resumes": state.resumes,
@@ -162,23 +179,24 @@ class RunRecords:
             state.numerics = self.identity.numerics
             run_dir.remove_stale_outputs()
             log.info("starting %s", run_dir.root)
-        if self.cfg.logger.name == "wandb":
+        if self.settings.logger.name == "wandb":
             self._start_wandb(state)
 
     def _start_wandb(self, state: RunState) -> None:
-        cfg = self.cfg
+        settings = self.settings
+        config = settings.as_dict()
         self.tracker = start_wandb(
-            OmegaConf.to_container(cfg.logger, resolve=True, enum_to_str=True),
+            config["logger"],
             run_dir=self.run_dir.root,
             **run_identity(
-                experiment=cfg.experiment_name,
-                dataset=cfg.data.name,
-                model=cfg.model.name,
+                experiment=settings.experiment_name,
+                dataset=settings.data.name,
+                model=settings.model.name,
                 label=self.identity.label,
-                schedule=cfg.scheduler.name,
-                seed=cfg.seed,
+                schedule=settings.scheduler.name,
+                seed=settings.seed,
             ),
-            config=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+            config=config,
             run_id=state.wandb_run_id,
         )
         state.wandb_run_id = self.tracker.run_id or state.wandb_run_id
@@ -225,7 +243,7 @@ class RunRecords:
             run_dir.append_records(self.stream_path, measurements)
         self.tracker.log_epoch(record)
         self.tracker.log_measurements(measurements)
-        epochs = self.cfg.trainer.epochs
+        epochs = self.settings.trainer.epochs
         epoch_s = [m["time/epoch_s"] for m in state.metrics]
         eta_s = (epochs - record["epoch"]) * sum(epoch_s) / len(epoch_s)
-        log.info(format_epoch_line(record, epochs, eta_s))
+        log.info(format_epoch_line(record, epochs, eta_s, self.console_fields))

@@ -5,7 +5,7 @@ records, the completeness rule (when a run counts as finished), symlink-safe wri
 decision a launch takes (skip a finished run, resume, or start afresh).
 
 One run = ``<results_dir>/runs/<experiment>/<dataset>-<model>/<label><suffix>/seed=<n>/``
-(``experiments.identity`` names it).
+(``experiments.run_identity`` names it).
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ NO_FLOCK_ERRNOS = (errno.ENOLCK, errno.EOPNOTSUPP)
 log = logging.getLogger(__name__)
 
 RUNNING, FINISHED, FAILED, DIVERGED = "running", "finished", "failed", "diverged"
-# Stopped on a signal after a checkpoint (experiments.preemption); requeued: and the scheduler
-# (submitit) put the job back in its queue. Both resume on relaunch.
+# Stopped on a signal after a checkpoint (experiments.running.preemption); requeued: and the
+# scheduler (submitit) put the job back in its queue. Both resume on relaunch.
 INTERRUPTED, REQUEUED = "interrupted", "requeued"
 # Never written: what ``effective_status`` reports for a "running" run nobody holds the lock of.
 STALE = "stale"

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import random
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import replace
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+
+from experiments.settings import RunSettings
 
 # cuBLAS needs this before its first use to be deterministic (CUDA docs, "Reproducibility").
 CUBLAS_WORKSPACE = ":4096:8"
@@ -188,25 +189,29 @@ def checkpoint_cadence(
 
 
 def with_device_defaults(
-    cfg: DictConfig, device: torch.device, processes_sharing_cpus: int
-) -> DictConfig:
-    """A copy of ``cfg`` whose device-dependent trainer settings are resolved for ``device``:
+    settings: RunSettings, device: torch.device, processes_sharing_cpus: int
+) -> RunSettings:
+    """``settings`` with their device-dependent trainer settings resolved for ``device``:
     ``accelerator`` (the device type), ``precision`` (bf16 or fp32), ``channels_last`` and
     ``compile`` (null: auto), ``cpu_threads`` (0: a share of the default), ``num_workers`` (-1:
     auto) and the checkpoint cadence (null: by device).
 
-    A launch resolves its config once with this (``experiments.train``), records the resolved
-    values (``experiments.identity``: the setup and the rounding keys) and trains exactly them;
-    resolving a resolved config changes nothing."""
-    resolved = copy.deepcopy(cfg)
-    trainer = resolved.trainer
-    trainer.accelerator = device.type
-    trainer.precision = resolved_precision(str(cfg.trainer.precision), device.type)
-    trainer.channels_last = use_channels_last(cfg.trainer.channels_last, device)
-    trainer.compile = use_compile(cfg.trainer.compile, device)
-    trainer.cpu_threads = cpu_threads_for(cfg.trainer.cpu_threads, processes_sharing_cpus)
-    trainer.num_workers = data_workers(cfg.trainer.num_workers, processes_sharing_cpus)
-    trainer.checkpoint_every_epochs, trainer.checkpoint_every_minutes = checkpoint_cadence(
-        cfg.trainer.checkpoint_every_epochs, cfg.trainer.checkpoint_every_minutes, device
+    A launch resolves its settings once with this (``experiments.train``), records the resolved
+    values (``experiments.run_identity``: the setup and the rounding keys) and trains exactly them;
+    resolving resolved settings changes nothing."""
+    trainer = settings.trainer
+    every_epochs, every_minutes = checkpoint_cadence(
+        trainer.checkpoint_every_epochs, trainer.checkpoint_every_minutes, device
     )
-    return resolved
+    resolved = replace(
+        trainer,
+        accelerator=device.type,
+        precision=resolved_precision(str(trainer.precision), device.type),
+        channels_last=use_channels_last(trainer.channels_last, device),
+        compile=use_compile(trainer.compile, device),
+        cpu_threads=cpu_threads_for(trainer.cpu_threads, processes_sharing_cpus),
+        num_workers=data_workers(trainer.num_workers, processes_sharing_cpus),
+        checkpoint_every_epochs=every_epochs,
+        checkpoint_every_minutes=every_minutes,
+    )
+    return replace(settings, trainer=resolved)

@@ -1,87 +1,32 @@
-"""Typed schemas of the Hydra config tree: where every default of the runner is declared.
+"""The Hydra schemas of the config tree, derived: the runner's own sections from the typed
+settings (``experiments.settings``, where their defaults are declared), each component's
+section from its builder's signature (``experiments.specs``).
 
-The YAML files under ``conf/`` pull these schemas in through their defaults lists and set only
-what differs (a dataset's name, a preset's budget), so a misspelt key or a wrong type fails at
-composition time. The scheduler schemas are derived from the schedule classes' signatures, so a
-schedule's defaults live in the library alone (``autodrop.registry``).
+The YAML files under ``conf/`` pull a schema in through their defaults list
+(``/schema_<section>_<name>@_here_``) and set only what differs, so a misspelt key or a wrong
+type fails at composition time. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
-import inspect
+import enum
+import functools
 import typing
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
-from enum import StrEnum
-from types import NoneType, UnionType
-from typing import Any, ClassVar
+from typing import Any
 
 from omegaconf import MISSING
 
-from autodrop import registry
+from experiments import settings, specs
 
-
-class Accelerator(StrEnum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class Precision(StrEnum):
-    auto = "auto"  # bf16 autocast on GPU, fp32 on CPU
-    bf16 = "bf16"
-    fp32 = "fp32"
-
-
-class Loader(StrEnum):
-    device = "device"  # data resident on the device (cifar, digits)
-    classic = "classic"  # torch DataLoader with workers
-
-
-class Progress(StrEnum):
-    auto = "auto"  # a bar on a terminal, plain lines otherwise
-    bar = "bar"
-    plain = "plain"
-
-
-class Decoder(StrEnum):
-    cpu = "cpu"  # PIL in the loader workers
-    gpu = "gpu"  # nvjpeg
-
-
-class WandbMode(StrEnum):
-    online = "online"
-    offline = "offline"
-    disabled = "disabled"
-
-
-@dataclass
-class PathsConfig:
-    results_dir: str = "results"
-    data_dir: str = "data"
-
-
-@dataclass
-class DataConfig:
-    name: str = MISSING
-    root: str = "${paths.data_dir}"
-    image_size: int = 32
-    augment: bool = True
-    download: bool = False
-    verify: bool = True  # cifar: check the files against the official md5s
-    drop_last: bool = False
-    crop_size: int = 224  # imagenet: train crop / eval centre crop
-    resize_size: int = 256  # imagenet: eval resize before the centre crop
-    follow_links: bool = False  # imagenet: read links that leave the dataset root
-    skip_bad_images: bool = False  # imagenet: replace unreadable images instead of failing
-    max_image_pixels: int = 40_000_000  # imagenet: larger images are refused before decoding
-    decode: Decoder = Decoder.cpu  # imagenet JPEG decoding
-    # Training examples held out as the validation split (0: none, the paper's protocol);
-    # protocol=honest sets HONEST_VAL_SIZES[data.name] (experiments.data.validation_split).
-    val_size: int = 0
-
+#: Config keys outside every section.
+TOP_LEVEL_KEYS = ("experiment_name", "seed")
+#: The sections with one schema (the others depend on the chosen option: ``CHOSEN``).
+FIXED = tuple(settings.SECTIONS)
+CHOSEN = (*settings.COMPONENTS, "logger")
 
 #: The honest protocol's validation split per dataset (``protocol=honest``): CIFAR 5,000 of its
 #: 50,000 training images (500 per class); ImageNet 10,000 (10 per class, as balanced as its val
@@ -103,168 +48,6 @@ def honest_val_size(dataset: str) -> int:
             f"{', '.join(HONEST_VAL_SIZES)}): set data.val_size yourself"
         )
     return HONEST_VAL_SIZES[dataset]
-
-
-@dataclass
-class ModelConfig:
-    name: str = MISSING
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class SGDConfig:
-    name: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-
-
-@dataclass
-class AdamConfig:
-    name: str = "adam"
-    lr: float = 1e-3
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-
-
-@dataclass
-class SGDHDConfig(SGDConfig):
-    """SGD with hypergradient descent on the lr (``autodrop.hd.SGDHD``): the task's SGD
-    settings, lr as the initial alpha, plus the hypergradient lr ``beta``."""
-
-    #: The scheduler whose method this optimizer is (it sets the lr itself).
-    lr_method: ClassVar[str] = "hd"
-    name: str = "sgd_hd"
-    beta: float = 1e-4
-
-
-@dataclass
-class ScheduleFreeSGDConfig(SGDConfig):
-    """Schedule-free SGD: lr is the task's SGD lr, multiplied by ``lr_multiplier``; momentum is
-    the interpolation between z and x (the task's SGD momentum carries over); ``nesterov`` is
-    not used (schedule-free SGD has no momentum buffer) and exists so the task presets' SGD
-    settings compose."""
-
-    lr_method: ClassVar[str] = "schedulefree"
-    name: str = "schedulefree_sgd"
-    lr_multiplier: float = 10.0
-    warmup_epochs: float = 5.0  # linear warmup (BASELINES.md section 3.6 proposal)
-
-
-OPTIMIZER_SCHEMAS: dict[str, type] = {
-    "sgd": SGDConfig,
-    "adam": AdamConfig,
-    "sgd_hd": SGDHDConfig,
-    "schedulefree_sgd": ScheduleFreeSGDConfig,
-}
-# Methods whose optimizer sets the learning rate: scheduler name -> that optimizer's name
-# (conf/scheduler/<method>.yaml selects it).
-OPTIMIZER_OWNED_LR: dict[str, str] = {
-    schema.lr_method: name
-    for name, schema in OPTIMIZER_SCHEMAS.items()
-    if hasattr(schema, "lr_method")
-}
-
-
-def _omegaconf_type(annotation: Any) -> Any:
-    """The field type OmegaConf can hold for a constructor annotation: a plain type, an
-    Optional of one, or Any (lists and other containers are checked by the constructor)."""
-    if annotation in (int, float, bool, str):
-        return annotation
-    if isinstance(annotation, UnionType) or typing.get_origin(annotation) is typing.Union:
-        members = [a for a in typing.get_args(annotation) if a is not NoneType]
-        if len(members) == 1 and members[0] in (int, float, bool, str):
-            return members[0] | None
-    return Any
-
-
-def scheduler_schema(name: str) -> type:
-    """The config schema of schedule ``name``: ``name``, ``label`` (the run's name; an ablation
-    sets e.g. ``autodrop-window=${scheduler.window}``) and the schedule's constructor options
-    with the constructor's own defaults."""
-    cls = registry.schedule_class(name)
-    hints = typing.get_type_hints(cls.__init__)
-    parameters = inspect.signature(cls).parameters
-    options = []
-    for option in registry.schedule_options(name):
-        default = parameters[option].default
-        if isinstance(default, tuple | list):
-            default = field(default_factory=lambda value=default: list(value))
-        elif default is inspect.Parameter.empty:
-            default = MISSING
-        options.append((option, _omegaconf_type(hints.get(option, Any)), default))
-    return dataclasses.make_dataclass(
-        f"{cls.__name__}Config",
-        [("name", str, name), ("label", str, "${.name}"), *options],
-    )
-
-
-SCHEDULER_SCHEMAS: dict[str, type] = {
-    name: scheduler_schema(name) for name in registry.SCHEDULE_NAMES
-}
-
-
-@dataclass
-class TrainerConfig:
-    epochs: int = 200
-    batch_size: int = 128  # global: every rank gets batch_size / world_size
-    eval_batch_size: int = 512  # global, split like batch_size
-    devices: int = 1  # >1: one process per device (unless torchrun/SLURM launched us)
-    accelerator: Accelerator = Accelerator.auto
-    precision: Precision = Precision.auto
-    channels_last: bool | None = None  # None (auto): on for CUDA, off on the CPU
-    compile: bool | None = None  # None (auto): on for CUDA, off on the CPU (experiments.runtime)
-    cudnn_benchmark: bool = True
-    deterministic: bool = False  # opt-in: torch deterministic algorithms (slower on GPU)
-    num_workers: int = -1  # classic loader / imagenet; -1: the process's CPUs minus two
-    cpu_threads: int = 0  # torch intra-op threads per process; 0: torch's default / processes
-    loader: Loader = Loader.device
-    track_angle: bool = False  # log the epoch's angular velocity of the parameters (angle/epoch)
-    progress: Progress = Progress.auto
-    sync_bn: bool = True  # BatchNorm over the global batch whenever world_size > 1
-    nan_check_every: int = 200  # optimizer steps between loss checks; 0 = at epoch end only
-    # Checkpoints: after the last epoch and on a stop signal always, and at the end of an epoch
-    # every N epochs and/or once M minutes have passed since the last one (0: that rule off).
-    # None (auto): every epoch on the CPU; every 10 minutes on CUDA (experiments.runtime).
-    checkpoint_every_epochs: int | None = None
-    checkpoint_every_minutes: float | None = None
-    gpu_slots: int = 0  # >0: share this many GPUs of the node among the jobs of a sweep
-    allow_code_change: bool = False  # resume a run that other code started (recorded)
-    # resume a run with other rounding values (threads, channels_last, ...; recorded)
-    allow_numerics_change: bool = False
-    # On SIGTERM/SIGINT/SIGUSR1/SIGUSR2 training stops between two optimizer steps with a
-    # checkpoint; several processes agree on stopping every N steps (one tiny all-reduce).
-    stop_check_every: int = 10
-
-
-@dataclass
-class WandbConfig:
-    name: str = "wandb"
-    project: str = "autodrop-bench"
-    entity: str | None = None
-    mode: WandbMode | None = None  # None: WANDB_MODE from the environment, else online
-    tags: list[str] = field(default_factory=list)
-    init_timeout_s: float = 30.0
-
-
-@dataclass
-class NoLoggerConfig:
-    name: str = "none"
-
-
-LOGGER_SCHEMAS: dict[str, type] = {"wandb": WandbConfig, "none": NoLoggerConfig}
-
-
-@dataclass
-class LRSweepConfig:
-    """A sweep over the initial lr (experiment=ablation/lr_sensitivity): a preset sets
-    ``optimizer.lr: ${mul:${lr_sweep.base_lr},${lr_sweep.multiplier}}`` and sweeps
-    ``lr_sweep.multiplier``. Unused (and without effect) elsewhere."""
-
-    base_lr: float | None = None
-    multiplier: float = 1.0
 
 
 #: The horizon study's budgets, as multiples of the task's standard epochs T.
@@ -289,93 +72,212 @@ def horizon_epochs(standard_epochs: Any, budget: Any) -> int:
     return int(epochs)
 
 
-@dataclass
-class HorizonConfig:
-    """The horizon study (experiment=study/horizons/<task>, ``experiments.studies``): a run at
-    ``budget`` x ``standard_epochs`` epochs (the preset sets ``trainer.epochs`` so), ``budget``
-    one of HORIZON_BUDGETS. A schedule that does not need the budget is trained at the largest
-    only and read at every shorter one. Unused (null) elsewhere."""
-
-    standard_epochs: int | None = None  # T: the task's standard budget
-    budget: float | None = None  # this run's budget, a multiple of T
-
-
-@dataclass
-class TuningConfig:
-    """The tuning study (experiment=study/tuning/<task>, ``experiments.studies``): ``trial`` n
-    sets every knob of the schedule's search space to the n-th point of its scrambled Halton
-    sequence seeded with ``pool_seed``; null trains the schedule's defaults (the 'defaults, one
-    shot' point). Unused elsewhere."""
-
-    trial: int | None = None
-    pool_seed: int = 0
-
-
 def tuning_label(name: str, trial: int | None) -> str:
     """``step-trial=3``; the schedule's name for the defaults (the ``tuning_label`` resolver of
     the tuning study's ``scheduler.label``)."""
     return str(name) if trial is None else f"{name}-trial={trial}"
 
 
-TOP_LEVEL_KEYS = ("experiment_name", "seed")
-FIXED_SCHEMAS: dict[str, type] = {
-    "paths": PathsConfig,
-    "data": DataConfig,
-    "model": ModelConfig,
-    "trainer": TrainerConfig,
-    "lr_sweep": LRSweepConfig,
-    "horizon": HorizonConfig,
-    "tuning": TuningConfig,
-}
-# Config sections whose schema depends on the chosen option (its ``name``).
-CHOSEN_SCHEMAS: dict[str, dict[str, type]] = {
-    "optimizer": OPTIMIZER_SCHEMAS,
-    "scheduler": SCHEDULER_SCHEMAS,
-    "logger": LOGGER_SCHEMAS,
-}
-# Keys below these hold free-form options (passed on as keyword arguments).
-FREE_FORM_KEYS = ("model.options",)
+# ------------------------------------------------------------------------- option types
+
+_SIMPLE = {"int": int, "float": float, "bool": bool, "str": str}
 
 
-@dataclass
-class Config:
-    experiment_name: str = "adhoc"
-    seed: int = 0
-    lr_sweep: LRSweepConfig = field(default_factory=LRSweepConfig)
-    horizon: HorizonConfig = field(default_factory=HorizonConfig)
-    tuning: TuningConfig = field(default_factory=TuningConfig)
-    paths: PathsConfig = field(default_factory=PathsConfig)
-    data: DataConfig = MISSING
-    model: ModelConfig = MISSING
-    optimizer: Any = MISSING
-    scheduler: Any = MISSING
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: Any = MISSING
+def _parse(annotation: str) -> ast.expr | None:
+    try:
+        return ast.parse(annotation, mode="eval").body
+    except SyntaxError:
+        return None
+
+
+def _without_none(node: ast.expr) -> list[ast.expr]:
+    """The members of a union annotation other than None (``X | None``, ``Optional[X]``)."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return _without_none(node.left) + _without_none(node.right)
+    if isinstance(node, ast.Subscript) and ast.unparse(node.value) in (
+        "Optional",
+        "typing.Optional",
+    ):
+        return _without_none(node.slice)
+    if isinstance(node, ast.Constant) and node.value is None:
+        return []
+    return [node]
+
+
+def _nullable(node: ast.expr) -> bool:
+    return len(_without_none(node)) != len(_members(node))
+
+
+def _members(node: ast.expr) -> list[ast.expr]:
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return _members(node.left) + _members(node.right)
+    if isinstance(node, ast.Subscript) and ast.unparse(node.value) in (
+        "Optional",
+        "typing.Optional",
+    ):
+        return [*_members(node.slice), ast.Constant(None)]
+    return [node]
+
+
+def choices(annotation: str) -> tuple[Any, ...] | None:
+    """The values a ``Literal[...]`` annotation allows (None for any other annotation)."""
+    node = _parse(annotation)
+    members = _without_none(node) if node is not None else []
+    if len(members) == 1 and isinstance(members[0], ast.Subscript):
+        if ast.unparse(members[0].value) in ("Literal", "typing.Literal"):
+            values = members[0].slice
+            items = values.elts if isinstance(values, ast.Tuple) else [values]
+            return tuple(ast.literal_eval(item) for item in items)
+    return None
+
+
+@functools.cache
+def _choice_enum(values: tuple[str, ...]) -> type[enum.StrEnum]:
+    """An enum of a Literal's strings, so the schema refuses other values at composition (as it
+    does for the runner's own enums) and ``--help`` shows them."""
+    return enum.StrEnum("Choice", {value: value for value in values})
+
+
+def field_type(annotation: str) -> Any:
+    """The type OmegaConf holds for an option annotated ``annotation`` (as written): a plain
+    type, an Optional of one, a Literal of strings as an enum, or Any (lists and other
+    containers are checked by the builder)."""
+    node = _parse(annotation)
+    if node is None:
+        return Any
+    members = _without_none(node)
+    allowed = choices(annotation)
+    if allowed is not None and all(isinstance(value, str) for value in allowed):
+        kind: Any = _choice_enum(allowed)
+    elif len(members) == 1 and ast.unparse(members[0]) in _SIMPLE:
+        kind = _SIMPLE[ast.unparse(members[0])]
+    else:
+        return Any
+    return kind | None if _nullable(node) else kind
+
+
+# ------------------------------------------------------------------------------ schemas
+
+
+def _default(value: Any) -> Any:
+    if value is specs.REQUIRED or value is dataclasses.MISSING:
+        return MISSING
+    if isinstance(value, tuple | list | dict):
+        copy = (lambda v=value: dict(v)) if isinstance(value, dict) else (lambda v=value: list(v))
+        return dataclasses.field(default_factory=copy)
+    return value
+
+
+def _settings_fields(cls: type, skip: Iterable[str] = ()) -> list[tuple[str, Any, Any]]:
+    """(name, type, default) of a settings class's fields, nested settings as their schemas."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for item in dataclasses.fields(cls):
+        if item.name in skip:
+            continue
+        kind = hints[item.name]
+        if dataclasses.is_dataclass(kind):
+            out.append(
+                (item.name, schema_of(kind), dataclasses.field(default_factory=schema_of(kind)))
+            )
+            continue
+        if item.default_factory is not dataclasses.MISSING:
+            default = _default(item.default_factory())
+        else:
+            default = _default(item.default)
+        out.append((item.name, kind, default))
+    return out
+
+
+@functools.cache
+def schema_of(cls: type) -> type:
+    """The (mutable) OmegaConf schema of a frozen settings class: the same fields, types and
+    defaults (OmegaConf makes a frozen dataclass's config read-only, which Hydra cannot merge
+    into)."""
+    return dataclasses.make_dataclass(f"{cls.__name__}Config", _settings_fields(cls))
+
+
+def component_schema(spec: specs.Spec) -> type:
+    """The schema of a registered component: its section's own keys (``name`` first, with the
+    registry name as its default) and the builder's options with the builder's defaults."""
+    common = _settings_fields(settings.COMPONENTS[spec.section], skip=("options",))
+    fields = [
+        (name, kind, spec.name if name == "name" else default) for name, kind, default in common
+    ]
+    fields += [
+        (option.name, field_type(option.annotation), _default(option.default))
+        for option in spec.options
+        if option.name not in {name for name, _, _ in common}
+    ]
+    title = "".join(part.title() for part in spec.name.split("_"))
+    return dataclasses.make_dataclass(f"{title}{spec.section.title()}Config", fields)
+
+
+@functools.cache
+def chosen_schemas(section: str) -> dict[str, type]:
+    """name -> schema of every option of a chosen section (registered components, loggers)."""
+    if section == "logger":
+        return {name: schema_of(cls) for name, cls in settings.LOGGERS.items()}
+    return {name: component_schema(spec) for name, spec in specs.specs(section).items()}
+
+
+@functools.cache
+def root_schema() -> type:
+    """The schema of the whole config (the chosen sections are typed by their YAML's)."""
+    fields = []
+    for name, kind, default in _settings_fields(settings.RunSettings, skip=CHOSEN):
+        fields.append((name, kind, default))
+    chosen = [(section, Any, MISSING) for section in CHOSEN]
+    order = [item.name for item in dataclasses.fields(settings.RunSettings)]
+    by_name = {name: (name, kind, default) for name, kind, default in [*fields, *chosen]}
+    return dataclasses.make_dataclass("Config", [by_name[name] for name in order])
 
 
 def section_schemas(section: str, chosen: str | None = None) -> list[type]:
     """The schemas a config section may follow: its one schema, or the chosen option's (all
     options' when ``chosen`` is None)."""
-    if section in FIXED_SCHEMAS:
-        return [FIXED_SCHEMAS[section]]
-    options = CHOSEN_SCHEMAS.get(section, {})
+    if section in FIXED:
+        return [schema_of(settings.SECTIONS[section])]
+    options = chosen_schemas(section) if section in CHOSEN else {}
     if chosen is None:
         return list(options.values())
     return [options[chosen]] if chosen in options else []
 
 
+def _field_names(section: str, chosen: str | None) -> set[str]:
+    """The keys of a section's schemas (``section_schemas``), from the settings classes and the
+    component specs alone (no schema class is made)."""
+    if section in FIXED:
+        return {f.name for f in dataclasses.fields(settings.SECTIONS[section])}
+    if section == "logger":
+        loggers = settings.LOGGERS if chosen is None else {chosen: settings.LOGGERS.get(chosen)}
+        return {f.name for cls in loggers.values() if cls for f in dataclasses.fields(cls)}
+    if section not in settings.COMPONENTS:
+        return set()
+    found = specs.specs(section)
+    chosen_specs = found.values() if chosen is None else [found[chosen]] if chosen in found else []
+    own = {f.name for f in dataclasses.fields(settings.COMPONENTS[section])} - {"options"}
+    return {name for spec in chosen_specs for name in (*own, *spec.option_names)}
+
+
 def schema_keys(section: str, chosen: str | None = None) -> list[str]:
     """Dotted keys of a section (``trainer.epochs``, ...), over ``section_schemas``."""
-    names = {f.name for schema in section_schemas(section, chosen) for f in fields(schema)}
-    return sorted(f"{section}.{name}" for name in names)
+    return sorted(f"{section}.{name}" for name in _field_names(section, chosen))
 
 
 def known_keys() -> list[str]:
     """Every key some composition of the config tree can have (hydra.* aside)."""
     keys = [*TOP_LEVEL_KEYS]
-    for section in (*FIXED_SCHEMAS, *CHOSEN_SCHEMAS):
+    for section in (*FIXED, *CHOSEN):
         keys += schema_keys(section)
     return sorted(set(keys))
+
+
+def option_choices(section: str, chosen: str, key: str) -> tuple[Any, ...] | None:
+    """The values a component's ``Literal`` option allows (None: not a choice)."""
+    spec = specs.spec(section, chosen) if section in settings.COMPONENTS else None
+    option = spec.option(key) if spec is not None else None
+    return choices(option.annotation) if option is not None else None
 
 
 def unknown_key_message(key: str, candidates: Iterable[str]) -> str:

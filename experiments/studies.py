@@ -26,12 +26,13 @@ the analysis reads the values the run recorded, never its label.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from autodrop import registry
+from experiments import specs
 from experiments.config import ConfigError, invalid, invalid_choice
 from experiments.schema import HORIZON_BUDGETS, horizon_epochs
 
@@ -49,7 +50,15 @@ def longest_budget() -> float:
 
 def needs_budget(name: str, study: str) -> bool:
     """The schedule's ``needs_budget``, or a ConfigError when it declares none (a study built on
-    the declaration refuses a schedule without it)."""
+    the declaration refuses a schedule without it). Asked of the class when the schedules are
+    imported already, else read from its source where it is a literal (``experiments.specs``:
+    planning a grid imports no torch)."""
+    spec = specs.spec("scheduler", name)
+    declared = None if spec is None else spec.attributes.get("needs_budget")
+    if isinstance(declared, bool) and "autodrop.registry" not in sys.modules:
+        return declared
+    from autodrop import registry
+
     try:
         return registry.schedule_needs_budget(name)
     except TypeError as error:
@@ -96,7 +105,7 @@ def served_horizons(cfg: DictConfig) -> tuple[int, ...]:
     """The shorter budgets (in epochs) the run of ``cfg`` is read at besides its own: those of
     HORIZON_BUDGETS below its budget for a schedule that does not need the budget, none for
     one that does or outside the study. What the study's single long runs save."""
-    if not is_horizon_run(cfg) or registry.schedule_needs_budget(cfg.scheduler.name):
+    if not is_horizon_run(cfg) or needs_budget(cfg.scheduler.name, "horizon"):
         return ()
     own = float(cfg.horizon.budget)
     return tuple(horizon_epochs(cfg.horizon.standard_epochs, b) for b in HORIZON_BUDGETS if b < own)
@@ -125,6 +134,8 @@ def with_trial(cfg: DictConfig, overrides: Sequence[str] = ()) -> DictConfig:
     trial = OmegaConf.select(cfg, "tuning.trial")
     if trial is None:
         return cfg
+    from autodrop import registry  # the search spaces are objects: read by importing
+
     name = cfg.scheduler.name
     try:
         space = registry.schedule_search_space(name)
@@ -163,6 +174,8 @@ def check_tuning(cfg: DictConfig) -> None:
         return
     if tuning.trial < 0:
         raise invalid("tuning.trial", tuning.trial, "must be >= 0 (null: the defaults)")
+    from autodrop import registry
+
     try:
         registry.schedule_search_space(cfg.scheduler.name)
     except TypeError as error:

@@ -1,45 +1,41 @@
-"""Checks of a composed config, run before anything is built: a ConfigError names the key, the
-bad value and what is allowed.
+"""Checks of a composed config, run before anything is built or written: a ConfigError names
+the key, the bad value and what is allowed.
 
-Types and fixed choices (``trainer.accelerator``, ...) are enforced by the schemas at
-composition; here are the checks that need values together, the registries (datasets, models,
-schedules) or the library's own constructors, which a trial build on a one-weight model runs.
+``check_config`` needs no torch: names against the registries (``experiments.specs``), keys
+against the schemas, every value as the typed settings check it (``experiments.settings``),
+and what needs several sections together. ``trial_build`` then builds the optimizer, the
+schedule (on a one-weight model) and the model (on the meta device), so a value their builders
+refuse is refused too; the data's own checks run when the launch reads it.
 """
 
 from __future__ import annotations
 
-import math
+import re
 from collections.abc import Iterable
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
-from autodrop import registry
-from experiments.config import ConfigError, check_relative_path, invalid, invalid_choice
-from experiments.identity import flatten
-from experiments.lr_method import build_optimizer, build_schedule
+from experiments import specs
+from experiments.errors import ConfigError, invalid, invalid_choice
 from experiments.schema import (
-    CHOSEN_SCHEMAS,
-    FIXED_SCHEMAS,
-    LOGGER_SCHEMAS,
-    OPTIMIZER_OWNED_LR,
-    OPTIMIZER_SCHEMAS,
+    CHOSEN,
+    FIXED,
     TOP_LEVEL_KEYS,
     known_keys,
     schema_keys,
     unknown_key_message,
 )
+from experiments.settings import LOGGERS, RunSettings
 from experiments.studies import check_study
 
-CIFAR_IMAGE_SIZE = 32
 # Steps per epoch of the trial build: the real value needs the data, so take a large one (a
 # check that depends on it may still refuse at the real build, also before any training).
 PROBE_STEPS_PER_EPOCH = 1000
-# The longest run the suite accepts (the paper's longest budget is 200 epochs): beyond it a
-# mistyped budget would train for ever rather than fail.
-MAX_EPOCHS = 100_000
-# Folders that must name a place: an empty value would write into the current directory.
-PATH_KEYS = ("paths.results_dir", "paths.data_dir", "data.root")
+PROBE_CLASSES = 10
+# A builder's refusal that starts with the value it refuses ("window=0 is invalid: ...").
+_NAMES_A_VALUE = re.compile(r"^[A-Za-z_][\w\[\]]*=")
+# What a dataset builder returns when its whole splits are in memory (the device loader's).
+IN_MEMORY = "ArraySplits"
 
 
 def _check_choice(key: str, value: object, choices: Iterable[str]) -> None:
@@ -48,66 +44,47 @@ def _check_choice(key: str, value: object, choices: Iterable[str]) -> None:
         raise invalid_choice(key, value, choices)
 
 
-def _check_at_least(key: str, value: float, low: float) -> None:
-    if value < low:
-        raise invalid(key, value, f"must be >= {low}")
+def refusal(section: str, name: str, error: Exception) -> ConfigError:
+    """A builder's ValueError as the config's: ``optimizer.lr=0.0 is invalid: ...`` when it
+    names the value, else ``optimizer 'adam': <message>``."""
+    message = str(error)
+    if _NAMES_A_VALUE.match(message):
+        return ConfigError(f"{section}.{message}")
+    return ConfigError(f"{section} {name!r}: {message}")
 
 
-def _check_finite(cfg: DictConfig) -> None:
-    """Every float of the config (lists and free-form options included) is finite: an lr of
-    nan or inf passes every range check and trains until it diverges."""
-    values = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    values.pop("hydra", None)
-    for key, value in flatten(values).items():
-        items = value if isinstance(value, list) else [value]
-        for index, item in enumerate(items):
-            if isinstance(item, float) and not math.isfinite(item):
-                where = f"{key}[{index}]" if isinstance(value, list) else key
-                raise invalid(where, item, "must be a finite number")
-
-
-def _check_paths(cfg: DictConfig) -> None:
-    for key in PATH_KEYS:
-        value = OmegaConf.select(cfg, key)
-        if not isinstance(value, str) or not value.strip():
-            raise invalid(
-                key,
-                value,
-                "must name a folder (an empty value would write into the current directory)",
-            )
-
-
-def check_batch_fits(cfg: DictConfig, num_train: int) -> None:
+def check_batch_fits(settings: RunSettings, num_train: int) -> None:
     """The global batch is at most the training set (read before anything is written)."""
-    if cfg.trainer.batch_size > num_train:
+    if settings.trainer.batch_size > num_train:
         raise invalid(
             "trainer.batch_size",
-            cfg.trainer.batch_size,
-            f"must be <= the training set's {num_train} samples ({cfg.data.name}): a larger "
+            settings.trainer.batch_size,
+            f"must be <= the training set's {num_train} samples ({settings.data.name}): a larger "
             "batch would train one partial batch per epoch",
         )
 
 
 def _check_known_keys(cfg: DictConfig) -> None:
     """Keys added with '+' pass Hydra's composition: refuse those no schema has."""
-    sections = (*FIXED_SCHEMAS, *CHOSEN_SCHEMAS)
+    sections = (*FIXED, *CHOSEN)
     for key in cfg:
         if key not in (*TOP_LEVEL_KEYS, *sections):
             raise ConfigError(unknown_key_message(str(key), known_keys()))
     for section in sections:
         if not isinstance(cfg[section], DictConfig):
             continue
-        chosen = cfg[section].get("name") if section in CHOSEN_SCHEMAS else None
+        chosen = cfg[section].get("name") if section in CHOSEN else None
         allowed = schema_keys(section, chosen)
         for key in cfg[section]:
             dotted = f"{section}.{key}"
             if dotted not in allowed:
-                if section == "scheduler":
+                if section in specs.KINDS:
+                    options = specs.spec(section, chosen).option_names  # type: ignore[union-attr]
                     raise invalid(
                         dotted,
                         cfg[section][key],
-                        f"schedule {chosen!r} has no such option; its options are "
-                        f"{', '.join(registry.schedule_options(chosen))}",
+                        f"{section} {chosen!r} has no such option; its options are "
+                        f"{', '.join(options) or 'none'}",
                     )
                 raise ConfigError(unknown_key_message(dotted, allowed))
 
@@ -154,151 +131,95 @@ def _check_label(cfg: DictConfig) -> None:
         )
 
 
-def _check_optimizer_pairing(optimizer_name: str, scheduler_name: str) -> None:
+def _check_optimizer_pairing(settings: RunSettings) -> None:
     """An optimizer that sets its own lr goes with its method's scheduler, and only with it."""
-    needed = OPTIMIZER_OWNED_LR.get(scheduler_name)
-    if needed is not None and optimizer_name != needed:
+    owners = specs.table_literal("optimizer", "SETS_ITS_OWN_LR")
+    optimizer, scheduler = settings.optimizer.name, settings.scheduler.name
+    needed = {method: owner for owner, method in owners.items()}.get(scheduler)
+    if needed is not None and optimizer != needed:
         raise invalid(
             "optimizer.name",
-            optimizer_name,
-            f"scheduler.name={scheduler_name!r} needs optimizer.name={needed!r} "
-            f"(scheduler={scheduler_name} selects it; drop the optimizer override)",
+            optimizer,
+            f"scheduler.name={scheduler!r} needs optimizer.name={needed!r} "
+            f"(scheduler={scheduler} selects it; drop the optimizer override)",
         )
-    owners = {optimizer: method for method, optimizer in OPTIMIZER_OWNED_LR.items()}
-    if optimizer_name in owners and scheduler_name != owners[optimizer_name]:
+    if optimizer in owners and scheduler != owners[optimizer]:
         raise invalid(
             "scheduler.name",
-            scheduler_name,
-            f"optimizer.name={optimizer_name!r} sets its own learning rate: the allowed value "
-            f"is {owners[optimizer_name]!r} (use scheduler={owners[optimizer_name]})",
+            scheduler,
+            f"optimizer.name={optimizer!r} sets its own learning rate: the allowed value "
+            f"is {owners[optimizer]!r} (use scheduler={owners[optimizer]})",
         )
 
 
-def _check_dataset_name(cfg: DictConfig) -> None:
-    # First: other values (protocol=honest's data.val_size) are resolved from the name.
-    from experiments.data import DATASET_NAMES
-
-    _check_choice("data.name", cfg.data.name, DATASET_NAMES)
-
-
-def _check_data_and_model(cfg: DictConfig) -> None:
-    from models import MODEL_NAMES
-
-    _check_at_least("data.image_size", cfg.data.image_size, 8)
-    _check_at_least("data.max_image_pixels", cfg.data.max_image_pixels, 1)
-    _check_at_least("data.val_size", cfg.data.val_size, 0)
-    if cfg.data.name.startswith("cifar") and cfg.data.image_size != CIFAR_IMAGE_SIZE:
+def _check_loader(settings: RunSettings) -> None:
+    """The device loader serves datasets held in memory; image folders need loader workers."""
+    dataset = specs.spec("data", settings.data.name)
+    if settings.trainer.loader == "device" and dataset.returns != IN_MEMORY:  # type: ignore[union-attr]
         raise invalid(
-            "data.image_size",
-            cfg.data.image_size,
-            f"{cfg.data.name} images are {CIFAR_IMAGE_SIZE}x{CIFAR_IMAGE_SIZE}: set "
-            f"data.image_size={CIFAR_IMAGE_SIZE} (quick presets shrink it for digits)",
+            "trainer.loader",
+            settings.trainer.loader.value,
+            f"{settings.data.name} needs trainer.loader=classic (it reads image folders, which "
+            "only loader workers serve)",
         )
-    _check_choice("model.name", cfg.model.name, MODEL_NAMES)
 
 
-def _check_trainer(cfg: DictConfig) -> None:
-    trainer = cfg.trainer
-    for key in (
-        "epochs",
-        "batch_size",
-        "eval_batch_size",
-        "devices",
-        "stop_check_every",
-    ):
-        _check_at_least(f"trainer.{key}", trainer[key], 1)
-    if trainer.epochs > MAX_EPOCHS:
-        raise invalid("trainer.epochs", trainer.epochs, f"must be <= {MAX_EPOCHS}")
-    for key in ("gpu_slots", "cpu_threads", "nan_check_every"):
-        _check_at_least(f"trainer.{key}", trainer[key], 0)
-    for key in ("checkpoint_every_epochs", "checkpoint_every_minutes"):  # None: auto
-        if trainer[key] is not None:
-            _check_at_least(f"trainer.{key}", trainer[key], 0)
-    _check_at_least("trainer.num_workers", trainer.num_workers, -1)
-    if trainer.batch_size % trainer.devices:
-        raise invalid(
-            "trainer.batch_size",
-            trainer.batch_size,
-            f"the global batch must be divisible by trainer.devices={trainer.devices}",
-        )
-    if trainer.gpu_slots and trainer.gpu_slots % trainer.devices:
-        raise invalid(
-            "trainer.gpu_slots",
-            trainer.gpu_slots,
-            f"must be a multiple of trainer.devices={trainer.devices} (each job claims that many)",
-        )
-    if trainer.loader == "device" and cfg.data.name == "imagenet":
-        raise invalid("trainer.loader", trainer.loader, "imagenet needs trainer.loader=classic")
-
-
-def _check_optimizer_values(optimizer: DictConfig) -> None:
-    """What the optimizers' constructors accept but the suite refuses."""
-    if optimizer.lr <= 0:
-        raise invalid("optimizer.lr", optimizer.lr, "must be > 0")
-    _check_at_least("optimizer.weight_decay", optimizer.weight_decay, 0.0)
-    if optimizer.name in ("sgd", "sgd_hd") and not 0.0 <= optimizer.momentum < 1.0:
-        raise invalid("optimizer.momentum", optimizer.momentum, "must be in [0, 1)")
-    if optimizer.name in ("sgd", "sgd_hd") and optimizer.nesterov and not optimizer.momentum > 0:
-        raise invalid(
-            "optimizer.nesterov",
-            True,
-            f"needs optimizer.momentum > 0 (optimizer.momentum={optimizer.momentum!r})",
-        )
-    if optimizer.name == "sgd_hd":
-        _check_at_least("optimizer.beta", optimizer.beta, 0.0)
-    if optimizer.name == "schedulefree_sgd":
-        if optimizer.lr_multiplier <= 0:
-            raise invalid("optimizer.lr_multiplier", optimizer.lr_multiplier, "must be > 0")
-        _check_at_least("optimizer.warmup_epochs", optimizer.warmup_epochs, 0.0)
-        if not 0.0 < optimizer.momentum < 1.0:
-            raise invalid(
-                "optimizer.momentum",
-                optimizer.momentum,
-                "schedule-free's interpolation must be in (0, 1)",
-            )
-    if optimizer.name == "adam":
-        if len(optimizer.betas) != 2:
-            raise invalid("optimizer.betas", list(optimizer.betas), "must be two numbers in [0, 1)")
-        for index, beta in enumerate(optimizer.betas):
-            if not 0.0 <= beta < 1.0:
-                raise invalid(f"optimizer.betas[{index}]", beta, "must be in [0, 1)")
-        _check_at_least("optimizer.eps", optimizer.eps, 0.0)
-
-
-def _trial_build(cfg: DictConfig) -> None:
-    """Build the optimizer and the schedule on a one-weight model, so a value their
-    constructors reject is refused here, before any data, model or run directory exists."""
-    probe = torch.nn.Linear(1, 1)
-    try:
-        optimizer = build_optimizer(cfg.optimizer, probe, steps_per_epoch=PROBE_STEPS_PER_EPOCH)
-    except (ValueError, TypeError) as error:
-        raise ConfigError(f"optimizer ({cfg.optimizer.name}): {error}") from error
-    try:
-        build_schedule(
-            cfg.scheduler,
-            optimizer,
-            steps_per_epoch=PROBE_STEPS_PER_EPOCH,
-            epochs=cfg.trainer.epochs,
-        )
-    except (ValueError, TypeError) as error:
-        raise ConfigError(f"scheduler.{error} (schedule {cfg.scheduler.name!r})") from error
-
-
-def validate_config(cfg: DictConfig) -> None:
-    """Check values and names of a composed config; raise ConfigError naming key and value."""
-    _check_choice("scheduler.name", cfg.scheduler.name, registry.SCHEDULE_NAMES)
-    _check_choice("optimizer.name", cfg.optimizer.name, OPTIMIZER_SCHEMAS)
-    _check_choice("logger.name", cfg.logger.name, LOGGER_SCHEMAS)
-    _check_dataset_name(cfg)
+def check_config(cfg: DictConfig) -> RunSettings:
+    """The typed settings of a composed config after every check that needs no torch; raises
+    ConfigError naming key and value."""
+    # Names first: other values (protocol=honest's data.val_size) are resolved from them.
+    for section in specs.KINDS:
+        _check_choice(f"{section}.name", cfg[section].name, specs.names(section))
+    _check_choice("logger.name", cfg.logger.name, LOGGERS)
     _check_known_keys(cfg)
     check_study(cfg)  # before trainer.epochs is read: the horizon study derives it
-    _check_finite(cfg)
-    _check_paths(cfg)
-    check_relative_path("experiment_name", cfg.experiment_name)
-    _check_at_least("seed", cfg.seed, 0)
-    _check_data_and_model(cfg)
-    _check_trainer(cfg)
-    _check_optimizer_values(cfg.optimizer)
-    _check_optimizer_pairing(cfg.optimizer.name, cfg.scheduler.name)
+    settings = RunSettings.from_config(cfg)
+    _check_loader(settings)
+    _check_optimizer_pairing(settings)
     _check_label(cfg)
-    _trial_build(cfg)
+    return settings
+
+
+def trial_build(settings: RunSettings) -> None:
+    """Build the optimizer and the schedule on a one-weight model and the model on the meta
+    device, so a value their builders reject is refused before any data, model or run
+    directory exists."""
+    import torch
+
+    from experiments.optimizers import build_optimizer, build_schedule
+    from models import build_model
+
+    probe = torch.nn.Linear(1, 1)
+    optimizer, scheduler, model = settings.optimizer, settings.scheduler, settings.model
+    try:
+        built = build_optimizer(optimizer, probe, steps_per_epoch=PROBE_STEPS_PER_EPOCH)
+    except (ValueError, TypeError) as error:
+        raise refusal("optimizer", optimizer.name, error) from error
+    try:
+        build_schedule(
+            scheduler, built, steps_per_epoch=PROBE_STEPS_PER_EPOCH, epochs=settings.trainer.epochs
+        )
+    except (ValueError, TypeError) as error:
+        raise refusal("scheduler", scheduler.name, error) from error
+    try:
+        with torch.device("meta"):
+            build_model(model.name, PROBE_CLASSES, **model.options)
+    except (ValueError, TypeError) as error:
+        raise refusal("model", model.name, error) from error
+
+
+def validate_config(cfg: DictConfig) -> RunSettings:
+    """Every check before a launch reads data: ``check_config``, then ``trial_build``."""
+    settings = check_config(cfg)
+    trial_build(settings)
+    return settings
+
+
+__all__ = [
+    "PROBE_STEPS_PER_EPOCH",
+    "check_batch_fits",
+    "check_config",
+    "refusal",
+    "trial_build",
+    "validate_config",
+]

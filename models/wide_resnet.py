@@ -82,3 +82,25 @@ class WideResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = F.adaptive_avg_pool2d(self.forward_features(x), 1)
         return self.head(torch.flatten(pooled, 1))
+
+
+def wrn(
+    num_classes: int, depth: int, widen_factor: int, dropout: float = 0.0, in_channels: int = 3
+) -> WideResNet:
+    """WRN-``depth``-``widen_factor`` (depth 6n+4), dropout before each block's second conv."""
+    return WideResNet(depth, widen_factor, num_classes, dropout, in_channels)
+
+
+def wrn16_4(num_classes: int, dropout: float = 0.0, in_channels: int = 3) -> WideResNet:
+    """WRN-16-4."""
+    return WideResNet(16, 4, num_classes, dropout, in_channels)
+
+
+def wrn28_10(num_classes: int, dropout: float = 0.0, in_channels: int = 3) -> WideResNet:
+    """WRN-28-10, the paper's CIFAR-10 wide network."""
+    return WideResNet(28, 10, num_classes, dropout, in_channels)
+
+
+def wrn40_10(num_classes: int, dropout: float = 0.0, in_channels: int = 3) -> WideResNet:
+    """WRN-40-10, the paper's CIFAR-100 wide network."""
+    return WideResNet(40, 10, num_classes, dropout, in_channels)

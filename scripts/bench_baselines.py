@@ -25,7 +25,7 @@ import models
 from autodrop.batchnorm import BN_PASS_BATCHES
 from autodrop.hd import SGDHD
 from autodrop.registry import build
-from experiments.lr_method import build_schedulefree_sgd
+from experiments.optimizers import build_schedulefree_sgd
 from scripts.bench_autodrop import time_schedule, time_training_step, timed
 
 STEPS_PER_EPOCH = 391  # CIFAR at batch 128

@@ -40,8 +40,8 @@ from experiments.data.arrays import ArraySplits, ImageArrays
 from experiments.data.build import build_array_bundle
 from experiments.data.bundle import TrainLoader
 from experiments.data.cifar import CIFAR_PADDING
+from experiments.data.loading import Loading
 from experiments.data.normalization import CIFAR_MEAN, CIFAR_STD
-from experiments.data.settings import DataSettings
 
 NUM_CLASSES = 10
 WARMUP_STEPS = 3
@@ -58,7 +58,7 @@ def synthetic_cifar(num_images: int, seed: int) -> ArraySplits:
 
 
 def make_loader(splits, loader: str, workers: int, args) -> TrainLoader:
-    settings = DataSettings(
+    settings = Loading(
         loader=loader,
         batch_size=args.batch_size,
         eval_batch_size=args.batch_size,
@@ -242,6 +242,7 @@ def compare_imagenet_outputs(args) -> None:
     """uint8 vs float32 ImageNet worker output, side by side, on a folder of JPEGs."""
     import tempfile
 
+    from experiments.data.datasets import imagenet
     from experiments.data.imagenet import build_imagenet
 
     device = torch.device(args.device)
@@ -256,8 +257,8 @@ def compare_imagenet_outputs(args) -> None:
         )
         rows = {}
         for workers in args.workers:
-            settings = DataSettings(
-                root=root,
+            settings = Loading(
+                loader="classic",
                 batch_size=args.batch_size,
                 eval_batch_size=args.batch_size,
                 device=device,
@@ -265,7 +266,8 @@ def compare_imagenet_outputs(args) -> None:
                 num_workers=workers,
             )
             bundles = {
-                output: build_imagenet(settings, output=output) for output in ("uint8", "float32")
+                output: build_imagenet(imagenet(root), settings, output=output)
+                for output in ("uint8", "float32")
             }
             for bundle in bundles.values():
                 imagenet_epoch_seconds(bundle, 0, device)  # start the persistent workers

@@ -37,13 +37,14 @@ from torch import nn
 from torch.autograd.profiler import record_function
 
 import autodrop.angles
-from experiments import lr_method
+from experiments import optimizers
 from experiments.config import compose_config
 from experiments.console import EpochProgress
-from experiments.data import DataSettings, build_data
-from experiments.distributed import DistContext
+from experiments.data import Loading, build_data, make_dataset
 from experiments.loop import train_epoch
-from experiments.lr_method import build_optimizer, build_schedule
+from experiments.optimizers import build_optimizer, build_schedule
+from experiments.running.processes import DistContext
+from experiments.settings import RunSettings
 from models import build_model
 
 SCHEDULES = ("step", "autodrop", "hd", "tlr", "schedulefree")
@@ -98,13 +99,13 @@ class ScheduleCounts:
 @contextlib.contextmanager
 def as_on_cuda() -> Iterator[None]:
     """The runner's CUDA choices on CPU tensors: fused optimizers, fused dot products."""
-    fused, dots = lr_method.use_fused_optimizer, autodrop.angles.PER_TENSOR_DOT_DEVICES
-    lr_method.use_fused_optimizer = lambda device: True
+    fused, dots = optimizers.use_fused_optimizer, autodrop.angles.PER_TENSOR_DOT_DEVICES
+    optimizers.use_fused_optimizer = lambda device: True
     autodrop.angles.PER_TENSOR_DOT_DEVICES = ()
     try:
         yield
     finally:
-        lr_method.use_fused_optimizer = fused
+        optimizers.use_fused_optimizer = fused
         autodrop.angles.PER_TENSOR_DOT_DEVICES = dots
 
 
@@ -166,8 +167,9 @@ class MeasurementWatch:
 def staged_batches(steps: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``steps`` full batches of the quick/digits data at 8x8, channels_last, on the CPU."""
     data = build_data(
-        "digits",
-        DataSettings(batch_size=64, eval_batch_size=64, device="cpu", seed=0, image_size=8),
+        make_dataset("digits", image_size=8),
+        Loading(batch_size=64, eval_batch_size=64, device="cpu", seed=0),
+        name="digits",
     )
     data.train.set_epoch(0)
     full = [(x.contiguous(memory_format=torch.channels_last), y) for x, y in data.train][:-1]
@@ -212,7 +214,9 @@ def calls_per_step(events) -> list[StepCalls]:
 
 
 def count_schedule(schedule_name: str, batches: list) -> ScheduleCounts:
-    cfg = compose_config(["experiment=quick/digits", f"scheduler={schedule_name}"])
+    cfg = RunSettings.from_config(
+        compose_config(["experiment=quick/digits", f"scheduler={schedule_name}"])
+    )
     torch.manual_seed(0)
     model = build_model(cfg.model.name, 10).to(memory_format=torch.channels_last)
     steps = len(batches)

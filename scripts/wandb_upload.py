@@ -56,7 +56,7 @@ from omegaconf.errors import OmegaConfBaseException
 from autodrop.registry import schedule_class
 from experiments import rundir as rd
 from experiments import tracking
-from experiments.schema import WandbConfig
+from experiments.settings import Wandb
 from scripts.analysis.runs import HYDRA_CONFIG, find_run_dirs, matches_experiment
 
 # What the summary must name for the run's wandb identity (tracking.run_identity).
@@ -155,9 +155,7 @@ def epochs_with_measurements(
 def logger_settings(config: Mapping[str, Any], mode: str, project: str | None, entity: str | None):
     """The logger config a live run of this run would have used, in the upload's mode."""
     recorded = config.get("logger") or {}
-    settings = (
-        dict(recorded) if recorded.get("name") == "wandb" else dataclasses.asdict(WandbConfig())
-    )
+    settings = dict(recorded) if recorded.get("name") == "wandb" else dataclasses.asdict(Wandb())
     settings["mode"] = mode
     if project:
         settings["project"] = project

@@ -70,8 +70,18 @@ def reference_autodrop(trajectory, lr, window, rho, buffer_size, threshold, min_
     return {"lrs": lrs, "drops": drops, "omegas": omegas}
 
 
-def reference_autodrop_v1(trajectory, lr, steps_per_epoch, theta, drop_factor, extra_epochs,
-                          auto_theta, max_theta, min_lr, average_weights):
+def reference_autodrop_v1(
+    trajectory,
+    lr,
+    steps_per_epoch,
+    theta,
+    drop_factor,
+    extra_epochs,
+    auto_theta,
+    max_theta,
+    min_lr,
+    average_weights,
+):
     snapshots, history, armed_params = [], [], []
     armed = False
     lrs, drops, averages, omegas = [], [], {}, []

@@ -12,11 +12,13 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
 # A run of the quick preset small enough for tests: 8x8 digits, 23 steps per epoch, 1 thread.
 def torchrun_train(nproc_per_node: int) -> tuple[str, ...]:
     """The ``python`` arguments that start the runner under torchrun with ``nproc_per_node``
     processes on a free port (the runner's own arguments follow)."""
-    from experiments.distributed import free_port
+    from experiments.running.processes import free_port
 
     return (
         "-m",
@@ -82,7 +84,7 @@ def killed_at_checkpoint(
 def expected_run_dir(results_dir: Path, overrides: Sequence[str]) -> Path:
     """Where ``python -m experiments.train <overrides>`` trains its run (the run identity)."""
     from experiments.config import compose_with_choices
-    from experiments.train import identify_run
+    from experiments.run_identity import identify_run
 
     cfg, choices = compose_with_choices([*overrides, f"paths.results_dir={results_dir}"])
     return identify_run(cfg, choices, read_data=False)[0]
@@ -135,3 +137,15 @@ def train_in_process(results_dir: Path) -> Iterator[Callable[[Sequence[str]], Pa
         if handler not in handlers:
             root.removeHandler(handler)
     root.setLevel(level)
+
+
+def data_bundle(name: str, **fields: object):
+    """``load_data(name, ...)`` from one flat set of fields: those of ``Loading`` (the rank's
+    batches, device, loader, ...) and the dataset's ``root`` and options (all the others)."""
+    from dataclasses import fields as dataclass_fields
+
+    from experiments.data import Loading, load_data
+
+    own = {field.name for field in dataclass_fields(Loading)}
+    loading = Loading(**{key: value for key, value in fields.items() if key in own})
+    return load_data(name, loading, **{k: v for k, v in fields.items() if k not in own})

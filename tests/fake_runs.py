@@ -2,7 +2,7 @@
 
 The summary carries what the runner's ``TrainingJob.summary`` records about the schedule: the
 registry name (``scheduler_name``), the label (``scheduler_label``; ``scheduler`` adds the
-identity suffix of ``changes``, as ``experiments.identity.identity_suffix`` spells it), the
+identity suffix of ``changes``, as ``experiments.run_identity.identity_suffix`` spells it), the
 options and ``label_settings`` (the dotted keys the label names, with their values).
 """
 
@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from autodrop.registry import SCHEDULE_NAMES, schedule_class
 from experiments import rundir as rd
 from experiments.config import compact_number
-from experiments.identity import identity_suffix
+from experiments.run_identity import identity_suffix
 from scripts.analysis.runs import HYDRA_CONFIG, TRACE_FILE
 
 # How the presets' labels name a setting when not by its last key part

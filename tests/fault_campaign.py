@@ -739,16 +739,18 @@ def _mentions(message: str, key: str, value: Any) -> bool:
 def one_training_step(cfg: Any, choices: dict[str, Any], run_root: Path) -> float:
     """Build the run of ``cfg`` as the runner does and take one optimizer step; its loss."""
     from experiments.console import EpochProgress
-    from experiments.distributed import DistContext
     from experiments.job import TrainingJob
     from experiments.loop import train_epoch
+    from experiments.run_identity import identify_run
     from experiments.rundir import RunDir
+    from experiments.running.processes import DistContext
     from experiments.runtime import select_device
-    from experiments.train import identify_run
+    from experiments.settings import RunSettings
 
     device = select_device(cfg.trainer.accelerator, 0)
     identity = identify_run(cfg, choices)[1]
-    job = TrainingJob(cfg, RunDir(run_root), DistContext(), device, identity)
+    settings = RunSettings.from_config(cfg)
+    job = TrainingJob(settings, RunDir(run_root), DistContext(), device, identity)
     job.data.train.set_epoch(0)
     result = train_epoch(
         job.model,
@@ -1271,11 +1273,17 @@ DATA_FAULTS: dict[str, Callable[[Workspace], str | None]] = {
     "cifar memo bomb": cifar_memo_bomb,
     # data_batch_2 of the campaign's fake holds 8 images
     "cifar label 9.9, data.verify=false": partial(
-        cifar_planted, name="data_batch_2", verify=False, labels=[9.9] * 8,
+        cifar_planted,
+        name="data_batch_2",
+        verify=False,
+        labels=[9.9] * 8,
         expected="is 9.9 (float)",
     ),
     "cifar label b'7', data.verify=true": partial(
-        cifar_planted, name="data_batch_2", verify=True, labels=[b"7"] * 8,
+        cifar_planted,
+        name="data_batch_2",
+        verify=True,
+        labels=[b"7"] * 8,
         expected="is b'7' (bytes)",
     ),
     "cifar empty test split, data.verify=false": cifar_empty_test_split,
@@ -1306,9 +1314,7 @@ def scenario_hostile_data(ws: Workspace, trials: int) -> Outcome:
     return outcome
 
 
-LINK_ENTRIES = (
-    rd.LOCK_FILE, rd.LOG_FILE, str(HYDRA_CONFIG), rd.METRICS_FILE, rd.CHECKPOINT_FILE
-)
+LINK_ENTRIES = (rd.LOCK_FILE, rd.LOG_FILE, str(HYDRA_CONFIG), rd.METRICS_FILE, rd.CHECKPOINT_FILE)
 ESCAPING_NAMES = ("scheduler.label=../../../../x", "experiment_name=../../x", "model.name=../x")
 
 

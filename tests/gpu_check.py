@@ -366,7 +366,7 @@ def check_digits(check: Check) -> None:
 
 
 def check_torchrun(check: Check) -> None:
-    from experiments.distributed import BACKEND_ENV
+    from experiments.running.processes import BACKEND_ENV
     from tests.conftest import torchrun_train
 
     run_dir = train_cli(
@@ -387,7 +387,7 @@ def check_torchrun(check: Check) -> None:
 
 def compute_floor(check: Check) -> float:
     """ms per step of the bare loop; records each variant, the compiled one last."""
-    from experiments.components import compile_model
+    from experiments.job import compile_model
 
     scale, device = check.scale, check.device
     warmup, steps = scale.floor_steps
@@ -471,7 +471,8 @@ def check_cifar(check: Check) -> None:
 
 
 def check_imagenet(check: Check) -> None:
-    from experiments.data import DataSettings
+    from experiments.data import Loading
+    from experiments.data.datasets import imagenet
     from experiments.data.imagenet import build_imagenet
     from experiments.runtime import data_workers
     from scripts.bench_data import write_jpeg_folder
@@ -486,8 +487,8 @@ def check_imagenet(check: Check) -> None:
     crop, resize = scale.imagenet_sizes
     for decode in ("cpu", "gpu"):
         bundle = build_imagenet(
-            DataSettings(
-                root=str(check.work),
+            imagenet(str(check.work), crop_size=crop, resize_size=resize, decode=decode),
+            Loading(
                 batch_size=scale.imagenet_batch,
                 eval_batch_size=scale.imagenet_batch,
                 device=device,
@@ -495,10 +496,7 @@ def check_imagenet(check: Check) -> None:
                 loader="classic",
                 num_workers=workers,
                 channels_last=True,
-                crop_size=crop,
-                resize_size=resize,
-                decode=decode,
-            )
+            ),
         )
         for epoch in range(2):  # epoch 0 starts the persistent workers; epoch 1 is timed
             bundle.train.set_epoch(epoch)
@@ -552,7 +550,7 @@ def check_checkpoint_save(check: Check) -> None:
 
 
 def check_compile(check: Check) -> None:
-    from experiments.components import compile_model
+    from experiments.job import compile_model
 
     scale, device = check.scale, check.device
     torch._dynamo.reset()

@@ -118,7 +118,7 @@ def _arm_from_environment() -> None:
 
 def main(overrides: list[str]) -> int:
     from experiments.config import compose_with_choices
-    from experiments.preemption import TrainingInterrupted
+    from experiments.errors import TrainingInterrupted
     from experiments.train import run_job
 
     try:

@@ -287,6 +287,19 @@ def test_ablation_default_is_the_paper_value_when_no_plain_run_exists(tmp_path):
     assert "paper default window=64 (640 on ImageNet)" in table.note
 
 
+def test_the_imagenet_window_of_the_tables_is_the_imagenet_presets(monkeypatch, tmp_path):
+    from experiments.config import compose_config
+
+    for task in ("paper/resnet18_imagenet", "paper/resnet50_imagenet"):
+        assert compose_config([f"experiment={task}"]).scheduler.window == tables.IMAGENET_WINDOW
+    conf = tmp_path / "conf"
+    preset = conf / "scheduler_preset" / "paper" / "resnet18_imagenet" / "autodrop.yaml"
+    preset.parent.mkdir(parents=True)
+    preset.write_text("window: 320\n")
+    monkeypatch.setattr("experiments.config.CONF_DIR", conf)
+    assert tables._imagenet_window() == 320  # read from the presets, not written twice
+
+
 def test_paper_numbers_sit_beside_ours_where_the_task_matches(finished):
     paper = tables.load_paper_table2()
     assert len(paper) == 42 and set(paper["schedule"]) == {

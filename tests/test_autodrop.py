@@ -27,8 +27,14 @@ def run_both(trajectory, lr=0.1, **options):
 @pytest.mark.parametrize("window,buffer_size,threshold", [(1, 3, 0.1), (4, 5, 0.5), (7, 10, 2.0)])
 def test_matches_reference_on_random_trajectories(seed, window, buffer_size, threshold):
     trajectory = noisy_quadratic(steps=600, seed=seed)
-    ours, ref = run_both(trajectory, window=window, buffer_size=buffer_size,
-                         threshold=threshold, rho=0.7, min_lr=1e-3)
+    ours, ref = run_both(
+        trajectory,
+        window=window,
+        buffer_size=buffer_size,
+        threshold=threshold,
+        rho=0.7,
+        min_lr=1e-3,
+    )
     assert ours["drops"] == ref["drops"]
     assert ours["lrs"] == pytest.approx(ref["lrs"], rel=1e-12)
     assert ref["drops"], "the trajectory should make AutoDrop act at least once"
@@ -40,8 +46,9 @@ def test_measurements_match_reference_omegas():
     scheduler = AutoDrop(opt, window=5, buffer_size=4)
     drive(scheduler, params, trajectory)
     records = scheduler.pop_measurements()
-    ref = reference_autodrop(trajectory, 0.1, window=5, rho=0.95, buffer_size=4,
-                             threshold=0.1, min_lr=0.0)
+    ref = reference_autodrop(
+        trajectory, 0.1, window=5, rho=0.95, buffer_size=4, threshold=0.1, min_lr=0.0
+    )
     assert [r["step"] for r in records] == list(range(5, 301, 5))
     measured = [r["omega"] for r in records if r["omega"] is not None]
     assert measured == pytest.approx(ref["omegas"], abs=1e-3)
@@ -75,8 +82,9 @@ def test_no_drop_before_the_buffer_has_refilled():
 
 
 def test_lr_floor_is_respected():
-    ours, ref = run_both(from_angles([90.0] * 300), lr=0.1, window=1, buffer_size=2,
-                         rho=0.5, min_lr=0.01)
+    ours, ref = run_both(
+        from_angles([90.0] * 300), lr=0.1, window=1, buffer_size=2, rho=0.5, min_lr=0.01
+    )
     assert min(ours["lrs"]) == pytest.approx(0.01)
     assert ours["lrs"] == pytest.approx(ref["lrs"])
 
@@ -97,10 +105,21 @@ def test_gaussian_smoothing_weights_follow_the_newest_value():
     assert 20 / 3 < value < 10.0  # pulled towards the newest value, away from the plain mean
 
 
-@pytest.mark.parametrize("option,value", [
-    ("window", 0), ("window", 2.5), ("rho", 0.0), ("rho", 1.0), ("rho", 1.5),
-    ("buffer_size", 0), ("threshold", -0.1), ("min_lr", -1e-4), ("rho", True),
-    ("threshold", True)])
+@pytest.mark.parametrize(
+    "option,value",
+    [
+        ("window", 0),
+        ("window", 2.5),
+        ("rho", 0.0),
+        ("rho", 1.0),
+        ("rho", 1.5),
+        ("buffer_size", 0),
+        ("threshold", -0.1),
+        ("min_lr", -1e-4),
+        ("rho", True),
+        ("threshold", True),
+    ],
+)
 def test_bad_settings_name_the_value(option, value):
     _, opt = make_params(0.1)
     with pytest.raises(ValueError, match=f"{option}={value!r}"):
@@ -175,9 +194,10 @@ def test_epoch_fields_count_drops_and_read_the_last_omega_of_the_stream():
     records = scheduler.pop_measurements()
     assert scheduler.drop_steps and records[0]["omega"] is None
     fields = scheduler.epoch_fields(records, 0.1)
-    assert fields == {"autodrop/drops": len(scheduler.drop_steps),
-                      "autodrop/omega": records[-1]["omega"]}
+    assert fields == {
+        "autodrop/drops": len(scheduler.drop_steps),
+        "autodrop/omega": records[-1]["omega"],
+    }
     # A record without an omega (an epoch of no full window) keeps the last measured one.
-    later = [*records, {"step": 99, "omega": None, "smoothed": None, "lr": 0.1,
-                        "dropped": False}]
+    later = [*records, {"step": 99, "omega": None, "smoothed": None, "lr": 0.1, "dropped": False}]
     assert scheduler.epoch_fields(later, 0.1)["autodrop/omega"] == records[-1]["omega"]

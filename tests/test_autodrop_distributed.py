@@ -20,8 +20,9 @@ def make_scheduler(kind, opt):
 
 
 def worker(rank, world_size, init_file, kind, out_dir):
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world_size)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size
+    )
     try:
         # Each rank sees a different trajectory: only rank 0's may decide.
         trajectory = noisy_quadratic(STEPS, seed=100 + rank)

@@ -12,8 +12,15 @@ from autodrop.angles import angle_from_dots, dots64
 from tests.autodrop_reference import reference_autodrop_v1
 from tests.trajectories import DIM, drive, from_angles, make_params, noisy_quadratic, write
 
-DEFAULTS = dict(theta=0.01, drop_factor=0.2, extra_epochs=20, auto_theta=True, max_theta=1.0,
-                min_lr=1e-4, average_weights=True)
+DEFAULTS = dict(
+    theta=0.01,
+    drop_factor=0.2,
+    extra_epochs=20,
+    auto_theta=True,
+    max_theta=1.0,
+    min_lr=1e-4,
+    average_weights=True,
+)
 
 
 def run_both(trajectory, steps_per_epoch, lr=0.1, **options):
@@ -27,16 +34,19 @@ def run_both(trajectory, steps_per_epoch, lr=0.1, **options):
 def per_epoch(angles, steps_per_epoch):
     """A path whose per-epoch snapshots (1st step of each epoch) turn by the given angles."""
     points = from_angles(angles)
-    return [points[min(t // steps_per_epoch, len(points) - 1)]
-            for t in range(len(points) * steps_per_epoch)]
+    return [
+        points[min(t // steps_per_epoch, len(points) - 1)]
+        for t in range(len(points) * steps_per_epoch)
+    ]
 
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("steps_per_epoch,extra_epochs,theta", [(2, 3, 1.0), (5, 4, 3.0)])
 def test_matches_reference_on_random_trajectories(seed, steps_per_epoch, extra_epochs, theta):
     trajectory = noisy_quadratic(steps=steps_per_epoch * 150, seed=seed)
-    ours, ref = run_both(trajectory, steps_per_epoch, extra_epochs=extra_epochs, theta=theta,
-                         max_theta=10.0)
+    ours, ref = run_both(
+        trajectory, steps_per_epoch, extra_epochs=extra_epochs, theta=theta, max_theta=10.0
+    )
     assert ref["drops"], "the trajectory should make AutoDropV1 act at least once"
     assert ours["drops"] == ref["drops"]
     assert ours["lrs"] == pytest.approx(ref["lrs"], rel=1e-12)
@@ -57,8 +67,9 @@ def test_earliest_first_drop_is_epoch_23_with_official_settings():
 def test_drops_are_at_least_extra_epochs_apart_and_theta_grows_to_its_cap():
     steps_per_epoch, extra = 2, 3
     params, opt = make_params(0.1)
-    scheduler = AutoDropV1(opt, steps_per_epoch, extra_epochs=extra, theta=0.01,
-                           drop_factor=0.2, max_theta=1.0)
+    scheduler = AutoDropV1(
+        opt, steps_per_epoch, extra_epochs=extra, theta=0.01, drop_factor=0.2, max_theta=1.0
+    )
     trajectory = per_epoch([90.0] * 60, steps_per_epoch)
     thetas = []
     for x in trajectory:
@@ -75,15 +86,26 @@ def test_drops_are_at_least_extra_epochs_apart_and_theta_grows_to_its_cap():
 def test_changing_angles_never_arm():
     steps_per_epoch = 2
     angles = [90.0 + (5.0 if i % 2 else -5.0) for i in range(60)]  # diff is always 10 degrees
-    ours, _ = run_both(per_epoch(angles, steps_per_epoch), steps_per_epoch, extra_epochs=2,
-                       theta=1.0, auto_theta=False)
+    ours, _ = run_both(
+        per_epoch(angles, steps_per_epoch),
+        steps_per_epoch,
+        extra_epochs=2,
+        theta=1.0,
+        auto_theta=False,
+    )
     assert ours["drops"] == []
 
 
 def test_lr_floor():
     steps_per_epoch = 2
-    ours, ref = run_both(per_epoch([90.0] * 80, steps_per_epoch), steps_per_epoch, lr=0.1,
-                         extra_epochs=2, min_lr=0.01, average_weights=False)
+    ours, ref = run_both(
+        per_epoch([90.0] * 80, steps_per_epoch),
+        steps_per_epoch,
+        lr=0.1,
+        extra_epochs=2,
+        min_lr=0.01,
+        average_weights=False,
+    )
     assert min(ours["lrs"]) == pytest.approx(0.01)
     assert ours["lrs"] == pytest.approx(ref["lrs"])
 
@@ -91,17 +113,26 @@ def test_lr_floor():
 def test_weighted_average_written_into_the_parameters():
     steps_per_epoch = 4
     trajectory = noisy_quadratic(steps=steps_per_epoch * 40, seed=11)
-    ours, ref = run_both(trajectory, steps_per_epoch, extra_epochs=3, theta=20.0,
-                         auto_theta=False)
+    ours, ref = run_both(trajectory, steps_per_epoch, extra_epochs=3, theta=20.0, auto_theta=False)
     assert ref["averages"]
     for step, average in ref["averages"].items():
         assert torch.allclose(ours["params_after"][step], average, atol=1e-5)
         assert not torch.allclose(trajectory[step - 1], average, atol=1e-5)
 
 
-@pytest.mark.parametrize("option,value", [
-    ("steps_per_epoch", 1), ("drop_factor", 0.0), ("drop_factor", 1.0), ("theta", -0.01),
-    ("min_lr", -1.0), ("extra_epochs", 0), ("drop_factor", True), ("theta", True)])
+@pytest.mark.parametrize(
+    "option,value",
+    [
+        ("steps_per_epoch", 1),
+        ("drop_factor", 0.0),
+        ("drop_factor", 1.0),
+        ("theta", -0.01),
+        ("min_lr", -1.0),
+        ("extra_epochs", 0),
+        ("drop_factor", True),
+        ("theta", True),
+    ],
+)
 def test_bad_settings_name_the_value(option, value):
     _, opt = make_params(0.1)
     settings = {"steps_per_epoch": 10, option: value}
@@ -141,16 +172,27 @@ def test_the_authors_epsilon_arms_on_tiny_displacements_where_raw_angles_never_w
     # 1e-8 in the denominator, so every cosine reads ~0 and every angle ~90 degrees.
     steps_per_epoch, theta, length = 2, 0.5, 3e-6
     points = from_angles([30.0 if i % 2 else 150.0 for i in range(30)], step_length=length)
-    trajectory = [points[min(t // steps_per_epoch, len(points) - 1)]
-                  for t in range(len(points) * steps_per_epoch)]
-    ours, ref = run_both(trajectory, steps_per_epoch, extra_epochs=3, theta=theta,
-                         auto_theta=False, average_weights=False)
+    trajectory = [
+        points[min(t // steps_per_epoch, len(points) - 1)]
+        for t in range(len(points) * steps_per_epoch)
+    ]
+    ours, ref = run_both(
+        trajectory,
+        steps_per_epoch,
+        extra_epochs=3,
+        theta=theta,
+        auto_theta=False,
+        average_weights=False,
+    )
     assert ours["drops"] == ref["drops"] and ours["lrs"] == pytest.approx(ref["lrs"])
     assert ref["drops"], "with the authors' epsilon the flat ~90 degree angles must arm"
-    raw = [angle_from_dots(*dots64([a - b], [b - c]))
-           for a, b, c in zip(points[2:], points[1:], points, strict=False)]
-    assert all(abs(x - y) >= theta for x, y in zip(raw[1:], raw, strict=False)), \
+    raw = [
+        angle_from_dots(*dots64([a - b], [b - c]))
+        for a, b, c in zip(points[2:], points[1:], points, strict=False)
+    ]
+    assert all(abs(x - y) >= theta for x, y in zip(raw[1:], raw, strict=False)), (
         "without the epsilon the same path never arms"
+    )
 
 
 def test_a_zero_displacement_is_90_degrees_and_enters_the_history():
@@ -166,13 +208,29 @@ def test_a_zero_displacement_is_90_degrees_and_enters_the_history():
 def test_max_theta_zero_means_no_cap():
     steps_per_epoch, extra = 2, 2
     params, opt = make_params(0.1)
-    scheduler = AutoDropV1(opt, steps_per_epoch, theta=0.01, drop_factor=0.2,
-                           extra_epochs=extra, auto_theta=True, max_theta=0.0, min_lr=0.0)
+    scheduler = AutoDropV1(
+        opt,
+        steps_per_epoch,
+        theta=0.01,
+        drop_factor=0.2,
+        extra_epochs=extra,
+        auto_theta=True,
+        max_theta=0.0,
+        min_lr=0.0,
+    )
     ours = drive(scheduler, params, per_epoch([90.0] * 40, steps_per_epoch))
-    ref = reference_autodrop_v1(per_epoch([90.0] * 40, steps_per_epoch), 0.1, steps_per_epoch,
-                                theta=0.01, drop_factor=0.2, extra_epochs=extra,
-                                auto_theta=True, max_theta=0.0, min_lr=0.0,
-                                average_weights=True)
+    ref = reference_autodrop_v1(
+        per_epoch([90.0] * 40, steps_per_epoch),
+        0.1,
+        steps_per_epoch,
+        theta=0.01,
+        drop_factor=0.2,
+        extra_epochs=extra,
+        auto_theta=True,
+        max_theta=0.0,
+        min_lr=0.0,
+        average_weights=True,
+    )
     assert len(ours["drops"]) >= 4 and ours["drops"] == ref["drops"]
     assert scheduler.theta == pytest.approx(0.01 / 0.2 ** len(ours["drops"]))
     assert scheduler.theta > 1.0 and scheduler.theta == pytest.approx(ref["theta"])
@@ -182,8 +240,7 @@ def test_a_drop_never_raises_a_group_held_at_zero():
     steps_per_epoch = 2
     params, opt = make_params(0.1, groups=2)
     opt.param_groups[0]["lr"] = 0.0  # frozen group
-    scheduler = AutoDropV1(opt, steps_per_epoch, extra_epochs=2, min_lr=1e-3,
-                           average_weights=False)
+    scheduler = AutoDropV1(opt, steps_per_epoch, extra_epochs=2, min_lr=1e-3, average_weights=False)
     drive(scheduler, params, per_epoch([90.0] * 30, steps_per_epoch))
     assert scheduler.drop_steps
     assert opt.param_groups[0]["lr"] == 0.0

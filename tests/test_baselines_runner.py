@@ -17,7 +17,7 @@ from autodrop.schedules.optimizer_lr import HypergradientLR, ScheduleFreeLR
 from autodrop.tlr import TrainableLR
 from experiments.checkpoint import load_checkpoint
 from experiments.config import ConfigError, compose_config
-from experiments.lr_method import build_optimizer, build_schedule, method_options
+from experiments.optimizers import build_optimizer, build_schedule, method_options
 from experiments.rundir import read_records, records_file
 from experiments.validation import validate_config
 from scripts.analysis import tables
@@ -91,9 +91,17 @@ def test_quick_preset_scales_the_schedulefree_warmup_and_the_command_line_wins()
             "scheduler.name='cosine'",
             "'schedulefree'",
         ),
-        (["scheduler=hd", "optimizer.beta=-1"], "optimizer.beta=-1.0", ">= 0.0"),
-        (["scheduler=schedulefree", "optimizer.momentum=1"], "optimizer.momentum=1.0", "(0, 1)"),
-        (["scheduler=schedulefree", "optimizer.lr_multiplier=0"], "lr_multiplier=0.0", "> 0"),
+        (["scheduler=hd", "optimizer.beta=-1"], "optimizer.beta=-1.0", "0.0 <= beta"),
+        (
+            ["scheduler=schedulefree", "optimizer.momentum=1"],
+            "optimizer.momentum=1.0",
+            "0.0 < momentum < 1.0",
+        ),
+        (
+            ["scheduler=schedulefree", "optimizer.lr_multiplier=0"],
+            "lr_multiplier=0.0",
+            "0.0 < lr_multiplier",
+        ),
         (["scheduler=tlr", "+scheduler.beta=1"], "scheduler.beta=1", "gap_epochs, bound, gamma"),
     ],
 )
@@ -105,7 +113,7 @@ def test_bad_pairings_and_values_fail_naming_key_value_and_allowed(overrides, ke
 
 
 def _built(overrides: list[str], steps_per_epoch: int = 23):
-    cfg = _composed([*QUICK, *overrides])
+    cfg = validate_config(compose_config([*QUICK, *overrides]))
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3))
     optimizer = build_optimizer(cfg.optimizer, model, steps_per_epoch=steps_per_epoch)
     schedule = build_schedule(cfg.scheduler, optimizer, steps_per_epoch=steps_per_epoch, epochs=30)
@@ -133,7 +141,7 @@ def test_hd_builds_sgdhd_and_a_schedule_that_leaves_its_lr_alone() -> None:
         schedule.step()
         assert optimizer.param_groups[0]["lr"] == schedule.lr == moved
     assert moved != 0.05  # the hypergradient moved it; the schedule left it there
-    assert method_options(cfg)["beta"] == 1e-3
+    assert method_options(cfg.scheduler, cfg.optimizer)["beta"] == 1e-3
 
 
 def test_schedulefree_builds_with_multiplied_lr_and_warmup_in_steps() -> None:
@@ -144,7 +152,7 @@ def test_schedulefree_builds_with_multiplied_lr_and_warmup_in_steps() -> None:
     group = optimizer.param_groups[0]
     assert group["lr"] == pytest.approx(0.05 * 20)
     assert (group["momentum"], group["weight_decay"], group["warmup_steps"]) == (0.9, 5e-4, 46)
-    assert method_options(cfg)["lr_multiplier"] == 20.0
+    assert method_options(cfg.scheduler, cfg.optimizer)["lr_multiplier"] == 20.0
 
 
 def test_tlr_builds_the_trainable_lr_on_sgd() -> None:

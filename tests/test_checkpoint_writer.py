@@ -202,15 +202,17 @@ def test_resume_loads_to_the_cpu_whatever_the_device(
     mapped to it cannot be restored: the resume works only if the file is read to the CPU."""
     from experiments import job as job_module
     from experiments.config import compose_with_choices
-    from experiments.distributed import DistContext
-    from experiments.train import identify_run
+    from experiments.run_identity import identify_run
+    from experiments.running.processes import DistContext
+    from experiments.settings import RunSettings
 
     overrides = [*TINY_RUN, "trainer.epochs=1", "experiment_name=meta_resume"]
     run_root = train_in_process(overrides)
     cfg, choices = compose_with_choices([*overrides, f"paths.results_dir={results_dir}"])
     identity = identify_run(cfg, choices)[1]
+    settings = RunSettings.from_config(cfg)
     job = job_module.TrainingJob(
-        cfg, RunDir(run_root), DistContext(), torch.device("cpu"), identity
+        settings, RunDir(run_root), DistContext(), torch.device("cpu"), identity
     )
     job.device = torch.device("meta")  # what a CUDA job looks like to the loading code
     restored: list[dict] = []

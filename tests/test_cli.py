@@ -33,7 +33,7 @@ def _run(command: list[str], cwd: Path, env: dict[str, str] | None = None, timeo
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["optimizer.lr=-1"], "error: optimizer.lr=-1.0 is invalid: must be > 0"),
+        (["optimizer.lr=-1"], "error: optimizer.lr=-1.0 is invalid: expected a finite number"),
         (["trainer.epoch=3"], "error: unknown key trainer.epoch; did you mean trainer.epochs?"),
         (["+trainer.epoch=3"], "error: unknown key trainer.epoch; did you mean trainer.epochs?"),
         (
@@ -41,9 +41,9 @@ def _run(command: list[str], cwd: Path, env: dict[str, str] | None = None, timeo
             "error: scheduler.window=0 is invalid: expected an int with 1 <= window",
         ),
         (["data=cifar10"], "error: data.image_size=8 is invalid: cifar10 images are 32x32"),
-        (["data=cifar10", "data.image_size=32", "paths.data_dir=nowhere"], "data.download=true"),
         (["trainer.epochs=many"], "error: trainer.epochs='many' is invalid"),
         (["data=mnist"], "error: data=mnist is invalid: allowed values are cifar10"),
+        (["model.width=3"], "error: unknown key model.width (--cfg job prints"),
         (["scheduler=step", "scheduler.window=3"], "error: unknown key scheduler.window for"),
         (["trainer.precision=bf61"], "; did you mean trainer.precision=bf16?"),
         (["scheduler=cosin"], "; did you mean scheduler=cosine?"),
@@ -64,6 +64,16 @@ def test_common_mistakes_print_one_line_exit_2_and_leave_nothing(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
     assert not results_dir.exists()  # also a launch refused after its run directory was made
+
+
+def test_missing_data_is_one_line_naming_how_to_get_it(train_cli, results_dir) -> None:
+    result = train_cli(
+        ["experiment=paper/resnet18_cifar10", "logger=none", "paths.data_dir=nowhere"]
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "data.download=true" in line
+    assert not results_dir.exists()
 
 
 def test_hydra_full_error_shows_the_traceback(results_dir: Path) -> None:
@@ -106,7 +116,7 @@ def test_valid_overrides_pass_the_check() -> None:
             "optimizer.lr=0.1,0.2",
             "seed=range(0,3)",
             "optimizer=glob(sgd*)",
-            "model.options.width=3",
+            "model.in_channels=1",
             "scheduler.label='constant-lr=${optimizer.lr}'",
             "hydra/launcher=joblib",
             "hydra.launcher.n_jobs=2",
@@ -207,7 +217,9 @@ def test_a_sweep_runs_every_job_and_ends_with_their_summary(train_cli) -> None:
     summary = result.stdout[result.stdout.index("sweep of 2 jobs") :].splitlines()
     assert summary[0] == "sweep of 2 jobs: 1 finished, 0 skipped, 0 diverged, 1 failed"
     assert summary[1].split()[:2] == ["failed", "optimizer.lr=-1:"]
-    assert summary[1].endswith("optimizer.lr=-1.0 is invalid: must be > 0")
+    assert summary[1].endswith(
+        "optimizer.lr=-1.0 is invalid: expected a finite number with 0.0 < lr"
+    )
     assert summary[2].split()[:4] == ["finished", "optimizer.lr=0.05:", "min", "test"]
 
 

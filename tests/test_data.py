@@ -10,7 +10,7 @@ import pickletools
 import tarfile
 import urllib.request
 from collections import Counter
-from dataclasses import fields, replace
+from dataclasses import replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -23,13 +23,12 @@ from omegaconf import OmegaConf
 from PIL import Image, ImageFile
 from torchvision import datasets, transforms
 
+from experiments.config import compose_config
 from experiments.data import (
-    DATASET_NAMES,
     DataBundle,
-    DataSettings,
     DatasetUnavailableError,
+    Loading,
     archive_download,
-    build_data,
     cifar,
 )
 from experiments.data.arrays import ArraySplits, ImageArrays
@@ -40,6 +39,9 @@ from experiments.data.imagenet import check_imagenet_layout
 from experiments.data.normalization import CIFAR_MEAN, CIFAR_STD, channel_tensor, normalize_uint8
 from experiments.data.sharding import plan_epoch, rank_sample_count, train_steps_per_epoch
 from experiments.data.worker_loader import ArrayImageDataset, PlannedSample
+from experiments.runtime import with_device_defaults
+from experiments.settings import RunSettings
+from tests.conftest import data_bundle
 from tests.fake_datasets import (
     FakeCifar,
     py2_pickle,
@@ -84,7 +86,7 @@ def array_bundle(splits: ArraySplits, **overrides) -> DataBundle:
         "seed": 3,
         "num_workers": 0,
     }
-    return build_array_bundle(splits, DataSettings(**{**fields, **overrides}), name="synthetic")
+    return build_array_bundle(splits, Loading(**{**fields, **overrides}), name="synthetic")
 
 
 def epoch(loader, number: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -691,7 +693,8 @@ def test_classic_epoch_with_persistent_workers_is_repeatable():
 @pytest.mark.parametrize("loader", ["device", "classic"])
 def test_build_data_reads_fake_cifar(tmp_path, monkeypatch, loader):
     fake = trusted_fake_cifar(monkeypatch, tmp_path, "cifar100", n_train=30, n_test=10)
-    settings = DataSettings(
+    bundle = data_bundle(
+        "cifar100",
         root=str(tmp_path),
         batch_size=8,
         eval_batch_size=4,
@@ -702,7 +705,6 @@ def test_build_data_reads_fake_cifar(tmp_path, monkeypatch, loader):
         loader=loader,
         num_workers=0,
     )
-    bundle = build_data("cifar100", settings)
     assert (bundle.name, bundle.num_classes, bundle.num_train, bundle.num_test) == (
         "cifar100",
         100,
@@ -724,7 +726,7 @@ BASE_ARGS = {"root": "unused", "batch_size": 8, "eval_batch_size": 8, "device": 
 @pytest.mark.parametrize(
     ("name", "overrides", "match"),
     [
-        ("mnist", {}, r"dataset='mnist' is invalid: expected one of \['cifar10', 'cifar100'"),
+        ("mnist", {}, r"data.name='mnist' is invalid: expected one of \['cifar10', 'cifar100'"),
         (
             "digits",
             {"loader": "dali"},
@@ -737,80 +739,62 @@ BASE_ARGS = {"root": "unused", "batch_size": 8, "eval_batch_size": 8, "device": 
         ("digits", {"world_size": 0}, r"world_size=0 is invalid: .* 1 <= world_size"),
         ("digits", {"seed": -1}, r"seed=-1 is invalid: .* 0 <= seed"),
         ("digits", {"num_workers": -1}, r"num_workers=-1 is invalid: .* 0 <= num_workers"),
-        ("digits", {"image_size": 4}, r"image_size must be >= 8 for digits, got 4"),
-        ("cifar10", {"image_size": 64}, r"image_size must be 32 for cifar10"),
-        ("imagenet", {"loader": "classic", "resize_size": 100}, r"resize_size must be >= crop"),
+        ("digits", {"image_size": 4}, r"image_size=4 is invalid: expected an int with 8 <= "),
+        ("cifar10", {"image_size": 64}, r"image_size=64 is invalid: cifar10 images are 32x32"),
+        ("imagenet", {"loader": "classic", "resize_size": 100}, r"must be >= crop_size"),
         (
             "imagenet",
             {"loader": "classic", "max_image_pixels": 0},
             r"max_image_pixels=0 is invalid: .* 1 <= max_image_pixels",
         ),
+        ("imagenet", {"loader": "classic", "decode": "nvjpeg"}, r"decode='nvjpeg' is invalid"),
         ("digits", {"batch_size": 2000, "drop_last": True}, r"leaves no full batch"),
     ],
 )
 def test_build_data_rejects_bad_arguments(name, overrides, match):
+    arguments = {**BASE_ARGS, **overrides}
+    if name == "digits":
+        arguments.pop("root")
     with pytest.raises(ValueError, match=match):
-        build_data(name, DataSettings(**{**BASE_ARGS, **overrides}))
+        data_bundle(name, **arguments)
 
 
-def test_settings_for_rank_take_every_field_from_the_config():
-    data = {
-        "name": "imagenet",
-        "root": "/datasets/in1k",
-        "download": True,
-        "verify": False,
-        "image_size": 16,
-        "augment": False,
-        "drop_last": True,
-        "crop_size": 64,
-        "resize_size": 72,
-        "follow_links": True,
-        "skip_bad_images": True,
-        "max_image_pixels": 1234,
-        "decode": "cpu",
-        "val_size": 10,
-    }
-    trainer = {
-        "batch_size": 128,
-        "eval_batch_size": 500,
+def test_loading_for_rank_takes_its_fields_from_the_settings():
+    cfg = OmegaConf.merge(
+        compose_config(["experiment=paper/resnet18_imagenet", "protocol=honest"]),
+        {
+            "seed": 7,
+            "data": {"augment": False, "drop_last": True},
+            "trainer": {"batch_size": 128, "eval_batch_size": 500, "num_workers": 3},
+        },
+    )
+    settings = with_device_defaults(RunSettings.from_config(cfg), CPU, 1)
+    loading = Loading.for_rank(settings, "cpu", rank=2, world_size=3)
+    # per rank: the train batch rounded down, the eval batch up
+    assert (loading.batch_size, loading.eval_batch_size) == (42, 167)
+    assert (loading.rank, loading.world_size, loading.seed, loading.device) == (2, 3, 7, CPU)
+    expected = {
         "loader": "classic",
         "num_workers": 3,
-        "channels_last": True,
+        "augment": False,
+        "drop_last": True,
+        "channels_last": False,
+        "val_size": 10_000,
     }
-    cfg = OmegaConf.create({"seed": 7, "data": data, "trainer": trainer})
-    settings = DataSettings.for_rank(cfg, "cpu", rank=2, world_size=3)
-    # per rank: the train batch rounded down, the eval batch up
-    assert (settings.batch_size, settings.eval_batch_size) == (42, 167)
-    assert (settings.rank, settings.world_size, settings.seed, settings.device) == (2, 3, 7, CPU)
-    assert {f.name for f in fields(DataSettings)} == {
-        *data,
-        *trainer,
-        "seed",
-        "device",
-        "rank",
-        "world_size",
-    } - {"name"}
-    for key, value in {**data, **trainer}.items():
-        if key not in ("name", "batch_size", "eval_batch_size"):
-            assert getattr(settings, key) == value, key
-    one_each = DataSettings.for_rank(cfg, CPU, 0, 128)
+    assert {key: getattr(loading, key) for key in expected} == expected
+    one_each = Loading.for_rank(settings, CPU, 0, 128)
     assert (one_each.batch_size, one_each.eval_batch_size) == (1, 4)
 
 
-def test_settings_are_checked_on_construction():
+def test_loading_is_checked_on_construction():
+    arguments = {key: value for key, value in BASE_ARGS.items() if key != "root"}
     with pytest.raises(ValueError, match=r"augment='yes' is invalid: expected True or False"):
-        DataSettings(**BASE_ARGS, augment="yes")
-    with pytest.raises(ValueError, match=r"decode='nvjpeg' is invalid: expected one of"):
-        DataSettings(**BASE_ARGS, decode="nvjpeg")
+        Loading(**arguments, augment="yes")
     with pytest.raises(ValueError, match=r"batch_size=2.5 is invalid"):
-        DataSettings(**{**BASE_ARGS, "batch_size": 2.5})
+        Loading(**{**arguments, "batch_size": 2.5})
     choice = StrEnum("Loader", ["device", "classic"])  # like the config's enums
-    from_enum = DataSettings(**BASE_ARGS, loader=choice.classic)
+    from_enum = Loading(**arguments, loader=choice.classic)
     assert type(from_enum.loader) is str and from_enum.loader == "classic"
-
-
-def test_dataset_names():
-    assert DATASET_NAMES == ("cifar10", "cifar100", "imagenet", "digits")
 
 
 # ---------------------------------------------------------------- digits
@@ -833,7 +817,8 @@ def test_digits_split_sizes_labels_channels(image_size):
 
 
 def test_digits_bundle_is_normalised_with_its_own_statistics():
-    bundle = build_data("digits", DataSettings(**BASE_ARGS, image_size=16, augment=False))
+    arguments = {key: value for key, value in BASE_ARGS.items() if key != "root"}
+    bundle = data_bundle("digits", **arguments, image_size=16, augment=False)
     assert (bundle.num_train, bundle.num_test, bundle.num_classes) == (1437, 360, 10)
     images = torch.cat([x for x, _ in epoch(bundle.train)])
     assert images.shape == (1437, 3, 16, 16)
@@ -860,7 +845,7 @@ def imagenet_bundle(root, **overrides) -> DataBundle:
         "crop_size": 16,
         "resize_size": 20,
     }
-    return build_data("imagenet", DataSettings(**{**args, **overrides}))
+    return data_bundle("imagenet", **{**args, **overrides})
 
 
 def test_imagenet_folders_load_with_tiny_crops(tmp_path):

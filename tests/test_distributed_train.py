@@ -13,9 +13,9 @@ import pytest
 import torch
 from torch import nn
 
-from experiments.distributed import plan_launch
 from experiments.rundir import read_records
-from experiments.sync_batchnorm import GlobalBatchNorm, convert_to_global_batchnorm
+from experiments.running.processes import plan_launch
+from experiments.running.sync_batchnorm import GlobalBatchNorm, convert_to_global_batchnorm
 from tests.conftest import TINY_RUN
 
 LAUNCH_VARIABLES = (
@@ -236,7 +236,7 @@ def _fail_after(plan, rank: int, local_rank: int, delays: tuple[float, ...]) -> 
 def test_spawn_reports_the_worker_that_failed_first_and_leaves_no_error_files() -> None:
     import torch.multiprocessing as mp
 
-    from experiments.distributed import LaunchPlan, spawn
+    from experiments.running.processes import LaunchPlan, spawn
 
     folder = Path(tempfile.gettempdir())
     before = set(folder.glob("pytorch-errorfile-*"))

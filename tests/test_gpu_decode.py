@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments.data import DataSettings, build_data
 from experiments.data import gpu_decode as gd
 from experiments.device_seam import GPU_DECODE_ON_CPU_ENV
-from experiments.preemption import TrainingInterrupted
-from tests.conftest import expected_run_dir
+from experiments.errors import TrainingInterrupted
+from tests.conftest import data_bundle, expected_run_dir
 from tests.fake_datasets import write_fake_imagenet
 from tests.signal_injection import Injection, inject
 from tests.test_resume import _without_times
@@ -37,7 +36,8 @@ def imagenet(tmp_path: Path) -> Path:
 
 
 def gpu_decoded(root: Path, workers: int, **overrides):
-    settings = DataSettings(
+    bundle = data_bundle(
+        "imagenet",
         root=str(root),
         batch_size=3,
         eval_batch_size=4,
@@ -50,7 +50,6 @@ def gpu_decoded(root: Path, workers: int, **overrides):
         decode="gpu",
         **overrides,
     )
-    bundle = build_data("imagenet", settings)
     for loader in (bundle.train.loader, bundle.test.loader):
         loader.timeout = LOADER_TIMEOUT_S if workers else 0
     return bundle
@@ -208,7 +207,7 @@ def test_an_oversized_image_is_refused_before_any_decoder_sees_it(tmp_path, monk
     import numpy as np
     from PIL import Image
 
-    from experiments.data.errors import DatasetUnavailableError
+    from experiments.errors import DatasetUnavailableError
 
     fake = write_fake_imagenet(tmp_path, classes=2, per_class=2, size=16, val_per_class=2)
     Image.fromarray(np.zeros((30, 40, 3), dtype=np.uint8)).save(fake.val_files[1], format="JPEG")
@@ -231,7 +230,7 @@ def test_an_oversized_image_is_refused_before_any_decoder_sees_it(tmp_path, monk
 
 
 def test_unreadable_files_are_skipped_and_counted_when_asked(tmp_path) -> None:
-    from experiments.data.errors import DatasetUnavailableError
+    from experiments.errors import DatasetUnavailableError
 
     fake = write_fake_imagenet(tmp_path, classes=2, per_class=3, size=16, val_per_class=2)
     fake.train_files[2].write_bytes(b"not an image at all")
@@ -247,7 +246,7 @@ def test_unreadable_files_are_skipped_and_counted_when_asked(tmp_path) -> None:
 
 
 def test_a_file_only_the_decoder_finds_corrupt_is_named(tmp_path) -> None:
-    from experiments.data.errors import DatasetUnavailableError
+    from experiments.errors import DatasetUnavailableError
 
     fake = write_fake_imagenet(tmp_path, classes=2, per_class=2, size=16, val_per_class=2)
     data = bytearray(fake.val_files[2].read_bytes())

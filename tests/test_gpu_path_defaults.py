@@ -11,17 +11,17 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from omegaconf import OmegaConf
 from torch import nn
 
 from experiments.checkpoint import CheckpointSchedule
-from experiments.components import compile_model
 from experiments.config import compose_config
-from experiments.data import DataSettings, build_data
-from experiments.data.gpu_decode import check_decode
+from experiments.data import Loading
+from experiments.data.datasets import imagenet
 from experiments.data.imagenet import build_imagenet
 from experiments.data.staging import OnDeviceNormalize, stage_batches
-from experiments.lr_method import build_optimizer
+from experiments.job import compile_model
+from experiments.optimizers import build_optimizer
+from experiments.running.sync_batchnorm import GlobalBatchNorm
 from experiments.runtime import (
     AUTO_WORKERS,
     GPU_CHECKPOINT_MINUTES,
@@ -33,8 +33,8 @@ from experiments.runtime import (
     use_fused_optimizer,
     with_device_defaults,
 )
-from experiments.schema import AdamConfig
-from experiments.sync_batchnorm import GlobalBatchNorm
+from experiments.settings import Component, RunSettings
+from tests.conftest import data_bundle
 from tests.fake_datasets import write_fake_imagenet
 
 
@@ -46,19 +46,17 @@ def _epoch(bundle, epoch: int = 0):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_uint8_worker_output_equals_the_float_path(tmp_path, workers) -> None:
     write_fake_imagenet(tmp_path, classes=2, per_class=5, size=48)
-    settings = DataSettings(
-        root=str(tmp_path),
+    folders = imagenet(str(tmp_path), crop_size=32, resize_size=36)
+    loading = Loading(
         batch_size=4,
         eval_batch_size=3,
         device=torch.device("cpu"),
         seed=3,
-        crop_size=32,
-        resize_size=36,
         loader="classic",
         num_workers=workers,
     )
-    as_uint8 = build_imagenet(settings, output="uint8")
-    as_float = build_imagenet(settings, output="float32")
+    as_uint8 = build_imagenet(folders, loading, output="uint8")
+    as_float = build_imagenet(folders, loading, output="float32")
     for uint8_batches, float_batches in zip(_epoch(as_uint8), _epoch(as_float), strict=True):
         assert len(uint8_batches) == len(float_batches) > 1
         for (xu, yu), (xf, yf) in zip(uint8_batches, float_batches, strict=True):
@@ -66,23 +64,15 @@ def test_uint8_worker_output_equals_the_float_path(tmp_path, workers) -> None:
             assert torch.equal(xu, xf) and torch.equal(yu, yf)
 
 
-def tiny_imagenet_settings(root, **overrides) -> DataSettings:
-    """Batches of two, on the CPU, read in this process."""
-    return DataSettings(
-        root=str(root),
-        batch_size=2,
-        eval_batch_size=2,
-        device="cpu",
-        seed=0,
-        loader="classic",
-        num_workers=0,
-        **overrides,
-    )
+TINY_LOADING = {"batch_size": 2, "eval_batch_size": 2, "device": "cpu", "seed": 0}
+TINY_LOADING |= {"loader": "classic", "num_workers": 0}  # batches of two, read in this process
 
 
 def test_the_workers_ship_uint8(tmp_path) -> None:
     write_fake_imagenet(tmp_path, classes=2, per_class=2, size=40)
-    bundle = build_imagenet(tiny_imagenet_settings(tmp_path, crop_size=32, resize_size=32))
+    bundle = data_bundle(
+        "imagenet", root=str(tmp_path), crop_size=32, resize_size=32, **TINY_LOADING
+    )
     images, _ = next(iter(bundle.train.loader))  # what crosses from the workers
     assert images.dtype == torch.uint8 and images.shape == (2, 3, 32, 32)
 
@@ -102,13 +92,10 @@ def test_staging_normalises_and_converts_layout() -> None:
 
 def test_gpu_decoding_is_refused_without_cuda(tmp_path) -> None:
     write_fake_imagenet(tmp_path, classes=2, per_class=2)
-    with pytest.raises(ValueError, match=r"data.decode='gpu' needs a CUDA device.*valid: cpu, gpu"):
-        build_data(
-            "imagenet",
-            tiny_imagenet_settings(tmp_path, decode="gpu"),
-        )
-    with pytest.raises(ValueError, match=r"data.decode='nvjpeg' is invalid: .*\['cpu', 'gpu'\]"):
-        check_decode("nvjpeg", "imagenet", torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"decode='gpu' is invalid here: it needs a CUDA device"):
+        data_bundle("imagenet", root=str(tmp_path), decode="gpu", **TINY_LOADING)
+    with pytest.raises(ValueError, match=r"decode='nvjpeg' is invalid: .*\['cpu', 'gpu'\]"):
+        imagenet(str(tmp_path), decode="nvjpeg")
 
 
 def test_device_dependent_defaults(monkeypatch) -> None:
@@ -210,7 +197,9 @@ def test_deterministic_mode_warns_on_flagged_cuda_ops_instead_of_stopping(monkey
 def test_resolved_defaults_for_cuda_and_cpu() -> None:
     """What a run gets when it leaves the device-dependent settings at null (no GPU needed: the
     resolution reads only the device's type)."""
-    cfg = compose_config(["experiment=quick/digits", "trainer.num_workers=2"])
+    cfg = RunSettings.from_config(
+        compose_config(["experiment=quick/digits", "trainer.num_workers=2"])
+    )
     cuda = with_device_defaults(cfg, torch.device("cuda", 0), 1).trainer
     cpu = with_device_defaults(cfg, torch.device("cpu"), 1).trainer
     assert (cuda.compile, cuda.channels_last) == (True, True)
@@ -243,19 +232,19 @@ def test_sgd_and_adam_are_fused_where_the_runner_asks(monkeypatch) -> None:
     came from); where ``use_fused_optimizer`` says so (CUDA), torch's fused kernels. torch has
     them on the CPU too, which lets this test step one."""
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
-    sgd = compose_config(["experiment=quick/digits", "optimizer=sgd"]).optimizer
-    adam = OmegaConf.structured(AdamConfig)
+    sgd = RunSettings.from_config(compose_config(["experiment=quick/digits"])).optimizer
+    adam = Component("adam")
     assert build_optimizer(sgd, model, steps_per_epoch=1).param_groups[0]["fused"] is None
-    monkeypatch.setattr("experiments.lr_method.use_fused_optimizer", lambda device: True)
+    monkeypatch.setattr("experiments.optimizers.use_fused_optimizer", lambda device: True)
     fused = build_optimizer(sgd, model, steps_per_epoch=1)
     assert fused.param_groups[0]["fused"] is True
     assert build_optimizer(adam, model, steps_per_epoch=1).param_groups[0]["fused"] is True
     reference = torch.optim.SGD(
         [p.detach().clone().requires_grad_() for p in model.parameters()],
-        lr=sgd.lr,
-        momentum=sgd.momentum,
-        nesterov=sgd.nesterov,
-        weight_decay=sgd.weight_decay,
+        lr=sgd.options["lr"],
+        momentum=sgd.options["momentum"],
+        nesterov=sgd.options["nesterov"],
+        weight_decay=sgd.options["weight_decay"],
     )
     inputs, labels = torch.randn(16, 4), torch.randint(0, 3, (16,))
     for _ in range(3):

@@ -1,5 +1,5 @@
-"""GPU slots shared by the jobs of a sweep (experiments.gpu_slots), tested on CPU with a fake
-pool: concurrent holders never share a slot, a killed holder frees its slot, and a sweep under
+"""GPU slots shared by the jobs of a sweep (experiments.running.gpu_slots), tested on CPU with a
+fake pool: concurrent holders never share a slot, a killed holder frees its slot, and a sweep under
 hydra/launcher=gpus trains each job in a process that sees only its slot's GPUs."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.gpu_slots import (
+from experiments.running.gpu_slots import (
     VISIBLE_DEVICES,
     SlotPool,
     _try_lock,

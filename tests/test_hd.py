@@ -310,8 +310,7 @@ def test_a_group_without_gradients_is_skipped_under_weight_decay():
     from autodrop.hd import SGDHD
 
     used, unused = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(2))
-    opt = SGDHD([{"params": [used]}, {"params": [unused]}], lr=0.1, weight_decay=1e-2,
-                beta=1e-3)
+    opt = SGDHD([{"params": [used]}, {"params": [unused]}], lr=0.1, weight_decay=1e-2, beta=1e-3)
     for _ in range(3):
         opt.zero_grad()
         (used**2).sum().backward()

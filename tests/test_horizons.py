@@ -22,8 +22,9 @@ from autodrop.schedules.per_step import PerStepSchedule
 from autodrop.search_space import space
 from experiments import rundir as rd
 from experiments.config import ConfigError, compose_config
-from experiments.lr_method import build_optimizer, build_schedule
+from experiments.optimizers import build_optimizer, build_schedule
 from experiments.schema import HORIZON_BUDGETS
+from experiments.settings import RunSettings
 from experiments.studies import served_horizons
 from experiments.validation import validate_config
 from scripts.analysis import horizons
@@ -136,9 +137,10 @@ def _lrs(cfg, steps_per_epoch: int = 17) -> tuple[list[float], object]:
     """The lr of every optimizer step of the config's schedule, over its budget and one epoch
     past it."""
     model = torch.nn.Linear(2, 2)
-    optimizer = build_optimizer(cfg.optimizer, model, steps_per_epoch=steps_per_epoch)
+    settings = RunSettings.from_config(cfg)
+    optimizer = build_optimizer(settings.optimizer, model, steps_per_epoch=steps_per_epoch)
     schedule = build_schedule(
-        cfg.scheduler, optimizer, steps_per_epoch=steps_per_epoch, epochs=cfg.trainer.epochs
+        settings.scheduler, optimizer, steps_per_epoch=steps_per_epoch, epochs=cfg.trainer.epochs
     )
     lrs = []
     for _ in range((cfg.trainer.epochs + 1) * steps_per_epoch):

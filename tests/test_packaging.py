@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def pyproject_pins() -> dict[str, str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     requirements = project["dependencies"] + [
-        r for extra in project["optional-dependencies"].values() for r in extra]
+        r for extra in project["optional-dependencies"].values() for r in extra
+    ]
     return dict(r.split("==") for r in requirements)
 
 
@@ -28,8 +29,9 @@ def test_every_dependency_is_pinned_and_torch_is_the_agreed_build():
 
 
 def test_environment_yml_has_the_same_pins():
-    listed = re.findall(r"^\s+- ([A-Za-z0-9_.-]+)==(\S+)$", (ROOT / "environment.yml").read_text(),
-                        re.M)
+    listed = re.findall(
+        r"^\s+- ([A-Za-z0-9_.-]+)==(\S+)$", (ROOT / "environment.yml").read_text(), re.M
+    )
     assert dict(listed) == pyproject_pins()
 
 
@@ -44,8 +46,21 @@ def test_library_depends_on_torch_only():
 
 @pytest.mark.slow
 def test_wheel_contains_only_the_autodrop_package(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(tmp_path), str(ROOT)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+    )
     (wheel,) = tmp_path.glob("autodrop-*.whl")
     top_level = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
     assert "autodrop" in top_level

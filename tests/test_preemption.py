@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments import stopped_epoch
 from experiments.checkpoint import load_checkpoint
-from experiments.data import DataSettings, build_data
-from experiments.distributed import DistContext, port_from_job_id
+from experiments.errors import TrainingInterrupted
 from experiments.loop import PartialEpoch
-from experiments.preemption import StopPoll, StopSignals, TrainingInterrupted
 from experiments.rundir import RunDir, effective_status, lock_is_held
-from tests.conftest import REPO_ROOT, TINY_RUN, expected_run_dir
+from experiments.running import stopped_epoch
+from experiments.running.preemption import StopPoll, StopSignals
+from experiments.running.processes import DistContext, port_from_job_id
+from tests.conftest import REPO_ROOT, TINY_RUN, data_bundle, expected_run_dir
 from tests.signal_injection import ENV, Injection, inject
 from tests.test_resume import _assert_same_run
 
@@ -166,18 +166,15 @@ def test_resume_reason_names_the_signal_or_the_previous_status(previous, reason)
 # ---------------------------------------------------------------------------------- loaders
 @pytest.mark.parametrize("loader", ["device", "classic"])
 def test_train_loader_starts_an_epoch_at_a_batch(loader: str) -> None:
-    data = build_data(
+    data = data_bundle(
         "digits",
-        DataSettings(
-            root="unused",
-            batch_size=64,
-            eval_batch_size=256,
-            device="cpu",
-            seed=3,
-            loader=loader,
-            num_workers=0,
-            image_size=8,
-        ),
+        batch_size=64,
+        eval_batch_size=256,
+        device="cpu",
+        seed=3,
+        loader=loader,
+        num_workers=0,
+        image_size=8,
     )
     data.train.set_epoch(2)
     whole = list(data.train)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from experiments import rundir as rd
-from experiments.refused_launch import directories_to_make, remove_made_directories
+from experiments.running.refused_launch import directories_to_make, remove_made_directories
 from tests.conftest import REPO_ROOT
 from tests.fake_runs import write_fake_run
 

@@ -12,9 +12,8 @@ import pytest
 from experiments import provenance
 from experiments import train as train_module
 from experiments.config import ConfigError, compose_config, compose_with_choices
-from experiments.identity import label_settings
+from experiments.run_identity import identify_run, label_settings
 from experiments.rundir import read_records
-from experiments.train import identify_run
 from scripts import aggregate
 from scripts.analysis.runs import load_runs
 from tests.conftest import TINY_RUN, expected_run_dir
@@ -146,10 +145,9 @@ def _git_repo(path: Path) -> Path:
 
 def _use_code_of(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The runner fingerprints the code of ``repo`` instead of its own checkout."""
+    fingerprint = provenance.code_version
     monkeypatch.setattr(
-        train_module,
-        "code_version",
-        lambda exclude=(): provenance.code_version(repo, exclude=exclude),
+        provenance, "code_version", lambda exclude=(): fingerprint(repo, exclude=exclude)
     )
 
 
@@ -335,7 +333,7 @@ def test_the_setup_holds_the_precision_actually_used(
 
 @pytest.mark.parametrize("override", ["data.skip_bad_images=true", "data.max_image_pixels=1000"])
 def test_which_images_are_read_defines_the_run(override: str) -> None:
-    base = ["experiment=quick/digits", "scheduler=step"]
+    base = ["experiment=quick/digits", "data=imagenet", "scheduler=step"]
     assert _identify([*base, override]).parent.name == f"step,{override}"
 
 
@@ -379,14 +377,13 @@ def test_the_fingerprint_follows_the_samples_and_labels_not_where_the_data_lies(
 ) -> None:
     import shutil
 
-    from experiments.data import DataSettings, fingerprint_data
+    from experiments.data import fingerprint_data, make_dataset
     from tests.fake_datasets import write_fake_imagenet
 
     fake = write_fake_imagenet(tmp_path / "a" / "imagenet", classes=2, per_class=2, size=8)
 
     def fingerprint(root: Path) -> str:
-        settings = DataSettings(batch_size=2, eval_batch_size=2, device="cpu", seed=0, root=root)
-        return fingerprint_data("imagenet", settings).value()
+        return fingerprint_data(make_dataset("imagenet", root), val_size=0).value()
 
     original = fingerprint(fake.root)
     assert original.startswith("train 4, test 4, sha256 ")

@@ -9,8 +9,8 @@ import random
 import pytest
 import torch
 
-from experiments.distributed import DistContext
 from experiments.loop import PartialEpoch, RunningSums
+from experiments.running.processes import DistContext
 
 
 def reference_step_by_step(steps, start: PartialEpoch):

@@ -3,7 +3,7 @@ BatchNorm recompute at x without touching the training stream, checkpoint policy
 
 The mode contract is the library's ``ScheduleFreeLR`` (train_mode / eval_mode, lr) with
 ``autodrop.batchnorm.recompute_batchnorm``; building the optimizer and the reserved BatchNorm
-batches are the runner's (``experiments.lr_method``, ``experiments.data.bundle``)."""
+batches are the runner's (``experiments.optimizers``, ``experiments.data.bundle``)."""
 
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ from autodrop.schedules.optimizer_lr import (
 from experiments.data.arrays import ArraySplits, ImageArrays
 from experiments.data.build import build_array_bundle
 from experiments.data.bundle import RESERVED_EPOCH, reserved_epoch_batches
-from experiments.data.settings import DataSettings
-from experiments.lr_method import build_schedulefree_sgd
-from experiments.sync_batchnorm import convert_to_global_batchnorm
+from experiments.data.loading import Loading
+from experiments.optimizers import build_schedulefree_sgd
+from experiments.running.sync_batchnorm import convert_to_global_batchnorm
 
 CPU = torch.device("cpu")
 
@@ -81,7 +81,7 @@ def image_bundle(loader: str = "device"):
         std=(0.25, 0.25, 0.25),
         padding=2,
     )
-    settings = DataSettings(
+    settings = Loading(
         loader=loader, batch_size=8, eval_batch_size=16, device=CPU, seed=5, num_workers=0
     )
     return build_array_bundle(splits, settings, name="synthetic")

@@ -96,41 +96,13 @@ def assert_close(actual, expected, rel: float = 1e-12, abs_: float = 1e-15) -> N
 # --- registry -------------------------------------------------------------------------------
 
 
-def test_registry_names():
-    expected = ("step", "cosine", "onecycle", "clr", "exp", "plateau", "constant")
-    assert set(SCHEDULE_NAMES) == {
-        *expected, "autodrop", "autodrop_v1", "tlr", "hd", "schedulefree"
-    }
-    assert set(CASES) == set(expected)
-    assert "optimizer" not in SCHEDULE_NAMES
+def test_the_oracle_cases_are_registered_schedules():
+    assert set(CASES) <= set(SCHEDULE_NAMES) and "optimizer" not in SCHEDULE_NAMES
 
 
-def test_registry_order_is_the_results_order():
-    """The paper's baselines, the other registry schedules, then (as in the paper's Table 2)
-    the multistep baseline and the AutoDrop variants last."""
-    assert SCHEDULE_NAMES == (
-        "hd", "tlr", "clr", "onecycle", "exp", "cosine", "plateau", "constant",
-        "schedulefree", "step", "autodrop_v1", "autodrop",
-    )
+def test_registry_order_is_the_table_order():
+    """Results show schedules in the order of ``SCHEDULE_CLASSES`` (its columns)."""
     assert SCHEDULE_NAMES == tuple(cls.name for cls in SCHEDULE_CLASSES)
-
-
-# The metadata results show, per registry name: display name, colour, paper name, tuned
-# setting and record stream.
-METADATA = {
-    "autodrop": ("AutoDrop", "#d62728", None, None, "autodrop"),
-    "autodrop_v1": ("AutoDrop (2021 code)", "#ff7f0e", None, None, "autodrop"),
-    "step": ("Step", "#1f77b4", None, None, None),
-    "cosine": ("Cosine", "#2ca02c", None, None, None),
-    "onecycle": ("One-cycle", "#9467bd", None, None, None),
-    "clr": ("CLR", "#8c564b", None, None, None),
-    "exp": ("ExpLR", "#e377c2", None, None, None),
-    "plateau": ("Plateau", "#7f7f7f", None, None, None),
-    "constant": ("Constant", "#bcbd22", None, None, None),
-    "hd": ("HD", "#17becf", None, "beta", None),
-    "tlr": ("TLR (reconstruction)", "#393b79", "TLR", None, "tlr"),
-    "schedulefree": ("Schedule-free", "#637939", None, "lr_multiplier", None),
-}
 
 
 @pytest.mark.parametrize("name", SCHEDULE_NAMES)
@@ -140,13 +112,13 @@ def test_every_registered_schedule_carries_its_metadata(name):
     assert cls.name == name
     assert isinstance(cls.display_name, str) and cls.display_name
     assert re.fullmatch(r"#[0-9a-f]{6}", cls.colour)
-    metadata = (cls.display_name, cls.colour, cls.paper_name, cls.tuned_setting,
-                cls.record_stream)
-    assert metadata == METADATA[name]
+    for attribute in ("paper_name", "tuned_setting", "record_stream"):
+        assert getattr(cls, attribute) is None or isinstance(getattr(cls, attribute), str)
+    for field, shown in cls.console_fields:
+        assert isinstance(field, str) and isinstance(shown, str)
 
 
 def test_registry_names_display_names_and_colours_are_unique():
-    assert set(METADATA) == set(SCHEDULE_NAMES)
     for attribute in ("name", "display_name", "colour"):
         values = [getattr(cls, attribute) for cls in SCHEDULE_CLASSES]
         assert len(set(values)) == len(values), attribute
@@ -224,8 +196,7 @@ def test_bad_budget(name, budget, text):
 def test_autodrop_entries_pass_options_and_only_the_budget_they_take():
     optimizer = make_optimizer()
     v2 = build("autodrop", optimizer, steps_per_epoch=SPE, epochs=EPOCHS, window=8)
-    v1 = build("autodrop_v1", make_optimizer(), steps_per_epoch=SPE, epochs=EPOCHS,
-               extra_epochs=3)
+    v1 = build("autodrop_v1", make_optimizer(), steps_per_epoch=SPE, epochs=EPOCHS, extra_epochs=3)
     assert isinstance(v2, AutoDrop) and (v2.window, v2.rho, v2.buffer_size) == (8, 0.95, 10)
     assert isinstance(v1, AutoDropV1) and (v1.steps_per_epoch, v1.extra_epochs) == (SPE, 3)
     for schedule in (v1, v2):
@@ -471,8 +442,9 @@ def test_plateau_requires_the_metric():
 
 def test_plateau_cut_never_raises_a_group_held_at_zero():
     optimizer = make_optimizer([0.1, 0.1])
-    schedule = build("plateau", optimizer, steps_per_epoch=SPE, epochs=EPOCHS, patience=0,
-                     min_lr=1e-3)
+    schedule = build(
+        "plateau", optimizer, steps_per_epoch=SPE, epochs=EPOCHS, patience=0, min_lr=1e-3
+    )
     optimizer.param_groups[0]["lr"] = 0.0  # frozen after construction (its floor is 1e-3)
     for _ in range(6):
         schedule.epoch_end(1.0)  # no improvement after the first epoch: a cut every epoch
@@ -683,31 +655,9 @@ def test_bad_param_group_lr_is_rejected(name):
 
 
 # --- layers ---------------------------------------------------------------------------------
-# The library's import floors: a module imports only modules on its own floor or below, and no
-# chain of imports is more than four modules long.
-FLOORS = {
-    "autodrop.checks": 1,
-    "autodrop.distributed": 1,
-    "autodrop.angles": 1,
-    "autodrop.base": 1,
-    "autodrop.search_space": 1,
-    "autodrop.suite_launcher": 1,
-    "autodrop.drop_scheduler": 2,
-    "autodrop.schedules.per_step": 2,
-    "autodrop.batchnorm": 2,
-    "autodrop.autodrop": 3,
-    "autodrop.autodrop_v1": 3,
-    "autodrop.hd": 3,
-    "autodrop.tlr": 3,
-    **{
-        f"autodrop.schedules.{name}": 3
-        for name in (
-            "constant", "cosine", "cyclic", "exponential", "multistep", "onecycle", "plateau",
-            "optimizer_lr",
-        )
-    },
-    "autodrop.registry": 4,
-}
+# The library's import floors: no chain of imports between its modules is more than four
+# modules long (checks and the contract at the bottom, the registry at the top).
+MAX_FLOORS = 4
 
 
 def library_imports() -> dict[str, set[str]]:
@@ -734,17 +684,16 @@ def library_imports() -> dict[str, set[str]]:
     return imports
 
 
-def test_the_library_has_four_floors_and_imports_only_downwards():
+def test_the_library_has_four_floors():
     imports = library_imports()
-    assert set(imports) == set(FLOORS)
-    for module, imported in imports.items():
-        for other in imported:
-            assert FLOORS[other] <= FLOORS[module], f"{module} imports {other} from above"
 
     def depth(module: str) -> int:
         return 1 + max((depth(other) for other in imports[module]), default=0)
 
-    assert max(depth(module) for module in imports) <= 4
+    floors = {module: depth(module) for module in imports}  # a circle would never return
+    assert max(floors.values()) <= MAX_FLOORS
+    assert floors["autodrop.checks"] == floors["autodrop.base"] == 1
+    assert floors["autodrop.registry"] == max(floors.values())
     assert imports["autodrop.hd"] <= {"autodrop.angles", "autodrop.checks"}
 
 

@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from experiments import rundir as rd
+from experiments.config import compose_with_choices
 from experiments.rundir import LOCK_FILE, RunDir
 from scripts import status as status_command
-from scripts.analysis import status
+from scripts.analysis import grid, status
 from scripts.analysis.grid import PlannedRun, launch_runs, parse_sweep, planned_runs
 from tests.fake_runs import write_fake_run
 
@@ -137,6 +139,38 @@ def test_grid_composes_each_run_like_the_runner():
     assert {(run.experiment, run.task, run.epochs) for run in runs} == {
         ("ablation/lr_sensitivity", "digits/resnet8", 30)
     }
+
+
+def test_the_grid_composes_each_choice_of_groups_once_into_the_configs_hydra_composes(
+    monkeypatch,
+):
+    cells = [
+        ["experiment=paper/resnet18_cifar10", "scheduler=hd", "optimizer.beta=1e-3"],
+        ["experiment=quick/digits", "scheduler=cosine", "data.image_size=8", "trainer.epochs=2"],
+        ["experiment=ablation/lr_sensitivity", "scheduler=step", "lr_sweep.multiplier=0.25"],
+    ]
+    compose = grid.Composer()
+    for overrides in cells:
+        cfg, choices = compose.with_choices(overrides)
+        expected, expected_choices = compose_with_choices(overrides)
+        assert choices == expected_choices
+        assert OmegaConf.to_container(cfg, resolve=True) == OmegaConf.to_container(
+            expected, resolve=True
+        )
+    composed = []
+    real = grid.compose_config
+    monkeypatch.setattr(
+        grid, "compose_config", lambda o, **kw: composed.append(tuple(o)) or real(o, **kw)
+    )
+    runs = grid.planned_runs(
+        "paper/resnet18_cifar10", "scheduler=hd optimizer.beta=1e-3,1e-4,1e-5", seeds="0,1"
+    )
+    assert sorted({run.scheduler for run in runs}) == [
+        "hd-beta=0.0001",
+        "hd-beta=0.001",
+        "hd-beta=1e-05",
+    ]
+    assert len(runs) == 6 and len(composed) == len(set(composed)) == 2  # the preset; with hd
 
 
 def test_bad_grid_entries_and_presets_are_named():

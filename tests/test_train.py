@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.angle_tracker import EpochAngleTracker
+from autodrop.angles import EpochAngleTracker
+from autodrop.registry import schedule_class
 from experiments.config import ConfigError
 from experiments.console import format_epoch_line
 from experiments.loop import TrainingDiverged
@@ -285,6 +286,7 @@ def test_epoch_line_shows_the_record() -> None:
             "autodrop/omega": None,
         },
         epochs=30,
+        shown=schedule_class("autodrop").console_fields,
     )
     assert line.startswith("epoch 2/30 | step 46 | lr 0.05")
     assert "test err 40.00%" in line and "drops 1" in line and "omega -" in line

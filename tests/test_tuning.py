@@ -25,8 +25,8 @@ from autodrop.search_space import (
     space,
 )
 from experiments.config import ConfigError, compose_config, compose_with_choices
+from experiments.run_identity import identify_run
 from experiments.studies import with_trial
-from experiments.train import identify_run
 from experiments.trials import halton_points, pool
 from experiments.validation import validate_config
 from scripts.analysis import tuning

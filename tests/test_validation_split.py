@@ -10,17 +10,18 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments.data import DataSettings, build_data
+from experiments.data import Loading
 from experiments.data.arrays import ArraySplits, ImageArrays
 from experiments.data.build import build_array_bundle
+from experiments.data.datasets import imagenet
 from experiments.data.digits import load_digits_splits
-from experiments.data.imagenet import FolderOptions, ImageNetSamples
 from experiments.data.validation_split import (
     SPLIT_SEED,
     split_validation,
     stratified_counts,
 )
 from experiments.schema import HONEST_VAL_SIZES
+from tests.conftest import data_bundle
 from tests.fake_datasets import write_fake_imagenet
 
 CPU = torch.device("cpu")
@@ -56,7 +57,7 @@ def bundle(**overrides):
         "val_size": 14,
         **overrides,
     }
-    return build_array_bundle(id_splits(), DataSettings(**settings), name="ids")
+    return build_array_bundle(id_splits(), Loading(**settings), name="ids")
 
 
 def ids_of(loader, epoch: int | None = None) -> list[int]:
@@ -166,17 +167,16 @@ def test_the_split_is_the_same_for_every_seed_and_loader():
 
 def test_without_a_split_the_training_arrays_are_the_loaded_ones():
     splits = id_splits()
-    settings = DataSettings(batch_size=7, eval_batch_size=4, device=CPU, seed=3, augment=False)
+    settings = Loading(batch_size=7, eval_batch_size=4, device=CPU, seed=3, augment=False)
     data = build_array_bundle(splits, settings, name="ids")
     assert data.val is None and data.validation is None and data.num_val == 0
     assert data.num_train == N_TRAIN and sorted(ids_of(data.train, 0)) == list(range(N_TRAIN))
 
 
 def test_digits_honest_bundle_counts():
-    settings = DataSettings(
-        batch_size=64, eval_batch_size=500, device=CPU, seed=0, image_size=8, val_size=360
+    data = data_bundle(
+        "digits", batch_size=64, eval_batch_size=500, device=CPU, seed=0, image_size=8, val_size=360
     )
-    data = build_data("digits", settings)
     assert (data.num_train, data.num_val, data.num_test, len(data.train)) == (1077, 360, 360, 17)
     assert sum(len(labels) for _, labels in data.val) == 360
 
@@ -186,7 +186,7 @@ def test_digits_honest_bundle_counts():
 
 def test_imagenet_holds_out_training_images_not_test_images(tmp_path):
     fake = write_fake_imagenet(tmp_path, classes=3, per_class=4, size=24, val_per_class=2)
-    samples = ImageNetSamples.scan(tmp_path, FolderOptions(), val_size=3)
+    samples = imagenet(str(tmp_path)).samples(val_size=3)
     held = {sample.real for sample in samples.held_out}
     kept = {sample.real for sample in samples.train}
     assert len(held) == 3 and len(kept) == 9 and not held & kept
@@ -210,7 +210,7 @@ def test_imagenet_validation_shards_count_each_image_once(tmp_path):
         "resize_size": 20,
         "val_size": 3,
     }
-    shards = [build_data("imagenet", DataSettings(**common, rank=r, world_size=2)) for r in (0, 1)]
+    shards = [data_bundle("imagenet", **common, rank=r, world_size=2) for r in (0, 1)]
     assert all((b.num_train, b.num_val, b.num_test) == (9, 3, 6) for b in shards)
     labels = [torch.cat([y for _, y in shard.val]).tolist() for shard in shards]
     assert [len(y) for y in labels] == [2, 1] and sorted(labels[0] + labels[1]) == [0, 1, 2]
@@ -219,10 +219,9 @@ def test_imagenet_validation_shards_count_each_image_once(tmp_path):
 
 def test_the_gpu_decoding_path_holds_out_the_same_split(tmp_path, monkeypatch):
     # The decoder runs on the CPU here (the check that asks for CUDA is lifted: a device seam).
-    from experiments.data import build, gpu_decode
+    from experiments.data import gpu_decode
 
-    for module in (build, gpu_decode):
-        monkeypatch.setattr(module, "check_decode", lambda *args: None)
+    monkeypatch.setattr(gpu_decode, "check_gpu_decode", lambda *args: None)
     write_fake_imagenet(tmp_path, classes=3, per_class=4, size=24, val_per_class=2)
     common = {
         "root": str(tmp_path),
@@ -236,8 +235,8 @@ def test_the_gpu_decoding_path_holds_out_the_same_split(tmp_path, monkeypatch):
         "resize_size": 20,
         "val_size": 3,
     }
-    gpu = build_data("imagenet", DataSettings(**common, decode="gpu"))
-    cpu = build_data("imagenet", DataSettings(**common))
+    gpu = data_bundle("imagenet", **common, decode="gpu")
+    cpu = data_bundle("imagenet", **common)
     assert gpu.validation.fingerprint == cpu.validation.fingerprint
     assert (gpu.num_train, gpu.num_val, gpu.num_test) == (9, 3, 6)
     labels = torch.cat([y for _, y in gpu.val]).tolist()
@@ -257,7 +256,7 @@ def test_the_split_takes_the_test_splits_class_shares_when_given():
 
 
 def test_imagenet_holds_out_exactly_ten_images_per_class(tmp_path):
-    from experiments.data.imagenet import FolderOptions, ImageNetSamples
+    from experiments.data.datasets import imagenet
     from tests.fake_datasets import write_fake_imagenet
 
     # Uneven classes, like ImageNet's 732..1300 training images; a balanced val/ folder.
@@ -266,6 +265,6 @@ def test_imagenet_holds_out_exactly_ten_images_per_class(tmp_path):
     extra = sorted((root / "train").iterdir())[0]
     for index, image in enumerate(sorted(extra.iterdir())[:4]):
         (extra / f"copy_{index}.JPEG").write_bytes(image.read_bytes() + bytes([index]))
-    samples = ImageNetSamples.scan(root, FolderOptions(False, False, 10**8), 30)
+    samples = imagenet(str(root), max_image_pixels=10**8).samples(30)
     held = Counter(sample.label for sample in samples.held_out)
     assert held == {0: 10, 1: 10, 2: 10}

@@ -46,8 +46,9 @@ def make_params(lr: float, groups: int = 1) -> tuple[list[torch.nn.Parameter], t
     if groups == 1:
         opt = torch.optim.SGD(params, lr=lr)
     else:
-        opt = torch.optim.SGD([{"params": params[:1], "lr": lr},
-                               {"params": params[1:], "lr": lr * 10}])
+        opt = torch.optim.SGD(
+            [{"params": params[:1], "lr": lr}, {"params": params[1:], "lr": lr * 10}]
+        )
     return params, opt
 
 
@@ -56,7 +57,7 @@ def write(params: list[torch.nn.Parameter], flat: torch.Tensor) -> None:
     offset = 0
     for p in params:
         n = p.numel()
-        p.copy_(flat[offset:offset + n].view_as(p))
+        p.copy_(flat[offset : offset + n].view_as(p))
         offset += n
 
 

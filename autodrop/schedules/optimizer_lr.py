@@ -149,8 +149,9 @@ class ScheduleFreeLR(OptimizerSetsLR):
         first 50 batches; they must not come from the training stream), ``model.eval()``.
         Pass the bare model, not a DDP wrapper. Returns True."""
         self.optimizer.eval()  # type: ignore[attr-defined]
-        recompute_batchnorm(model, bn_batches(), num_batches=self.bn_pass_batches,
-                            autocast=autocast)
+        recompute_batchnorm(
+            model, bn_batches(), num_batches=self.bn_pass_batches, autocast=autocast
+        )
         model.eval()
         return True
 

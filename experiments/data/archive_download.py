@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 
 from torchvision.datasets.utils import calculate_md5, extract_archive
 
-from experiments.data.errors import DatasetUnavailableError
+from experiments.errors import DatasetUnavailableError
 
 _CHUNK = 1 << 20
 _SPECIAL_MODE_BITS = stat.S_ISUID | stat.S_ISGID

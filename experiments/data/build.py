@@ -1,21 +1,19 @@
-"""``build_data``: check the settings against the dataset, load it, wrap it in the loaders."""
+"""From a run's data settings to its loaders: the registered dataset built with its options
+(``experiments.data.datasets``), its validation split held out, its fingerprint, and the
+loaders one rank trains and evaluates with."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
+from typing import Any
 
-from autodrop.checks import check_choice
 from experiments.data.arrays import ArraySplits, ImageArrays
 from experiments.data.bundle import DataBundle, EvalLoader
-from experiments.data.cifar import CIFAR_SIDE, load_cifar
 from experiments.data.device_loader import DeviceEvalLoader, DeviceTrainLoader
-from experiments.data.digits import load_digits_splits
 from experiments.data.fingerprint import DataFingerprint, arrays_fingerprint, samples_fingerprint
-from experiments.data.gpu_decode import check_decode
-from experiments.data.imagenet import FolderOptions, ImageNetSamples, build_imagenet
-from experiments.data.settings import LOADER_NAMES, DataSettings
+from experiments.data.imagenet import ImageFolders, build_imagenet
+from experiments.data.loading import LOADER_NAMES, Loading
 from experiments.data.sharding import EpochPlanner, train_steps_per_epoch
 from experiments.data.validation_split import ValidationSplit, split_validation
 from experiments.data.worker_loader import (
@@ -26,67 +24,62 @@ from experiments.data.worker_loader import (
     make_eval_dataloader,
     make_train_dataloader,
 )
+from experiments.settings import DEFAULT_IMAGE_SIZE
 
 __all__ = [
-    "DATASET_NAMES",
     "LOADER_NAMES",
     "build_array_bundle",
     "build_data",
     "fingerprint_data",
+    "load_data",
+    "make_dataset",
 ]
 
-DATASET_NAMES = ("cifar10", "cifar100", "imagenet", "digits")
-DEVICE_LOADER_DATASETS = ("cifar10", "cifar100", "digits")
+Dataset = ArraySplits | ImageFolders
 
 
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
+def make_dataset(
+    name: str, root: str = "data", image_size: int = DEFAULT_IMAGE_SIZE, **options: Any
+) -> Dataset:
+    """Dataset ``name``: its registered builder (``experiments.data.datasets``) called with
+    ``options`` (and ``root`` and ``image_size``, when it takes them). A value the builder
+    refuses raises ValueError naming the option; a run passes ``data.name``, ``data.root``,
+    ``data.image_size`` and ``data``'s options."""
+    from autodrop.checks import call_with_options, check_choice
+    from experiments.data.datasets import DATASETS
+
+    builders = {builder.__name__: builder for builder in DATASETS}
+    builder = builders[check_choice("data.name", name, tuple(builders))]
+    context = {"root": str(root), "image_size": image_size}
+    return call_with_options("dataset", name, builder, context, options)
 
 
-def _check_dataset(name: str, settings: DataSettings) -> None:
-    """What ``DataSettings`` cannot check alone: the dataset and the settings it needs."""
-    check_choice("dataset", name, DATASET_NAMES)
-    _require(
-        settings.loader != "device" or name in DEVICE_LOADER_DATASETS,
-        f"loader='device' does not support {name!r} (it does {', '.join(DEVICE_LOADER_DATASETS)}); "
-        "use loader='classic'",
-    )
-    if name == "digits":
-        _require(
-            settings.image_size >= 8,
-            f"image_size must be >= 8 for digits, got {settings.image_size}",
+def load_data(name: str, loading: Loading, *, root: str = "data", **options: Any) -> DataBundle:
+    """Dataset ``name``, built with ``root``, ``image_size`` and its ``options``
+    (``make_dataset``), as one rank loads it."""
+    return build_data(make_dataset(name, root, **options), loading, name=name)
+
+
+def build_data(dataset: Dataset, loading: Loading, *, name: str) -> DataBundle:
+    """Train, test (and validation) loaders of ``dataset`` for one rank as ``loading``
+    describes; ``name`` is the dataset's (the bundle and the messages say it)."""
+    if loading.loader == "device" and not isinstance(dataset, ArraySplits):
+        raise ValueError(
+            f"loader='device' does not support {name!r}: it reads image folders, which only "
+            "loader workers serve; use loader='classic'"
         )
-    if name.startswith("cifar"):
-        _require(
-            settings.image_size == CIFAR_SIDE,
-            f"image_size must be {CIFAR_SIDE} for {name} (its native size), "
-            f"got {settings.image_size}",
-        )
-    check_decode(settings.decode, name, settings.device)
-
-
-def build_data(name: str, settings: DataSettings) -> DataBundle:
-    """Train and test loaders for dataset ``name`` as ``settings`` describes for one rank."""
-    _check_dataset(name, settings)
-    if name == "imagenet":
-        bundle = build_imagenet(settings)
+    if isinstance(dataset, ImageFolders):
+        bundle = build_imagenet(dataset, loading)
     else:
-        bundle = build_array_bundle(_load_arrays(name, settings), settings, name=name)
-    batch, world = settings.batch_size, settings.world_size
-    steps = train_steps_per_epoch(bundle.num_train, batch, world, settings.drop_last)
-    _require(
-        steps >= 1,
-        f"batch_size={batch} x world_size={world} with drop_last=True leaves no full "
-        f"batch of the {bundle.num_train} train samples",
-    )
+        bundle = build_array_bundle(dataset, loading, name=name)
+    batch, world = loading.batch_size, loading.world_size
+    steps = train_steps_per_epoch(bundle.num_train, batch, world, loading.drop_last)
+    if steps < 1:
+        raise ValueError(
+            f"batch_size={batch} x world_size={world} with drop_last=True leaves no full "
+            f"batch of the {bundle.num_train} train samples"
+        )
     return bundle
-
-
-def _load_arrays(name: str, settings: DataSettings) -> ArraySplits:
-    if name == "digits":
-        return load_digits_splits(settings.image_size)
-    return load_cifar(settings.root, name, settings.download, settings.verify)
 
 
 @dataclass(frozen=True)
@@ -112,19 +105,16 @@ class HeldOut:
         return {"train": self.splits.train, **val, "test": self.splits.test}
 
 
-def fingerprint_data(name: str, settings: DataSettings) -> DataFingerprint:
-    """The fingerprint of the data ``build_data(name, settings)`` trains and evaluates on, read
-    the same way without building loaders: the split arrays of an in-memory dataset (CIFAR
-    downloaded and verified as ``settings`` say), or ImageNet's scanned sample lists (one
-    directory scan, no image decoded); the validation split held out as the build holds it."""
-    check_choice("dataset", name, DATASET_NAMES)
-    if name != "imagenet":
-        held = HeldOut.of(_load_arrays(name, settings), settings.val_size)
-        return arrays_fingerprint(held.by_role())
-    root = Path(settings.root).expanduser()
-    samples = ImageNetSamples.scan(root, FolderOptions.of(settings), settings.val_size)
+def fingerprint_data(dataset: Dataset, val_size: int) -> DataFingerprint:
+    """The fingerprint of the data ``build_data`` trains and evaluates on, read the same way
+    without building loaders: the split arrays of an in-memory dataset, or an image-folder
+    dataset's scanned sample lists (one directory scan, no image decoded); ``val_size``
+    training samples held out as the build holds them out."""
+    if isinstance(dataset, ArraySplits):
+        return arrays_fingerprint(HeldOut.of(dataset, val_size).by_role())
+    samples = dataset.samples(val_size)
     return samples_fingerprint(
-        root,
+        dataset.path,
         {
             role: [(sample.shown, sample.label) for sample in split]
             for role, split in samples.by_role().items()
@@ -132,7 +122,7 @@ def fingerprint_data(name: str, settings: DataSettings) -> DataFingerprint:
     )
 
 
-def build_array_bundle(splits: ArraySplits, settings: DataSettings, *, name: str) -> DataBundle:
+def build_array_bundle(splits: ArraySplits, settings: Loading, *, name: str) -> DataBundle:
     """Loaders over in-memory splits (CIFAR, digits, or synthetic arrays in benchmarks), by
     ``settings.loader``; ``settings.val_size`` training samples are held out as the validation
     split (``experiments.data.validation_split``)."""
@@ -156,7 +146,7 @@ EvalLoaderMaker = Callable[[ImageArrays], EvalLoader]
 
 
 def _device_loaders(
-    splits: ArraySplits, settings: DataSettings
+    splits: ArraySplits, settings: Loading
 ) -> tuple[DeviceTrainLoader, EvalLoaderMaker]:
     """The device-resident train loader and a maker of eval loaders (test, validation)."""
     norm = {"mean": splits.mean, "std": splits.std}
@@ -188,7 +178,7 @@ def _device_loaders(
 
 
 def _classic_loaders(
-    splits: ArraySplits, settings: DataSettings
+    splits: ArraySplits, settings: Loading
 ) -> tuple[WorkerTrainLoader, EvalLoaderMaker]:
     """The DataLoader-worker train loader and a maker of eval loaders (test, validation)."""
     norm = {"mean": splits.mean, "std": splits.std, "padding": splits.padding}

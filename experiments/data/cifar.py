@@ -32,8 +32,8 @@ from experiments.data.cifar_pickle import (
     brief_repr,
     load_cifar_pickle,
 )
-from experiments.data.errors import DatasetUnavailableError
 from experiments.data.normalization import CIFAR_MEAN, CIFAR_STD
+from experiments.errors import DatasetUnavailableError
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """What data a run trains and evaluates on, as one comparable value: its fingerprint.
 
-A run's setup (``experiments.identity``) holds ``data.fingerprint`` so that a launch into a run
+A run's setup (``experiments.run_identity``) holds ``data.fingerprint`` so that a launch into a run
 trained on other data (another CIFAR copy read with ``data.verify=false``, an ImageNet folder
 with images added, removed, renamed or relabelled) is refused instead of skipped or resumed.
 The value names the split sizes and a sha256 over every split in order:

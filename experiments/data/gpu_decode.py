@@ -43,7 +43,6 @@ from torchvision import io
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
-from autodrop.checks import check_choice
 from experiments.data.bundle import DataBundle
 from experiments.data.image_folder import (
     BadImageError,
@@ -51,8 +50,8 @@ from experiments.data.image_folder import (
     Sample,
     read_checked_bytes,
 )
+from experiments.data.loading import Loading
 from experiments.data.normalization import IMAGENET_MEAN, IMAGENET_STD
-from experiments.data.settings import DECODERS, DataSettings
 from experiments.data.staging import OnDeviceNormalize
 from experiments.data.validation_split import ValidationSplit
 from experiments.data.worker_loader import (
@@ -73,17 +72,14 @@ from experiments.device_seam import (
 _SCALE, _RATIO = (0.08, 1.0), (3.0 / 4.0, 4.0 / 3.0)  # RandomResizedCrop's defaults
 
 
-def check_decode(decode: str, dataset: str, device: torch.device) -> None:
-    """Refuse a ``data.decode`` this run cannot use, naming the key and the valid choices."""
-    check_choice("data.decode", decode, DECODERS)
-    if decode == "gpu" and dataset != "imagenet":
-        raise ValueError(f"data.decode='gpu' applies to imagenet only, not {dataset!r}")
-    if decode == "gpu" and not gpu_decode_possible(device):
+def check_gpu_decode(device: torch.device) -> None:
+    """Refuse ``data.decode=gpu`` where this run cannot use it (no CUDA device)."""
+    if not gpu_decode_possible(device):
         raise ValueError(
-            f"data.decode='gpu' needs a CUDA device (torchvision.io.decode_jpeg on the GPU), "
-            f"but this run trains on {torch.device(device).type}: use data.decode=cpu "
-            f"(valid: {', '.join(DECODERS)}; tests set {GPU_DECODE_ON_CPU_ENV}=1 to run this "
-            "path with the CPU decoder)"
+            f"decode='gpu' is invalid here: it needs a CUDA device (torchvision.io.decode_jpeg "
+            f"on the GPU), but this run trains on {torch.device(device).type}: use "
+            f"data.decode=cpu (tests set {GPU_DECODE_ON_CPU_ENV}=1 to run this path with the "
+            "CPU decoder)"
         )
 
 
@@ -230,31 +226,33 @@ def build_gpu_decoded_imagenet(
     val_folder: CheckedImageFolder,
     *,
     num_classes: int,
-    settings: DataSettings,
+    folders: Any,
+    loading: Loading,
     held_out: CheckedImageFolder | None = None,
     validation: ValidationSplit | None = None,
 ) -> DataBundle:
     """``val_folder``: the test split (ImageNet's val/); ``held_out``: the validation split
-    drawn from train/ (``validation`` describes it), None without one."""
-    device = settings.device
-    check_decode("gpu", "imagenet", device)
+    drawn from train/ (``validation`` describes it), None without one. ``folders``: the
+    dataset's ``ImageFolders`` (its crop sizes)."""
+    device = loading.device
+    check_gpu_decode(device)
     train_set, val_set = EncodedImages(train_folder), EncodedImages(val_folder)
-    sampler = seeded_train_sampler(train_set, settings)
+    sampler = seeded_train_sampler(train_set, loading)
     train_loader, val_loader = make_split_loaders(
-        settings, train_set, sampler, val_set, collate_fn=collate_encoded
+        loading, train_set, sampler, val_set, collate_fn=collate_encoded
     )
     sizes = dict(
-        crop_size=settings.crop_size,
-        resize_size=settings.resize_size,
-        channels_last=settings.channels_last,
+        crop_size=folders.crop_size,
+        resize_size=folders.resize_size,
+        channels_last=loading.channels_last,
     )
     held_out_loader = None
     if held_out is not None:
-        loader = make_eval_dataloader(settings, EncodedImages(held_out), collate_fn=collate_encoded)
+        loader = make_eval_dataloader(loading, EncodedImages(held_out), collate_fn=collate_encoded)
         held_out_loader = GpuDecodedLoader(loader, device, train=False, **sizes)
     return DataBundle(
         train=GpuDecodedLoader(
-            train_loader, device, train=settings.augment, sampler=sampler, **sizes
+            train_loader, device, train=loading.augment, sampler=sampler, **sizes
         ),
         test=GpuDecodedLoader(val_loader, device, train=False, **sizes),
         num_classes=num_classes,

@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from experiments.data.errors import DatasetUnavailableError
+from experiments.errors import DatasetUnavailableError
 
 log = logging.getLogger(__name__)
 

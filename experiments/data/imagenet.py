@@ -18,9 +18,8 @@ from pathlib import Path
 
 from torchvision import transforms
 
-from autodrop.checks import check_choice
+from autodrop.checks import check_bool, check_choice, check_int
 from experiments.data.bundle import DataBundle
-from experiments.data.errors import DatasetUnavailableError
 from experiments.data.image_folder import (
     IMAGE_EXTENSIONS,
     CheckedImageFolder,
@@ -29,8 +28,8 @@ from experiments.data.image_folder import (
     refuse_shared_files,
     scan_split,
 )
+from experiments.data.loading import Loading
 from experiments.data.normalization import IMAGENET_MEAN, IMAGENET_STD
-from experiments.data.settings import DataSettings
 from experiments.data.staging import OnDeviceNormalize
 from experiments.data.validation_split import ValidationSplit, split_validation
 from experiments.data.worker_loader import (
@@ -41,6 +40,7 @@ from experiments.data.worker_loader import (
     make_split_loaders,
     seeded_train_sampler,
 )
+from experiments.errors import DatasetUnavailableError
 
 _SPLITS = ("train", "val")
 
@@ -86,20 +86,49 @@ def _preview(names: list[str], limit: int = 5) -> str:
     return f"{shown}, ... ({len(names)} in all)" if len(names) > limit else shown
 
 
+DECODERS = ("cpu", "gpu")  # PIL in the loader workers, or nvJPEG on the training GPU
+
+
 @dataclass(frozen=True)
-class FolderOptions:
-    """How the image folders are trusted: see ``experiments.data.image_folder``."""
+class ImageFolders:
+    """An ImageNet-style dataset under ``root`` and how it is read: the crops (``crop_size``,
+    and ``resize_size`` before the eval centre crop), the JPEG decoder (``decode``: "cpu" in
+    the loader workers, "gpu" with nvJPEG on the training device) and how far its files are
+    trusted (``follow_links``, ``skip_bad_images``, ``max_image_pixels``: see
+    ``experiments.data.image_folder``). Checked on construction."""
 
-    follow_links: bool = False
-    skip_bad_images: bool = False
-    max_image_pixels: int = 40_000_000
+    root: str
+    crop_size: int
+    resize_size: int
+    follow_links: bool
+    skip_bad_images: bool
+    max_image_pixels: int
+    decode: str
 
-    @classmethod
-    def of(cls, settings: DataSettings) -> FolderOptions:
-        return cls(settings.follow_links, settings.skip_bad_images, settings.max_image_pixels)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", str(self.root))
+        for name in ("crop_size", "resize_size", "max_image_pixels"):
+            check_int(name, getattr(self, name), low=1)
+        if self.resize_size < self.crop_size:
+            raise ValueError(
+                f"resize_size={self.resize_size} is invalid: must be >= crop_size "
+                f"({self.crop_size}), the eval crop is cut from the resized image"
+            )
+        check_bool("follow_links", self.follow_links)
+        check_bool("skip_bad_images", self.skip_bad_images)
+        object.__setattr__(self, "decode", check_choice("decode", str(self.decode), DECODERS))
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root).expanduser()
+
+    def samples(self, val_size: int) -> ImageNetSamples:
+        """The samples of a run holding out ``val_size`` training images (one directory scan,
+        no image decoded)."""
+        return ImageNetSamples.scan(self.path, self, val_size)
 
 
-def _scan_splits(root: Path, classes: list[str], options: FolderOptions) -> dict[str, FolderScan]:
+def _scan_splits(root: Path, classes: list[str], options: ImageFolders) -> dict[str, FolderScan]:
     """Both splits' samples, after checking every class has images and no file is in both."""
     scans = {}
     for split in _SPLITS:
@@ -117,7 +146,7 @@ def _scan_splits(root: Path, classes: list[str], options: FolderOptions) -> dict
 
 
 def _image_folder(
-    samples: list[Sample], transform: transforms.Compose | None, options: FolderOptions
+    samples: list[Sample], transform: transforms.Compose | None, options: ImageFolders
 ) -> CheckedImageFolder:
     return CheckedImageFolder(
         samples,
@@ -144,7 +173,7 @@ class ImageNetSamples:
         return {"train": self.train, **val, "test": self.test}
 
     @classmethod
-    def scan(cls, root: Path, options: FolderOptions, val_size: int) -> ImageNetSamples:
+    def scan(cls, root: Path, options: ImageFolders, val_size: int) -> ImageNetSamples:
         classes = check_imagenet_layout(root)
         scans = _scan_splits(root, classes, options)
         train, test = scans["train"].samples, scans["val"].samples
@@ -187,43 +216,41 @@ def imagenet_transforms(
     return train_tf, eval_tf
 
 
-def build_imagenet(settings: DataSettings, *, output: str = "uint8") -> DataBundle:
-    """ImageNet loaders as ``settings`` describes (its ``root``, sizes, ``decode``, folder
-    options and ``val_size``: training images held out as the validation split; the val/ folder
-    is the test split). ``output``: what the workers produce (see ``imagenet_transforms``).
-    ``decode="gpu"``: the workers only read the JPEG bytes; decoding and crops run on the CUDA
-    device."""
-    root = Path(settings.root).expanduser()
-    options = FolderOptions.of(settings)
-    samples = ImageNetSamples.scan(root, options, settings.val_size)
-    if settings.decode == "gpu":
+def build_imagenet(folders: ImageFolders, loading: Loading, *, output: str = "uint8") -> DataBundle:
+    """Loaders over ``folders`` for one rank as ``loading`` describes (its ``val_size``:
+    training images held out as the validation split; the val/ folder is the test split).
+    ``output``: what the workers produce (see ``imagenet_transforms``). ``decode="gpu"``: the
+    workers only read the JPEG bytes; decoding and crops run on the CUDA device."""
+    samples = folders.samples(loading.val_size)
+    if folders.decode == "gpu":
         from experiments.data.gpu_decode import build_gpu_decoded_imagenet
 
         return build_gpu_decoded_imagenet(
-            _image_folder(samples.train, None, options),
-            _image_folder(samples.test, None, options),
+            _image_folder(samples.train, None, folders),
+            _image_folder(samples.test, None, folders),
             num_classes=samples.num_classes,
-            settings=settings,
-            held_out=_image_folder(samples.held_out, None, options) if samples.held_out else None,
+            folders=folders,
+            loading=loading,
+            held_out=_image_folder(samples.held_out, None, folders) if samples.held_out else None,
             validation=samples.validation,
         )
     train_tf, eval_tf = imagenet_transforms(
-        settings.crop_size, settings.resize_size, settings.augment, output
+        folders.crop_size, folders.resize_size, loading.augment, output
     )
-    train_set = _image_folder(samples.train, train_tf, options)
-    test_set = _image_folder(samples.test, eval_tf, options)
-    held_out = _image_folder(samples.held_out, eval_tf, options) if samples.held_out else None
-    sampler = seeded_train_sampler(train_set, settings)
+    train_set = _image_folder(samples.train, train_tf, folders)
+    test_set = _image_folder(samples.test, eval_tf, folders)
+    held_out = _image_folder(samples.held_out, eval_tf, folders) if samples.held_out else None
+    sampler = seeded_train_sampler(train_set, loading)
     train_loader, test_loader = make_split_loaders(
-        settings, PerSampleSeededDataset(train_set), sampler, test_set
+        loading, PerSampleSeededDataset(train_set), sampler, test_set
     )
-    device, channels_last = settings.device, settings.channels_last
+    device, channels_last = loading.device, loading.channels_last
     uint8 = output == "uint8"
     normalize = OnDeviceNormalize(IMAGENET_MEAN, IMAGENET_STD, device) if uint8 else None
-    folders = [folder for folder in (train_set, test_set, held_out) if folder is not None]
+    folder_sets = [folder for folder in (train_set, test_set, held_out) if folder is not None]
     val = None
     if held_out is not None:
-        val_loader = make_eval_dataloader(settings, held_out)
+        val_loader = make_eval_dataloader(loading, held_out)
         val = WorkerEvalLoader(val_loader, device, channels_last, normalize)
     return DataBundle(
         train=WorkerTrainLoader(train_loader, sampler, device, channels_last, normalize),
@@ -232,7 +259,7 @@ def build_imagenet(settings: DataSettings, *, output: str = "uint8") -> DataBund
         num_train=len(train_set),
         num_test=len(test_set),
         name="imagenet",
-        skipped_images=lambda: sum(folder.skipped() for folder in folders),
+        skipped_images=lambda: sum(folder.skipped() for folder in folder_sets),
         val=val,
         validation=samples.validation,
     )

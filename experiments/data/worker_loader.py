@@ -31,7 +31,7 @@ from experiments.data.sharding import (
 from experiments.data.staging import OnDeviceNormalize, stage_batches
 
 if TYPE_CHECKING:
-    from experiments.data.settings import DataSettings
+    from experiments.data.loading import Loading
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 PREFETCH_BATCHES = 4  # per worker (torch's default is 2): rides out slow JPEGs
@@ -216,7 +216,7 @@ def make_dataloader(
 
 
 def make_split_loaders(
-    settings: DataSettings,
+    settings: Loading,
     train_set: Dataset,
     train_sampler: Iterable,
     test_set: Dataset,
@@ -231,7 +231,7 @@ def make_split_loaders(
 
 
 def make_train_dataloader(
-    settings: DataSettings,
+    settings: Loading,
     train_set: Dataset,
     train_sampler: Iterable,
     collate_fn: Callable[[list[Any]], Any] | None = None,
@@ -247,7 +247,7 @@ def make_train_dataloader(
 
 
 def _loader_options(
-    settings: DataSettings, collate_fn: Callable[[list[Any]], Any] | None
+    settings: Loading, collate_fn: Callable[[list[Any]], Any] | None
 ) -> dict[str, Any]:
     return {
         "num_workers": settings.num_workers,
@@ -258,7 +258,7 @@ def _loader_options(
 
 
 def make_eval_dataloader(
-    settings: DataSettings,
+    settings: Loading,
     dataset: Dataset,
     collate_fn: Callable[[list[Any]], Any] | None = None,
 ) -> DataLoader:
@@ -273,7 +273,7 @@ def make_eval_dataloader(
     )
 
 
-def seeded_train_sampler(dataset: Dataset, settings: DataSettings) -> SampleSeedSampler:
+def seeded_train_sampler(dataset: Dataset, settings: Loading) -> SampleSeedSampler:
     """A shuffling DistributedSampler over ``dataset`` for this rank, yielding each index with
     its sample seed (see ``SampleSeedSampler``)."""
     base = DistributedSampler(

@@ -159,9 +159,9 @@ class Comparison:
 
 def _named_config(overrides: Sequence[str]) -> tuple[DictConfig, str]:
     """The validated config of one run of ``overrides`` and its label as the runner names its
-    directory (``experiments.train.run_suffix``); Hydra's own overrides (launcher, sweep
+    directory (``experiments.run_identity.run_suffix``); Hydra's own overrides (launcher, sweep
     directory) are left out: they never name a run."""
-    from experiments.train import run_suffix
+    from experiments.run_identity import run_suffix
     from experiments.validation import validate_config
 
     parsed = OverridesParser.create().parse_overrides(list(overrides))

@@ -13,7 +13,7 @@ from typing import Any
 
 from autodrop import registry
 from experiments.config import compact_number
-from experiments.identity import format_value
+from experiments.run_identity import format_value
 
 
 def _schedule(name: str):

@@ -329,4 +329,3 @@ def write_results(
     json_path = out / "nqm.json"
     json_path.write_text(json.dumps(summary, indent=2) + "\n")
     return [npz_path, json_path]
-

@@ -254,8 +254,11 @@ def _read_run_dir_or_damaged(root: Path, run_dir: Path) -> RawRun:
     try:
         return _read_run_dir(root, run_dir)
     except Exception as error:  # noqa: BLE001 - any unreadable run is listed, not fatal
-        summary = {**fields_from_path(root, run_dir), "status": DAMAGED,
-                   "message": f"{run_dir}: {type(error).__name__}: {error}"}
+        summary = {
+            **fields_from_path(root, run_dir),
+            "status": DAMAGED,
+            "message": f"{run_dir}: {type(error).__name__}: {error}",
+        }
         return RawRun("/".join(run_dir.relative_to(root).parts), summary, [], [], str(run_dir))
 
 

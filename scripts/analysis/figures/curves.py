@@ -370,4 +370,3 @@ def make_all_figures(
         )
         paths += save_figure(fig, out_dir, _file_stem("fig_autodrop_trace", group, split))
     return paths + summary.make_summary_figures(runs, out_dir, targets=targets)
-

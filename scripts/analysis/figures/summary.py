@@ -41,9 +41,7 @@ def _legend_names(frame: pd.DataFrame) -> dict[str, tuple[str, str]]:
     labels = frame["scheduler"]
     names = frame["scheduler_name"] if "scheduler_name" in frame else labels
     shown = frame["display"] if "display" in frame else labels.map(display_name)
-    return {
-        label: (name, text) for label, name, text in zip(labels, names, shown, strict=True)
-    }
+    return {label: (name, text) for label, name, text in zip(labels, names, shown, strict=True)}
 
 
 def performance_profile_figure(
@@ -182,4 +180,3 @@ def make_summary_figures(
             fig = lr_sensitivity_figure(values, f"{row}: learning-rate sensitivity")
             paths += save_figure(fig, out_dir, f"fig_lr_sensitivity_{_stem(str(row))}")
     return paths
-

@@ -277,4 +277,3 @@ def make_theory_figures(out_dir: str | Path, iterations: int = 4000, seed: int =
     paths += save_figure(fig4_velocity_model(iterations=iterations), out_dir, "fig4_velocity_model")
     paths += save_figure(fig5_idealised_algorithm(), out_dir, "fig5_idealised_algorithm")
     return paths
-

@@ -1,6 +1,6 @@
 """What a mid-epoch checkpoint adds to an epoch-end one, and the provenance of a resume.
 
-A signal stops training between two optimizer steps (``experiments.preemption``); the
+A signal stops training between two optimizer steps (``experiments.running.preemption``); the
 checkpoint then also holds ``stopped_epoch``: the epoch, every rank's place in it (batches
 trained, running sums, lr sum, seconds) and the schedule's measurement records of its first part.
 A resume appends one ``resume_record`` to summary.json's ``resumes``.
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from experiments import rundir as rd
-from experiments.distributed import DistContext, gather_objects
 from experiments.loop import PartialEpoch
+from experiments.running.processes import DistContext, gather_objects
 
 log = logging.getLogger(__name__)
 

@@ -23,46 +23,15 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from experiments.distributed import DistContext
+from experiments import rundir as rd
+from experiments.errors import TrainingInterrupted
+from experiments.running.processes import DistContext
 
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 
 Handler = Callable[[int, FrameType | None], Any] | int | None
-
-
-class TrainingInterrupted(Exception):
-    """Training stopped on a signal after its checkpoint was saved; relaunching resumes it."""
-
-    def __init__(self, signal_name: str, step: int, epoch: int, batch: int, batches: int) -> None:
-        self.signal_name, self.step, self.epoch = signal_name, step, epoch
-        self.batch, self.batches = batch, batches
-        where = (
-            f"epoch {epoch}, batch {batch} of {batches}" if batch else f"the start of epoch {epoch}"
-        )
-        super().__init__(
-            f"stopped by {signal_name} at step {step} ({where}); the checkpoint holds this "
-            "point: relaunch the same command to resume"
-        )
-
-    @property
-    def exit_code(self) -> int:
-        """The shell's convention for a process ended by a signal: 128 + its number."""
-        return 128 + int(signal.Signals[self.signal_name])
-
-    def record(self) -> dict[str, Any]:
-        """The summary's ``interruption`` field."""
-        return {
-            "signal": self.signal_name,
-            "step": self.step,
-            "epoch": self.epoch,
-            "batch": self.batch,
-        }
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any], batches: int) -> TrainingInterrupted:
-        return cls(record["signal"], record["step"], record["epoch"], record["batch"], batches)
 
 
 @dataclass(frozen=True)
@@ -196,3 +165,14 @@ class StopPoll:
         if self.agreed is None:
             raise RuntimeError("no stop was agreed")
         return signal.Signals(self.agreed).name
+
+
+def hand_over(signals: StopSignals, stop: TrainingInterrupted) -> tuple[str, str, BaseException]:
+    """(status, message, exception to raise) of a run stopped by ``stop``, once its checkpoint
+    is saved: the signal goes to the handler installed before ours, which may requeue the job."""
+    outcome = signals.hand_over()
+    if outcome.requeued:
+        return rd.REQUEUED, f"{stop}; the scheduler requeued the job", outcome.error or stop
+    if outcome.error is not None:
+        return rd.INTERRUPTED, f"{stop}; not requeued: {outcome.error}", outcome.error
+    return rd.INTERRUPTED, str(stop), stop

@@ -1,15 +1,15 @@
 """``autodrop-train``: the benchmark runner (``python -m experiments.train``) as a command.
 
-The runner (``experiments``, ``models``, ``conf``) is not installed with the library: it runs in
-a checkout of this repository. The command finds the checkout (the current directory or one
-above it, else the checkout an editable install points at), puts it first on ``sys.path`` and
-calls ``experiments.train.main``. Being a command, it gets Hydra's tab completion:
+A thin launcher, installed beside the library but no part of it (``autodrop`` imports nothing
+above itself). The runner (``experiments``, ``models``, ``conf``) is not installed: it runs in a
+checkout of this repository. The command finds the checkout (the current directory or one above
+it, else the checkout an editable install points at), puts it first on ``sys.path`` and calls
+``experiments.train.main``. Being a command, it gets Hydra's tab completion:
 ``eval "$(autodrop-train -sc install=bash)"``. Only the standard library is imported here.
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 
@@ -22,7 +22,7 @@ def find_checkout(start: Path) -> Path | None:
     return next((folder for folder in candidates if (folder / RUNNER).is_file()), None)
 
 
-def train() -> None:
+def main() -> None:
     checkout = find_checkout(Path.cwd().resolve())
     if checkout is None:
         print(
@@ -32,4 +32,6 @@ def train() -> None:
         )
         sys.exit(2)
     sys.path.insert(0, str(checkout))
-    importlib.import_module("experiments.train").main()
+    from experiments.train import main as train
+
+    train()

@@ -88,3 +88,12 @@ def convert_to_global_batchnorm(module: nn.Module) -> nn.Module:
     for name, child in module.named_children():
         module.add_module(name, convert_to_global_batchnorm(child))
     return module
+
+
+def over_all_ranks(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` with BatchNorm over the batch of every rank: torch's SyncBatchNorm on CUDA,
+    ours elsewhere (torch's refuses CPU tensors: ValueError "expected input tensor to be on
+    GPU", torch 2.14; tests/test_sync_batchnorm_cpu.py), which gloo runs need."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return convert_to_global_batchnorm(model)

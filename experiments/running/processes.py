@@ -15,11 +15,10 @@ import pickle
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+if TYPE_CHECKING:  # torch is imported where a process group is used, not to plan a launch
+    import torch
 
 GROUP_TIMEOUT = datetime.timedelta(minutes=30)
 # Rendezvous ports derived from a job id: below Linux's ephemeral range (32768-60999 by default,
@@ -139,8 +138,13 @@ def backend_for(device_type: str) -> str:
     return "nccl" if device_type == "cuda" else "gloo"
 
 
-def init_process_group(plan: LaunchPlan, rank: int, local_rank: int, backend: str) -> DistContext:
-    """Join the job's process group (a no-op context for a single process)."""
+def init_process_group(
+    plan: LaunchPlan, rank: int, local_rank: int, device_type: str
+) -> DistContext:
+    """Join the job's process group (a no-op context for a single process) with the backend
+    for ``device_type`` (``backend_for``)."""
+    import torch.distributed as dist
+
     if plan.world_size == 1:
         return DistContext()
     if plan.kind == "torchrun" and dist.is_initialized():
@@ -151,13 +155,18 @@ def init_process_group(plan: LaunchPlan, rank: int, local_rank: int, backend: st
     if plan.master_port is not None:
         os.environ["MASTER_PORT"] = str(plan.master_port)
     dist.init_process_group(
-        backend=backend, rank=rank, world_size=plan.world_size, timeout=GROUP_TIMEOUT
+        backend=backend_for(device_type),
+        rank=rank,
+        world_size=plan.world_size,
+        timeout=GROUP_TIMEOUT,
     )
     return DistContext(rank=rank, local_rank=local_rank, world_size=plan.world_size)
 
 
 def destroy_process_group(plan: LaunchPlan | None = None) -> None:
     """Leave the job's group; under torchrun it is kept for the launch's next job."""
+    import torch.distributed as dist
+
     if plan is not None and plan.kind == "torchrun":
         return
     if dist.is_available() and dist.is_initialized():
@@ -166,13 +175,46 @@ def destroy_process_group(plan: LaunchPlan | None = None) -> None:
 
 def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     """Sum ``tensor`` over ranks in place (identity for one process)."""
+    import torch.distributed as dist
+
     if ctx.is_distributed:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
 
+def barrier(ctx: DistContext) -> None:
+    """Wait until every rank is here (nothing to wait for in a single process)."""
+    if ctx.is_distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def sync_buffers_from_rank0(model: Any, ctx: DistContext) -> None:
+    """Under DDP each rank's BatchNorm statistics drift within a forward pass; evaluate and
+    checkpoint rank 0's, so the metrics describe the model that is saved."""
+    if ctx.is_distributed:
+        import torch.distributed as dist
+
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def data_parallel(model: Any, device: Any, ctx: DistContext) -> Any:
+    """``model`` wrapped in DistributedDataParallel across ranks (itself for one process).
+    Checkpoints hold the bare model."""
+    if not ctx.is_distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
+
+
 def broadcast_object(value: Any, ctx: DistContext) -> Any:
     """Rank 0's ``value`` on every rank."""
+    import torch.distributed as dist
+
     if not ctx.is_distributed:
         return value
     box = [value]
@@ -182,6 +224,8 @@ def broadcast_object(value: Any, ctx: DistContext) -> Any:
 
 def gather_objects(value: Any, ctx: DistContext) -> list[Any]:
     """``[value of rank 0, value of rank 1, ...]`` on every rank."""
+    import torch.distributed as dist
+
     if not ctx.is_distributed:
         return [value]
     gathered: list[Any] = [None] * ctx.world_size
@@ -208,6 +252,8 @@ def spawn(
     ``torch.multiprocessing.spawn`` when a worker fails, with the error of the worker that
     failed first (see ``_first_failure``).
     """
+    import torch.multiprocessing as mp
+
     if mp.get_start_method(allow_none=True) not in (None, "spawn", "fork", "forkserver"):
         # A joblib (loky) worker's start method is "loky", which the children, plain
         # interpreters, cannot restore: give them the standard one.
@@ -232,12 +278,12 @@ def spawn(
                 os.unlink(path)
 
 
-def _first_failure(
-    context: mp.ProcessContext, reported: mp.ProcessRaisedException
-) -> mp.ProcessRaisedException:
+def _first_failure(context: Any, reported: Any) -> Any:
     """torch reports the failed worker it notices first, often one that failed only because
     another did (a peer closed the connection); the cause is the worker whose error (the
     traceback torch has each failed worker write to its own file) was written first."""
+    import torch.multiprocessing as mp
+
     written = []
     for rank, path in enumerate(context.error_files):
         with contextlib.suppress(OSError):
