@@ -61,14 +61,15 @@ TRAIN := $(PY) -m experiments.train
 # make status / make reproduce DRY_RUN=1: the grids above, as scripts.status reads them.
 STATUS       := $(PY) -m scripts.status --runs $(RESULTS)/runs
 STATUS_paper  = $(STATUS) --experiments $(addprefix paper/,$(PAPER_TASKS)) --grid $(PAPER_GRIDS) \
-                  --seeds $(SEEDS) --gpus $(GPUS)
+                  --seeds $(SEEDS) --gpus $(GPUS) --data-dir $(DATA_DIR)
 STATUS_quick  = $(STATUS) --launch "experiment=quick/fixed_lr $(QUICK_OVERRIDES)" \
                   --launch "experiment=quick/digits scheduler=$(QUICK_SCHEDULES) seed=$(QUICK_SEEDS) $(QUICK_OVERRIDES)" \
                   --gpus $(QUICK_JOBS)
 STATUS_lr-sensitivity = $(STATUS) --experiments ablation/lr_sensitivity \
                   --grid "scheduler=$(QUICK_SCHEDULES) $(QUICK_OVERRIDES)" --seeds $(LR_SENSITIVITY_SEEDS) --gpus $(QUICK_JOBS)
 ABLATIONS := window buffer_size rho
-STATUS_ablations = $(STATUS) --experiments $(addprefix ablation/,$(ABLATIONS)) --seeds $(SEEDS) --gpus $(GPUS)
+STATUS_ablations = $(STATUS) --experiments $(addprefix ablation/,$(ABLATIONS)) --seeds $(SEEDS) --gpus $(GPUS) \
+  --data-dir $(DATA_DIR)
 # Beyond the paper: the horizon and tuning studies (experiments/studies.py, conf/experiment/
 # study/). A schedule that needs the budget is trained at every HORIZON_BUDGETS x T; one that
 # does not, once, at the longest (the runner refuses it at a shorter one): the two lists follow
@@ -112,7 +113,8 @@ study_horizons_free = experiment=study/horizons/$(1) scheduler=$(STUDY_FREE) see
 study_tuning = experiment=study/tuning/$(1) scheduler=$(STUDY_AWARE),$(STUDY_FREE) \
   $(if $(STUDY_TRIALS),tuning.trial=$(STUDY_TRIALS))
 STATUS_studies = $(STATUS) $(foreach task,$(STUDY_TASKS),--launch "$(call study_horizons_aware,$(task))" \
-  --launch "$(call study_horizons_free,$(task))" --launch "$(call study_tuning,$(task))") --gpus $(GPUS)
+  --launch "$(call study_horizons_free,$(task))" --launch "$(call study_tuning,$(task))") --gpus $(GPUS) \
+  --data-dir $(DATA_DIR)
 
 .PHONY: help install test test-fast lint format bench faults gpu-check quick quick-update quick-runs reproduce compare \
         ablations lr-sensitivity lr-sensitivity-update lr-sensitivity-runs lr-sensitivity-outputs \

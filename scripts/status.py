@@ -27,6 +27,7 @@ from scripts.analysis.status import (
     count_table,
     dry_run_lines,
     grid_status,
+    missing_data_lines,
     outside_grid_lines,
     saving_lines,
     scan_runs,
@@ -55,6 +56,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--gpus", type=int, default=1, help="devices running runs in parallel")
     parser.add_argument("--dry-run", action="store_true", help="list what a launch would train")
     parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="the launch's paths.data_dir: the dry run checks that each dataset it needs is there",
+    )
+    parser.add_argument(
         "--totals", action="store_true", help="only the totals (no table of runs, no listing)"
     )
     args = parser.parse_args(argv)
@@ -67,15 +73,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    where = f" paths.data_dir={args.data_dir}" if args.data_dir else ""
+    grids = [grid + where for grid in args.grid or [""]] if args.experiments else args.grid
+    launches = [launch + where for launch in args.launch]
     try:
-        planned = plan(args.experiments, args.grid, args.seeds, args.launch)
+        planned = plan(args.experiments, grids, args.seeds, launches)
         runs = scan_runs(args.runs)
     except (ValueError, HydraException) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     status = grid_status(planned, runs)
     if args.dry_run and not args.totals:
-        print("\n".join(dry_run_lines(status)))
+        print("\n".join(dry_run_lines(status) + missing_data_lines(planned, status)))
     elif not args.totals:
         print(count_table(status).to_string(index=False))
     print("\n".join(summary_lines(status, args.gpus) + saving_lines(planned, runs)))

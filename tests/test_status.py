@@ -257,3 +257,30 @@ def test_unreadable_or_incomplete_runs_are_listed_as_damaged_never_a_crash(tmp_p
     assert runs.loc[1, "state"] == "damaged" and runs.loc[1, "scheduler"] == "step"
     assert runs.loc[2, "state"] == "damaged"
     assert good.is_dir()
+
+
+def test_the_dry_run_names_the_data_a_launch_would_not_find(tmp_path, capsys):
+    data = tmp_path / "data"
+    argv = ["--runs", str(tmp_path / "runs"), "--seeds", "0", "--dry-run", "--data-dir", str(data)]
+    cifar = ["--experiments", "paper/resnet18_cifar10", "--grid", "scheduler=step,cosine"]
+    assert status_command.main([*argv, *cifar]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        f"data missing for 2 runs of cifar10: no {data}/cifar-10-batches-py: CIFAR-10 is "
+        f"expected as {data}/cifar-10-batches-py/{{data_batch_1, " in printed
+    )
+    release = data / "cifar-10-batches-py"
+    release.mkdir(parents=True)
+    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "test_batch"):
+        (release / name).touch()
+    assert status_command.main([*argv, *cifar]) == 0
+    assert f"{release} lacks data_batch_5, batches.meta" in capsys.readouterr().out
+    for name in ("data_batch_5", "batches.meta"):
+        (release / name).touch()
+    assert status_command.main([*argv, *cifar]) == 0
+    assert "data missing" not in capsys.readouterr().out  # in place: checked by name only
+    imagenet = ["--experiments", "paper/resnet18_imagenet", "--grid", "scheduler=step"]
+    assert status_command.main([*argv, *imagenet]) == 0
+    assert f"of imagenet: {data}/imagenet/train does not exist." in capsys.readouterr().out
+    assert status_command.main([*argv, "--launch", "experiment=quick/digits seed=0"]) == 0
+    assert "data missing" not in capsys.readouterr().out  # digits is embedded

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from experiments.data.cifar_pickle import (
     brief_repr,
     load_cifar_pickle,
 )
+from experiments.data.cifar_release import CIFAR_RELEASES, CifarRelease, expected_layout
 from experiments.data.normalization import CIFAR_MEAN, CIFAR_STD
 from experiments.errors import DatasetUnavailableError
 
@@ -40,69 +40,6 @@ log = logging.getLogger(__name__)
 CIFAR_SIDE = 32
 CIFAR_PADDING = 4
 _ROW_BYTES = 3 * CIFAR_SIDE * CIFAR_SIDE
-
-
-@dataclass(frozen=True)
-class CifarRelease:
-    """Where one official CIFAR release lives and how its pickles are keyed."""
-
-    title: str
-    folder: str
-    url: str
-    md5: str
-    train_files: tuple[str, ...]
-    test_file: str
-    meta_file: str
-    label_key: bytes
-    label_names_key: bytes
-    num_classes: int
-    file_md5: dict[str, str]  # every file of the extracted release -> its official md5
-
-    @property
-    def files(self) -> tuple[str, ...]:
-        return (*self.train_files, self.test_file, self.meta_file)
-
-
-CIFAR_RELEASES: dict[str, CifarRelease] = {
-    "cifar10": CifarRelease(
-        title="CIFAR-10",
-        folder="cifar-10-batches-py",
-        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-        md5="c58f30108f718f92721af3b95e74349a",
-        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
-        test_file="test_batch",
-        meta_file="batches.meta",
-        label_key=b"labels",
-        label_names_key=b"label_names",
-        num_classes=10,
-        file_md5={
-            "data_batch_1": "c99cafc152244af753f735de768cd75f",
-            "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
-            "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
-            "data_batch_4": "634d18415352ddfa80567beed471001a",
-            "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
-            "test_batch": "40351d587109b95175f43aff81a1287e",
-            "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
-        },
-    ),
-    "cifar100": CifarRelease(
-        title="CIFAR-100",
-        folder="cifar-100-python",
-        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-        md5="eb9058c3a382ffc7106e4002c42a8d85",
-        train_files=("train",),
-        test_file="test",
-        meta_file="meta",
-        label_key=b"fine_labels",
-        label_names_key=b"fine_label_names",
-        num_classes=100,
-        file_md5={
-            "train": "16019d7e3df5f24257cddd939b257f8d",
-            "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
-            "meta": "7973b15100ade9c7d40fb424638fde48",
-        },
-    ),
-}
 
 
 def _release(kind: str) -> CifarRelease:
@@ -116,10 +53,6 @@ def _how_to_get(release: CifarRelease, root: Path) -> str:
     )
 
 
-def _expected_layout(release: CifarRelease, root: Path) -> str:
-    return f"{release.title} is expected as {root / release.folder}/{{{', '.join(release.files)}}}"
-
-
 def ensure_cifar_files(root: str | Path, kind: str, download: bool = False) -> Path:
     """The release folder under ``root``, downloaded first when absent and ``download``."""
     release = _release(kind)
@@ -128,7 +61,7 @@ def ensure_cifar_files(root: str | Path, kind: str, download: bool = False) -> P
     lacking = missing_files(folder, release.files)
     if not lacking:
         return folder
-    layout = _expected_layout(release, root)
+    layout = expected_layout(release, root)
     if download and not folder.exists():
         return install_tar_archive(
             url=release.url,

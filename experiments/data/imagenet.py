@@ -28,6 +28,12 @@ from experiments.data.image_folder import (
     refuse_shared_files,
     scan_split,
 )
+from experiments.data.imagenet_layout import (
+    SPLITS,
+    check_imagenet_layout,
+    expected_layout,
+    preview,
+)
 from experiments.data.loading import Loading
 from experiments.data.normalization import IMAGENET_MEAN, IMAGENET_STD
 from experiments.data.staging import OnDeviceNormalize
@@ -41,50 +47,6 @@ from experiments.data.worker_loader import (
     seeded_train_sampler,
 )
 from experiments.errors import DatasetUnavailableError
-
-_SPLITS = ("train", "val")
-
-
-def _expected_layout(root: Path) -> str:
-    return (
-        f"ImageNet is expected as {root}/train/<class>/<image> and {root}/val/<class>/<image>, "
-        "with the same class folders (e.g. n01440764) in both. The official validation archive "
-        "is flat: sort its images into class folders first (e.g. with the widely used "
-        "valprep.sh script)."
-    )
-
-
-def _class_folders(split_dir: Path) -> list[str]:
-    return sorted(entry.name for entry in split_dir.iterdir() if entry.is_dir())
-
-
-def check_imagenet_layout(root: str | Path) -> list[str]:
-    """The class folder names, after checking both splits exist and share the same classes."""
-    root = Path(root).expanduser()
-    layout = _expected_layout(root)
-    classes = {}
-    for split in _SPLITS:
-        split_dir = root / split
-        if not split_dir.is_dir():
-            raise DatasetUnavailableError(f"{split_dir} does not exist. {layout}")
-        classes[split] = _class_folders(split_dir)
-        if not classes[split]:
-            found = "files but " if any(split_dir.iterdir()) else ""
-            raise DatasetUnavailableError(f"{split_dir} holds {found}no class folders. {layout}")
-    only_train = sorted(set(classes["train"]) - set(classes["val"]))
-    only_val = sorted(set(classes["val"]) - set(classes["train"]))
-    if only_train or only_val:
-        raise DatasetUnavailableError(
-            f"train/ and val/ under {root} have different class folders (only in train: "
-            f"{_preview(only_train)}; only in val: {_preview(only_val)}). {layout}"
-        )
-    return classes["train"]
-
-
-def _preview(names: list[str], limit: int = 5) -> str:
-    shown = ", ".join(names[:limit]) or "none"
-    return f"{shown}, ... ({len(names)} in all)" if len(names) > limit else shown
-
 
 DECODERS = ("cpu", "gpu")  # PIL in the loader workers, or nvJPEG on the training GPU
 
@@ -131,14 +93,14 @@ class ImageFolders:
 def _scan_splits(root: Path, classes: list[str], options: ImageFolders) -> dict[str, FolderScan]:
     """Both splits' samples, after checking every class has images and no file is in both."""
     scans = {}
-    for split in _SPLITS:
+    for split in SPLITS:
         scan = scan_split(root, root / split, classes, options.follow_links)
         counts = Counter(sample.label for sample in scan.samples)
         empty = [name for label, name in enumerate(classes) if not counts[label]]
         if empty:
             raise DatasetUnavailableError(
                 f"{root / split} has class folders without image files "
-                f"({', '.join(IMAGE_EXTENSIONS)}): {_preview(empty)}. {_expected_layout(root)}"
+                f"({', '.join(IMAGE_EXTENSIONS)}): {preview(empty)}. {expected_layout(root)}"
             )
         scans[split] = scan
     refuse_shared_files(scans["train"], scans["val"])

@@ -43,6 +43,7 @@ class PlannedRun:
     # The shorter budgets (epochs) of the horizon study read from this run besides its own: the
     # runs its single long run saves (experiments.studies.served_horizons).
     serves: tuple[int, ...] = ()
+    data_root: str = ""  # the run's data.root, where a launch will look for its dataset
 
     @property
     def key(self) -> tuple[str, str, str, str, int]:
@@ -166,6 +167,7 @@ def planned_runs(
                 seed=seed,
                 epochs=int(cfg.trainer.epochs),
                 serves=served_horizons(cfg),
+                data_root=str(cfg.data.root),
             )
             for seed in seed_values
         ]

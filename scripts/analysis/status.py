@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from experiments import rundir as rd
+from experiments.data.presence import missing_data
 from experiments.rundir import FINISHED, RUNNING, SUMMARY_FILE
 from scripts.analysis.grid import PlannedRun
 from scripts.analysis.runs import DAMAGED, fields_from_path
@@ -196,6 +197,25 @@ def saving_lines(planned: Sequence[PlannedRun], runs: pd.DataFrame) -> list[str]
             f"{saved_runs} shorter budgets: {saved_runs} runs ({saved_epochs} epochs, {hours}) "
             "not trained"
         )
+    return lines
+
+
+def missing_data_lines(planned: Sequence[PlannedRun], status: pd.DataFrame) -> list[str]:
+    """For each dataset the runs to launch need and do not find (``experiments.data.presence``):
+    one line naming what is missing and how many runs it stops."""
+    to_launch = status[~status["state"].isin([FINISHED, RUNNING])]
+    keys = set(zip(to_launch["experiment"], to_launch["task"], to_launch["schedule"],
+                   to_launch["seed"], strict=True))  # fmt: skip
+    needed: dict[tuple[str, str], int] = {}
+    for run in planned:
+        if (run.experiment, run.task, run.scheduler, run.seed) in keys:
+            where = (run.dataset, run.data_root)
+            needed[where] = needed.get(where, 0) + 1
+    lines = []
+    for (dataset, root), count in sorted(needed.items()):
+        problem = missing_data(dataset, root)
+        if problem:
+            lines.append(f"data missing for {count} runs of {dataset}: {problem}")
     return lines
 
 
