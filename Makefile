@@ -138,7 +138,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv with the pinned environment (torch 2.14.1, Hydra, wandb, ...)
 
-test: $(STAMP) ## Run the whole test suite (fast and slow tests; ~16 min on 2 CPU cores)
+test: $(STAMP) ## Run the whole test suite (fast and slow tests; 35 min measured on 2 shared CPU cores)
 	WANDB_MODE=disabled $(PY) -m pytest
 
 test-fast: $(STAMP) ## Run the fast tests only (skip end-to-end runs)
