@@ -74,7 +74,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     where = f" paths.data_dir={args.data_dir}" if args.data_dir else ""
-    grids = [grid + where for grid in args.grid or [""]] if args.experiments else args.grid
+    grids = [grid + where for grid in args.grid or [""]]
     launches = [launch + where for launch in args.launch]
     try:
         planned = plan(args.experiments, grids, args.seeds, launches)

@@ -129,15 +129,16 @@ def _check_runner(command: Command, arguments: list[str], tmp_path: Path) -> Non
     fixed, swept = _sweep(arguments)
     hydra_overrides = [o for o in fixed if o.startswith(("hydra.", "hydra/"))]
     job_overrides = [o for o in fixed if o not in hydra_overrides]
-    for key, values in swept.items():
-        others = [f"{k}={v[0]}" for k, v in swept.items() if k != key]
-        for value in values:
-            overrides = [*job_overrides, *others, f"{key}={value}"]
-            compose_config([*hydra_overrides, *overrides], with_hydra=True)
-            validate_config(compose_with_choices(overrides)[0])
-    if not swept:
-        compose_config(fixed, with_hydra=True)
-        validate_config(compose_with_choices(job_overrides)[0])
+    # Each value of every swept key, the other swept keys at their first value.
+    variants = [
+        [*(f"{k}={v[0]}" for k, v in swept.items() if k != key), f"{key}={value}"]
+        for key, values in swept.items()
+        for value in values
+    ] or [[]]
+    for variant in variants:
+        overrides = [*job_overrides, *variant]
+        compose_config([*hydra_overrides, *overrides], with_hydra=True)
+        validate_config(compose_with_choices(overrides)[0])
 
 
 def _check_make(command: Command, tmp_path: Path) -> None:

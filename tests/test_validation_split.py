@@ -196,20 +196,23 @@ def test_imagenet_holds_out_training_images_not_test_images(tmp_path):
     assert len(samples.test) == 6
 
 
+# The loading settings of the tiny ImageNet tests (root aside).
+IMAGENET_LOADING = {
+    "batch_size": 2,
+    "eval_batch_size": 2,
+    "device": CPU,
+    "seed": 0,
+    "loader": "classic",
+    "num_workers": 0,
+    "crop_size": 16,
+    "resize_size": 20,
+    "val_size": 3,
+}
+
+
 def test_imagenet_validation_shards_count_each_image_once(tmp_path):
     write_fake_imagenet(tmp_path, classes=3, per_class=4, size=24, val_per_class=2)
-    common = {
-        "root": str(tmp_path),
-        "batch_size": 2,
-        "eval_batch_size": 2,
-        "device": CPU,
-        "seed": 0,
-        "loader": "classic",
-        "num_workers": 0,
-        "crop_size": 16,
-        "resize_size": 20,
-        "val_size": 3,
-    }
+    common = {"root": str(tmp_path), **IMAGENET_LOADING}
     shards = [data_bundle("imagenet", **common, rank=r, world_size=2) for r in (0, 1)]
     assert all((b.num_train, b.num_val, b.num_test) == (9, 3, 6) for b in shards)
     labels = [torch.cat([y for _, y in shard.val]).tolist() for shard in shards]
@@ -223,18 +226,7 @@ def test_the_gpu_decoding_path_holds_out_the_same_split(tmp_path, monkeypatch):
 
     monkeypatch.setattr(gpu_decode, "check_gpu_decode", lambda *args: None)
     write_fake_imagenet(tmp_path, classes=3, per_class=4, size=24, val_per_class=2)
-    common = {
-        "root": str(tmp_path),
-        "batch_size": 2,
-        "eval_batch_size": 2,
-        "device": CPU,
-        "seed": 0,
-        "loader": "classic",
-        "num_workers": 0,
-        "crop_size": 16,
-        "resize_size": 20,
-        "val_size": 3,
-    }
+    common = {"root": str(tmp_path), **IMAGENET_LOADING}
     gpu = data_bundle("imagenet", **common, decode="gpu")
     cpu = data_bundle("imagenet", **common)
     assert gpu.validation.fingerprint == cpu.validation.fingerprint
