@@ -357,5 +357,5 @@ wandb-upload: $(STAMP) ## Log finished runs to W&B from their records (EXPERIMEN
 	  $(if $(PROJECT),--project $(PROJECT)) $(if $(ENTITY),--entity $(ENTITY)) $(if $(filter 1,$(DRY_RUN)),--dry-run)
 
 clean: ## Remove caches (keeps .venv and results)
-	rm -rf .pytest_cache .ruff_cache outputs multirun
+	rm -rf .pytest_cache .ruff_cache .cache outputs multirun
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +

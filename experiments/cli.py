@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -156,15 +156,11 @@ def print_help(overrides: Sequence[str]) -> None:
     (seconds): the app's groups are read from conf/, Hydra's from its loader."""
     import string
 
-    from omegaconf import OmegaConf, open_dict
-
-    from experiments.config import CONF_DIR, compose_config
+    from experiments.answer_cache import remembered
+    from experiments.config import CONF_DIR
     from experiments.overrides import hydra_group_options
 
-    cfg = compose_config(overrides, with_hydra=True)
-    template = cfg.hydra.help.template
-    with open_dict(cfg):
-        del cfg["hydra"]
+    template, config = remembered("help", list(overrides), lambda: _composed_help(overrides))
     app_groups = {
         str(folder.relative_to(CONF_DIR)): folder
         for folder in sorted(CONF_DIR.rglob("*"))
@@ -182,9 +178,61 @@ def print_help(overrides: Sequence[str]) -> None:
         for group in HYDRA_GROUPS_SHOWN
     )
     text = string.Template(template).safe_substitute(
-        APP_CONFIG_GROUPS=app, HYDRA_CONFIG_GROUPS=hydra, CONFIG=OmegaConf.to_yaml(cfg)
+        APP_CONFIG_GROUPS=app, HYDRA_CONFIG_GROUPS=hydra, CONFIG=config
     )
     print(text)
+
+
+def _composed_help(overrides: Sequence[str]) -> list[str]:
+    """The help template (``hydra.help.template``) and the composed config's YAML."""
+    from omegaconf import OmegaConf, open_dict
+
+    from experiments.config import compose_config
+
+    cfg = compose_config(overrides, with_hydra=True)
+    template = str(cfg.hydra.help.template)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return [template, OmegaConf.to_yaml(cfg)]
+
+
+def is_completion_query(argv: Sequence[str]) -> bool:
+    """Whether the command line is a shell's tab-completion query (``-sc query=bash``)."""
+    arguments = hydra_arguments(argv)
+    return bool(arguments.shell_completion) and any(
+        o.startswith("query=") for o in arguments.overrides
+    )
+
+
+def answer_completion(argv: Sequence[str], run_hydra: Callable[[], None]) -> None:
+    """Print Hydra's answer to a completion query (``run_hydra`` computes it, composing the
+    config), kept for the same line and source tree (``experiments.answer_cache``); an answer
+    that lists files is computed each time."""
+    import contextlib
+    import io
+
+    from experiments.answer_cache import remembered
+
+    line = os.environ.get("COMP_LINE", "")
+
+    def hydras_answer() -> str:
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            run_hydra()
+        return printed.getvalue()
+
+    key = [Path(sys.argv[0]).name, list(argv), line, os.environ.get("COMP_POINT")]
+    answer = remembered("completion", key, hydras_answer, keep=lambda _: not _lists_files(line))
+    sys.stdout.write(answer)
+
+
+def _lists_files(line: str) -> bool:
+    """Whether Hydra completes the line's last word with file names (a value after ``=`` that
+    starts like a path): that answer depends on the current folder."""
+    if not line or line.endswith(" "):
+        return False
+    value = line.split()[-1].rpartition("=")[2]
+    return "=" in line.split()[-1] and value.startswith((".", "/", "\\"))
 
 
 def exit_after_sweep() -> None:

@@ -41,14 +41,15 @@ from its checkpoint.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -112,10 +113,12 @@ def _listed(key: str, keys: Mapping[str, str]) -> bool:
     return any(key == k or (k.endswith(".") and key.startswith(k)) for k in keys)
 
 
+@functools.cache
 def is_execution_key(key: str) -> bool:
     return _listed(key, EXECUTION_KEYS)
 
 
+@functools.cache
 def is_rounding_key(key: str) -> bool:
     return _listed(key, ROUNDING_KEYS)
 
@@ -281,44 +284,81 @@ def legacy_setup(saved: Mapping[str, Any], current: Mapping[str, Any]) -> dict[s
     return values
 
 
-SetupOf = Callable[[DictConfig], dict[str, Any]]
+def _differences(ours: Mapping[str, Any], theirs: Mapping[str, Any], skip: set[str]) -> dict:
+    return {
+        key: ours.get(key)
+        for key in set(ours) | set(theirs)
+        if key not in skip and ours.get(key) != theirs.get(key)
+    }
+
+
+def value_changes(
+    ours: RunSettings, theirs: RunSettings, world_size: int, skip: set[str]
+) -> dict[str, Any]:
+    """The run-defining values of ``ours`` that differ from ``theirs`` (keys in ``skip``
+    aside), both resolved for a launch of ``world_size`` processes.
+
+    Resolving maps each value on its own (``with_device_defaults``: a value's resolution reads
+    that value, the device type and the process count), so values equal as configured are
+    equal as resolved: the device is probed, which imports torch, only when some value differs
+    as configured (a planning pass over hundreds of runs names most of them without it)."""
+    if not _differences(run_setup(ours, world_size), run_setup(theirs, world_size), skip):
+        return {}
+    return _differences(
+        run_setup(resolve_for_launch(ours, world_size), world_size),
+        run_setup(resolve_for_launch(theirs, world_size), world_size),
+        skip,
+    )
+
+
+class Presets(Protocol):
+    """The experiment presets a run's name is relative to, composed from overrides such as
+    ``["experiment=quick/digits", "scheduler=step"]``: Hydra's group choices and the settings.
+    ``ComposedPresets`` composes each time; a grid's planning caches them
+    (``scripts.analysis.grid.Composer``)."""
+
+    def choices(self, overrides: Sequence[str]) -> Mapping[str, Any]: ...
+
+    def settings(self, overrides: Sequence[str]) -> RunSettings: ...
+
+
+class ComposedPresets:
+    """``Presets`` composed by ``experiments.config.compose_config`` on every call."""
+
+    def choices(self, overrides: Sequence[str]) -> Mapping[str, Any]:
+        from experiments.config import compose_config
+
+        return compose_config(overrides, with_hydra=True).hydra.runtime.choices
+
+    def settings(self, overrides: Sequence[str]) -> RunSettings:
+        from experiments.config import compose_config
+
+        return RunSettings.from_config(compose_config(overrides))
 
 
 def preset_changes(
-    cfg: DictConfig, choices: Mapping[str, str], compose: Any, setup_of: SetupOf
+    cfg: DictConfig,
+    settings: RunSettings,
+    choices: Mapping[str, str],
+    presets: Presets,
+    world_size: int,
 ) -> tuple[dict[str, str], dict[str, Any]]:
-    """What this run changes relative to its experiment preset: the config groups chosen
-    differently, and the run-defining values that differ (those in the path or the label
-    excluded). ``compose(overrides, with_hydra=...)`` composes the config tree
-    (``experiments.config.compose_config``); ``setup_of`` gives a composed config's setup as
-    this launch resolves it (``run_setup`` of the resolved config), so the preset's values are
-    resolved on the same device and world size as the run's."""
+    """What the run of ``cfg`` (its ``settings``) changes relative to its experiment preset:
+    the config groups chosen differently, and the run-defining values that differ (those in the
+    path or the label excluded), both sides resolved for a launch of ``world_size``
+    processes."""
     base = [f"{g}={choices[g]}" for g in ("experiment", "scheduler") if choices.get(g)]
-    preset_choices = compose(base, with_hydra=True).hydra.runtime.choices
+    preset_choices = presets.choices(base)
     changed_groups = {
         g: choices[g]
         for g in (*IDENTITY_GROUPS, "data", "model")
         if choices.get(g) and choices[g] != preset_choices.get(g)
     }
-    preset = compose(base + [f"{g}={c}" for g, c in changed_groups.items()], with_hydra=False)
-    ours, theirs = setup_of(cfg), setup_of(preset)
+    preset = presets.settings(base + [f"{g}={c}" for g, c in changed_groups.items()])
     skip = set(IN_PATH_KEYS) | label_references(cfg)
-    value_changes = {
-        key: ours.get(key)
-        for key in set(ours) | set(theirs)
-        if key not in skip and ours.get(key) != theirs.get(key)
-    }
+    values = value_changes(settings, preset, world_size, skip)
     group_changes = {g: c for g, c in changed_groups.items() if g in IDENTITY_GROUPS}
-    return group_changes, value_changes
-
-
-def name_suffix(
-    cfg: DictConfig, choices: Mapping[str, str | None], compose: Any, setup_of: SetupOf
-) -> tuple[str, dict[str, Any]]:
-    """The directory-name suffix of ``cfg`` and the changes it names (groups and values)."""
-    known = {group: choice for group, choice in choices.items() if choice}
-    groups, values = preset_changes(cfg, known, compose, setup_of)
-    return identity_suffix(groups, values), {**groups, **values}
+    return group_changes, values
 
 
 def resolve_for_launch(settings: RunSettings, world_size: int) -> RunSettings:
@@ -342,28 +382,22 @@ def _world(settings: RunSettings, world_size: int | None) -> int:
     return world_size or plan_launch(settings.trainer.devices).world_size
 
 
-def _setup_for(world_size: int) -> SetupOf:
-    def setup_of(config: DictConfig) -> dict[str, Any]:
-        settings = RunSettings.from_config(config)
-        return run_setup(resolve_for_launch(settings, world_size), world_size)
-
-    return setup_of
-
-
 def run_suffix(
     cfg: DictConfig,
     choices: Mapping[str, str | None],
     world_size: int | None = None,
-    compose: Any = None,
+    presets: Presets | None = None,
+    settings: RunSettings | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """The identity suffix of ``cfg``'s run directory and the changes it names, for a launch of
-    ``world_size`` processes (by default the one ``trainer.devices`` plans); ``compose``
-    composes the presets it compares with (``experiments.config.compose_config`` by default;
-    a grid's planning passes one that composes each choice of groups once)."""
-    from experiments.config import compose_config
-
-    world = _world(RunSettings.from_config(cfg), world_size)
-    return name_suffix(cfg, choices, compose or compose_config, _setup_for(world))
+    """The identity suffix of ``cfg``'s run directory and the changes it names (groups and
+    values), for a launch of ``world_size`` processes (by default the one ``trainer.devices``
+    plans), relative to the presets ``presets`` composes (``ComposedPresets`` by default);
+    ``settings``: ``cfg``'s, when the caller has made them."""
+    settings = settings or RunSettings.from_config(cfg)
+    world = _world(settings, world_size)
+    known = {group: choice for group, choice in choices.items() if choice}
+    groups, values = preset_changes(cfg, settings, known, presets or ComposedPresets(), world)
+    return identity_suffix(groups, values), {**groups, **values}
 
 
 def identify_run(

@@ -46,6 +46,9 @@ RUNNING, FINISHED, FAILED, DIVERGED = "running", "finished", "failed", "diverged
 INTERRUPTED, REQUEUED = "interrupted", "requeued"
 # Never written: what ``effective_status`` reports for a "running" run nobody holds the lock of.
 STALE = "stale"
+# Never written: what the analysis reports for a run whose files cannot be read, or that says
+# finished without complete records (``completeness_problem``).
+DAMAGED = "damaged"
 STATUSES = (RUNNING, FINISHED, FAILED, DIVERGED, INTERRUPTED, REQUEUED, STALE)
 # The held-out splits a run evaluates, as its records prefix them (val/err, test/err) and as
 # summary.json's metric_source names the one a metric-driven schedule read.

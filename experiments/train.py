@@ -124,10 +124,18 @@ def hydra_main(cfg: DictConfig) -> dict[str, Any]:
 def main() -> None:
     """``python -m experiments.train`` and ``autodrop-train``: the command line checked (one
     line and exit 2 for a mistake), then Hydra; exit 1 after a sweep with an unfinished job."""
-    cli.check_command_line(sys.argv[1:])
+    arguments = sys.argv[1:]
+    cli.check_command_line(arguments)
+    if cli.is_completion_query(arguments):
+        cli.answer_completion(arguments, _run_hydra)
+        return
+    _run_hydra()
+    cli.exit_after_sweep()
+
+
+def _run_hydra() -> None:
     register_configs()  # the schemas Hydra composes with (not needed to refuse a mistake)
     hydra_main()
-    cli.exit_after_sweep()
 
 
 if __name__ == "__main__":

@@ -47,6 +47,13 @@ def _wandb_never_online(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _answers_computed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command line's answers are computed in every test, never read from a cache an earlier
+    command kept (tests/test_answer_cache.py turns it on)."""
+    monkeypatch.setenv("AUTODROP_ANSWER_CACHE", "off")
+
+
+@pytest.fixture(autouse=True)
 def _no_figure_outlives_its_test() -> Iterator[None]:
     yield
     if "matplotlib.pyplot" in sys.modules:

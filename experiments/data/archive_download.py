@@ -4,18 +4,18 @@ Everything is written to temporary names inside ``root`` and the extracted folde
 place with one ``os.replace``; on any failure the temporaries are removed, so a failed or
 interrupted download never leaves a half-written dataset behind.
 
-The md5 and the extraction are torchvision's (``torchvision.datasets.utils``). Two things are
-kept here because torchvision lacks them:
+Only the standard library is used (a dry run that checks the data imports this module, and
+must not pay torch's import). What torchvision's helpers lack is done here:
 
-* ``fetch_url``: torchvision's ``download_url`` has no timeout (a stalled server hangs the run)
-  and retries a failed https download over plain http.
-* ``check_tar_members``: torchvision extracts with ``TarFile.extractall`` and no filter, which
-  writes members with absolute paths, ``..`` components or links wherever they point. Every
-  member is checked before anything is extracted.
+* ``fetch_url`` has a timeout (torchvision's ``download_url`` hangs on a stalled server) and
+  never retries a failed https download over plain http.
+* ``check_tar_members`` checks every member before anything is extracted: no absolute paths,
+  ``..`` components, links, devices or setuid bits (torchvision extracts without a filter).
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import shutil
@@ -27,8 +27,6 @@ import zlib
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from torchvision.datasets.utils import calculate_md5, extract_archive
-
 from experiments.errors import DatasetUnavailableError
 
 _CHUNK = 1 << 20
@@ -39,6 +37,14 @@ def fetch_url(url: str, destination: Path, timeout_s: float = 60.0) -> None:
     """Stream ``url`` into the file ``destination`` (no retries, no change of scheme)."""
     with urllib.request.urlopen(url, timeout=timeout_s) as response, open(destination, "wb") as out:
         shutil.copyfileobj(response, out, _CHUNK)
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as file:
+        while chunk := file.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def missing_files(folder: Path, required: Sequence[str]) -> list[str]:
@@ -62,7 +68,8 @@ def extract_tar(archive: Path, destination: Path) -> None:
     """Extract the checked members of ``archive`` (a .tar.gz, .tgz, .tar, ...) into
     ``destination``."""
     check_tar_members(archive)
-    extract_archive(archive, destination)
+    with tarfile.open(archive) as tar:
+        tar.extractall(destination, filter="data")
 
 
 def install_tar_archive(
@@ -73,7 +80,6 @@ def install_tar_archive(
     message. Returns the installed folder."""
     root.mkdir(parents=True, exist_ok=True)
     target = root / folder
-    # The name ends in .tar.gz: torchvision picks the extractor by the suffix.
     fd, archive_name = tempfile.mkstemp(dir=root, prefix=f".{folder}.", suffix=".part.tar.gz")
     os.close(fd)
     archive = Path(archive_name)
@@ -83,7 +89,7 @@ def install_tar_archive(
             fetch_url(url, archive)
         except (OSError, http.client.HTTPException, ValueError) as exc:
             raise DatasetUnavailableError(f"Downloading {url} failed ({exc}). {hint}") from exc
-        actual_md5 = calculate_md5(archive)
+        actual_md5 = file_md5(archive)
         if actual_md5 != md5:
             raise DatasetUnavailableError(
                 f"The file downloaded from {url} is corrupt: md5 {actual_md5}, expected {md5}. "

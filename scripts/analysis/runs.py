@@ -26,7 +26,7 @@ from scripts.analysis.display import display_name, format_setting
 FINISHED = rd.FINISHED
 # A run that says finished but fails the records module's completeness rule, or whose files
 # cannot be read: listed with the reason, never averaged.
-DAMAGED = "damaged"
+DAMAGED = rd.DAMAGED
 HOW_RUNS_ARE_MADE = (
     "runs are produced by the training runner, e.g. "
     "`python -m experiments.train experiment=quick/digits` "

@@ -22,9 +22,8 @@ import pandas as pd
 
 from experiments import rundir as rd
 from experiments.data.presence import missing_data
-from experiments.rundir import FINISHED, RUNNING, SUMMARY_FILE
+from experiments.rundir import DAMAGED, FINISHED, RUNNING, SUMMARY_FILE
 from scripts.analysis.grid import PlannedRun
-from scripts.analysis.runs import DAMAGED, fields_from_path
 
 MISSING, STALE = "missing", rd.STALE
 COLUMNS = ("finished", "running", STALE, "failed", "diverged")  # then other statuses, missing
@@ -63,7 +62,8 @@ def scan_runs(runs_dir: str | Path) -> pd.DataFrame:
         run_dir = path.parent
         summary = rd.read_summary(path)
         if summary is None or any(summary.get(key) is None for key in _IDENTITY):
-            summary, state = {**(summary or {}), **fields_from_path(runs_dir, run_dir)}, DAMAGED
+            named = rd.run_path_fields(run_dir.relative_to(runs_dir))
+            summary, state = {**(summary or {}), **named}, DAMAGED
         elif summary.get("status") == FINISHED and rd.completeness_problem(run_dir):
             state = DAMAGED
         else:
