@@ -100,7 +100,7 @@ def dry_run(comparison: Comparison, runs_dir: Path, command: list[str], out: Pat
 
     status = grid_status(comparison.planned_runs(), scan_runs(runs_dir))
     print(f"would launch (the runner skips finished runs): {shlex.join(command)}")
-    if (status["state"] == FINISHED).all():
+    if all(row["state"] == FINISHED for row in status):
         print(f"would train nothing: all {len(status)} requested runs finished")
     else:
         print("\n".join(dry_run_lines(status)))

@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run and not args.totals:
         print("\n".join(dry_run_lines(status) + missing_data_lines(planned, status)))
     elif not args.totals:
-        print(count_table(status).to_string(index=False))
+        print(count_table(status).to_string())
     print("\n".join(summary_lines(status, args.gpus) + saving_lines(planned, runs)))
     others = [] if args.dry_run or args.totals else outside_grid_lines(planned, runs)
     if others:

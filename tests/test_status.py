@@ -65,9 +65,9 @@ def test_status_counts_every_state_with_a_real_lock_held(tree):
     with running.lock():
         runs = status.scan_runs(tree)
         counts = status.count_table(status.grid_status(planned(), runs))
-    counts = counts.set_index("schedule")
     states = ["finished", "running", "stale", "failed", "diverged", "interrupted", "missing"]
-    assert list(counts.columns[2:-1]) == states  # unknown statuses get their own column
+    assert list(counts.columns[3:-1]) == states  # unknown statuses get their own column
+    by_schedule = {row["schedule"]: row for row in counts.records()}
     expected = {
         "autodrop": [2, 0, 0, 0, 0, 0, 0],
         "step": [0, 1, 1, 0, 0, 0, 0],
@@ -75,19 +75,19 @@ def test_status_counts_every_state_with_a_real_lock_held(tree):
         "onecycle": [0, 0, 0, 0, 0, 1, 1],
     }
     for label, row in expected.items():
-        assert list(counts.loc[label, states]) == row, label
+        assert [by_schedule[label][state] for state in states] == row, label
     # compute left: epochs left x 23 steps x 0.05 s, measured on the finished runs of the task
     epochs_left = {"autodrop": 0, "step": 20 + 10, "cosine": 25 + 23, "onecycle": 18 + 30}
     for label, epochs in epochs_left.items():
-        assert counts.loc[label, "remaining_h"] == pytest.approx(
+        assert by_schedule[label]["remaining_h"] == pytest.approx(
             round(epochs * 23 * 0.05 / 3600, 2)
         )
 
 
 def test_without_the_lock_held_a_running_summary_is_stale(tree):
-    runs = status.scan_runs(tree).set_index(["scheduler", "seed"])
-    assert runs.loc[("step", 0), "state"] == "stale"
-    assert runs.loc[("step", 1), "state"] == "stale"
+    runs = {(run["scheduler"], run["seed"]): run for run in status.scan_runs(tree)}
+    assert runs[("step", 0)]["state"] == "stale"
+    assert runs[("step", 1)]["state"] == "stale"
 
 
 def test_the_lock_test_creates_no_lock_file(tree):
@@ -109,7 +109,7 @@ def test_estimate_from_finished_runs_else_the_table_else_unknown(tree, tmp_path)
 
 def test_wall_time_divides_the_compute_by_the_gpus(tree):
     grid = status.grid_status(planned(), status.scan_runs(tree))
-    hours = grid["remaining_s"].sum() / 3600
+    hours = sum(row["remaining_s"] for row in grid) / 3600
     (line,) = [line for line in status.summary_lines(grid, gpus=4) if "wall" in line]
     assert f"{hours:.2f} device-hours" in line and f"{hours / 4:.2f} h" in line
 
@@ -126,9 +126,9 @@ def test_summary_fields_not_directory_names_identify_a_run(tmp_path):
     renamed = run_dir.parent.with_name("step-some_suffix=1")
     run_dir.parent.rename(renamed)  # a naming rule this code does not know
     runs = status.scan_runs(tmp_path)
-    assert list(runs["scheduler"]) == ["step"]
+    assert [run["scheduler"] for run in runs] == ["step"]
     grid = status.grid_status([PlannedRun(EXP, "digits", "resnet8", "step", 0, EPOCHS)], runs)
-    assert list(grid["state"]) == ["finished"]
+    assert [row["state"] for row in grid] == ["finished"]
 
 
 def test_grid_composes_each_run_like_the_runner():
@@ -199,11 +199,12 @@ def test_runs_outside_the_grid_are_counted_by_experiment_and_task(tree, capsys):
         tree, experiment="adhoc", dataset="digits", model="resnet8",
         scheduler="cosine", seed=3, test_errs=[5.0], status="failed",
     )  # fmt: skip
-    others = status.outside_grid(planned(), status.scan_runs(tree)).set_index("experiment")
-    assert others.loc["adhoc", ["task", "finished", "failed", "runs"]].tolist() == [
+    table = status.outside_grid(planned(), status.scan_runs(tree))
+    others = {row["experiment"]: row for row in table.records()}
+    assert [others["adhoc"][key] for key in ("task", "finished", "failed", "runs")] == [
         "digits/resnet8", 1, 1, 2,
     ]  # fmt: skip
-    assert others.loc[EXP, ["finished", "runs"]].tolist() == [1, 1]  # exp, not in the grid
+    assert [others[EXP][key] for key in ("finished", "runs")] == [1, 1]  # exp, not in the grid
     args = ["--runs", str(tree), "--experiments", EXP, "--grid", "scheduler=" + ",".join(SCHEDULES)]
     assert status_command.main([*args, "--seeds", "0,1"]) == 0
     out = capsys.readouterr().out
@@ -253,10 +254,10 @@ def test_unreadable_or_incomplete_runs_are_listed_as_damaged_never_a_crash(tmp_p
     truncated = add(tmp_path, "step", 2, EPOCHS)
     text = (truncated / "metrics.jsonl").read_text()
     (truncated / "metrics.jsonl").write_text(text[:-30])
-    runs = status.scan_runs(tmp_path).set_index("seed")
-    assert runs.loc[0, "state"] == "finished"
-    assert runs.loc[1, "state"] == "damaged" and runs.loc[1, "scheduler"] == "step"
-    assert runs.loc[2, "state"] == "damaged"
+    runs = {run["seed"]: run for run in status.scan_runs(tmp_path)}
+    assert runs[0]["state"] == "finished"
+    assert runs[1]["state"] == "damaged" and runs[1]["scheduler"] == "step"
+    assert runs[2]["state"] == "damaged"
     assert good.is_dir()
 
 

@@ -15,15 +15,17 @@ ESTIMATED_EPOCH_S below; wall time = compute / the number of devices (ideal scal
 from __future__ import annotations
 
 import math
+import statistics
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-
-import pandas as pd
+from typing import Any
 
 from experiments import rundir as rd
 from experiments.data.presence import missing_data
 from experiments.rundir import DAMAGED, FINISHED, RUNNING, SUMMARY_FILE
 from scripts.analysis.grid import PlannedRun
+from scripts.analysis.text_table import Table
 
 MISSING, STALE = "missing", rd.STALE
 COLUMNS = ("finished", "running", STALE, "failed", "diverged")  # then other statuses, missing
@@ -41,6 +43,9 @@ ESTIMATED_EPOCH_S = {
 }
 ESTIMATE_SOURCE = "estimated (scripts/analysis/status.py ESTIMATED_EPOCH_S; no finished run)"
 _IDENTITY = ("experiment", "dataset", "model", "scheduler", "seed")
+# A scanned run (scan_runs) and a row of the grid (grid_status): plain dicts of these fields.
+Run = dict[str, Any]
+GridRow = dict[str, Any]
 
 
 def run_state(summary: dict, held: bool) -> str:
@@ -53,8 +58,8 @@ def run_state(summary: dict, held: bool) -> str:
     return STALE if status == RUNNING else status
 
 
-def scan_runs(runs_dir: str | Path) -> pd.DataFrame:
-    """One row per run directory holding a summary.json: identity, state and timing fields.
+def scan_runs(runs_dir: str | Path) -> list[Run]:
+    """One record per run directory holding a summary.json: identity, state and timing fields.
     A run whose summary is unreadable, or that says finished without complete records, is
     ``damaged`` (its identity then read from its path): one bad file never stops the listing."""
     records = []
@@ -76,35 +81,42 @@ def scan_runs(runs_dir: str | Path) -> pd.DataFrame:
         record["state"] = state
         record["run_dir"] = str(run_dir)
         records.append(record)
-    columns = [*_IDENTITY, "epochs_planned", "epochs_done", "steps_per_epoch"]
-    columns += ["time_per_iter_s", "world_size", "state", "run_dir"]
-    return pd.DataFrame.from_records(records, columns=columns)
+    return records
 
 
-def epoch_seconds(runs: pd.DataFrame) -> dict[str, tuple[float, str]]:
+def _number(value: Any) -> float | None:
+    """A summary's number, None when it is missing or not one."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        return None
+    return float(value)
+
+
+def epoch_seconds(runs: Sequence[Run]) -> dict[str, tuple[float, str]]:
     """Per task: device-seconds per epoch and where the number comes from."""
     estimates = {task: (s, ESTIMATE_SOURCE) for task, s in ESTIMATED_EPOCH_S.items()}
-    done = runs[runs["state"] == FINISHED].dropna(subset=["time_per_iter_s", "steps_per_epoch"])
-    per_epoch = done["time_per_iter_s"].astype(float) * done["steps_per_epoch"].astype(float)
-    per_epoch = per_epoch * done["world_size"].astype(float)
-    tasks = done["dataset"] + "/" + done["model"]
-    for task, seconds in per_epoch.groupby(tasks):
-        estimates[str(task)] = (float(seconds.mean()), f"measured ({len(seconds)} runs)")
+    measured: dict[str, list[float]] = {}
+    for run in runs:
+        per_iter, steps = _number(run["time_per_iter_s"]), _number(run["steps_per_epoch"])
+        if run["state"] == FINISHED and per_iter is not None and steps is not None:
+            task = f"{run['dataset']}/{run['model']}"
+            measured.setdefault(task, []).append(per_iter * steps * float(run["world_size"]))
+    for task, seconds in sorted(measured.items()):
+        estimates[task] = (statistics.fmean(seconds), f"measured ({len(seconds)} runs)")
     return estimates
 
 
-def grid_status(planned: Sequence[PlannedRun], runs: pd.DataFrame) -> pd.DataFrame:
+def grid_status(planned: Sequence[PlannedRun], runs: Sequence[Run]) -> list[GridRow]:
     """One row per planned run: its state, epochs left and estimated device-seconds left."""
-    found = {tuple(row[key] for key in _IDENTITY): row for _, row in runs.iterrows()}
+    found = {tuple(run[key] for key in _IDENTITY): run for run in runs}
     speeds = epoch_seconds(runs)
-    records = []
+    rows = []
     for run in planned:
         row = found.get(run.key)
         state = MISSING if row is None else row["state"]
-        done = 0 if row is None or pd.isna(row["epochs_done"]) else int(row["epochs_done"])
+        done = 0 if row is None or _number(row["epochs_done"]) is None else int(row["epochs_done"])
         left = 0 if state == FINISHED else max(run.epochs - done, 0)
-        seconds, source = speeds.get(run.task, (float("nan"), "unknown"))
-        records.append(
+        seconds, source = speeds.get(run.task, (math.nan, "unknown"))
+        rows.append(
             {
                 "experiment": run.experiment,
                 "task": run.task,
@@ -117,57 +129,81 @@ def grid_status(planned: Sequence[PlannedRun], runs: pd.DataFrame) -> pd.DataFra
                 "estimate": source,
             }
         )
-    return pd.DataFrame.from_records(records)
+    return rows
 
 
-def count_table(status: pd.DataFrame) -> pd.DataFrame:
+def _sum_known(values: Sequence[float]) -> float:
+    """The sum of the numbers that are known; NaN when none is."""
+    known = [value for value in values if not math.isnan(value)]
+    return math.fsum(known) if known else math.nan
+
+
+def _hours(seconds: float) -> float:
+    """Seconds as hours rounded to 2 decimals (as numpy rounds: half to even of x * 100)."""
+    return seconds if math.isnan(seconds) else round(seconds / 3600 * 100) / 100
+
+
+def count_table(status: Sequence[GridRow]) -> Table:
     """Per experiment, task and schedule: runs in each state and hours of compute left."""
-    keys = ["experiment", "task", "schedule"]
-    counts = pd.crosstab([status[key] for key in keys], status["state"])
-    others = sorted(set(counts.columns) - {*COLUMNS, MISSING})
-    counts = counts.reindex(columns=[*COLUMNS, *others, MISSING], fill_value=0)
-    hours = status.groupby(keys)["remaining_s"].sum(min_count=1) / 3600
-    return counts.assign(remaining_h=hours.round(2)).reset_index()
+    groups: dict[tuple[str, str, str], list[GridRow]] = {}
+    for row in status:
+        groups.setdefault((row["experiment"], row["task"], row["schedule"]), []).append(row)
+    states = {row["state"] for row in status}
+    others = sorted(states - {*COLUMNS, MISSING})
+    counted = [*COLUMNS, *others, MISSING]
+    rows = []
+    for key, members in sorted(groups.items()):
+        counts = Counter(row["state"] for row in members)
+        hours = _hours(_sum_known([row["remaining_s"] for row in members]))
+        rows.append((*key, *(counts[state] for state in counted), hours))
+    return Table(("experiment", "task", "schedule", *counted, "remaining_h"), rows)
 
 
-def outside_grid(planned: Sequence[PlannedRun], runs: pd.DataFrame) -> pd.DataFrame:
+def outside_grid(planned: Sequence[PlannedRun], runs: Sequence[Run]) -> Table:
     """Per experiment and task, the runs that are not in ``planned``: their number in each state
     (the states that occur) and in all."""
     keys = {run.key for run in planned}
-    identity = runs[list(_IDENTITY)].itertuples(index=False, name=None)
-    others = runs[[key not in keys for key in identity]]
-    if others.empty:
-        return pd.DataFrame(columns=["experiment", "task", "runs"])
-    task = others["dataset"] + "/" + others["model"]
-    counts = pd.crosstab([others["experiment"], task.rename("task")], others["state"])
-    states = [state for state in COLUMNS if state in counts.columns]
-    counts = counts[states + sorted(set(counts.columns) - set(states))]
-    return counts.assign(runs=counts.sum(axis=1)).reset_index()
+    others = [run for run in runs if tuple(run[key] for key in _IDENTITY) not in keys]
+    if not others:
+        return Table(("experiment", "task", "runs"))
+    occurring = {run["state"] for run in others}
+    states = [state for state in COLUMNS if state in occurring]
+    states += sorted(occurring - set(states))
+    groups: dict[tuple[str, str], Counter] = {}
+    for run in others:
+        key = (run["experiment"], f"{run['dataset']}/{run['model']}")
+        groups.setdefault(key, Counter())[run["state"]] += 1
+    rows = [
+        (*key, *(counts[state] for state in states), sum(counts.values()))
+        for key, counts in sorted(groups.items())
+    ]
+    return Table(("experiment", "task", *states, "runs"), rows)
 
 
-def outside_grid_lines(planned: Sequence[PlannedRun], runs: pd.DataFrame) -> list[str]:
+def outside_grid_lines(planned: Sequence[PlannedRun], runs: Sequence[Run]) -> list[str]:
     """The table of ``outside_grid`` under a heading; nothing when every run is in the grid."""
     table = outside_grid(planned, runs)
     if table.empty:
         return []
-    heading = f"{int(table['runs'].sum())} runs outside this grid, by experiment:"
-    return ["", heading, table.to_string(index=False)]
+    heading = f"{sum(table.column('runs'))} runs outside this grid, by experiment:"
+    return ["", heading, table.to_string()]
 
 
-def summary_lines(status: pd.DataFrame, gpus: int) -> list[str]:
+def summary_lines(status: Sequence[GridRow], gpus: int) -> list[str]:
     """Totals, the estimate's sources and the wall time on ``gpus`` devices."""
-    left = status[status["state"] != FINISHED]
-    total_h = left["remaining_s"].sum(min_count=1) / 3600
-    lines = [f"{len(status)} runs in the grid: {(status['state'] == FINISHED).sum()} finished"]
-    sources = left.drop_duplicates("task")[["task", "estimate"]].itertuples(index=False)
-    for task, source in sources:
-        lines.append(f"  {task}: time per epoch {source}")
-    if left.empty:
+    left = [row for row in status if row["state"] != FINISHED]
+    finished = len(status) - len(left)
+    lines = [f"{len(status)} runs in the grid: {finished} finished"]
+    sources = {row["task"]: row["estimate"] for row in reversed(left)}  # each task's first
+    for task in dict.fromkeys(row["task"] for row in left):
+        lines.append(f"  {task}: time per epoch {sources[task]}")
+    if not left:
         lines.append("nothing left to run")
-    elif pd.isna(total_h) or left["remaining_s"].isna().any():
-        unknown = sorted(set(left.loc[left["remaining_s"].isna(), "task"]))
+    elif any(math.isnan(row["remaining_s"]) for row in left):
+        unknown = sorted({row["task"] for row in left if math.isnan(row["remaining_s"])})
         lines.append(f"remaining compute unknown: no finished run or estimate for {unknown}")
     else:
+        total_h = _sum_known([row["remaining_s"] for row in left]) / 3600
         lines.append(
             f"remaining compute: {total_h:.2f} device-hours; wall time on {gpus} device(s) "
             f"working in parallel: {total_h / gpus:.2f} h"
@@ -175,7 +211,7 @@ def summary_lines(status: pd.DataFrame, gpus: int) -> list[str]:
     return lines
 
 
-def saving_lines(planned: Sequence[PlannedRun], runs: pd.DataFrame) -> list[str]:
+def saving_lines(planned: Sequence[PlannedRun], runs: Sequence[Run]) -> list[str]:
     """What the horizon study's single long runs save: per experiment, the runs of schedules
     that need no budget, the shorter budgets read from them instead of trained (runs and
     epochs) and the device-hours those would have taken; nothing outside the study."""
@@ -200,12 +236,14 @@ def saving_lines(planned: Sequence[PlannedRun], runs: pd.DataFrame) -> list[str]
     return lines
 
 
-def missing_data_lines(planned: Sequence[PlannedRun], status: pd.DataFrame) -> list[str]:
+def missing_data_lines(planned: Sequence[PlannedRun], status: Sequence[GridRow]) -> list[str]:
     """For each dataset the runs to launch need and do not find (``experiments.data.presence``):
     one line naming what is missing and how many runs it stops."""
-    to_launch = status[~status["state"].isin([FINISHED, RUNNING])]
-    keys = set(zip(to_launch["experiment"], to_launch["task"], to_launch["schedule"],
-                   to_launch["seed"], strict=True))  # fmt: skip
+    keys = {
+        (row["experiment"], row["task"], row["schedule"], row["seed"])
+        for row in status
+        if row["state"] not in (FINISHED, RUNNING)
+    }
     needed: dict[tuple[str, str], int] = {}
     for run in planned:
         if (run.experiment, run.task, run.scheduler, run.seed) in keys:
@@ -219,17 +257,19 @@ def missing_data_lines(planned: Sequence[PlannedRun], status: pd.DataFrame) -> l
     return lines
 
 
-def dry_run_lines(status: pd.DataFrame) -> list[str]:
+def dry_run_lines(status: Sequence[GridRow]) -> list[str]:
     """What a launch would do with each unfinished run of the grid."""
     lines = []
-    for run in status[status["state"] != FINISHED].itertuples(index=False):
-        dataset, model = run.task.split("/")
-        where = rd.run_path(run.experiment, dataset, model, run.schedule, run.seed).as_posix()
-        if run.state == MISSING:
-            action = f"start ({run.epochs} epochs)"
-        elif run.state == RUNNING:
+    for run in status:
+        if run["state"] == FINISHED:
+            continue
+        dataset, model = run["task"].split("/")
+        where = rd.run_path(run["experiment"], dataset, model, run["schedule"], run["seed"])
+        if run["state"] == MISSING:
+            action = f"start ({run['epochs']} epochs)"
+        elif run["state"] == RUNNING:
             action = "skip: another process trains it"
         else:
-            action = f"relaunch ({run.state}, epoch {run.epochs_done}/{run.epochs})"
-        lines.append(f"would {action}: {where}")
+            action = f"relaunch ({run['state']}, epoch {run['epochs_done']}/{run['epochs']})"
+        lines.append(f"would {action}: {where.as_posix()}")
     return lines or ["nothing to launch: every run of the grid finished"]
