@@ -82,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, HydraException) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was planned", file=sys.stderr)
+        return 130
     status = grid_status(planned, runs)
     if args.dry_run and not args.totals:
         print("\n".join(dry_run_lines(status) + missing_data_lines(planned, status)))

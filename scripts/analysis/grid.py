@@ -17,9 +17,9 @@ import itertools
 import multiprocessing
 import os
 import pickle
+import signal
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,6 +231,7 @@ Launch = tuple[str, str, str | None]  # planned_runs's (experiment, grid, seeds)
 # variables by which a torchrun or SLURM/submitit task finds its world size.
 _LAUNCH_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 _LAUNCH_ENV_PREFIXES = ("SLURM_", "SUBMITIT_")
+_IGNORE_INTERRUPTS = (signal.SIGINT, signal.SIG_IGN)
 
 
 def _plan_launches(launches: Sequence[Launch]) -> list[tuple[list[PlannedRun], bool]]:
@@ -258,12 +259,14 @@ def _cpus() -> int:
 
 
 def _in_parallel(groups: list[list[Launch]]) -> list[list[tuple[list[PlannedRun], bool]]]:
-    """``_plan_launches`` of each group, the groups in forked processes over the CPUs."""
+    """``_plan_launches`` of each group, the groups in forked processes over the CPUs, in
+    order. Ctrl-C is the parent's: it stops the workers at once (they ignore it themselves)."""
     workers = min(len(groups), _cpus())
     if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
         return [_plan_launches(group) for group in groups]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        return list(pool.map(_plan_launches, groups))
+    context = multiprocessing.get_context("fork")
+    with context.Pool(workers, initializer=signal.signal, initargs=_IGNORE_INTERRUPTS) as pool:
+        return list(pool.imap(_plan_launches, groups))
 
 
 def _cache_key(launch: Launch) -> list:
