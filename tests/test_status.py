@@ -4,8 +4,10 @@ tree with every state, and `make reproduce DRY_RUN=1` launching nothing."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -286,3 +288,28 @@ def test_the_dry_run_names_the_data_a_launch_would_not_find(tmp_path, capsys):
     assert f"of imagenet: {data}/imagenet/train does not exist." in capsys.readouterr().out
     assert status_command.main([*argv, "--launch", "experiment=quick/digits seed=0"]) == 0
     assert "data missing" not in capsys.readouterr().out  # digits is embedded
+
+
+def test_ctrl_c_while_planning_is_one_line_and_leaves_no_worker(tmp_path):
+    grid = "scheduler=autodrop,autodrop_v1,step,cosine,onecycle,clr,exp,tlr"
+    experiments = ["paper/resnet18_cifar10", "paper/wrn28_10_cifar10", "paper/resnet34_cifar100"]
+    command = [sys.executable, "-m", "scripts.status", "--runs", str(tmp_path), "--grid", grid]
+    planning = subprocess.Popen(
+        [*command, "--experiments", *experiments],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    children = Path(f"/proc/{planning.pid}/task/{planning.pid}/children")
+    deadline = time.monotonic() + 120
+    while not children.read_text().split() and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the workers compose
+    os.killpg(planning.pid, signal.SIGINT)
+    out, err = planning.communicate(timeout=60)
+    assert planning.returncode == 130 and err == "interrupted: nothing was planned\n"
+    assert out == ""
+    with pytest.raises(ProcessLookupError):
+        os.killpg(planning.pid, 0)  # no worker of the group is left
