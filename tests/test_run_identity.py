@@ -511,3 +511,56 @@ def test_a_summary_field_the_tables_read_is_checked(train_in_process, field, for
     _forge(run_dir, **{field: forged})
     (row,) = load_runs(run_dir.parents[4]).runs.itertuples()
     assert row.status == "damaged" and reason in row.message
+
+
+def _trainer_variants():
+    from dataclasses import replace
+
+    from experiments.settings import RunSettings
+
+    base = RunSettings.from_config(compose_config(["experiment=quick/digits"]))
+    changes = [
+        {},
+        {"precision": "fp32"},
+        {"precision": "bf16"},
+        {"channels_last": True},
+        {"channels_last": False, "compile": True},
+        {"cpu_threads": 1, "num_workers": 2},
+        {"checkpoint_every_epochs": 3, "checkpoint_every_minutes": 0.0},
+        {"accelerator": "cpu", "precision": "fp32", "compile": False},
+    ]
+    return [replace(base, trainer=replace(base.trainer, **change)) for change in changes]
+
+
+@pytest.mark.parametrize("device_type", ["cpu", "cuda"])
+def test_the_device_resolves_each_value_on_its_own(device_type: str) -> None:
+    # What lets a run's name skip probing the device when no value differs as configured
+    # (experiments.run_identity.value_changes): a resolved value reads only its own setting.
+    import dataclasses
+
+    import torch
+
+    from experiments.runtime import with_device_defaults
+
+    variants = _trainer_variants()
+    resolved = [with_device_defaults(v, torch.device(device_type), 2) for v in variants]
+    for field in dataclasses.fields(variants[0].trainer):
+        by_setting: dict[str, set[str]] = {}
+        for variant, after in zip(variants, resolved, strict=True):
+            setting = repr(getattr(variant.trainer, field.name))
+            by_setting.setdefault(setting, set()).add(repr(getattr(after.trainer, field.name)))
+        assert all(len(values) == 1 for values in by_setting.values()), field.name
+
+
+def test_a_name_that_skips_the_device_probe_is_the_name_the_probe_gives() -> None:
+    from experiments.run_identity import _differences, resolve_for_launch, run_setup, value_changes
+
+    variants = _trainer_variants()
+    for ours in variants:
+        for theirs in variants:
+            probed = _differences(
+                run_setup(resolve_for_launch(ours, 1), 1),
+                run_setup(resolve_for_launch(theirs, 1), 1),
+                set(),
+            )
+            assert value_changes(ours, theirs, 1, set()) == probed
