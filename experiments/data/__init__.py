@@ -11,31 +11,32 @@ run's ``presence`` check, the CIFAR releases, ImageNet's layout) must not pay to
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-_HOMES = {
-    "LOADER_NAMES": "build",
-    "build_array_bundle": "build",
-    "build_data": "build",
-    "fingerprint_data": "build",
-    "load_data": "build",
-    "make_dataset": "build",
-    "DataBundle": "bundle",
-    "EvalLoader": "bundle",
-    "TrainLoader": "bundle",
-    "Loading": "loading",
-    "DatasetUnavailableError": None,  # experiments.errors
-}
+_BUILD = (
+    "LOADER_NAMES",
+    "build_array_bundle",
+    "build_data",
+    "fingerprint_data",
+    "load_data",
+    "make_dataset",
+)
+_BUNDLE = ("DataBundle", "EvalLoader", "TrainLoader")
 
-__all__ = sorted(_HOMES)
+__all__ = sorted([*_BUILD, *_BUNDLE, "DatasetUnavailableError", "Loading"])
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
+    if name in _BUILD:
+        from experiments.data import build as home
+    elif name in _BUNDLE:
+        from experiments.data import bundle as home
+    elif name == "Loading":
+        from experiments.data import loading as home
+    elif name == "DatasetUnavailableError":
+        from experiments import errors as home
+    else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    home = _HOMES[name]
-    module = importlib.import_module(f"{__name__}.{home}" if home else "experiments.errors")
-    value = getattr(module, name)
+    value = getattr(home, name)
     globals()[name] = value
     return value
