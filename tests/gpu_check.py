@@ -221,7 +221,8 @@ def train_cli(
         check=False,
     )
     if result.returncode != 0:
-        raise RuntimeError(f"exit {result.returncode}: {result.stderr[-1500:]}")
+        # torchrun ends with its summary of the ranks; what a rank said before is above it.
+        raise RuntimeError(f"exit {result.returncode}: {result.stderr[-8000:]}")
     return run_dir_of(results)
 
 
