@@ -229,10 +229,10 @@ def answer_completion(argv: Sequence[str], run_hydra: Callable[[], None]) -> Non
 def _lists_files(line: str) -> bool:
     """Whether Hydra completes the line's last word with file names (a value after ``=`` that
     starts like a path): that answer depends on the current folder."""
-    if not line or line.endswith(" "):
+    if not line.strip() or line.endswith(" "):
         return False
-    value = line.split()[-1].rpartition("=")[2]
-    return "=" in line.split()[-1] and value.startswith((".", "/", "\\"))
+    _, equals, value = line.split()[-1].rpartition("=")
+    return bool(equals) and value.startswith((".", "/", "\\"))
 
 
 def exit_after_sweep() -> None:

@@ -293,12 +293,11 @@ def plan(
     parallel over the CPUs (forked processes, which inherit the imports)."""
     all_launches: list[Launch] = [(e, grid, seeds) for e in experiments for grid in grids or [""]]
     all_launches += [launch_arguments(launch) for launch in launches]
-    for experiment in dict.fromkeys(launch[0] for launch in all_launches):
-        check_preset(experiment)
+    keys = [_cache_key(launch) for launch in all_launches]
     runs_of: dict[int, list[PlannedRun]] = {}
     by_preset: dict[str, list[int]] = {}
     for index, launch in enumerate(all_launches):
-        stored = answer_cache.recall("plan", _cache_key(launch))
+        stored = answer_cache.recall("plan", keys[index])
         if stored is answer_cache.MISSING:
             by_preset.setdefault(launch[0], []).append(index)
         else:
@@ -308,8 +307,7 @@ def plan(
         for index, (runs, keep) in zip(indexes, planned, strict=True):
             runs_of[index] = runs
             if keep:
-                key = _cache_key(all_launches[index])
-                answer_cache.store("plan", key, [dataclasses.asdict(run) for run in runs])
+                answer_cache.store("plan", keys[index], [dataclasses.asdict(run) for run in runs])
     found: dict[tuple, PlannedRun] = {}
     for index in range(len(all_launches)):
         for run in runs_of[index]:

@@ -194,9 +194,10 @@ def summary_lines(status: Sequence[GridRow], gpus: int) -> list[str]:
     left = [row for row in status if row["state"] != FINISHED]
     finished = len(status) - len(left)
     lines = [f"{len(status)} runs in the grid: {finished} finished"]
-    sources = {row["task"]: row["estimate"] for row in reversed(left)}  # each task's first
-    for task in dict.fromkeys(row["task"] for row in left):
-        lines.append(f"  {task}: time per epoch {sources[task]}")
+    sources: dict[str, str] = {}
+    for row in left:
+        sources.setdefault(row["task"], row["estimate"])
+    lines += [f"  {task}: time per epoch {source}" for task, source in sources.items()]
     if not left:
         lines.append("nothing left to run")
     elif any(math.isnan(row["remaining_s"]) for row in left):

@@ -31,9 +31,13 @@ class Table:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
     def to_string(self) -> str:
-        cells = [_column_text(self.column(name)) for name in self.columns]
+        values = [self.column(name) for name in self.columns]
+        cells = [_column_text(column) for column in values]
         # A numeric column's header has a leading space (pandas leaves room for a sign).
-        names = [f" {name}" if _is_numeric(self.column(name)) else name for name in self.columns]
+        names = [
+            f" {name}" if _is_numeric(column) else name
+            for name, column in zip(self.columns, values, strict=True)
+        ]
         widths = [
             max([len(name), *(len(text) for text in texts)])
             for name, texts in zip(names, cells, strict=True)
