@@ -104,6 +104,10 @@ def register_configs() -> None:
     OmegaConf.register_new_resolver("horizon_epochs", schema.horizon_epochs, replace=True)
     OmegaConf.register_new_resolver("tuning_label", schema.tuning_label, replace=True)
     OmegaConf.register_new_resolver("tuning_draw", _tuning_draw, replace=True)
+    # Hydra copies its config repository for every composition (CachingConfigRepository), and
+    # with it the whole ConfigStore: a tenth of a composition. The store is one per process and
+    # hands out a copy of a node on every load (ConfigStore.load), so its copy is itself.
+    ConfigStore.__deepcopy__ = lambda store, memo: store
     store = ConfigStore.instance()
     store.store(name="config_schema", node=schema.root_schema())
     for section in schema.CHOSEN:

@@ -153,12 +153,12 @@ def test_the_grid_composes_each_choice_of_groups_once_into_the_configs_hydra_com
     ]
     compose = grid.Composer()
     for overrides in cells:
-        cfg, choices = compose.with_choices(overrides)
-        expected, expected_choices = compose_with_choices(overrides)
-        assert choices == expected_choices
-        assert OmegaConf.to_container(cfg, resolve=True) == OmegaConf.to_container(
-            expected, resolve=True
-        )
+        with compose.applied(overrides) as cfg:
+            expected, expected_choices = compose_with_choices(overrides)
+            assert compose.choices(overrides) == expected_choices
+            assert OmegaConf.to_container(cfg, resolve=True) == OmegaConf.to_container(
+                expected, resolve=True
+            )
     composed = []
     real = grid.compose_config
     monkeypatch.setattr(
@@ -174,6 +174,47 @@ def test_the_grid_composes_each_choice_of_groups_once_into_the_configs_hydra_com
     ]
     # One composition: the preset's sweep is read from the grid's first cell, which reuses it.
     assert len(runs) == 6 and composed == [("experiment=paper/resnet18_cifar10", "scheduler=hd")]
+
+
+def test_a_cell_is_lent_on_one_copy_per_composition_and_set_back_after_it():
+    base = ["experiment=quick/digits", "scheduler=hd"]
+    cells = [
+        [*base, "optimizer.beta=1e-3", "trainer.epochs=3"],
+        [*base, "tuning.trial=2", "scheduler.label=${scheduler.name}-x"],  # an interpolation
+        [*base, "+extra=1"],  # adds a key: its own copy, nothing set back
+        [*base, "optimizer.beta=1e-5"],
+    ]
+    compose = grid.Composer()
+    plain = OmegaConf.to_container(compose(base), resolve=True)
+    lent = []
+    for overrides in cells:
+        with compose.applied(overrides) as cfg:
+            lent.append(cfg)
+            expected = compose_with_choices(overrides)[0]
+            assert OmegaConf.to_container(cfg, resolve=True) == OmegaConf.to_container(
+                expected, resolve=True
+            )
+        if cfg is lent[0]:
+            assert OmegaConf.to_container(cfg, resolve=True) == plain  # set back
+    assert lent[0] is lent[1] is lent[3] and lent[2] is not lent[0]
+    with (
+        pytest.raises(Exception, match="trainer.epochs"),
+        compose.applied([*base, "optimizer.beta=1e-4", "trainer.epochs=three"]),
+    ):
+        pass
+    assert OmegaConf.to_container(lent[0], resolve=True) == plain  # a refused cell too
+
+
+def test_a_launch_planned_a_composition_at_a_time_keeps_its_order(monkeypatch):
+    launch = "experiment=quick/digits scheduler=step,cosine model=resnet8,resnet20 seed=0,1"
+    whole = launch_runs(launch)
+    assert grid._shares(grid.launch_arguments(launch)) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    for cpus in (1, 2):  # in this process, and in two forked workers
+        monkeypatch.setattr(grid, "_cpus", lambda cpus=cpus: cpus)
+        assert grid.plan([], [], None, [launch]) == whole
+    assert [(run.model, run.scheduler, run.seed) for run in whole[:3]] == [
+        ("resnet8", "step", 0), ("resnet8", "step", 1), ("resnet20", "step", 0),
+    ]  # fmt: skip
 
 
 def test_bad_grid_entries_and_presets_are_named():

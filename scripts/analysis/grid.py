@@ -11,6 +11,7 @@ combinations that differ only in values (``optimizer.beta=1e-3,1e-4``) and the s
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import itertools
@@ -19,13 +20,13 @@ import os
 import pickle
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, ValueNode, open_dict
 
 from experiments import answer_cache
 from experiments.config import CONF_DIR, compose_config, invalid_choice
@@ -85,7 +86,8 @@ class Composer:
     command-line overrides after composing (``ConfigLoaderImpl._apply_overrides_to_config``),
     so the result is the config Hydra composes from all of them
     (tests/test_status.py compares both for a grid). A composition without value overrides
-    is returned as it is, read-only: the planning only reads it.
+    is returned as it is, read-only: the planning only reads it. ``applied`` lends the config
+    of a grid's cell without copying.
 
     It is also the ``Presets`` the run names are relative to
     (``experiments.run_identity.run_suffix``), their settings made once per preset."""
@@ -96,6 +98,7 @@ class Composer:
         self._parsed: dict[str, Any] = {}  # one override -> Hydra's parse of it
         self._settings: dict[tuple[str, ...], RunSettings] = {}
         self._choices: dict[tuple[str, ...], dict[str, Any]] = {}
+        self._writable: dict[tuple[str, ...], DictConfig] = {}  # applied's copy per composition
         self._parser = OverridesParser.create()
 
     def _groups(self, groups: tuple[str, ...]) -> tuple[DictConfig, DictConfig]:
@@ -144,10 +147,47 @@ class Composer:
             self._settings[key] = RunSettings.from_config(self(overrides))
         return self._settings[key]
 
-    def with_choices(self, overrides: Sequence[str]) -> tuple[DictConfig, dict[str, Any]]:
-        """As ``experiments.config.compose_with_choices``: the task config (read-only when no
-        value is overridden) and Hydra's group choices."""
-        return self(overrides), self.choices(overrides)
+    @contextlib.contextmanager
+    def applied(self, overrides: Sequence[str]) -> Iterator[DictConfig]:
+        """The task config of ``overrides``, as ``self(overrides)``, lent for the block: plain
+        values (``optimizer.beta=1e-3``) are set on one writable copy of their composition and
+        set back after the block, since copying the config for each cell of a grid would cost
+        as much as planning the cell. Any other override (``+key=1``, ``~key``, a dict) gets its
+        own copy."""
+        groups, values = self._split(overrides)
+        work = self._writable.get(groups)
+        if work is None and values:
+            work = self._writable[groups] = copy.deepcopy(self._groups(groups)[1])
+            OmegaConf.set_readonly(work, False)
+        previous = [_plain_value(work, override) for override in values] if work else []
+        if not values or _NOT_PLAIN in previous:
+            yield self(overrides)
+            return
+        try:
+            ConfigLoaderImpl._apply_overrides_to_config(values, work)
+            yield work
+        finally:
+            for override, raw in zip(values, previous, strict=True):
+                OmegaConf.update(work, override.key_or_group, raw, merge=False)
+
+
+_NOT_PLAIN: Any = object()
+
+
+def _plain_value(cfg: DictConfig, override: Any) -> Any:
+    """The raw value (an interpolation as written) that a plain value override (``key=1``)
+    replaces in ``cfg``, or ``_NOT_PLAIN`` when the override does more than set a value: it
+    adds or deletes a key, or its value or the value it replaces is a dict or a list."""
+    if override.is_delete() or override.is_add() or override.is_force_add():
+        return _NOT_PLAIN
+    if override.package is not None or isinstance(override.value(), dict | list):
+        return _NOT_PLAIN
+    node: Any = cfg
+    for part in override.key_or_group.split("."):
+        if not isinstance(node, DictConfig) or node._is_missing() or node._is_interpolation():
+            return _NOT_PLAIN
+        node = node._get_node(part, validate_access=False)
+    return node._value() if isinstance(node, ValueNode) else _NOT_PLAIN
 
 
 def _is_group(key: str) -> bool:
@@ -170,12 +210,31 @@ def planned_runs(
 ) -> list[PlannedRun]:
     """Every run of ``-m experiment=<experiment> <grid> [seed=<seeds>]`` (``compose``: the
     planning pass's ``Composer``, a new one by default)."""
+    cells = planned_cells(experiment, grid, seeds, compose or Composer())
+    return [run for _, runs in cells for run in runs]
+
+
+# A share of a launch's grid: for each config-group key of the grid (``scheduler=a,b``), the
+# index of one of its values; its cells are those with these choices. () is the whole grid.
+Share = tuple[int, ...]
+
+
+def planned_cells(
+    experiment: str, grid: str, seeds: str | None, compose: Composer, share: Share = ()
+) -> list[tuple[int, list[PlannedRun]]]:
+    """``planned_runs``'s runs cell by cell (a cell: one combination of the swept values, its
+    runs one per seed), each with its place in the launch's order of cells; only the cells of
+    ``share``."""
     check_preset(experiment)
-    compose = compose or Composer()
     grid_sweep = parse_sweep(grid)
-    # The preset's own sweep and seed, read from a composition the grid's first cell reuses
+    picked = dict(zip([key for key in grid_sweep if _is_group(key)], share, strict=False))
+    # The preset's own sweep and seed, read from a composition the share's first cell reuses
     # (only the experiment preset sets them, whatever the other groups choose).
-    first_groups = [f"{key}={values[0]}" for key, values in grid_sweep.items() if _is_group(key)]
+    first_groups = [
+        f"{key}={values[picked.get(key, 0)]}"
+        for key, values in grid_sweep.items()
+        if _is_group(key)
+    ]
     preset = compose([f"experiment={experiment}", *first_groups], with_hydra=True)
     preset_sweep = preset.hydra.sweeper.params or {}
     sweep = {key: str(value).split(",") for key, value in preset_sweep.items()}
@@ -184,29 +243,34 @@ def planned_runs(
         sweep[SEED_KEY] = parse_sweep(f"{SEED_KEY}={seeds}")[SEED_KEY]
     seed_values = [int(seed) for seed in sweep.pop(SEED_KEY, [str(preset.seed)])]
     keys = list(sweep)
-    runs = []
-    for values in itertools.product(*(sweep[key] for key in keys)):
+    cells = []
+    for place, indexes in enumerate(itertools.product(*(range(len(sweep[k])) for k in keys))):
+        chosen = dict(zip(keys, indexes, strict=True))
+        if any(chosen[key] != index for key, index in picked.items()):
+            continue
         overrides = [
             f"experiment={experiment}",
-            *(f"{k}={v}" for k, v in zip(keys, values, strict=True)),
+            *(f"{key}={sweep[key][index]}" for key, index in chosen.items()),
         ]
-        cfg, choices = compose.with_choices(overrides)
-        settings = RunSettings.from_config(cfg)
-        suffix = run_suffix(cfg, choices, presets=compose, settings=settings)[0]
-        runs += [
+        with compose.applied(overrides) as cfg:
+            settings = RunSettings.from_config(cfg)
+            suffix = run_suffix(cfg, compose.choices(overrides), presets=compose, settings=settings)
+            serves = served_horizons(cfg)
+        runs = [
             PlannedRun(
                 experiment=settings.experiment_name,
                 dataset=settings.data.name,
                 model=settings.model.name,
-                scheduler=f"{settings.scheduler.label}{suffix}",
+                scheduler=f"{settings.scheduler.label}{suffix[0]}",
                 seed=seed,
                 epochs=int(settings.trainer.epochs),
-                serves=served_horizons(cfg),
+                serves=serves,
                 data_root=str(settings.data.root),
             )
             for seed in seed_values
         ]
-    return runs
+        cells.append((place, runs))
+    return cells
 
 
 def launch_arguments(launch: str) -> tuple[str, str, str | None]:
@@ -227,23 +291,36 @@ def launch_runs(launch: str, compose: Composer | None = None) -> list[PlannedRun
 
 
 Launch = tuple[str, str, str | None]  # planned_runs's (experiment, grid, seeds)
+Task = tuple[Launch, Share]  # the unit of planning's work: one composition, with its cells
 # What a launch's planning reads besides the source tree and the launch: the environment
 # variables by which a torchrun or SLURM/submitit task finds its world size.
 _LAUNCH_ENV = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 _LAUNCH_ENV_PREFIXES = ("SLURM_", "SUBMITIT_")
-_IGNORE_INTERRUPTS = (signal.SIGINT, signal.SIG_IGN)
+_worker_composer: Composer | None = None  # a planning worker's, for all its tasks
 
 
-def _plan_launches(launches: Sequence[Launch]) -> list[tuple[list[PlannedRun], bool]]:
-    """The runs of each launch, composed by one ``Composer``, and whether they may be kept
-    (``experiments.answer_cache``): not when naming a run probed the device, which imports
-    torch. In a worker process, any refusal is re-raised as one the parent can unpickle."""
-    compose = Composer()
+def _shares(launch: Launch) -> list[Share]:
+    """The shares of a launch's grid, one per choice of its config groups (when the preset's
+    sweep chooses none, one per composition); the whole grid when it does not parse, so that
+    planning it reports why in its turn."""
     try:
-        planned = [planned_runs(*launch, compose=compose) for launch in launches]
+        grid_sweep = parse_sweep(launch[1])
+    except ValueError:
+        return [()]
+    counts = [len(values) for key, values in grid_sweep.items() if _is_group(key)]
+    return list(itertools.product(*(range(count) for count in counts)))
+
+
+def _plan_task(task: Task, compose: Composer | None = None) -> tuple[list, bool]:
+    """The cells of one task, and whether they may be kept (``experiments.answer_cache``): not
+    when naming a run probed the device, which imports torch. In a worker process, any refusal
+    is re-raised as one the parent can unpickle."""
+    (experiment, grid, seeds), share = task
+    try:
+        cells = planned_cells(experiment, grid, seeds, compose or _worker_composer, share)
     except Exception as error:  # noqa: BLE001 - re-raised, with its type when it pickles
         raise _portable(error) from None
-    return [(runs, "torch" not in sys.modules) for runs in planned]
+    return cells, "torch" not in sys.modules
 
 
 def _portable(error: Exception) -> Exception:
@@ -258,15 +335,23 @@ def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _in_parallel(groups: list[list[Launch]]) -> list[list[tuple[list[PlannedRun], bool]]]:
-    """``_plan_launches`` of each group, the groups in forked processes over the CPUs, in
-    order. Ctrl-C is the parent's: it stops the workers at once (they ignore it themselves)."""
-    workers = min(len(groups), _cpus())
+def _start_worker() -> None:
+    """A planning worker ignores Ctrl-C (the parent's, which stops the workers at once) and
+    composes with one ``Composer`` for all its tasks."""
+    global _worker_composer
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker_composer = Composer()
+
+
+def _in_parallel(tasks: list[Task]) -> list[tuple[list, bool]]:
+    """``_plan_task`` of each task, in order, in forked processes over the CPUs (they inherit
+    the imports). A task is one composition, so the CPUs finish together."""
+    workers = min(len(tasks), _cpus())
     if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        return [_plan_launches(group) for group in groups]
-    context = multiprocessing.get_context("fork")
-    with context.Pool(workers, initializer=signal.signal, initargs=_IGNORE_INTERRUPTS) as pool:
-        return list(pool.imap(_plan_launches, groups))
+        compose = Composer()
+        return [_plan_task(task, compose) for task in tasks]
+    with multiprocessing.get_context("fork").Pool(workers, initializer=_start_worker) as pool:
+        return list(pool.imap(_plan_task, tasks))
 
 
 def _cache_key(launch: Launch) -> list:
@@ -289,25 +374,32 @@ def plan(
 
     Hydra's composition (about 0.1 s each, once per preset and schedule) is the planning's cost:
     a launch planned before with the same source tree is read back
-    (``experiments.answer_cache``); the others are planned together per preset, the presets in
-    parallel over the CPUs (forked processes, which inherit the imports)."""
+    (``experiments.answer_cache``); the others are planned a share at a time (one composition
+    and its cells) in parallel over the CPUs."""
     all_launches: list[Launch] = [(e, grid, seeds) for e in experiments for grid in grids or [""]]
     all_launches += [launch_arguments(launch) for launch in launches]
     keys = [_cache_key(launch) for launch in all_launches]
     runs_of: dict[int, list[PlannedRun]] = {}
-    by_preset: dict[str, list[int]] = {}
+    tasks: list[Task] = []
+    task_launches: list[int] = []
     for index, launch in enumerate(all_launches):
         stored = answer_cache.recall("plan", keys[index])
         if stored is answer_cache.MISSING:
-            by_preset.setdefault(launch[0], []).append(index)
+            shares = _shares(launch)
+            tasks += [(launch, share) for share in shares]
+            task_launches += [index] * len(shares)
         else:
             runs_of[index] = [_from_json(run) for run in stored]
-    groups = [[all_launches[i] for i in indexes] for indexes in by_preset.values()]
-    for indexes, planned in zip(by_preset.values(), _in_parallel(groups), strict=True):
-        for index, (runs, keep) in zip(indexes, planned, strict=True):
-            runs_of[index] = runs
-            if keep:
-                answer_cache.store("plan", keys[index], [dataclasses.asdict(run) for run in runs])
+    cells_of: dict[int, list[tuple[int, list[PlannedRun]]]] = {}
+    kept: dict[int, bool] = {}
+    for index, (cells, keep) in zip(task_launches, _in_parallel(tasks), strict=True):
+        cells_of.setdefault(index, []).extend(cells)
+        kept[index] = kept.get(index, True) and keep
+    for index, cells in cells_of.items():
+        cells.sort(key=lambda cell: cell[0])  # the launch's order, across its shares
+        runs_of[index] = [run for _, runs in cells for run in runs]
+        if kept[index]:
+            answer_cache.store("plan", keys[index], [dataclasses.asdict(r) for r in runs_of[index]])
     found: dict[tuple, PlannedRun] = {}
     for index in range(len(all_launches)):
         for run in runs_of[index]:
