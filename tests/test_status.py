@@ -225,6 +225,19 @@ def test_bad_grid_entries_and_presets_are_named():
     assert status_command.main(["--experiments", "paper/nope"]) == 2
 
 
+def test_a_launch_is_refused_in_one_line_as_the_runner_refuses_it(tmp_path, capsys):
+    refused = {
+        "+data.bogus=1": "unknown key data.bogus",  # Hydra would add it; the runner refuses it
+        "scheduler=step,cosin": "scheduler=cosin is invalid: allowed values are ",
+        "trainer.precision=bf61": "did you mean trainer.precision=bf16?",
+    }
+    for override, message in refused.items():
+        launch = f"experiment=quick/digits {override} seed=0"
+        assert status_command.main(["--runs", str(tmp_path), "--launch", launch]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
 def test_status_command_prints_the_table_and_totals(tree, capsys):
     args = ["--runs", str(tree), "--experiments", EXP, "--grid", "scheduler=autodrop,step"]
     assert status_command.main([*args, "--seeds", "0,1", "--gpus", "2"]) == 0

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf, ValueNode, open_dict
 
 from experiments import answer_cache
 from experiments.config import CONF_DIR, compose_config, invalid_choice
+from experiments.overrides import check_overrides
 from experiments.run_identity import run_suffix
 from experiments.settings import RunSettings
 from experiments.studies import served_horizons
@@ -227,6 +228,9 @@ def planned_cells(
     ``share``."""
     check_preset(experiment)
     grid_sweep = parse_sweep(grid)
+    if not any(share):  # the launch's first share: its overrides, as the runner checks them
+        seed_sweep = [] if seeds is None else [f"{SEED_KEY}={seeds}"]
+        check_overrides([f"{EXPERIMENT_KEY}={experiment}", *grid.split(), *seed_sweep])
     picked = dict(zip([key for key in grid_sweep if _is_group(key)], share, strict=False))
     # The preset's own sweep and seed, read from a composition the share's first cell reuses
     # (only the experiment preset sets them, whatever the other groups choose).
