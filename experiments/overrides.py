@@ -8,7 +8,9 @@ choice against the files of its group, so a mistake costs one line (see ``experi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+import itertools
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -17,13 +19,20 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from experiments.config import CONF_DIR, ConfigError, did_you_mean, refused_value
+from experiments.config import (
+    CONF_DIR,
+    ConfigError,
+    compose_config,
+    did_you_mean,
+    refused_value,
+)
 from experiments.schema import (
     CHOSEN,
     TOP_LEVEL_KEYS,
     known_keys,
     root_schema,
     schema_keys,
+    section_options,
     section_schemas,
     unknown_key_message,
 )
@@ -108,7 +117,36 @@ def _chosen_options(overrides: Sequence[Override]) -> dict[str, list[str]]:
     return chosen
 
 
-def _check_key(override: Override, chosen: dict[str, list[str]]) -> None:
+def _composed_options(
+    group_overrides: Sequence[Override], compose: Callable[[Sequence[str]], Any]
+) -> dict[str, set[str]] | None:
+    """section -> the options ``compose`` composes for it from the command line's group choices
+    alone (each combination of a sweep's), read from the composed config's names; None when
+    they cannot be enumerated (a glob) or composed (Hydra reports why when it composes)."""
+    choices = []
+    for override in group_overrides:
+        if not override.is_sweep_override():
+            choices.append([override.input_line])
+        elif values := _values(override):
+            choices.append([f"{override.key_or_group}={value}" for value in values])
+        else:
+            return None
+    options: dict[str, set[str]] = {section: set() for section in CHOSEN}
+    for combination in itertools.product(*choices):
+        try:
+            cfg = compose(combination)
+        except (HydraException, ConfigError):
+            return None
+        for section in CHOSEN:
+            options[section].add(str(cfg[section].name))
+    return options
+
+
+def _check_key(
+    override: Override,
+    chosen: dict[str, list[str]],
+    composed: Callable[[], dict[str, set[str]] | None],
+) -> None:
     key = override.key_or_group
     if key in TOP_LEVEL_KEYS:
         for value in _values(override):
@@ -118,17 +156,19 @@ def _check_key(override: Override, chosen: dict[str, list[str]]) -> None:
     field_key = f"{section}.{rest.split('.')[0].split('[')[0]}"
     if field_key not in known_keys():
         raise ConfigError(unknown_key_message(key, known_keys()))
-    for option in chosen.get(section, [None]):
+    options: list[str | None] = [None]  # any option: a key every option of the section has
+    if section in chosen:
+        options = list(chosen[section])
+    elif any(field_key not in schema_keys(section, o) for o in section_options(section)):
+        composed_options = composed()  # the preset's or the default's option
+        options = sorted(composed_options[section]) if composed_options else [None]
+    for option in options:
         if field_key not in schema_keys(section, option):
             raise ConfigError(
                 f"unknown key {key} for {section}={option}: its keys are "
                 f"{', '.join(k.partition('.')[2] for k in schema_keys(section, option))}"
             )
-    schemas = [
-        schema
-        for option in chosen.get(section, [None])
-        for schema in section_schemas(section, option)
-    ]
+    schemas = [schema for option in options for schema in section_schemas(section, option)]
     if field_key == key:  # a whole field, not an element of a list field
         for value in _values(override):
             if not _is_interpolation(value):
@@ -154,14 +194,17 @@ def _parse(arguments: Sequence[str]) -> list[Override]:
         raise ConfigError(str(error).splitlines()[0]) from error
 
 
-def check_overrides(arguments: Sequence[str]) -> None:
+def check_overrides(
+    arguments: Sequence[str], compose: Callable[[Sequence[str]], Any] | None = None
+) -> None:
     """Raise ConfigError for the first override that names an unknown key or group option
     (``hydra/launcher`` included), or gives a value its field cannot hold. ``hydra.*`` keys are
-    left to Hydra."""
+    left to Hydra. ``compose``: how to compose a config from overrides when a key needs it
+    (``experiments.config.compose_config`` by default)."""
     overrides = _parse(arguments)
     chosen = _chosen_options(overrides)
     # Group choices first: a key is checked against the options chosen, which must exist.
-    keys = []
+    keys, groups = [], []
     for override in overrides:
         group = override.key_or_group
         if override.package is not None:
@@ -174,7 +217,11 @@ def check_overrides(arguments: Sequence[str]) -> None:
             continue
         elif group in CHECKED_GROUPS:
             _check_group(group, _values(override), group_options(group))
+            groups.append(override)
         elif not group.endswith("_preset"):
             keys.append(override)
+    # A key only some options of its section have, the section not chosen here, is checked
+    # against the option the preset or the defaults choose: composed once, when one needs it.
+    composed = functools.cache(lambda: _composed_options(groups, compose or compose_config))
     for override in keys:
-        _check_key(override, chosen)
+        _check_key(override, chosen, composed)

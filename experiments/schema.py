@@ -265,6 +265,13 @@ def schema_keys(section: str, chosen: str | None = None) -> list[str]:
     return sorted(f"{section}.{name}" for name in _field_names(section, chosen))
 
 
+def section_options(section: str) -> list[str]:
+    """The options of a chosen section (registered components, loggers); [] for the others."""
+    if section == "logger":
+        return list(settings.LOGGERS)
+    return list(specs.names(section)) if section in settings.COMPONENTS else []
+
+
 def known_keys() -> list[str]:
     """Every key some composition of the config tree can have (hydra.* aside)."""
     keys = [*TOP_LEVEL_KEYS]

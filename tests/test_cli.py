@@ -45,6 +45,11 @@ def _run(command: list[str], cwd: Path, env: dict[str, str] | None = None, timeo
         (["data=mnist"], "error: data=mnist is invalid: allowed values are cifar10"),
         (["model.width=3"], "error: unknown key model.width (--cfg job prints"),
         (["scheduler=step", "scheduler.window=3"], "error: unknown key scheduler.window for"),
+        # the preset's scheduler (autodrop) has no milestones; step has: Hydra's 6 lines before
+        (
+            ["scheduler.milestones=[5]"],
+            "error: unknown key scheduler.milestones for scheduler=autodrop",
+        ),
         (["trainer.precision=bf61"], "; did you mean trainer.precision=bf16?"),
         (["scheduler=cosin"], "; did you mean scheduler=cosine?"),
         (["scheduler=autodrop,step"], "error: scheduler=autodrop,step sweeps over several values"),
@@ -93,6 +98,15 @@ def test_hydra_full_error_shows_the_traceback(results_dir: Path) -> None:
         (["+foo=1"], "unknown key foo"),
         (["seed=one"], "seed='one' is invalid"),
         (["scheduler=autodrop,step", "scheduler.window=3"], "for scheduler=step: its keys"),
+        (["experiment=paper/resnet18_cifar10", "optimizer.beta=1e-3"], "for optimizer=sgd: its"),
+        (
+            [
+                "experiment=quick/digits,paper/resnet18_cifar10",
+                "scheduler=hd,step",
+                "optimizer.beta=1",
+            ],
+            "unknown key optimizer.beta for optimizer=sgd",  # the step jobs compose plain sgd
+        ),
         (["experiment=quick/nothing"], "experiment=quick/nothing is invalid: allowed values"),
     ],
 )
@@ -123,6 +137,7 @@ def test_valid_overrides_pass_the_check() -> None:
             "scheduler.gamma=0.5",
         ]
     )
+    check_overrides(["experiment=paper/resnet18_cifar10", "scheduler=hd", "optimizer.beta=1e-4"])
 
 
 def _console_script(tmp_path: Path) -> Path:

@@ -314,7 +314,7 @@ def test_fixed_choices_are_refused_by_the_schema_with_the_choices(
     key: str, value: str, allowed: str
 ) -> None:
     with pytest.raises(ConfigError) as caught:
-        check_overrides([f"{key}={value}"])
+        check_overrides(["data=imagenet", f"{key}={value}"])  # digits, the default, has no decode
     message = str(caught.value)
     assert message.startswith(f"{key}={value!r} is invalid") and allowed in message
     cfg = compose_config(["experiment=paper/resnet18_imagenet", "logger=wandb"])
@@ -335,10 +335,11 @@ def test_fixed_choices_are_refused_by_the_schema_with_the_choices(
 def test_an_enum_value_gets_a_did_you_mean_on_the_command_line_and_at_composition(
     override: str, meant: str
 ) -> None:
+    preset = ["experiment=paper/resnet18_imagenet", "logger=wandb"]  # its data has a decode
     with pytest.raises(ConfigError) as checked:
-        check_overrides([override])
+        check_overrides([*preset, override])
     with pytest.raises(ConfigError) as composed:  # e.g. a grid passed to scripts.status
-        compose_config(["experiment=paper/resnet18_imagenet", "logger=wandb", override])
+        compose_config([*preset, override])
     for caught in (checked, composed):
         assert str(caught.value).endswith(f"; did you mean {meant}?"), caught.value
 

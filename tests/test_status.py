@@ -230,6 +230,7 @@ def test_a_launch_is_refused_in_one_line_as_the_runner_refuses_it(tmp_path, caps
         "+data.bogus=1": "unknown key data.bogus",  # Hydra would add it; the runner refuses it
         "scheduler=step,cosin": "scheduler=cosin is invalid: allowed values are ",
         "trainer.precision=bf61": "did you mean trainer.precision=bf16?",
+        "optimizer.beta=1e-3": "unknown key optimizer.beta for optimizer=sgd",  # the preset's
     }
     for override, message in refused.items():
         launch = f"experiment=quick/digits {override} seed=0"

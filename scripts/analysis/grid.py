@@ -230,7 +230,7 @@ def planned_cells(
     grid_sweep = parse_sweep(grid)
     if not any(share):  # the launch's first share: its overrides, as the runner checks them
         seed_sweep = [] if seeds is None else [f"{SEED_KEY}={seeds}"]
-        check_overrides([f"{EXPERIMENT_KEY}={experiment}", *grid.split(), *seed_sweep])
+        check_overrides([f"{EXPERIMENT_KEY}={experiment}", *grid.split(), *seed_sweep], compose)
     picked = dict(zip([key for key in grid_sweep if _is_group(key)], share, strict=False))
     # The preset's own sweep and seed, read from a composition the share's first cell reuses
     # (only the experiment preset sets them, whatever the other groups choose).
