@@ -135,10 +135,11 @@ def _composed_options(
     for combination in itertools.product(*choices):
         try:
             cfg = compose(combination)
-        except (HydraException, ConfigError):
+            names = {section: str(cfg[section].name) for section in CHOSEN}
+        except (HydraException, ConfigError, OmegaConfBaseException):
             return None
-        for section in CHOSEN:
-            options[section].add(str(cfg[section].name))
+        for section, name in names.items():
+            options[section].add(name)
     return options
 
 

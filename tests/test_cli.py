@@ -140,6 +140,10 @@ def test_valid_overrides_pass_the_check() -> None:
     check_overrides(["experiment=paper/resnet18_cifar10", "scheduler=hd", "optimizer.beta=1e-4"])
 
 
+def test_a_key_whose_section_cannot_be_composed_is_left_to_hydra() -> None:
+    check_overrides(["~scheduler", "scheduler.window=3"])  # no scheduler: Hydra says why
+
+
 def _console_script(tmp_path: Path) -> Path:
     """The ``autodrop-train`` command as pip writes it from pyproject's [project.scripts]."""
     scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
