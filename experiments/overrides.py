@@ -84,10 +84,11 @@ def _is_interpolation(value: Any) -> bool:
 
 def _check_group(group: str, values: Iterable[Any], options: Sequence[str]) -> None:
     for value in values:
-        if value is not None and str(value) not in options:
+        if str(value) not in options:
+            shown = "null" if value is None else value  # Hydra cannot choose no option either
             raise ConfigError(
-                f"{group}={value} is invalid: allowed values are {', '.join(options)}"
-                f"{did_you_mean(group, value, options)}"
+                f"{group}={shown} is invalid: allowed values are {', '.join(options)}"
+                f"{did_you_mean(group, shown, options)}"
             )
 
 

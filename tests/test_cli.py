@@ -52,6 +52,7 @@ def _run(command: list[str], cwd: Path, env: dict[str, str] | None = None, timeo
         ),
         (["trainer.precision=bf61"], "; did you mean trainer.precision=bf16?"),
         (["scheduler=cosin"], "; did you mean scheduler=cosine?"),
+        (["scheduler=null"], "error: scheduler=null is invalid: allowed values are autodrop,"),
         (["scheduler=autodrop,step"], "error: scheduler=autodrop,step sweeps over several values"),
         (["seed=range(0,2)"], "add -m (--multirun)"),
         (
