@@ -28,8 +28,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from experiments.answer_cache import CACHE_ENV
+
 REPO = Path(__file__).resolve().parents[1]
-CACHE_ENV = "AUTODROP_ANSWER_CACHE"  # experiments.answer_cache
 TARGET_S, TARGET_RATIO, STATUS_TARGET_S = 1.5, 2.0, 10.0
 RUNNER = (sys.executable, "-m", "experiments.train")
 # (name, command, environment, expected exit status)

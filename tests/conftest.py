@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from experiments import answer_cache
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -50,7 +52,7 @@ def _wandb_never_online(monkeypatch: pytest.MonkeyPatch) -> None:
 def _answers_computed(monkeypatch: pytest.MonkeyPatch) -> None:
     """The command line's answers are computed in every test, never read from a cache an earlier
     command kept (tests/test_answer_cache.py turns it on)."""
-    monkeypatch.setenv("AUTODROP_ANSWER_CACHE", "off")
+    monkeypatch.setenv(answer_cache.CACHE_ENV, "off")
 
 
 @pytest.fixture(autouse=True)

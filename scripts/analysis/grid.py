@@ -148,6 +148,12 @@ class Composer:
             self._settings[key] = RunSettings.from_config(self(overrides))
         return self._settings[key]
 
+    def _writable_copy(self, groups: tuple[str, ...]) -> DictConfig:
+        if groups not in self._writable:
+            self._writable[groups] = copy.deepcopy(self._groups(groups)[1])
+            OmegaConf.set_readonly(self._writable[groups], False)
+        return self._writable[groups]
+
     @contextlib.contextmanager
     def applied(self, overrides: Sequence[str]) -> Iterator[DictConfig]:
         """The task config of ``overrides``, as ``self(overrides)``, lent for the block: plain
@@ -156,14 +162,11 @@ class Composer:
         as much as planning the cell. Any other override (``+key=1``, ``~key``, a dict) gets its
         own copy."""
         groups, values = self._split(overrides)
-        work = self._writable.get(groups)
-        if work is None and values:
-            work = self._writable[groups] = copy.deepcopy(self._groups(groups)[1])
-            OmegaConf.set_readonly(work, False)
-        previous = [_plain_value(work, override) for override in values] if work else []
+        previous = [_plain_value(self._writable_copy(groups), override) for override in values]
         if not values or _NOT_PLAIN in previous:
             yield self(overrides)
             return
+        work = self._writable_copy(groups)
         try:
             ConfigLoaderImpl._apply_overrides_to_config(values, work)
             yield work
